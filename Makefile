@@ -1,0 +1,27 @@
+# Two entry points for a newcomer: `make demo` and `make test`. Both create .venv on first use.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+# DALI wheels exist for Linux x86_64/aarch64 only; elsewhere the torch backend is used.
+EXTRAS := dev$(shell [ "$$(uname -s)" = Linux ] && case "$$(uname -m)" in x86_64|aarch64) echo ,dali-cu13;; esac)
+
+.PHONY: demo test bench clean
+
+demo: $(STAMP)
+	$(VENV)/bin/fastfashion demo --out demo_out
+
+test: $(STAMP)
+	$(PY) -m pytest tests
+
+bench: $(STAMP)
+	$(PY) -m pytest benchmarks --benchmark-only --benchmark-json=benchmarks/results/latest.json
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -c constraints.txt -e ".[$(EXTRAS)]"
+	touch $(STAMP)
+
+clean:
+	rm -rf $(VENV) demo_out build *.egg-info

@@ -1,0 +1,197 @@
+"""Read and validate a FashionDataset folder into per-split records.
+
+Layout (see DATA.md)::
+
+    ROOT/img/00000.jpg ...
+    ROOT/split/{train,val,test}.txt          one relative image path per line
+    ROOT/split/{train,val}_attr.txt          one label vector per line, aligned with the .txt
+    ROOT/split/list_attr_cloth.txt           the schema
+
+Every problem raises a subclass of :class:`SourceError` whose message names the file and (1-based) line.
+CRLF line endings and a missing final newline are accepted; blank lines inside a file are not.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+from pathlib import Path
+from typing import Iterable
+
+from .schema import FASHION_SCHEMA, Schema, SchemaError
+
+log = logging.getLogger(__name__)
+
+SPLITS = ("train", "val", "test")
+LABELLED_SPLITS = ("train", "val")
+
+
+class SourceError(ValueError):
+    """Base class: the source folder is malformed. ``path`` and ``line`` name the culprit (line may be None)."""
+
+    def __init__(self, path: str | os.PathLike, line: int | None, message: str):
+        self.path, self.line = str(path), line
+        where = f"{self.path}:{line}" if line is not None else self.path
+        super().__init__(f"{where}: {message}")
+
+
+class MissingSplitFileError(SourceError):
+    """A split file (``split/train.txt``, ``split/train_attr.txt`` ...) does not exist."""
+
+
+class LineCountMismatchError(SourceError):
+    """``X.txt`` and ``X_attr.txt`` have a different number of lines."""
+
+
+class LabelCountError(SourceError):
+    """A label line holds the wrong number of labels."""
+
+
+class LabelValueError(SourceError):
+    """A label is not an integer or out of range for its category."""
+
+
+class BlankLineError(SourceError):
+    """A blank line inside a split file."""
+
+
+class UnsafePathError(SourceError):
+    """An image path escapes the data set root (``..``, absolute path, or a symlink pointing outside)."""
+
+
+class MissingImageError(SourceError):
+    """A listed image file does not exist."""
+
+
+class DuplicateKeyError(SourceError):
+    """Two lines (in one split or across splits) name the same key (image file stem)."""
+
+
+class SchemaMismatchError(SourceError):
+    """``split/list_attr_cloth.txt`` disagrees with the expected schema."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Record:
+    """One sample: ``key`` is the image file stem, ``path`` is relative to the root (POSIX style),
+    ``labels`` the class id per schema attribute, or None for an unlabelled split. ``line`` is 1-based."""
+
+    key: str
+    path: str
+    labels: tuple[int, ...] | None
+    split: str
+    line: int
+
+
+def read_lines(path: Path) -> list[str]:
+    """Lines of a text file, accepting CRLF and a missing final newline; a blank line inside raises."""
+    if not path.is_file():
+        raise MissingSplitFileError(path, None, "split file is missing")
+    with open(path, "r", encoding="utf-8", newline="") as f:
+        text = f.read()
+    lines = text.replace("\r\n", "\n").split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()  # the final newline
+    for i, line in enumerate(lines, start=1):
+        if not line.strip():
+            raise BlankLineError(path, i, "blank line")
+    return lines
+
+
+def _parse_labels(path: Path, lineno: int, line: str, schema: Schema) -> tuple[int, ...]:
+    parts = line.split()
+    if len(parts) != len(schema):
+        raise LabelCountError(path, lineno, f"expected {len(schema)} labels, got {len(parts)}: {line!r}")
+    out = []
+    for attr, tok in zip(schema, parts):
+        try:
+            v = int(tok)
+        except ValueError:
+            raise LabelValueError(path, lineno, f"{attr.name} label {tok!r} is not an integer") from None
+        if not 0 <= v < attr.num_classes:
+            raise LabelValueError(path, lineno,
+                                  f"{attr.name} label {v} out of range 0..{attr.num_classes - 1}")
+        out.append(v)
+    return tuple(out)
+
+
+def _check_path(root: Path, list_file: Path, lineno: int, rel: str, check_images: bool) -> str:
+    rel = rel.strip()
+    p = Path(rel)
+    if p.is_absolute() or rel.startswith(("/", "\\")) or ".." in p.parts:
+        raise UnsafePathError(list_file, lineno, f"image path {rel!r} escapes the data set root")
+    full = root / p
+    if check_images:
+        if not full.resolve().is_relative_to(root.resolve()):  # only a symlink can get here
+            raise UnsafePathError(list_file, lineno, f"image path {rel!r} is a symlink pointing outside the root")
+        if not full.is_file():
+            raise MissingImageError(list_file, lineno, f"image file {rel!r} does not exist")
+    return p.as_posix()
+
+
+def read_split(root: str | os.PathLike, split: str, schema: Schema = FASHION_SCHEMA, *,
+               check_images: bool = True) -> list[Record]:
+    """Records of one split; labels are read for ``train``/``val`` (and any split with an ``_attr`` file)."""
+    root = Path(root)
+    list_file = root / "split" / f"{split}.txt"
+    attr_file = root / "split" / f"{split}_attr.txt"
+    paths = read_lines(list_file)
+    labels: list[tuple[int, ...]] | None = None
+    if split in LABELLED_SPLITS or attr_file.exists():
+        rows = read_lines(attr_file)
+        if len(rows) != len(paths):
+            raise LineCountMismatchError(
+                attr_file, min(len(rows), len(paths)) + 1,
+                f"{len(rows)} label lines but {list_file.name} has {len(paths)} lines")
+        labels = [_parse_labels(attr_file, i, line, schema) for i, line in enumerate(rows, start=1)]
+    records, seen = [], {}
+    for i, rel in enumerate(paths, start=1):
+        rel = _check_path(root, list_file, i, rel, check_images)
+        key = Path(rel).stem
+        if key in seen:
+            raise DuplicateKeyError(list_file, i, f"key {key!r} already listed at line {seen[key]}")
+        seen[key] = i
+        records.append(Record(key, rel, labels[i - 1] if labels is not None else None, split, i))
+    return records
+
+
+def read_source(root: str | os.PathLike, schema: Schema = FASHION_SCHEMA, *,
+                splits: Iterable[str] = SPLITS, check_images: bool = True) -> dict[str, list[Record]]:
+    """Read every split of a FashionDataset folder, checking the schema file and keys across splits.
+
+    Raises a :class:`SourceError` subclass naming the file and line of the first problem found.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise SourceError(root, None, "data set folder does not exist")
+    schema_file = root / "split" / "list_attr_cloth.txt"
+    if schema_file.exists():
+        try:
+            schema.check_file(schema_file)
+        except SchemaError as e:
+            raise SchemaMismatchError(schema_file, None, str(e)) from None
+    else:
+        log.warning("%s is missing; assuming the given schema", schema_file)
+    out: dict[str, list[Record]] = {}
+    owner: dict[str, Record] = {}
+    for split in splits:
+        recs = read_split(root, split, schema, check_images=check_images)
+        for r in recs:
+            if r.key in owner:
+                o = owner[r.key]
+                raise DuplicateKeyError(root / "split" / f"{split}.txt", r.line,
+                                        f"key {r.key!r} also in {o.split}.txt line {o.line}")
+            owner[r.key] = r
+        out[split] = recs
+        log.info("%s: %d records", split, len(recs))
+    return out
+
+
+def class_counts(records: Iterable[Record], schema: Schema = FASHION_SCHEMA) -> dict[str, list[int]]:
+    """Per attribute, how many records carry each class (unlabelled records are ignored)."""
+    counts = {a.name: [0] * a.num_classes for a in schema}
+    for r in records:
+        if r.labels is not None:
+            for a, v in zip(schema, r.labels):
+                counts[a.name][v] += 1
+    return counts
