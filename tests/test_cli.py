@@ -1,0 +1,57 @@
+"""The command line contract: every verb listed, every verb has --help, errors exit non-zero with one line."""
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+
+import pytest
+
+from fastfashion import cli
+
+VERBS = ["synth", "shard", "inspect", "train", "evaluate", "predict", "bench", "demo"]  # ARCHITECTURE.md
+
+
+def test_help_lists_every_verb(capsys):
+    with pytest.raises(SystemExit) as e:
+        cli.main(["--help"])
+    assert e.value.code == 0
+    out = capsys.readouterr().out
+    for verb in VERBS:
+        assert f"    {verb} " in out, verb
+
+
+@pytest.mark.parametrize("verb", VERBS)
+def test_every_verb_has_help(verb, capsys):
+    with pytest.raises(SystemExit) as e:
+        cli.main([verb, "--help"])
+    assert e.value.code == 0
+    assert "usage: fastfashion " + verb in capsys.readouterr().out
+
+
+def test_no_verb_prints_help_and_exits_2(capsys):
+    assert cli.main([]) == 2
+    assert "VERB" in capsys.readouterr().out
+
+
+def test_placeholder_verb_exits_2(capsys):
+    parser = argparse.ArgumentParser(prog="fastfashion")
+    sub = parser.add_subparsers(dest="verb")
+    cli._add_placeholder(sub, "future", "something later")
+    args = parser.parse_args(["future", "x"])
+    with pytest.raises(cli.NotBuiltYet, match="'fastfashion future' is not built yet"):
+        args.func(args)
+
+
+def test_python_dash_m_entry_point():
+    r = subprocess.run([sys.executable, "-m", "fastfashion", "--help"], capture_output=True, text=True)
+    assert r.returncode == 0 and "synth" in r.stdout
+
+
+def test_library_error_is_one_line_and_exit_1(tmp_path, capsys):
+    # synth into a path whose parent is a file: an OSError from the library becomes one clear line.
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    rc = cli.main(["synth", str(blocker / "out"), "--train", "1", "--val", "1", "--test", "1"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 1 and len(err) == 1 and err[0].startswith("fastfashion synth: error:")

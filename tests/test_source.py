@@ -1,0 +1,185 @@
+"""The FashionDataset reader: layout, labels, and one test per error case."""
+from __future__ import annotations
+
+import io
+import os
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from fastfashion import FASHION_SCHEMA
+from fastfashion import source as src
+
+REAL = Path(os.environ.get("FASTFASHION_REAL_DATA", Path(__file__).resolve().parents[2] / "shared" / "FashionDataset"))
+
+
+def _jpeg() -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", (8, 12), (200, 10, 10)).save(buf, "JPEG")
+    return buf.getvalue()
+
+
+def write_set(root: Path, n=(3, 2, 2), *, eol: str = "\n", final_newline: bool = True) -> Path:
+    """A minimal valid data set: n = (train, val, test) images, keys numbered continuously."""
+    (root / "img").mkdir(parents=True)
+    (root / "split").mkdir()
+    (root / "split" / "list_attr_cloth.txt").write_text(FASHION_SCHEMA.to_list_attr_cloth())
+    data, i = _jpeg(), 0
+    for split, count in zip(src.SPLITS, n):
+        paths, labels = [], []
+        for j in range(count):
+            (root / "img" / f"{i:05d}.jpg").write_bytes(data)
+            paths.append(f"img/{i:05d}.jpg")
+            labels.append(" ".join(str((i + k) % c) for k, c in enumerate(FASHION_SCHEMA.num_classes)))
+            i += 1
+        _write_lines(root / "split" / f"{split}.txt", paths, eol, final_newline)
+        if split != "test":
+            _write_lines(root / "split" / f"{split}_attr.txt", labels, eol, final_newline)
+    return root
+
+
+def _write_lines(path: Path, lines, eol="\n", final_newline=True) -> None:
+    text = eol.join(lines) + (eol if final_newline else "")
+    path.write_bytes(text.encode())
+
+
+def _edit(path: Path, fn) -> None:
+    lines = path.read_text().splitlines()
+    _write_lines(path, fn(lines))
+
+
+def test_reads_records(tmp_path):
+    recs = src.read_source(write_set(tmp_path))
+    assert [len(recs[s]) for s in src.SPLITS] == [3, 2, 2]
+    r = recs["train"][1]
+    assert (r.key, r.path, r.split, r.line) == ("00001", "img/00001.jpg", "train", 2)
+    assert r.labels == (1, 2, 0, 0, 5, 0)
+    assert all(r.labels is None for r in recs["test"])
+    counts = src.class_counts(recs["train"])
+    assert counts["pattern"] == [1, 1, 1, 0, 0, 0, 0] and sum(counts["fit"]) == 3
+
+
+@pytest.mark.parametrize("eol,final", [("\r\n", True), ("\n", False), ("\r\n", False)])
+def test_crlf_and_missing_final_newline_accepted(tmp_path, eol, final):
+    expected = src.read_source(write_set(tmp_path / "a"))
+    got = src.read_source(write_set(tmp_path / "b", eol=eol, final_newline=final))
+    assert got == expected
+
+
+def test_missing_split_file(tmp_path):
+    root = write_set(tmp_path)
+    (root / "split" / "val_attr.txt").unlink()
+    with pytest.raises(src.MissingSplitFileError, match="val_attr.txt"):
+        src.read_source(root)
+
+
+def test_line_count_mismatch(tmp_path):
+    root = write_set(tmp_path)
+    _edit(root / "split" / "train_attr.txt", lambda ls: ls[:-1])
+    with pytest.raises(src.LineCountMismatchError, match=r"train_attr.txt:3: 2 label lines but train.txt has 3"):
+        src.read_source(root)
+
+
+def test_wrong_number_of_labels(tmp_path):
+    root = write_set(tmp_path)
+    _edit(root / "split" / "val_attr.txt", lambda ls: [ls[0], ls[1] + " 1"])
+    with pytest.raises(src.LabelCountError, match=r"val_attr.txt:2: expected 6 labels, got 7"):
+        src.read_source(root)
+
+
+def test_non_integer_label(tmp_path):
+    root = write_set(tmp_path)
+    _edit(root / "split" / "train_attr.txt", lambda ls: [ls[0], "1 x 0 0 0 0", ls[2]])
+    with pytest.raises(src.LabelValueError, match=r"train_attr.txt:2: sleeve label 'x' is not an integer"):
+        src.read_source(root)
+
+
+@pytest.mark.parametrize("bad", ["7 0 0 0 0 0", "0 0 0 0 0 -1"])
+def test_out_of_range_label(tmp_path, bad):
+    root = write_set(tmp_path)
+    _edit(root / "split" / "train_attr.txt", lambda ls: [bad] + ls[1:])
+    with pytest.raises(src.LabelValueError, match=r"train_attr.txt:1: .* out of range"):
+        src.read_source(root)
+
+
+def test_blank_line_inside(tmp_path):
+    root = write_set(tmp_path)
+    _edit(root / "split" / "train.txt", lambda ls: [ls[0], "", *ls[1:]])
+    with pytest.raises(src.BlankLineError, match=r"train.txt:2: blank line"):
+        src.read_source(root)
+
+
+@pytest.mark.parametrize("bad", ["../outside.jpg", "img/../../outside.jpg", "/etc/passwd"])
+def test_path_escaping_root(tmp_path, bad):
+    root = write_set(tmp_path)
+    _edit(root / "split" / "test.txt", lambda ls: [ls[0], bad])
+    with pytest.raises(src.UnsafePathError, match=r"test.txt:2: .*escapes the data set root"):
+        src.read_source(root)
+
+
+def test_symlink_pointing_outside(tmp_path):
+    root = write_set(tmp_path / "ds")
+    outside = tmp_path / "secret.jpg"
+    outside.write_bytes(_jpeg())
+    link = root / "img" / "00001.jpg"
+    link.unlink()
+    link.symlink_to(outside)
+    with pytest.raises(src.UnsafePathError, match=r"train.txt:2: .*symlink pointing outside"):
+        src.read_source(root)
+
+
+def test_symlink_inside_root_is_fine(tmp_path):
+    root = write_set(tmp_path)
+    link = root / "img" / "00001.jpg"
+    link.unlink()
+    link.symlink_to(root / "img" / "00000.jpg")
+    assert len(src.read_source(root)["train"]) == 3
+
+
+def test_missing_image(tmp_path):
+    root = write_set(tmp_path)
+    (root / "img" / "00004.jpg").unlink()
+    with pytest.raises(src.MissingImageError, match=r"val.txt:2: image file 'img/00004.jpg' does not exist"):
+        src.read_source(root)
+
+
+def test_duplicate_key_within_split(tmp_path):
+    root = write_set(tmp_path)
+    _edit(root / "split" / "train.txt", lambda ls: [ls[0], ls[1], ls[0]])
+    with pytest.raises(src.DuplicateKeyError, match=r"train.txt:3: key '00000' already listed at line 1"):
+        src.read_source(root)
+
+
+def test_duplicate_key_across_splits(tmp_path):
+    root = write_set(tmp_path)
+    _edit(root / "split" / "test.txt", lambda ls: ["img/00002.jpg", ls[1]])
+    with pytest.raises(src.DuplicateKeyError, match=r"test.txt:1: key '00002' also in train.txt line 3"):
+        src.read_source(root)
+
+
+def test_schema_file_mismatch(tmp_path):
+    root = write_set(tmp_path)
+    f = root / "split" / "list_attr_cloth.txt"
+    f.write_text(f.read_text().replace("floral ", "flower "))
+    with pytest.raises(src.SchemaMismatchError, match="pattern class 0 is 'flower', expected 'floral'"):
+        src.read_source(root)
+
+
+def test_errors_are_value_errors_with_location(tmp_path):
+    root = write_set(tmp_path)
+    _edit(root / "split" / "val_attr.txt", lambda ls: ["0 0 0"] + ls[1:])
+    with pytest.raises(ValueError) as info:
+        src.read_source(root)
+    assert info.value.path.endswith("val_attr.txt") and info.value.line == 1
+
+
+@pytest.mark.realdata
+@pytest.mark.skipif(not REAL.is_dir(), reason=f"real FashionDataset not at {REAL}")
+def test_real_dataset_counts():
+    recs = src.read_source(REAL)
+    assert {s: len(r) for s, r in recs.items()} == {"train": 5000, "val": 1000, "test": 1000}
+    assert recs["train"][0].key == "00000" and recs["test"][-1].key == "06999"
+    assert src.class_counts(recs["train"]) == {
+        "pattern": [768, 853, 334, 422, 109, 2408, 106], "sleeve": [1523, 862, 2615], "length": [488, 951, 3561],
+        "neckline": [2086, 826, 19, 2069], "fabric": [310, 702, 3399, 105, 48, 436], "fit": [749, 279, 3972]}
