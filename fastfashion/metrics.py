@@ -1,0 +1,166 @@
+"""The official metric (average class accuracy), per-attribute accuracy, confusion matrices, class weights.
+
+Everything is computed from one confusion matrix per attribute (rows = true class, columns = predicted class):
+confusion matrices sum exactly across batches and across distributed ranks, so a metric of a whole split is the
+same however it was split up.
+
+Average class accuracy (the challenge's score): for each of the schema's (attribute, class) pairs (26 for the
+fashion schema) the recall ``correct_c / total_c`` over the images whose true label is that class, then the flat
+mean of those recalls. **A class absent from the ground truth** has no defined recall: it is *excluded* from the
+mean (the mean is over the present classes only) and listed under ``"absent_classes"`` in :func:`summarize`'s
+result, so a reader sees that the score covers fewer than 26 classes. Predictions of an absent class still count
+against the recall of the true class. Samples whose label is negative (unlabelled) are ignored.
+"""
+from __future__ import annotations
+
+import math
+from typing import Mapping, Sequence
+
+import torch
+
+from .schema import Schema
+
+
+def class_weights(class_counts: Mapping[str, Sequence[int]], schema: Schema) -> list[torch.Tensor]:
+    """Per-class loss weights from train class counts: ``w_c = N / (K * n_c)`` per attribute.
+
+    ``N`` is the number of labelled samples of the attribute (the sum of its counts), ``K`` its number of classes and
+    ``n_c`` the count of class ``c``; a class with ``n_c == 0`` gets weight 0. A balanced attribute gets all ones.
+    Returns one float32 tensor ``[K]`` per attribute in schema order. Raises ValueError on a count/schema mismatch.
+    """
+    out = []
+    for a in schema:
+        if a.name not in class_counts:
+            raise ValueError(f"class counts have no entry for attribute {a.name!r}")
+        counts = torch.as_tensor(list(class_counts[a.name]), dtype=torch.float64)
+        if counts.numel() != a.num_classes:
+            raise ValueError(f"class counts for {a.name!r} have {counts.numel()} entries, schema has {a.num_classes}")
+        n = counts.sum()
+        w = torch.where(counts > 0, n / (a.num_classes * counts.clamp(min=1)), torch.zeros_like(counts))
+        out.append(w.float())
+    return out
+
+
+def confusion_matrices(preds: torch.Tensor, targets: torch.Tensor, schema: Schema) -> list[torch.Tensor]:
+    """One int64 ``[K, K]`` confusion matrix per attribute (row = true, column = predicted) on the CPU.
+
+    ``preds`` and ``targets`` are integer ``[N, len(schema)]``; rows with a negative target are ignored per attribute.
+    """
+    preds = torch.as_tensor(preds).long().cpu()
+    targets = torch.as_tensor(targets).long().cpu()
+    if preds.shape != targets.shape or preds.dim() != 2 or preds.shape[1] != len(schema):
+        raise ValueError(f"preds {tuple(preds.shape)} and targets {tuple(targets.shape)} must both be "
+                         f"[N, {len(schema)}]")
+    cms = []
+    for i, k in enumerate(schema.num_classes):
+        t, p = targets[:, i], preds[:, i]
+        keep = t >= 0
+        t, p = t[keep], p[keep]
+        if (t >= k).any() or (p < 0).any() or (p >= k).any():
+            raise ValueError(f"attribute {schema[i].name!r}: class ids must be in 0..{k - 1}")
+        cms.append(torch.bincount(t * k + p, minlength=k * k).reshape(k, k))
+    return cms
+
+
+def class_recalls(cms: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+    """Per attribute, float64 recall per class; NaN for a class absent from the ground truth."""
+    out = []
+    for cm in cms:
+        cm = cm.double()
+        totals = cm.sum(dim=1)
+        out.append(torch.where(totals > 0, cm.diagonal() / totals.clamp(min=1), torch.full_like(totals, math.nan)))
+    return out
+
+
+def avg_class_accuracy_from_cms(cms: Sequence[torch.Tensor]) -> float:
+    """Flat mean of the per-class recalls over all attributes, absent classes excluded (NaN if all are absent)."""
+    r = torch.cat(class_recalls(cms))
+    present = ~torch.isnan(r)
+    return float(r[present].mean()) if present.any() else math.nan
+
+
+def avg_class_accuracy(preds: torch.Tensor, targets: torch.Tensor, schema: Schema) -> float:
+    """The official score for integer ``[N, len(schema)]`` predictions and targets (see the module docstring)."""
+    return avg_class_accuracy_from_cms(confusion_matrices(preds, targets, schema))
+
+
+def per_attribute_accuracy(cms: Sequence[torch.Tensor], schema: Schema) -> dict[str, float]:
+    """``{attribute: exact-match accuracy}`` (NaN for an attribute with no labelled samples)."""
+    out = {}
+    for a, cm in zip(schema, cms):
+        total = int(cm.sum())
+        out[a.name] = float(cm.diagonal().sum()) / total if total else math.nan
+    return out
+
+
+def summarize(cms: Sequence[torch.Tensor], schema: Schema, loss: float | None = None) -> dict:
+    """The metrics dict of ``metrics.json`` and ``evaluate --json``.
+
+    Keys: ``avg_class_accuracy`` (official), ``accuracy`` (mean over attributes of exact-match accuracy),
+    ``per_attribute`` {name: accuracy}, ``loss`` (when given), ``class_recall`` {attribute: {class: recall or
+    None if absent}}, ``absent_classes`` ["attribute/class", ...] and ``num_samples``.
+    """
+    per_attr = per_attribute_accuracy(cms, schema)
+    accs = [v for v in per_attr.values() if not math.isnan(v)]
+    recalls = class_recalls(cms)
+    class_recall, absent = {}, []
+    for a, r in zip(schema, recalls):
+        class_recall[a.name] = {}
+        for c, v in zip(a.classes, r.tolist()):
+            if math.isnan(v):
+                absent.append(f"{a.name}/{c}")
+                class_recall[a.name][c] = None
+            else:
+                class_recall[a.name][c] = v
+    out = {
+        "avg_class_accuracy": avg_class_accuracy_from_cms(cms),
+        "accuracy": sum(accs) / len(accs) if accs else math.nan,
+        "per_attribute": per_attr,
+        "class_recall": class_recall,
+        "absent_classes": absent,
+        "num_samples": int(cms[0].sum()) if cms else 0,
+    }
+    if loss is not None:
+        out["loss"] = float(loss)
+    return out
+
+
+class MetricAccumulator:
+    """Accumulates confusion matrices and a sample-weighted loss over batches; :meth:`all_reduce` sums over ranks."""
+
+    def __init__(self, schema: Schema) -> None:
+        self.schema = schema
+        self.cms = [torch.zeros(k, k, dtype=torch.int64) for k in schema.num_classes]
+        self.loss_sum = 0.0
+        self.count = 0
+
+    def update(self, logits: Sequence[torch.Tensor], targets: torch.Tensor, loss: float | None = None) -> None:
+        """Add a batch: ``logits`` one ``[B, K_i]`` per attribute, ``targets`` ``[B, len(schema)]``, mean ``loss``."""
+        preds = torch.stack([lg.detach().argmax(dim=1) for lg in logits], dim=1)
+        for cm, new in zip(self.cms, confusion_matrices(preds, targets, self.schema)):
+            cm += new
+        if loss is not None:
+            self.loss_sum += float(loss) * targets.shape[0]
+        self.count += targets.shape[0]
+
+    def all_reduce(self) -> None:
+        """Sum the state over all ranks of the default process group (no-op when not distributed)."""
+        import torch.distributed as dist
+
+        if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+            return
+        device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else None
+        flat = torch.cat([cm.flatten() for cm in self.cms]).to(device)
+        dist.all_reduce(flat)
+        flat = flat.cpu()
+        offset = 0
+        for cm in self.cms:
+            cm.copy_(flat[offset:offset + cm.numel()].reshape(cm.shape))
+            offset += cm.numel()
+        scalars = torch.tensor([self.loss_sum, float(self.count)], dtype=torch.float64, device=device)
+        dist.all_reduce(scalars)
+        self.loss_sum, self.count = float(scalars[0]), int(scalars[1])
+
+    def compute(self) -> dict:
+        loss = self.loss_sum / self.count if self.count else math.nan
+        return summarize(self.cms, self.schema, loss=loss)

@@ -1,0 +1,66 @@
+"""FashionNet: head shapes from the schema, weight loading, the clear offline error."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from fastfashion.model import FashionNet, WeightsError
+from fastfashion.schema import FASHION_SCHEMA, Attribute, Schema
+
+
+def test_one_head_per_attribute():
+    torch.manual_seed(0)
+    model = FashionNet(FASHION_SCHEMA).eval()
+    out = model(torch.randn(2, 3, 32, 32))
+    assert [tuple(o.shape) for o in out] == [(2, k) for k in FASHION_SCHEMA.num_classes]
+    head = model.heads[0]
+    assert [type(m).__name__ for m in head] == ["Linear", "BatchNorm1d", "ReLU", "Dropout", "Linear"]
+    assert head[3].p == 0.5
+
+
+def test_heads_sized_from_any_schema():
+    schema = Schema((Attribute("colour", ("red", "blue")), Attribute("size", ("s", "m", "l", "xl", "xxl"))))
+    out = FashionNet(schema, dropout=0.1).eval()(torch.randn(1, 3, 32, 32))
+    assert [o.shape[1] for o in out] == [2, 5]
+
+
+def test_seeded_init_is_deterministic():
+    torch.manual_seed(1)
+    a = FashionNet(FASHION_SCHEMA).state_dict()
+    torch.manual_seed(1)
+    b = FashionNet(FASHION_SCHEMA).state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_load_fashionnet_and_trunk_state_dicts(tmp_path):
+    torch.manual_seed(2)
+    src = FashionNet(FASHION_SCHEMA)
+    torch.save(src.state_dict(), tmp_path / "full.pt")
+    torch.save({"model": src.state_dict(), "epoch": 3}, tmp_path / "ckpt.pt")
+    trunk = dict(src.trunk.state_dict())
+    trunk["fc.weight"], trunk["fc.bias"] = torch.zeros(1000, 512), torch.zeros(1000)  # like torchvision's file
+    torch.save(trunk, tmp_path / "resnet18.pth")
+    for name in ("full.pt", "ckpt.pt"):
+        m = FashionNet(FASHION_SCHEMA, weights=tmp_path / name)
+        assert all(torch.equal(v, src.state_dict()[k]) for k, v in m.state_dict().items())
+    m = FashionNet(FASHION_SCHEMA, weights=str(tmp_path / "resnet18.pth"))
+    assert torch.equal(m.trunk.conv1.weight, src.trunk.conv1.weight)
+
+
+def test_bad_weights_raise_clear_errors(tmp_path):
+    with pytest.raises(WeightsError, match="does not exist"):
+        FashionNet(FASHION_SCHEMA, weights=tmp_path / "missing.pt")
+    torch.save({"trunk.nothing": torch.zeros(1)}, tmp_path / "bad.pt")
+    with pytest.raises(WeightsError, match="does not match"):
+        FashionNet(FASHION_SCHEMA, weights=tmp_path / "bad.pt")
+
+
+def test_imagenet_offline_is_a_clear_error(monkeypatch, tmp_path):
+    import torchvision
+
+    def offline(*args, **kwargs):
+        raise OSError("[Errno -3] Temporary failure in name resolution")
+
+    monkeypatch.setattr(torchvision.models.ResNet18_Weights.IMAGENET1K_V1.__class__, "get_state_dict", offline)
+    with pytest.raises(WeightsError, match="offline.*--weights PATH"):
+        FashionNet(FASHION_SCHEMA, weights="imagenet")
