@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# One prepared GPU check, end to end, in under 8 minutes on a CUDA machine: synthesize a data set of the real size,
+# shard it, run the gpu-marked tests, then `fastfashion bench` over every backend (seed-style baseline, torch,
+# dali-cpu, dali-gpu) plus end-to-end ResNet-18 training fed by each, against a synthetic on-GPU batch.
+#
+#   usage: benchmarks/gpu_check.sh [RESULTS_DIR]        (default: $OUT when set, else ./gpu_results)
+#
+# Works without a package registry: when FASTFASHION_SITE names an unpacked folder of DALI + webdataset (made by
+# ../shared/offline/pack-dali.sh; extra pure-Python wheels such as tqdm/psutil may be unpacked into it too), it is
+# put on PYTHONPATH and its CUDA libraries on LD_LIBRARY_PATH. The repository itself is used from source.
+# Environment: FASTFASHION_REAL_DATA=DIR benchmarks the real FashionDataset instead of a synthetic set;
+# FASTFASHION_GPU_N (default 5000) sets the synthetic train size.
+set -euo pipefail
+repo=$(cd "$(dirname "$0")/.." && pwd)
+res=${1:-${OUT:-$repo/gpu_results}}
+mkdir -p "$res"
+export PYTHONPATH="$repo${FASTFASHION_SITE:+:$FASTFASHION_SITE}${PYTHONPATH:+:$PYTHONPATH}"
+if [ -n "${FASTFASHION_SITE:-}" ]; then
+  export LD_LIBRARY_PATH="$FASTFASHION_SITE/nvidia/cu13/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+fi
+py=${PYTHON:-python3}
+log() { echo "[gpu_check $(date +%T)] $*" | tee -a "$res/log.txt"; }
+
+log "environment"
+$py - <<'PY' 2>&1 | tee "$res/env.txt"
+import importlib, torch
+print("torch", torch.__version__, "cuda", torch.cuda.is_available(),
+      torch.cuda.get_device_name(0) if torch.cuda.is_available() else "")
+for m in ("nvidia.dali", "webdataset", "tqdm", "psutil", "matplotlib", "pytest", "PIL"):
+    try:
+        mod = importlib.import_module(m); print(m, getattr(mod, "__version__", "?"))
+    except Exception as e:
+        print(m, "MISSING:", e)
+PY
+$py -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 'no CUDA device: this script is for a GPU machine')"
+
+work=$(mktemp -d); trap 'rm -rf "$work"' EXIT
+if [ -n "${FASTFASHION_REAL_DATA:-}" ]; then
+  data=$FASTFASHION_REAL_DATA
+else
+  n=${FASTFASHION_GPU_N:-5000}
+  log "synthesize $n/$((n / 5))/$((n / 5)) images"
+  $py -m fastfashion -q synth "$work/data" --train "$n" --val $((n / 5)) --test $((n / 5))
+  data=$work/data
+fi
+log "shard"
+t0=$(date +%s.%N)
+$py -m fastfashion -q shard "$data" "$work/shards" 2>&1 | tee -a "$res/log.txt"
+log "shard took $(echo "$(date +%s.%N) - $t0" | bc 2>/dev/null || echo '?') s"
+
+if $py -c "import pytest" 2>/dev/null; then
+  log "gpu-marked tests"
+  (cd "$repo" && timeout 180 $py -m pytest tests -m gpu -q -p no:cacheprovider 2>&1 | tail -30 | tee "$res/gpu_tests.txt") || true
+else
+  log "pytest missing: gpu-marked tests not run" | tee "$res/gpu_tests.txt"
+fi
+
+log "bench (loaders side by side, then end-to-end training)"
+timeout 360 $py -m fastfashion bench --shards "$work/shards" --source "$data" \
+  --backends seed,torch,dali-cpu,dali-gpu --batch-size 64 --rounds 5 --batches 30 \
+  --json "$res/bench.json" --png "$res/bench.png" 2>&1 | tee "$res/bench.txt"
+log "done: results in $res"

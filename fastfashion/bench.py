@@ -1,0 +1,333 @@
+"""Loader throughput, measured side by side in one run.
+
+Every backend (the seed-style folder baseline, torch/webdataset, DALI on CPU, DALI on GPU when CUDA is present) reads
+the same split with the same batch size and augmentation. Rounds are interleaved (round 1 of every backend, then
+round 2 ...) so that a noisy, shared machine slows all of them alike; each round starts a fresh epoch iterator, drops
+``warmup`` batches, then times ``batches`` batches. Reported per backend: the median images/s and its spread over
+rounds, the ratio to the baseline *in the same round* (median over rounds), host CPU seconds per 1,000 images (the
+process and its worker processes), the peak resident memory of the process tree while that backend ran, and the time
+from constructing the loader to its first batch.
+
+With CUDA, :func:`run_bench` also trains ResNet-18 (FashionNet) for a few steps fed by each backend and by a
+synthetic batch already on the GPU (the ceiling), and reports images/s and the share of step time spent waiting for
+data.
+"""
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import logging
+import os
+import platform
+import statistics
+import threading
+import time
+from pathlib import Path
+from typing import Callable, Iterator
+
+from tqdm.auto import tqdm
+
+log = logging.getLogger(__name__)
+
+BASELINE = "seed"
+ALL_BACKENDS = ("seed", "torch", "dali-cpu", "dali-gpu")
+DESCRIPTIONS = {
+    "seed": "seed-style baseline: PIL + torchvision transforms over the image folder, DataLoader workers",
+    "torch": "webdataset shards + torchvision transforms, DataLoader workers",
+    "dali-cpu": "DALI pipeline on CPU operators (device_id=None)",
+    "dali-gpu": "DALI pipeline, mixed JPEG decode + GPU augmentation",
+}
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class BenchConfig:
+    shards: str                               # shard set written by `fastfashion shard`
+    source: str | None = None                 # raw folder for the seed baseline (default: the manifest's source)
+    split: str = "train"
+    backends: tuple[str, ...] = ALL_BACKENDS
+    batch_size: int = 64
+    image_size: int = 224
+    augment: bool = True                      # the full train augmentation (the seed's set) on every backend
+    rounds: int = 5                           # timed rounds per backend; the median is reported
+    batches: int = 20                         # timed batches per round
+    warmup: int = 3                           # batches dropped at the start of every round (pipeline fill)
+    workers: int = dataclasses.field(default_factory=lambda: os.cpu_count() or 1)
+    train_steps: int = 30                     # end-to-end training steps per backend (CUDA only; 0: skip)
+    seed: int = 0
+
+
+class _PeakRSS:
+    """Samples the resident memory of this process and its children in a thread; ``peak`` in bytes."""
+
+    def __init__(self, interval: float = 0.05):
+        import psutil
+        self._proc, self._interval = psutil.Process(), interval
+        self.peak = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _sample(self) -> int:
+        total = 0
+        for p in [self._proc, *self._proc.children(recursive=True)]:
+            try:
+                total += p.memory_info().rss
+            except Exception:  # a worker that just exited
+                pass
+        return total
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self._sample())
+            self._stop.wait(self._interval)
+
+    def __enter__(self) -> "_PeakRSS":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def _cpu_seconds() -> float:
+    """User + system CPU seconds of this process, its live children and its reaped children."""
+    import resource
+
+    import psutil
+    total = 0.0
+    for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN):
+        ru = resource.getrusage(who)
+        total += ru.ru_utime + ru.ru_stime
+    for child in psutil.Process().children(recursive=True):
+        try:
+            t = child.cpu_times()
+            total += t.user + t.system
+        except Exception:
+            pass
+    return total
+
+
+def machine_info() -> dict:
+    """What the figures were measured on: CPU, cores, memory, GPU, library versions."""
+    import psutil
+    import torch
+    info = {
+        "platform": platform.platform(), "python": platform.python_version(), "cpu_count": os.cpu_count(),
+        "memory_gb": round(psutil.virtual_memory().total / 2**30, 1), "torch": torch.__version__,
+        "cuda": torch.cuda.is_available(), "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+    }
+    try:
+        with open("/proc/cpuinfo") as f:
+            info["cpu"] = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), None)
+    except OSError:
+        info["cpu"] = platform.processor() or None
+    try:
+        from nvidia import dali
+        info["dali"] = dali.__version__
+    except ImportError:
+        info["dali"] = None
+    return info
+
+
+def _default_source(shards: str) -> str | None:
+    from .shard import read_manifest
+    src = read_manifest(shards).get("source", {}).get("path")
+    return src if src and Path(src).is_dir() else None
+
+
+def make_bench_loader(name: str, cfg: BenchConfig):
+    """The loader for one backend name of :data:`ALL_BACKENDS`; raises RuntimeError when it cannot run here."""
+    if name == "seed":
+        from .torch_backend import make_seed_loader
+        source = cfg.source or _default_source(cfg.shards)
+        if source is None:
+            raise RuntimeError("the seed-style baseline reads the raw image folder: pass --source SRC_DIR")
+        return make_seed_loader(source, cfg.split, batch_size=cfg.batch_size, image_size=cfg.image_size,
+                                workers=cfg.workers, augment=cfg.augment)
+    from .loader import make_loader
+    if name == "dali-gpu":
+        import torch
+        if not torch.cuda.is_available():
+            raise RuntimeError("no CUDA device")
+    backend, device = {"torch": ("torch", "cpu"), "dali-cpu": ("dali", "cpu"), "dali-gpu": ("dali", "cuda")}[name]
+    loader = make_loader(cfg.shards, split=cfg.split, batch_size=cfg.batch_size, backend=backend, device=device,
+                         augment=cfg.augment, image_size=cfg.image_size, seed=cfg.seed, rank=0, world_size=1)
+    if name.startswith("dali") and not loader.backend.startswith("dali"):
+        raise RuntimeError(f"asked for {name}, loader fell back to {loader.backend}")  # a fallback is loud
+    return loader
+
+
+def _endless(loader, start_epoch: int) -> Iterator:
+    """Batches across epoch boundaries (tiny sets have fewer batches than a round wants)."""
+    epoch = start_epoch
+    while True:
+        if hasattr(loader, "set_epoch"):
+            loader.set_epoch(epoch)
+        n = 0
+        for batch in loader:
+            n += 1
+            yield batch
+        if n == 0:
+            raise RuntimeError("the loader yielded no batch: the split is smaller than one batch")
+        epoch += 1
+
+
+def _images(batch):
+    return batch.images if hasattr(batch, "images") else batch[0]
+
+
+def _sync(images) -> None:
+    if getattr(images, "is_cuda", False):
+        import torch
+        torch.cuda.synchronize()
+
+
+def _time_round(loader, cfg: BenchConfig, round_index: int) -> tuple[float, float, int]:
+    """One round: fresh iterator, warm-up, then ``cfg.batches`` timed batches. Returns (seconds, cpu s, images)."""
+    it = _endless(loader, start_epoch=round_index)
+    for _ in range(cfg.warmup):
+        _sync(_images(next(it)))
+    images = 0
+    cpu0, t0 = _cpu_seconds(), time.perf_counter()
+    for _ in range(cfg.batches):
+        x = _images(next(it))
+        images += x.shape[0]
+    _sync(x)
+    seconds, cpu = time.perf_counter() - t0, _cpu_seconds() - cpu0
+    it.close()  # shuts DataLoader workers down before the next backend runs
+    return seconds, cpu, images
+
+
+def run_loader_bench(cfg: BenchConfig) -> dict[str, dict]:
+    """Loader throughput of every backend in ``cfg.backends``, rounds interleaved. See the module docstring."""
+    results: dict[str, dict] = {}
+    loaders = {}
+    for name in cfg.backends:
+        if name not in ALL_BACKENDS:
+            raise ValueError(f"unknown backend {name!r}; choose from {', '.join(ALL_BACKENDS)}")
+        res = results[name] = {"description": DESCRIPTIONS[name], "rounds": [], "cpu_s": [], "peak_rss": 0}
+        t0 = time.perf_counter()
+        try:
+            loader = make_bench_loader(name, cfg)
+            with _PeakRSS() as mem:
+                _sync(_images(next(iter(loader))))
+        except (RuntimeError, ImportError, OSError) as e:
+            res.update(status="skipped", reason=str(e).splitlines()[0])
+            log.warning("bench: %s skipped: %s", name, res["reason"])
+            continue
+        res.update(status="ok", backend=getattr(loader, "backend", name), time_to_first_batch_s=time.perf_counter() - t0,
+                   peak_rss=mem.peak)
+        loaders[name] = loader
+    bar = tqdm(total=cfg.rounds * len(loaders), desc="bench", unit="round")
+    for r in range(cfg.rounds):
+        for name, loader in loaders.items():
+            bar.set_postfix_str(name)
+            with _PeakRSS() as mem:
+                seconds, cpu, images = _time_round(loader, cfg, r)
+            res = results[name]
+            res["rounds"].append(images / seconds)
+            res["cpu_s"].append(1000 * cpu / images)
+            res["peak_rss"] = max(res["peak_rss"], mem.peak)
+            bar.update()
+    bar.close()
+    base = results.get(BASELINE, {}).get("rounds") or None
+    for name, res in results.items():
+        if res["status"] != "ok":
+            continue
+        rounds = res["rounds"]
+        res.update(images_per_s=statistics.median(rounds), images_per_s_min=min(rounds),
+                   images_per_s_max=max(rounds), cpu_s_per_1000_images=statistics.median(res.pop("cpu_s")),
+                   peak_rss_mb=res.pop("peak_rss") / 2**20)
+        if base:
+            res["ratio_to_baseline"] = statistics.median(x / b for x, b in zip(rounds, base))
+            res["ratio_to_baseline_rounds"] = [x / b for x, b in zip(rounds, base)]
+    return results
+
+
+def run_train_bench(cfg: BenchConfig, names: list[str]) -> dict[str, dict]:
+    """CUDA only: ResNet-18 training images/s fed by each backend, and by a synthetic on-GPU batch (the ceiling)."""
+    import torch
+
+    from .model import FashionNet
+    from .shard import read_manifest
+    from .schema import Schema
+    schema = Schema.from_dict(read_manifest(cfg.shards)["schema"])
+    dev = torch.device("cuda")
+    amp = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    out: dict[str, dict] = {}
+
+    def train(batches: Callable[[], Iterator]) -> dict:
+        torch.manual_seed(cfg.seed)
+        model = FashionNet(schema).to(dev, memory_format=torch.channels_last)
+        opt = torch.optim.Adam(model.parameters(), lr=1e-4)
+        lossf = torch.nn.CrossEntropyLoss()
+        it, wait, n, t_start = batches(), 0.0, 0, None
+        for step in range(cfg.warmup + cfg.train_steps):
+            if step == cfg.warmup:
+                torch.cuda.synchronize()
+                t_start, wait, n = time.perf_counter(), 0.0, 0
+            t0 = time.perf_counter()
+            b = next(it)
+            x = _images(b).to(dev, non_blocking=True).contiguous(memory_format=torch.channels_last)
+            y = (b.labels if hasattr(b, "labels") else b[1]).to(dev, non_blocking=True)
+            wait += time.perf_counter() - t0
+            with torch.autocast("cuda", dtype=amp):
+                logits = model(x)
+                loss = sum(lossf(lg, y[:, i]) for i, lg in enumerate(logits))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            n += x.shape[0]
+        torch.cuda.synchronize()
+        total = time.perf_counter() - t_start
+        return {"images_per_s": n / total, "data_wait_share": wait / total}
+
+    def synthetic():
+        x = torch.randn(cfg.batch_size, 3, cfg.image_size, cfg.image_size, device=dev)
+        y = torch.stack([torch.randint(0, k, (cfg.batch_size,), device=dev) for k in schema.num_classes], 1)
+        while True:
+            yield (x, y)
+
+    out["synthetic (ceiling)"] = train(synthetic)
+    for name in names:
+        loader = make_bench_loader(name, cfg)
+        out[name] = train(lambda: _endless(loader, 0))
+    ceiling = out["synthetic (ceiling)"]["images_per_s"]
+    for v in out.values():
+        v["share_of_ceiling"] = v["images_per_s"] / ceiling
+    return out
+
+
+def run_bench(cfg: BenchConfig) -> dict:
+    """Loader benchmark, plus the end-to-end training benchmark when CUDA is present. Returns a JSON-able dict."""
+    import torch
+    result = {"date": datetime.datetime.now().isoformat(timespec="seconds"), "machine": machine_info(),
+              "config": dataclasses.asdict(cfg), "baseline": BASELINE, "loaders": run_loader_bench(cfg)}
+    ok = [n for n, r in result["loaders"].items() if r["status"] == "ok"]
+    if torch.cuda.is_available() and cfg.train_steps > 0 and ok:
+        result["train"] = run_train_bench(cfg, ok)
+    return result
+
+
+def format_table(result: dict) -> str:
+    """A plain-text table of :func:`run_bench`'s result (what the CLI prints)."""
+    m = result["machine"]
+    lines = [f"{result['date']}  {m.get('cpu')} x{m['cpu_count']}  GPU: {m.get('gpu') or 'none'}  "
+             f"batch {result['config']['batch_size']}, {result['config']['image_size']} px, "
+             f"augment={'train' if result['config']['augment'] else 'eval'}, split {result['config']['split']}",
+             f"{'backend':<10} {'img/s':>8} {'min-max':>13} {'x seed':>7} {'CPU s/1k':>9} {'peak MB':>8} "
+             f"{'1st batch s':>11}"]
+    for name, r in result["loaders"].items():
+        if r["status"] != "ok":
+            lines.append(f"{name:<10} skipped: {r['reason']}")
+            continue
+        ratio = f"{r['ratio_to_baseline']:.2f}" if "ratio_to_baseline" in r else "-"
+        lines.append(f"{name:<10} {r['images_per_s']:>8.0f} {r['images_per_s_min']:>6.0f}-{r['images_per_s_max']:<6.0f}"
+                     f" {ratio:>7} {r['cpu_s_per_1000_images']:>9.2f} {r['peak_rss_mb']:>8.0f}"
+                     f" {r['time_to_first_batch_s']:>11.2f}")
+    if "train" in result:
+        lines.append("end-to-end ResNet-18 training (AMP, channels_last):")
+        for name, r in result["train"].items():
+            lines.append(f"  {name:<20} {r['images_per_s']:>8.0f} img/s  {100 * r['share_of_ceiling']:5.1f}% of "
+                         f"ceiling  data wait {100 * r['data_wait_share']:5.1f}%")
+    return "\n".join(lines)
