@@ -1,0 +1,104 @@
+"""Sample order: which samples a rank reads in an epoch, and in what order — pure functions, no I/O.
+
+Samples of a split are numbered globally ``0..N-1`` in manifest order (shard 0's samples, then shard 1's ...).
+Everything here is a function of ``(sizes, seed, epoch, rank, world_size, batch_size, drop_last, block)`` only,
+so every backend, every rank and every test computes the same order without talking to each other.
+
+Shuffle (train): a *blocked* full permutation. Each shard's samples are permuted, cut into blocks of ``block``
+consecutive samples, and all blocks of all shards are permuted together. ``block=1`` is a uniform permutation;
+larger blocks keep runs of samples from one shard together, which bounds the number of (tar, index file)
+entries the DALI reader needs per epoch to about ``N / block`` (see :mod:`fastfashion.pipeline`). Because the
+per-shard permutation is redrawn every epoch, block membership changes every epoch too.
+
+Ranks: the epoch's order is cut into ``world_size`` contiguous shares (contiguous keeps the runs intact).
+
+* ``drop_last=True``: every rank gets the same ``(N // world_size) // batch_size * batch_size`` samples; the
+  remainder dropped is the tail of this epoch's permutation, so a different set of samples each epoch.
+* ``drop_last=False``: shares are ``numpy.array_split`` of the order — all ``N`` samples, each exactly once,
+  share sizes differing by at most one sample (so ranks may yield a different number of batches; the last batch
+  may be smaller). This is the evaluation setting: no sample is padded or duplicated.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+DEFAULT_BLOCK = 8  # samples per shuffle block: ~N/8 reader entries per epoch; a batch of 64 mixes >= 8 blocks
+
+
+def num_batches(num_samples: int, batch_size: int, drop_last: bool) -> int:
+    """Batches per epoch for ``num_samples`` samples."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    return num_samples // batch_size if drop_last else -(-num_samples // batch_size)
+
+
+def shard_starts(sizes: Sequence[int]) -> np.ndarray:
+    """Global index of each shard's first sample, plus the total at the end (length ``len(sizes) + 1``)."""
+    return np.concatenate([[0], np.cumsum(np.asarray(sizes, dtype=np.int64))]).astype(np.int64)
+
+
+def permutation(sizes: Sequence[int], *, seed: int, epoch: int, block: int = DEFAULT_BLOCK) -> np.ndarray:
+    """The blocked permutation of all global sample indices for ``(seed, epoch)`` (see module docstring)."""
+    if block < 1:
+        raise ValueError(f"block must be >= 1, got {block}")
+    rng = np.random.default_rng([int(seed) & 0xFFFFFFFF, int(epoch), 0x5EED])
+    starts = shard_starts(sizes)
+    blocks = []
+    for s, n in enumerate(sizes):
+        local = rng.permutation(int(n)) + starts[s]
+        blocks.extend(local[i:i + block] for i in range(0, int(n), block))
+    if not blocks:
+        return np.zeros(0, dtype=np.int64)
+    order = rng.permutation(len(blocks))
+    return np.concatenate([blocks[i] for i in order]).astype(np.int64)
+
+
+def rank_share(order: np.ndarray, *, rank: int, world_size: int, batch_size: int, drop_last: bool) -> np.ndarray:
+    """This rank's contiguous share of an epoch's ``order`` (see module docstring for the two policies)."""
+    if not 0 <= rank < world_size:
+        raise ValueError(f"rank {rank} out of range for world_size {world_size}")
+    if drop_last:
+        n = (len(order) // world_size) // batch_size * batch_size
+        return order[rank * n:(rank + 1) * n]
+    return np.array_split(order, world_size)[rank]
+
+
+def epoch_indices(sizes: Sequence[int], *, seed: int, epoch: int, shuffle: bool, rank: int = 0,
+                  world_size: int = 1, batch_size: int, drop_last: bool, block: int = DEFAULT_BLOCK) -> np.ndarray:
+    """Global sample indices this rank delivers in ``epoch``, in delivery order (int64)."""
+    total = int(np.sum(np.asarray(sizes, dtype=np.int64))) if len(sizes) else 0
+    order = permutation(sizes, seed=seed, epoch=epoch, block=block) if shuffle else np.arange(total, dtype=np.int64)
+    return rank_share(order, rank=rank, world_size=world_size, batch_size=batch_size, drop_last=drop_last)
+
+
+def locate(indices: np.ndarray, sizes: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+    """``(shard, local index within the shard)`` for each global index."""
+    starts = shard_starts(sizes)
+    shard = np.searchsorted(starts, indices, side="right") - 1
+    return shard.astype(np.int64), (indices - starts[shard]).astype(np.int64)
+
+
+def runs(indices: np.ndarray, sizes: Sequence[int]) -> list[tuple[int, np.ndarray]]:
+    """Split an order into maximal runs of consecutive samples from one shard: ``[(shard, local indices)]``.
+
+    Concatenating the runs gives back ``indices``; this is what the DALI reader is fed (one entry per run).
+    """
+    if len(indices) == 0:
+        return []
+    shard, local = locate(np.asarray(indices, dtype=np.int64), sizes)
+    cuts = np.flatnonzero(np.diff(shard)) + 1
+    bounds = np.concatenate([[0], cuts, [len(shard)]])
+    return [(int(shard[a]), local[a:b]) for a, b in zip(bounds[:-1], bounds[1:])]
+
+
+def pad_to_batch(indices: np.ndarray, batch_size: int) -> np.ndarray:
+    """Pad ``indices`` to a multiple of ``batch_size`` by repeating its first samples (the caller trims them).
+
+    Fixed-size DALI batches need this for a partial last batch; the padded outputs are never delivered.
+    """
+    extra = (-len(indices)) % batch_size
+    if extra == 0 or len(indices) == 0:
+        return indices
+    return np.concatenate([indices, np.resize(indices, extra)])
