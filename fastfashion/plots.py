@@ -1,0 +1,43 @@
+"""PNG figures. matplotlib is imported lazily, with the non-interactive Agg backend (no display needed)."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Sequence
+
+
+def _pyplot():
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def plot_training_curves(history: Sequence[dict], path: str | os.PathLike) -> Path:
+    """Loss and accuracy curves per epoch (the seed report's figure 2) from ``metrics.json`` rows.
+
+    Left: train and val loss. Right: train and val accuracy and val average class accuracy. Written atomically.
+    """
+    plt = _pyplot()
+    path = Path(path)
+    epochs = [r["epoch"] for r in history]
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(11, 4))
+    ax_loss.plot(epochs, [r["train"]["loss"] for r in history], "o-", label="train")
+    ax_loss.plot(epochs, [r["val"]["loss"] for r in history], "o-", label="val")
+    ax_loss.set(title="loss (class-weighted CE, sum over categories)", xlabel="epoch", ylabel="loss")
+    ax_acc.plot(epochs, [r["train"]["accuracy"] for r in history], "o-", label="train accuracy")
+    ax_acc.plot(epochs, [r["val"]["accuracy"] for r in history], "o-", label="val accuracy")
+    ax_acc.plot(epochs, [r["val"]["avg_class_accuracy"] for r in history], "s-", label="val avg class accuracy")
+    ax_acc.set(title="accuracy", xlabel="epoch", ylabel="accuracy", ylim=(0, 1))
+    for ax in (ax_loss, ax_acc):
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}{path.suffix}")
+    try:
+        fig.savefig(tmp, dpi=100)
+        os.replace(tmp, path)
+    finally:
+        plt.close(fig)
+        tmp.unlink(missing_ok=True)
+    return path
