@@ -126,41 +126,64 @@ def summarize(cms: Sequence[torch.Tensor], schema: Schema, loss: float | None = 
 
 
 class MetricAccumulator:
-    """Accumulates confusion matrices and a sample-weighted loss over batches; :meth:`all_reduce` sums over ranks."""
+    """Accumulates confusion matrices and a sample-weighted loss over batches; :meth:`all_reduce` sums over ranks.
+
+    State stays on the device of the logits (no host sync per batch on a GPU); :attr:`cms` and :meth:`compute`
+    copy it to the CPU.
+    """
 
     def __init__(self, schema: Schema) -> None:
         self.schema = schema
-        self.cms = [torch.zeros(k, k, dtype=torch.int64) for k in schema.num_classes]
-        self.loss_sum = 0.0
-        self.count = 0
+        self._flat: list[torch.Tensor] | None = None  # per attribute: K*K counts + 1 bin for ignored (negative) labels
+        self._scalars: torch.Tensor | None = None     # [loss sum, samples with a loss, samples]
 
-    def update(self, logits: Sequence[torch.Tensor], targets: torch.Tensor, loss: float | None = None) -> None:
+    def _init(self, device: torch.device) -> None:
+        self._flat = [torch.zeros(k * k + 1, dtype=torch.int64, device=device) for k in self.schema.num_classes]
+        self._scalars = torch.zeros(3, dtype=torch.float64, device=device)
+
+    def update(self, logits: Sequence[torch.Tensor], targets: torch.Tensor, loss: torch.Tensor | float | None = None
+               ) -> None:
         """Add a batch: ``logits`` one ``[B, K_i]`` per attribute, ``targets`` ``[B, len(schema)]``, mean ``loss``."""
         preds = torch.stack([lg.detach().argmax(dim=1) for lg in logits], dim=1)
-        for cm, new in zip(self.cms, confusion_matrices(preds, targets, self.schema)):
-            cm += new
+        if self._flat is None:
+            self._init(preds.device)
+        targets = targets.to(preds.device)
+        for i, (k, flat) in enumerate(zip(self.schema.num_classes, self._flat)):
+            t = targets[:, i]
+            idx = torch.where(t >= 0, t * k + preds[:, i], k * k)
+            flat.index_add_(0, idx, torch.ones_like(idx))
+        n = targets.shape[0]
         if loss is not None:
-            self.loss_sum += float(loss) * targets.shape[0]
-        self.count += targets.shape[0]
+            self._scalars[0] += torch.as_tensor(loss, device=preds.device).detach().double() * n
+            self._scalars[1] += n
+        self._scalars[2] += n
+
+    @property
+    def cms(self) -> list[torch.Tensor]:
+        if self._flat is None:
+            return [torch.zeros(k, k, dtype=torch.int64) for k in self.schema.num_classes]
+        return [f[:k * k].cpu().reshape(k, k) for k, f in zip(self.schema.num_classes, self._flat)]
 
     def all_reduce(self) -> None:
-        """Sum the state over all ranks of the default process group (no-op when not distributed)."""
+        """Sum the state over all ranks of the default process group (no-op when not distributed).
+
+        Every rank must call it; a rank that saw no batch contributes zeros.
+        """
         import torch.distributed as dist
 
         if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
             return
-        device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else None
-        flat = torch.cat([cm.flatten() for cm in self.cms]).to(device)
+        device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else "cpu"
+        if self._flat is None:
+            self._init(torch.device(device))
+        sizes = [f.numel() for f in self._flat]
+        flat = torch.cat(self._flat).to(device)
+        scalars = self._scalars.to(device)
         dist.all_reduce(flat)
-        flat = flat.cpu()
-        offset = 0
-        for cm in self.cms:
-            cm.copy_(flat[offset:offset + cm.numel()].reshape(cm.shape))
-            offset += cm.numel()
-        scalars = torch.tensor([self.loss_sum, float(self.count)], dtype=torch.float64, device=device)
         dist.all_reduce(scalars)
-        self.loss_sum, self.count = float(scalars[0]), int(scalars[1])
+        self._flat = [t.to(self._scalars.device) for t in flat.split(sizes)]
+        self._scalars = scalars.to(self._scalars.device)
 
     def compute(self) -> dict:
-        loss = self.loss_sum / self.count if self.count else math.nan
-        return summarize(self.cms, self.schema, loss=loss)
+        s = self._scalars.tolist() if self._scalars is not None else [0.0, 0.0, 0.0]
+        return summarize(self.cms, self.schema, loss=s[0] / s[1] if s[1] else None)

@@ -1,0 +1,80 @@
+"""Process-group setup for ``torchrun`` (DDP): NCCL on GPU, gloo on CPU; single-process runs need nothing.
+
+``torchrun --nproc_per_node=N -m fastfashion train ...`` sets ``RANK``, ``WORLD_SIZE`` and ``LOCAL_RANK``;
+:func:`setup` reads them, initialises the default process group once and pins the rank's GPU.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+
+import torch
+import torch.distributed as dist
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class DistInfo:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    owns_group: bool = False  # True when setup() created the process group (and teardown() destroys it)
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+
+def setup(device_type: str) -> DistInfo:
+    """Join the process group described by the torchrun environment (if any) for ``device_type`` "cuda"/"cpu"."""
+    if dist.is_available() and dist.is_initialized():
+        return DistInfo(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", 0)))
+    world_size = int(os.environ.get("WORLD_SIZE", 1))
+    if world_size <= 1:
+        return DistInfo()
+    local_rank = int(os.environ.get("LOCAL_RANK", 0))
+    if device_type == "cuda":
+        torch.cuda.set_device(local_rank)  # before NCCL init, so each rank owns one GPU
+    backend = "nccl" if device_type == "cuda" else "gloo"
+    dist.init_process_group(backend=backend)
+    info = DistInfo(dist.get_rank(), dist.get_world_size(), local_rank, owns_group=True)
+    log.info("rank %d/%d joined the %s process group", info.rank, info.world_size, backend)
+    return info
+
+
+def teardown(info: DistInfo) -> None:
+    if info.owns_group and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
+def all_gather_object(obj, info: DistInfo) -> list:
+    """``[obj of rank 0, obj of rank 1, ...]`` (``[obj]`` when not distributed)."""
+    if not info.enabled:
+        return [obj]
+    out = [None] * info.world_size
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def barrier(info: DistInfo) -> None:
+    if info.enabled:
+        dist.barrier()
+
+
+def broadcast_buffers(module: torch.nn.Module, info: DistInfo) -> None:
+    """Copy rank 0's buffers (BatchNorm running statistics) to every rank.
+
+    DDP syncs buffers at the start of each training forward, so after the last step each rank holds the statistics
+    of its own last batch; evaluating with rank 0's (the ones saved) makes distributed metrics equal single-process
+    ones.
+    """
+    if info.enabled:
+        for b in module.buffers():
+            dist.broadcast(b, src=0)
