@@ -39,6 +39,109 @@ def _run_synth(args) -> int:
     return 0
 
 
+# --- train / evaluate / predict ----------------------------------------------------------------------------------
+def _add_train(sub) -> None:
+    p = sub.add_parser("train", help="train the ResNet-18 multi-head model on a shard set",
+                       description="Train FashionNet (ResNet-18 trunk, one head per category) with the seed report's "
+                                   "recipe: class-weighted cross-entropy, Adam, ReduceLROnPlateau on val average "
+                                   "class accuracy; AMP + channels_last on CUDA. Writes RUN_DIR/last.pt every epoch, "
+                                   "best.pt (best val average class accuracy), metrics.json and curves.png. "
+                                   "Multi-GPU: torchrun --nproc_per_node=N -m fastfashion train ...")
+    p.add_argument("--shards", required=True, metavar="OUT_DIR", help="a shard folder written by 'fastfashion shard'")
+    p.add_argument("--out", required=True, metavar="RUN_DIR", help="run folder for checkpoints and metrics")
+    p.add_argument("--epochs", type=int, default=45, help="epochs (default: %(default)s)")
+    p.add_argument("--batch-size", type=int, default=64, help="batch size per process (default: %(default)s)")
+    p.add_argument("--lr", type=float, default=1e-4, help="Adam learning rate (default: %(default)s)")
+    p.add_argument("--weight-decay", type=float, default=1e-3, help="Adam weight decay (default: %(default)s)")
+    p.add_argument("--label-smoothing", type=float, default=0.0, help="cross-entropy label smoothing "
+                                                                     "(default: %(default)s)")
+    p.add_argument("--image-size", type=int, default=224, help="square input size in pixels (default: %(default)s)")
+    p.add_argument("--no-augment", action="store_true", help="no train-time augmentation")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                   help="auto: CUDA if available (default: %(default)s)")
+    p.add_argument("--backend", choices=("auto", "dali", "torch"), default="auto",
+                   help="loader backend (default: %(default)s)")
+    p.add_argument("--weights", metavar="PATH|imagenet", default=None,
+                   help="initial weights: 'imagenet' (torchvision, needs the network) or a local state dict; "
+                        "default: random init")
+    p.add_argument("--resume", action="store_true", help="continue from RUN_DIR/last.pt")
+    p.add_argument("--max-steps", type=int, default=None, metavar="N", help="stop after N optimizer steps in total")
+    p.add_argument("--seed", type=int, default=0, help="seed of init, data order and augmentation "
+                                                       "(default: %(default)s)")
+    p.set_defaults(func=_run_train)
+
+
+def _run_train(args) -> int:
+    from .train import TrainConfig, train
+    cfg = TrainConfig(shards=args.shards, out=args.out, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+                      weight_decay=args.weight_decay, label_smoothing=args.label_smoothing,
+                      image_size=args.image_size, augment=not args.no_augment, device=args.device,
+                      backend=args.backend, weights=args.weights, resume=args.resume, max_steps=args.max_steps,
+                      seed=args.seed)
+    result = train(cfg)
+    if int(os.environ.get("RANK", 0)) == 0:
+        print(f"trained {result['epochs']} epochs ({result['steps']} steps); best val average class accuracy "
+              f"{result['best_avg_class_accuracy']:.4f}; checkpoints and metrics in {result['out']}")
+    return 0
+
+
+def _add_eval_common(p, default_split: str) -> None:
+    p.add_argument("--shards", required=True, metavar="OUT_DIR", help="a shard folder written by 'fastfashion shard'")
+    p.add_argument("--checkpoint", required=True, metavar="CKPT", help="a checkpoint written by train (best.pt)")
+    p.add_argument("--split", default=default_split, help="split (default: %(default)s)")
+    p.add_argument("--batch-size", type=int, default=64, help="batch size (default: %(default)s)")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="(default: %(default)s)")
+    p.add_argument("--backend", choices=("auto", "dali", "torch"), default="auto", help="(default: %(default)s)")
+
+
+def _add_evaluate(sub) -> None:
+    p = sub.add_parser("evaluate", help="evaluate a checkpoint on a labelled split",
+                       description="Print the official average class accuracy (flat mean of the per-class recalls; "
+                                   "a class absent from the split is excluded and listed), accuracy, per-category "
+                                   "accuracy and the (unweighted) loss of a checkpoint on a labelled split.")
+    _add_eval_common(p, "val")
+    p.add_argument("--json", action="store_true", help="print the metrics as JSON")
+    p.set_defaults(func=_run_evaluate)
+
+
+def _run_evaluate(args) -> int:
+    import json
+
+    from .train import evaluate
+    m = evaluate(args.checkpoint, args.shards, split=args.split, batch_size=args.batch_size, device=args.device,
+                 backend=args.backend)
+    if args.json:
+        print(json.dumps(m, indent=1))
+        return 0
+    print(f"{m['split']}: {m['num_samples']} samples, checkpoint {m['checkpoint']}")
+    print(f"  average class accuracy  {m['avg_class_accuracy']:.4f}")
+    print(f"  accuracy                {m['accuracy']:.4f}")
+    print(f"  loss                    {m['loss']:.4f}")
+    for name, acc in m["per_attribute"].items():
+        print(f"  {name:<22}  {acc:.4f}")
+    if m["absent_classes"]:
+        print(f"  absent from the split (excluded from the average): {', '.join(m['absent_classes'])}")
+    return 0
+
+
+def _add_predict(sub) -> None:
+    p = sub.add_parser("predict", help="write prediction.txt (submission format) for a split",
+                       description="Write one 'a b c d e f' line per image, in split-file order, LF endings: the "
+                                   "submission format.")
+    _add_eval_common(p, "test")
+    p.add_argument("--out", required=True, metavar="prediction.txt", help="text file to write")
+    p.add_argument("--zip", action="store_true", help="also write the .zip beside it (prediction.txt alone inside)")
+    p.set_defaults(func=_run_predict)
+
+
+def _run_predict(args) -> int:
+    from .train import predict
+    out = predict(args.checkpoint, args.shards, args.out, split=args.split, zip_=args.zip,
+                  batch_size=args.batch_size, device=args.device, backend=args.backend)
+    print(f"wrote {out}" + (f" and {out.with_suffix('.zip')}" if args.zip else ""))
+    return 0
+
+
 # --- verbs that are not built yet ----------------------------------------------------------------------------
 def _not_built(verb: str):
     def run(args) -> int:
@@ -63,12 +166,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-q", "--quiet", action="store_true", help="log warnings only, no progress bars")
     sub = parser.add_subparsers(dest="verb", metavar="VERB")
     _add_synth(sub)
+    _add_train(sub)
+    _add_evaluate(sub)
+    _add_predict(sub)
     for verb, help_ in [
         ("shard", "pack a FashionDataset folder into validated WebDataset shards with DALI indexes and a manifest"),
         ("inspect", "print a shard set's manifest summary and write class-histogram PNGs"),
-        ("train", "train the ResNet-18 multi-head model on a shard set"),
-        ("evaluate", "evaluate a checkpoint on a labelled split"),
-        ("predict", "write prediction.txt (submission format) for a split"),
         ("bench", "measure loader throughput of every backend side by side"),
         ("demo", "synth -> shard -> bench -> short train -> evaluate, on a small synthetic set"),
     ]:
