@@ -39,6 +39,91 @@ def _run_synth(args) -> int:
     return 0
 
 
+# --- shard / inspect ---------------------------------------------------------------------------------------------
+def _add_shard(sub) -> None:
+    from .shard import DEFAULT_SAMPLES_PER_SHARD
+    p = sub.add_parser(
+        "shard", help="pack a FashionDataset folder into validated WebDataset shards with DALI indexes and a manifest",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Validate SRC_DIR completely, then write per split {split}-NNNNN.tar (webdataset), a DALI\n"
+                    "index {split}-NNNNN.idx beside each, and manifest.json. Train samples are shuffled by --seed;\n"
+                    "val and test keep split-file order. Built in a temporary folder and renamed at the end: a\n"
+                    "failed or interrupted run leaves nothing behind.",
+        epilog="Samples: KEY.jpg (original JPEG bytes), KEY.lbl (labels, little-endian int64 per category; all -1\n"
+               "for the unlabelled test split), KEY.json ({\"path\": ..., \"labels\": {category: class} or null}).\n\n"
+               "JPEG policy: every image is fully decoded once. Accepted: baseline or progressive JPEG, RGB or "
+               "grayscale\n(decoders expand grayscale to R=G=B). Rejected: truncated or corrupt data, non-JPEG data "
+               "(e.g. PNG named .jpg),\nCMYK/YCCK JPEGs (decoders disagree on their colours). Rejected images, "
+               "missing images and bad label lines\nare fatal (error names file:line) unless --skip-bad; structural "
+               "problems (missing split files, line-count\nmismatch, duplicate keys) are always fatal.")
+    p.add_argument("src_dir", metavar="SRC_DIR", help="a FashionDataset folder (img/, split/)")
+    p.add_argument("out_dir", metavar="OUT_DIR", nargs="?", default=None,
+                   help="shard folder to create (default: shards/<name of SRC_DIR>)")
+    p.add_argument("--samples-per-shard", type=int, default=DEFAULT_SAMPLES_PER_SHARD,
+                   help="samples per tar (default: %(default)s: the real train split becomes 10 shards of ~6 MB, "
+                        "enough to spread whole shards over ranks x loader workers)")
+    p.add_argument("--workers", type=int, default=None,
+                   help="validation processes (default: all CPU cores); the output does not depend on it")
+    p.add_argument("--seed", type=int, default=0, help="seed of the train-order shuffle (default: %(default)s)")
+    p.add_argument("--skip-bad", action="store_true",
+                   help="leave out bad samples (bad image, missing image, bad label line), listing each with its "
+                        "reason under 'skipped' in manifest.json, instead of failing")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an existing shard set at OUT_DIR (only after the new one is complete)")
+    p.set_defaults(func=_run_shard)
+
+
+def _run_shard(args) -> int:
+    import time
+
+    from .shard import ShardConfig, default_out_dir, write_shards
+    from .shard_format import ordered_splits
+    cfg = ShardConfig(samples_per_shard=args.samples_per_shard, workers=args.workers, seed=args.seed,
+                      skip_bad=args.skip_bad, overwrite=args.overwrite)
+    out = args.out_dir or default_out_dir(args.src_dir)
+    t0 = time.perf_counter()
+    m = write_shards(args.src_dir, out, cfg)
+    splits = ", ".join(f"{k} {v['num_samples']} in {len(v['shards'])} shards" for k, v in ordered_splits(m))
+    print(f"wrote {out}: {splits}; {len(m['skipped'])} skipped ({time.perf_counter() - t0:.1f} s)")
+    return 0
+
+
+def _add_inspect(sub) -> None:
+    p = sub.add_parser("inspect", help="print a shard set's manifest summary and write class-histogram PNGs",
+                       description="Print the manifest summary of a shard set (source, options, per split samples, "
+                                   "shards, class counts with the trainer's class weights, skipped samples) and write "
+                                   "a class-histogram PNG per labelled split.")
+    p.add_argument("shard_dir", metavar="OUT_DIR", help="a shard folder written by 'fastfashion shard'")
+    p.add_argument("--plots", metavar="DIR", default=None,
+                   help="folder for the PNGs class-hist-{split}.png (default: OUT_DIR)")
+    p.add_argument("--verify", action="store_true", help="also check every tar's and idx's sha256 against the manifest")
+    p.set_defaults(func=_run_inspect)
+
+
+def _run_inspect(args) -> int:
+    from pathlib import Path
+
+    from .shard_format import manifest_schema, ordered_splits, read_manifest, summarize_manifest, verify_shards
+    m = read_manifest(args.shard_dir)
+    print(summarize_manifest(m))
+    if args.verify:
+        verify_shards(args.shard_dir, m)
+        print("verify: every tar and idx matches its sha256")
+    from .metrics import class_weights
+    from .plots import plot_class_histogram
+    schema = manifest_schema(m)
+    train = m["splits"].get("train", {}).get("class_counts")
+    weights = {a.name: w.tolist() for a, w in zip(schema, class_weights(train, schema))} if train else None
+    out = Path(args.plots or args.shard_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    for split, s in ordered_splits(m):
+        if s.get("class_counts"):
+            path = plot_class_histogram(s["class_counts"], schema, out / f"class-hist-{split}.png", weights=weights,
+                                        title=f"{split}: {s['num_samples']} samples (dots: train class weights)")
+            print(f"wrote {path}")
+    return 0
+
+
 # --- train / evaluate / predict ----------------------------------------------------------------------------------
 def _add_train(sub) -> None:
     p = sub.add_parser("train", help="train the ResNet-18 multi-head model on a shard set",
@@ -166,12 +251,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-q", "--quiet", action="store_true", help="log warnings only, no progress bars")
     sub = parser.add_subparsers(dest="verb", metavar="VERB")
     _add_synth(sub)
+    _add_shard(sub)
+    _add_inspect(sub)
     _add_train(sub)
     _add_evaluate(sub)
     _add_predict(sub)
     for verb, help_ in [
-        ("shard", "pack a FashionDataset folder into validated WebDataset shards with DALI indexes and a manifest"),
-        ("inspect", "print a shard set's manifest summary and write class-histogram PNGs"),
         ("bench", "measure loader throughput of every backend side by side"),
         ("demo", "synth -> shard -> bench -> short train -> evaluate, on a small synthetic set"),
     ]:

@@ -3,7 +3,10 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Mapping, Sequence
+
+if TYPE_CHECKING:
+    from .schema import Schema
 
 
 def _pyplot():
@@ -32,6 +35,45 @@ def plot_training_curves(history: Sequence[dict], path: str | os.PathLike) -> Pa
     for ax in (ax_loss, ax_acc):
         ax.grid(alpha=0.3)
         ax.legend()
+    fig.tight_layout()
+    tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}{path.suffix}")
+    try:
+        fig.savefig(tmp, dpi=100)
+        os.replace(tmp, path)
+    finally:
+        plt.close(fig)
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def plot_class_histogram(class_counts: Mapping[str, Sequence[int]], schema: "Schema", path: str | os.PathLike, *,
+                         weights: Mapping[str, Sequence[float]] | None = None, title: str = "") -> Path:
+    """Class counts per attribute (the seed report's figure 1), one panel per schema attribute; with ``weights``
+    (e.g. the trainer's :func:`~fastfashion.metrics.class_weights` from the train counts) each class is shown
+    with its loss weight (red dots, second axis). Written atomically."""
+    plt = _pyplot()
+    path = Path(path)
+    cols = min(3, len(schema))
+    rows = -(-len(schema) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(5 * cols, 3.6 * rows), squeeze=False)
+    for ax, a in zip(axes.flat, schema):
+        counts = list(class_counts[a.name])
+        x = range(a.num_classes)
+        bars = ax.bar(x, counts, color="tab:blue")
+        ax.set_xticks(list(x), a.classes, rotation=35, ha="right", fontsize=8)
+        ax.set(title=a.name, ylabel="samples")
+        for b, n in zip(bars, counts):
+            ax.annotate(str(n), (b.get_x() + b.get_width() / 2, b.get_height()), ha="center", va="bottom",
+                        fontsize=7)
+        if weights is not None:
+            tw = ax.twinx()
+            tw.plot(list(x), list(weights[a.name]), "o", color="tab:red")
+            tw.set_ylabel("class weight", color="tab:red")
+            tw.set_ylim(bottom=0)
+    for ax in list(axes.flat)[len(schema):]:
+        ax.set_visible(False)
+    if title:
+        fig.suptitle(title)
     fig.tight_layout()
     tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}{path.suffix}")
     try:

@@ -16,7 +16,7 @@ import dataclasses
 import logging
 import os
 from pathlib import Path
-from typing import Iterable
+from typing import Callable, Iterable
 
 from .schema import FASHION_SCHEMA, Schema, SchemaError
 
@@ -71,6 +71,15 @@ class SchemaMismatchError(SourceError):
     """``split/list_attr_cloth.txt`` disagrees with the expected schema."""
 
 
+PER_SAMPLE_ERRORS = (LabelCountError, LabelValueError, UnsafePathError, MissingImageError)
+"""Errors that concern one sample (one line pair); with ``on_error`` they are reported and that sample dropped.
+Every other :class:`SourceError` (missing split file, line-count mismatch, blank line, duplicate key, schema
+mismatch) is structural and always raises."""
+
+OnError = Callable[[str, int, str, SourceError], None]
+"""``on_error(split, line, path, error)``: called for each dropped sample; ``path`` is as listed in ``split.txt``."""
+
+
 @dataclasses.dataclass(frozen=True)
 class Record:
     """One sample: ``key`` is the image file stem, ``path`` is relative to the root (POSIX style),
@@ -115,14 +124,15 @@ def _parse_labels(path: Path, lineno: int, line: str, schema: Schema) -> tuple[i
     return tuple(out)
 
 
-def _check_path(root: Path, list_file: Path, lineno: int, rel: str, check_images: bool) -> str:
+def _check_path(root: Path, list_file: Path, lineno: int, rel: str, check_images: bool,
+                real_root: Path | None = None) -> str:
     rel = rel.strip()
     p = Path(rel)
     if p.is_absolute() or rel.startswith(("/", "\\")) or ".." in p.parts:
         raise UnsafePathError(list_file, lineno, f"image path {rel!r} escapes the data set root")
     full = root / p
     if check_images:
-        if not full.resolve().is_relative_to(root.resolve()):  # only a symlink can get here
+        if not full.resolve().is_relative_to(real_root or root.resolve()):  # only a symlink can get here
             raise UnsafePathError(list_file, lineno, f"image path {rel!r} is a symlink pointing outside the root")
         if not full.is_file():
             raise MissingImageError(list_file, lineno, f"image file {rel!r} does not exist")
@@ -130,23 +140,43 @@ def _check_path(root: Path, list_file: Path, lineno: int, rel: str, check_images
 
 
 def read_split(root: str | os.PathLike, split: str, schema: Schema = FASHION_SCHEMA, *,
-               check_images: bool = True) -> list[Record]:
-    """Records of one split; labels are read for ``train``/``val`` (and any split with an ``_attr`` file)."""
+               check_images: bool = True, on_error: OnError | None = None) -> list[Record]:
+    """Records of one split; labels are read for ``train``/``val`` (and any split with an ``_attr`` file).
+
+    With ``on_error`` (lenient mode), a :data:`PER_SAMPLE_ERRORS` problem calls it and drops that sample instead
+    of raising; without it (the default) the first problem raises.
+    """
     root = Path(root)
     list_file = root / "split" / f"{split}.txt"
     attr_file = root / "split" / f"{split}_attr.txt"
     paths = read_lines(list_file)
-    labels: list[tuple[int, ...]] | None = None
+    labels: list[tuple[int, ...] | SourceError] | None = None
     if split in LABELLED_SPLITS or attr_file.exists():
         rows = read_lines(attr_file)
         if len(rows) != len(paths):
             raise LineCountMismatchError(
                 attr_file, min(len(rows), len(paths)) + 1,
                 f"{len(rows)} label lines but {list_file.name} has {len(paths)} lines")
-        labels = [_parse_labels(attr_file, i, line, schema) for i, line in enumerate(rows, start=1)]
+        labels = []
+        for i, line in enumerate(rows, start=1):
+            try:
+                labels.append(_parse_labels(attr_file, i, line, schema))
+            except PER_SAMPLE_ERRORS as e:
+                if on_error is None:
+                    raise
+                labels.append(e)  # reported below, in line order with the path errors
     records, seen = [], {}
-    for i, rel in enumerate(paths, start=1):
-        rel = _check_path(root, list_file, i, rel, check_images)
+    real_root = root.resolve()  # once, not per image
+    for i, listed in enumerate(paths, start=1):
+        try:
+            rel = _check_path(root, list_file, i, listed, check_images, real_root)
+            if labels is not None and isinstance(labels[i - 1], SourceError):
+                raise labels[i - 1]
+        except PER_SAMPLE_ERRORS as e:
+            if on_error is None:
+                raise
+            on_error(split, i, listed.strip(), e)
+            continue
         key = Path(rel).stem
         if key in seen:
             raise DuplicateKeyError(list_file, i, f"key {key!r} already listed at line {seen[key]}")
@@ -156,10 +186,13 @@ def read_split(root: str | os.PathLike, split: str, schema: Schema = FASHION_SCH
 
 
 def read_source(root: str | os.PathLike, schema: Schema = FASHION_SCHEMA, *,
-                splits: Iterable[str] = SPLITS, check_images: bool = True) -> dict[str, list[Record]]:
+                splits: Iterable[str] = SPLITS, check_images: bool = True,
+                on_error: OnError | None = None) -> dict[str, list[Record]]:
     """Read every split of a FashionDataset folder, checking the schema file and keys across splits.
 
-    Raises a :class:`SourceError` subclass naming the file and line of the first problem found.
+    Raises a :class:`SourceError` subclass naming the file and line of the first problem found; with ``on_error``,
+    per-sample problems (:data:`PER_SAMPLE_ERRORS`) are passed to it and those samples dropped (see
+    :func:`read_split`).
     """
     root = Path(root)
     if not root.is_dir():
@@ -175,7 +208,7 @@ def read_source(root: str | os.PathLike, schema: Schema = FASHION_SCHEMA, *,
     out: dict[str, list[Record]] = {}
     owner: dict[str, Record] = {}
     for split in splits:
-        recs = read_split(root, split, schema, check_images=check_images)
+        recs = read_split(root, split, schema, check_images=check_images, on_error=on_error)
         for r in recs:
             if r.key in owner:
                 o = owner[r.key]
