@@ -1,0 +1,106 @@
+"""Augmentation parameters: one frozen config drives the DALI (GPU and CPU) and torch backends alike.
+
+Train: a random resized crop to ``image_size`` (area ``scale``, aspect ``ratio``, as torchvision's
+RandomResizedCrop), a horizontal flip with probability ``flip``, a rotation by ``U(-rotation, rotation)`` degrees
+(black fill), colour jitter (``brightness``, ``contrast``, ``saturation`` factors drawn from ``U(1-x, 1+x)``, ``hue``
+shift from ``U(-hue, hue)`` of a full turn) and ImageNet mean/std normalization.
+
+Eval: resize the shorter side to ``round(image_size / eval_crop_ratio)`` (256 for 224: the ImageNet convention,
+0.875) and centre-crop ``image_size``; then normalize. A solid-colour image stays exactly that colour, which the
+alignment tests rely on.
+
+Where the backends differ on purpose (documented in ``docs/loader.md``): DALI fuses crop, resize, rotation and flip
+into one affine warp (so a rotated crop's corners show image content where torchvision shows black, and the crop
+box is clamped instead of re-sampled up to ten times), and contrast blends towards mid-grey 128 instead of the
+image's mean grey; the jitter order is fixed (brightness, contrast, saturation, hue) where torchvision permutes it.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class AugmentConfig:
+    """Every augmentation knob; ``mode="eval"`` is the deterministic eval transform (the random knobs unused)."""
+
+    image_size: int = 224
+    mode: str = "train"                           # "train": random augmentation; "eval": resize + centre crop
+    scale: tuple[float, float] = (0.08, 1.0)      # crop area fraction (torchvision's default)
+    ratio: tuple[float, float] = (3 / 4, 4 / 3)   # crop aspect ratio range, sampled log-uniformly
+    flip: float = 0.5                             # horizontal flip probability
+    rotation: float = 15.0                        # max |angle| in degrees (the seed's RandomRotation(15))
+    brightness: float = 0.2                       # factor in U(1-b, 1+b)
+    contrast: float = 0.2
+    saturation: float = 0.2
+    hue: float = 0.05                             # shift in U(-h, h) turns (torchvision's ColorJitter convention)
+    eval_crop_ratio: float = 0.875                # eval: resize shorter side to image_size / ratio, centre crop
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+    interp: str = "auto"                          # warp interpolation: "linear", "nearest", auto: linear on GPU,
+    #                                               nearest on CPU (DALI's CPU linear warp is ~4x slower, docs/loader.md)
+    fp16: bool = False                            # images as float16 (DALI backends; halves the output bandwidth)
+
+    def __post_init__(self) -> None:
+        if self.mode not in ("train", "eval"):
+            raise ValueError(f"mode must be 'train' or 'eval', got {self.mode!r}")
+        if self.image_size < 8:
+            raise ValueError(f"image_size must be >= 8, got {self.image_size}")
+        if not 0 < self.scale[0] <= self.scale[1] <= 1:
+            raise ValueError(f"scale must satisfy 0 < lo <= hi <= 1, got {self.scale}")
+        if not 0 < self.ratio[0] <= self.ratio[1]:
+            raise ValueError(f"ratio must satisfy 0 < lo <= hi, got {self.ratio}")
+        if not 0 <= self.flip <= 1:
+            raise ValueError(f"flip is a probability, got {self.flip}")
+        for name in ("brightness", "contrast", "saturation"):
+            if not 0 <= getattr(self, name) < 1:
+                raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")
+        if not 0 <= self.hue <= 0.5:
+            raise ValueError(f"hue must be in [0, 0.5], got {self.hue}")
+        if not 0 < self.eval_crop_ratio <= 1:
+            raise ValueError(f"eval_crop_ratio must be in (0, 1], got {self.eval_crop_ratio}")
+        if self.interp not in ("auto", "linear", "nearest"):
+            raise ValueError(f"interp must be auto, linear or nearest, got {self.interp!r}")
+
+    @classmethod
+    def train(cls, **kw) -> "AugmentConfig":
+        """The full train augmentation (overrides in ``kw``)."""
+        return cls(mode="train", **kw)
+
+    @classmethod
+    def eval(cls, **kw) -> "AugmentConfig":
+        """The deterministic eval transform (resize shorter side, centre crop, normalize)."""
+        return cls(mode="eval", **kw)
+
+    @property
+    def is_train(self) -> bool:
+        return self.mode == "train"
+
+    @property
+    def eval_resize(self) -> int:
+        """Shorter side before the eval centre crop (256 for 224)."""
+        return int(round(self.image_size / self.eval_crop_ratio))
+
+    def interp_for(self, device: str) -> str:
+        """The warp interpolation used on ``device`` ("cpu" or "gpu")."""
+        if self.interp != "auto":
+            return self.interp
+        return "linear" if device == "gpu" else "nearest"
+
+    @property
+    def photometric(self) -> bool:
+        """Whether any colour jitter is on."""
+        return bool(self.brightness or self.contrast or self.saturation or self.hue)
+
+
+def resolve(augment: "AugmentConfig | bool | None", *, split: str, image_size: int) -> AugmentConfig:
+    """``make_loader``'s ``augment`` argument -> a config: None means train augmentation for the train split only."""
+    if isinstance(augment, AugmentConfig):
+        if augment.image_size != image_size:
+            augment = dataclasses.replace(augment, image_size=image_size)
+        return augment
+    if augment is None:
+        augment = split == "train"
+    return AugmentConfig(image_size=image_size, mode="train" if augment else "eval")

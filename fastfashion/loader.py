@@ -1,0 +1,327 @@
+"""``make_loader()``: backend choice, exact epochs, per-epoch shuffle, ranks, ``len()``, keys, resume state.
+
+Backends (by name; DALI is imported lazily and a fallback is logged):
+
+* ``dali`` on ``cuda`` ("dali-gpu"): the graph of :mod:`fastfashion.pipeline` with ``mixed`` decoding; images and
+  labels arrive on the GPU, handed to torch zero-copy (DLPack, DALI's dynamic executor).
+* ``dali`` on ``cpu`` ("dali-cpu"): the same graph on CPU operators, ``num_threads`` = cores.
+* ``torch``: :mod:`fastfashion.torch_backend`, torchvision in a DataLoader with workers (portable fallback).
+* ``auto``: dali-gpu when CUDA is available, else dali-cpu, else torch — and the log says which and why.
+
+Every backend reads the same order: :func:`fastfashion.order.epoch_indices` of ``(seed, epoch, rank,
+world_size)`` — so ``len()`` is exact, each sample is delivered exactly once per epoch on exactly one rank (train:
+``drop_last``, a different remainder dropped each epoch; val/test: everything, the last batch may be smaller, ranks'
+shares may differ by one sample), and keys come from that order (no per-sample metadata through the pipeline).
+After a complete pass the loader moves to the next epoch by itself; ``set_epoch(e)`` chooses one explicitly.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from .augment import AugmentConfig, resolve
+from .order import DEFAULT_BLOCK, epoch_indices, num_batches
+from .schema import FASHION_SCHEMA, Schema
+
+log = logging.getLogger(__name__)
+
+BACKENDS = ("auto", "dali", "torch")
+GPU_HORIZON = 8  # epochs per GPU pipeline: it (and its decoder cache) lives that long
+CACHE_FRACTION = 0.25  # the GPU decoder cache may use up to this share of free GPU memory
+
+
+class Batch(NamedTuple):
+    """``images`` float [B,3,H,W] normalized (on the loader's device), ``labels`` int64 [B,len(schema)]
+    (-1 for unlabelled splits), ``keys`` list[str] when the loader was made with ``with_keys=True``, else None."""
+
+    images: Any
+    labels: Any
+    keys: list[str] | None = None
+
+
+class LoaderError(RuntimeError):
+    """A shard or sample cannot be loaded; the message names the shard (tar) and the sample key."""
+
+
+@dataclasses.dataclass(frozen=True)
+class SampleRef:
+    """Where one sample lives: its tar and the byte ranges of its ``.jpg`` and ``.lbl`` members."""
+
+    key: str
+    tar: str
+    jpg_offset: int
+    jpg_size: int
+    lbl_offset: int
+    lbl_size: int
+
+
+def _read_manifest(shard_dir: Path) -> dict:
+    try:
+        from .shard import read_manifest
+    except ImportError:  # the shard writer's reader; json is enough to read the documented format
+        read_manifest = None
+    if read_manifest is not None:
+        return read_manifest(shard_dir)
+    path = shard_dir / "manifest.json"
+    if not path.is_file():
+        raise LoaderError(f"{path}: manifest is missing (is {shard_dir} a shard directory?)")
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def _parse_idx(idx_path: Path, tar_path: Path) -> tuple[list[str], list[SampleRef]]:
+    """The ``.idx`` lines of a shard's samples and their :class:`SampleRef`; checks them against the tar size."""
+    try:
+        with open(idx_path, encoding="utf-8") as f:
+            head, *lines = f.read().splitlines()
+    except (OSError, ValueError) as e:
+        raise LoaderError(f"{idx_path}: cannot read the index: {e}") from e
+    parts = head.split()
+    if len(parts) != 2 or not parts[0].startswith("v1.") or int(parts[1]) != len(lines):
+        raise LoaderError(f"{idx_path}: malformed index header {head!r} ({len(lines)} sample lines)")
+    try:
+        tar_size = os.path.getsize(tar_path)
+    except OSError as e:
+        raise LoaderError(f"{tar_path}: shard is missing: {e}") from e
+    refs = []
+    for n, line in enumerate(lines, start=2):
+        tok = line.split()
+        members = {tok[i]: (int(tok[i + 1]), int(tok[i + 2]), tok[i + 3]) for i in range(0, len(tok) - 3, 4)}
+        if "jpg" not in members or "lbl" not in members:
+            raise LoaderError(f"{idx_path}:{n}: sample lacks a .jpg or .lbl member: {line!r}")
+        key = members["jpg"][2].rsplit("/", 1)[-1].split(".", 1)[0]
+        end = max(off + size for off, size, _ in members.values())
+        if end > tar_size:
+            raise LoaderError(f"{tar_path}: shard is truncated: sample {key!r} ends at byte {end}, "
+                              f"the file has {tar_size}")
+        (jo, js, _), (lo, ls, _) = members["jpg"], members["lbl"]
+        refs.append(SampleRef(key, str(tar_path), jo, js, lo, ls))
+    return lines, refs
+
+
+def _choose_backend(backend: str, device) -> tuple[str, str]:
+    """(backend name as reported, torch device string)."""
+    import torch
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; choose from {', '.join(BACKENDS)}")
+    dev = str(device) if device is not None else "auto"
+    if dev not in ("auto", "cpu") and not dev.startswith("cuda"):
+        raise ValueError(f"device must be auto, cpu or cuda[:N], got {device!r}")
+    cuda = torch.cuda.is_available()
+    if dev.startswith("cuda") and not cuda:
+        raise RuntimeError(f"device {dev!r} requested but CUDA is not available")
+    if backend == "torch":
+        return "torch", ("cuda" if cuda else "cpu") if dev == "auto" else dev
+    try:
+        import nvidia.dali  # noqa: F401
+    except ImportError as e:
+        if backend == "dali":
+            raise RuntimeError(f"backend 'dali' requested but DALI cannot be imported: {e}") from e
+        log.warning("loader backend: torch (NVIDIA DALI is not importable: %s)", e)
+        return "torch", ("cuda" if cuda else "cpu") if dev == "auto" else dev
+    if dev == "auto":
+        dev = "cuda" if cuda else "cpu"
+        why = "CUDA is available" if cuda else "no CUDA device"
+    else:
+        why = f"device={dev!r} requested"
+    name = "dali-gpu" if dev.startswith("cuda") else "dali-cpu"
+    log.info("loader backend: %s (%s)", name, why)
+    return name, dev
+
+
+def _dist(rank, world_size) -> tuple[int, int]:
+    if rank is not None and world_size is not None:
+        return int(rank), int(world_size)
+    import torch.distributed as dist
+    if dist.is_available() and dist.is_initialized():
+        return (dist.get_rank() if rank is None else int(rank),
+                dist.get_world_size() if world_size is None else int(world_size))
+    return (0 if rank is None else int(rank)), (1 if world_size is None else int(world_size))
+
+
+class FashionLoader:
+    """An epoch-exact loader over one split of a shard directory. Build it with :func:`make_loader`."""
+
+    def __init__(self, shard_dir, *, split, batch_size, backend, device, augment, shuffle, image_size, seed, rank,
+                 world_size, with_keys, drop_last, workers=None, block=DEFAULT_BLOCK):
+        self.shard_dir = Path(shard_dir)
+        manifest = _read_manifest(self.shard_dir)
+        if split not in manifest.get("splits", {}):
+            raise ValueError(f"{self.shard_dir}: no split {split!r} (has {sorted(manifest.get('splits', {}))})")
+        self.schema = Schema.from_dict(manifest["schema"]) if "schema" in manifest else FASHION_SCHEMA
+        self.split, self.batch_size, self.seed = split, int(batch_size), int(seed)
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.shuffle = split == "train" if shuffle is None else bool(shuffle)
+        self.drop_last = split == "train" if drop_last is None else bool(drop_last)
+        self.rank, self.world_size = _dist(rank, world_size)
+        if not 0 <= self.rank < self.world_size:
+            raise ValueError(f"rank {self.rank} out of range for world_size {self.world_size}")
+        self.augment: AugmentConfig = resolve(augment, split=split, image_size=image_size)
+        self.with_keys, self.block, self.epoch = bool(with_keys), int(block), 0
+        self.shards: list[tuple[str, list[str]]] = []
+        self.refs: list[SampleRef] = []
+        for sh in manifest["splits"][split]["shards"]:
+            lines, refs = _parse_idx(self.shard_dir / sh["idx"], self.shard_dir / sh["tar"])
+            if len(refs) != sh["num_samples"]:
+                raise LoaderError(f"{self.shard_dir / sh['idx']}: {len(refs)} samples, manifest says "
+                                  f"{sh['num_samples']}")
+            self.shards.append((str(self.shard_dir / sh["tar"]), lines))
+            self.refs.extend(refs)
+        self.sizes = [len(lines) for _, lines in self.shards]
+        self.num_samples = len(self._indices(0))
+        if self.num_samples == 0:
+            log.warning("%s split %r: rank %d of %d gets no sample (batch_size %d, drop_last %s)", self.shard_dir,
+                        split, self.rank, self.world_size, self.batch_size, self.drop_last)
+        self.backend, dev = _choose_backend(backend, device)
+        import torch
+        self.device = torch.device(dev)
+        self._workers = (min(4, len(os.sched_getaffinity(0))) if workers is None else int(workers))
+        self._impl = None
+
+    # --- order -------------------------------------------------------------------------------------------
+    def _indices(self, epoch: int) -> np.ndarray:
+        return epoch_indices(self.sizes, seed=self.seed, epoch=epoch, shuffle=self.shuffle, rank=self.rank,
+                             world_size=self.world_size, batch_size=self.batch_size, drop_last=self.drop_last,
+                             block=self.block)
+
+    def __len__(self) -> int:
+        return num_batches(self.num_samples, self.batch_size, self.drop_last)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Choose the epoch the next iteration delivers (order = f(seed, epoch, rank, world_size))."""
+        self.epoch = int(epoch)
+
+    def state_dict(self) -> dict:
+        return {"epoch": self.epoch, "seed": self.seed}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.epoch = int(state["epoch"])
+
+    def keys(self, epoch: int | None = None) -> list[str]:
+        """Sample keys of an epoch on this rank, in delivery order (what ``with_keys`` yields, batch by batch)."""
+        return [self.refs[i].key for i in self._indices(self.epoch if epoch is None else epoch)]
+
+    # --- iteration ---------------------------------------------------------------------------------------
+    def _make_impl(self):
+        if self.backend == "torch":
+            from .torch_backend import TorchShardReader
+            return TorchShardReader(self.refs, self.augment, batch_size=self.batch_size, workers=self._workers,
+                                    seed=self.seed)
+        from .pipeline import DaliEpochs
+        gpu = self.backend == "dali-gpu"
+        cache_mb = self._cache_mb() if gpu else 0
+        return DaliEpochs(self.shards, self.augment, batch_size=self.batch_size,
+                          device_id=(self.device.index or 0) if gpu else None, seed=self.seed, rank=self.rank,
+                          horizon=GPU_HORIZON if gpu else 1, cache_mb=cache_mb, size_hint=self._size_hint())
+
+    def _size_hint(self, probe: int = 32) -> tuple[int, int]:
+        """(max height, max width) over a few JPEG headers: decoder preallocation hints."""
+        from PIL import Image
+        import io
+        hw = [(0, 0)]
+        for r in self.refs[:: max(1, len(self.refs) // probe)][:probe]:
+            with open(r.tar, "rb") as f:
+                f.seek(r.jpg_offset)
+                try:
+                    w, h = Image.open(io.BytesIO(f.read(r.jpg_size))).size
+                except OSError:
+                    continue
+            hw.append((h, w))
+        return max(h for h, _ in hw), max(w for _, w in hw)
+
+    def _cache_mb(self) -> int:
+        """Decoder cache size when the split's decoded images fit in CACHE_FRACTION of free GPU memory, else 0."""
+        import torch
+        h, w = self._size_hint()
+        need = int(len(self.refs) * h * w * 3 * 1.1 / 2 ** 20) + 16
+        free, _ = torch.cuda.mem_get_info(self.device)
+        if need > CACHE_FRACTION * free / 2 ** 20:
+            log.info("GPU decoder cache off: ~%d MB needed, %d MB free", need, free // 2 ** 20)
+            return 0
+        log.info("GPU decoder cache on: %d MB (decoded images stay on the GPU after the first epoch)", need)
+        return need
+
+    def __iter__(self):
+        epoch = self.epoch
+        indices = self._indices(epoch)
+        if self._impl is None:
+            self._impl = self._make_impl()
+        if self.backend == "torch":
+            batches = ((b.images, b.labels, None) for b in self._impl.epoch(indices, epoch))
+        else:
+            batches = self._impl.epoch(epoch, indices, self._indices)
+        a = 0
+        try:
+            for images, labels, _ in batches:
+                k = len(labels)
+                keys = [self.refs[i].key for i in indices[a:a + k]] if self.with_keys else None
+                a += k
+                if images.device != self.device:
+                    images = images.to(self.device, non_blocking=True)
+                    labels = labels.to(self.device, non_blocking=True)
+                yield Batch(images, labels, keys)
+        except Exception as e:
+            from .pipeline import DaliBatchError
+            if isinstance(e, DaliBatchError):
+                raise self._culprit(e) from e
+            raise
+        assert a == len(indices), (a, len(indices))
+        if self.epoch == epoch:
+            self.epoch = epoch + 1  # a complete pass: the next iteration reshuffles
+
+    def _culprit(self, err) -> LoaderError:
+        """Name the shard and key of the sample that made DALI fail (checked with PIL, by offset)."""
+        from PIL import Image
+        import io
+        for i in err.indices:
+            r = self.refs[int(i)]
+            try:
+                with open(r.tar, "rb") as f:
+                    f.seek(r.jpg_offset)
+                    data = f.read(r.jpg_size)
+                    f.seek(r.lbl_offset)
+                    lbl = f.read(r.lbl_size)
+                if len(lbl) != 8 * len(self.schema):
+                    raise ValueError(f".lbl has {len(lbl)} bytes, expected {8 * len(self.schema)}")
+                Image.open(io.BytesIO(data)).load()
+            except Exception as e:  # noqa: BLE001 — any failure here is the diagnosis
+                return LoaderError(f"{r.tar}: sample {r.key!r} cannot be loaded: {e}")
+        keys = [self.refs[int(i)].key for i in err.indices]
+        first = str(err.cause).strip().splitlines()[0] if str(err.cause).strip() else type(err.cause).__name__
+        return LoaderError(f"{self.shard_dir} split {self.split!r}: DALI failed on the batch of keys {keys}: {first}")
+
+    def close(self) -> None:
+        if self._impl is not None and hasattr(self._impl, "close"):
+            self._impl.close()
+        self._impl = None
+
+    def __repr__(self) -> str:
+        return (f"FashionLoader({str(self.shard_dir)!r}, split={self.split!r}, backend={self.backend!r}, "
+                f"device={str(self.device)!r}, batches={len(self)}, rank={self.rank}/{self.world_size})")
+
+
+def make_loader(shard_dir: str | os.PathLike, split: str = "train", batch_size: int = 64, backend: str = "auto",
+                device="auto", augment: AugmentConfig | bool | None = None, shuffle: bool | None = None,
+                image_size: int = 224, seed: int = 0, rank: int | None = None, world_size: int | None = None,
+                with_keys: bool = False, drop_last: bool | None = None, *, workers: int | None = None,
+                block: int = DEFAULT_BLOCK) -> FashionLoader:
+    """An epoch-exact loader over ``split`` of a shard directory (see the module docstring and ARCHITECTURE.md).
+
+    ``augment``: None = train augmentation for the train split, eval transform otherwise; a bool forces it; an
+    :class:`~fastfashion.augment.AugmentConfig` sets every knob (``image_size`` here overrides its own).
+    ``shuffle``/``drop_last``: None = on for train, off otherwise. ``rank``/``world_size``: None = from
+    ``torch.distributed`` when initialized, else 0/1. ``workers``: DataLoader workers of the torch backend.
+    ``block``: shuffle block size (:mod:`fastfashion.order`). Raises :class:`LoaderError` for a missing or
+    truncated shard, ValueError for bad arguments, RuntimeError when a requested backend/device cannot run.
+    """
+    return FashionLoader(shard_dir, split=split, batch_size=batch_size, backend=backend, device=device,
+                         augment=augment, shuffle=shuffle, image_size=image_size, seed=seed, rank=rank,
+                         world_size=world_size, with_keys=with_keys, drop_last=drop_last, workers=workers,
+                         block=block)

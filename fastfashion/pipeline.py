@@ -1,0 +1,208 @@
+"""The DALI graph — one function, ``device="gpu"`` (decode ``mixed``, everything after on the GPU) or ``"cpu"`` —
+and :class:`DaliEpochs`, which feeds it an exact per-epoch order through per-epoch index files.
+
+Reading. ``fn.readers.webdataset`` takes ``paths`` and one ``index_paths`` file per path, and reads the samples of
+each index file in the order listed, seeking to each member's offset (checked in DALI's
+``webdataset_loader.cc``: offsets need not increase, and the same tar may appear in ``paths`` any number of times;
+DALI maps each distinct file once). So for every epoch the loader cuts this rank's order (:mod:`fastfashion.order`)
+into runs of consecutive samples from one shard and writes one small index file per run, copying the shard's own
+``.idx`` lines; ``random_shuffle`` stays off. With the default shuffle block of 8 that is ~N/8 entries per epoch —
+a full blocked reshuffle every epoch with the native reader, no Python callback per sample. The index files of
+``horizon`` epochs are concatenated into one pipeline; each epoch is padded to whole batches (the padding is
+trimmed, never delivered), so a pipeline lives across epochs and on the GPU keeps its decoder cache.
+
+Train graph (operators picked by measurement on 2 CPU cores, see docs/loader.md)::
+
+    jpg ─ decoders.image ─ warp_affine(crop box → size², flip, rotation: ONE matrix) ─ hsv(saturation, hue, float)
+        ─ crop_mirror_normalize(per-sample mean/std that also apply brightness and contrast, CHW)
+
+Eval graph: ``decoders.image ─ resize(shorter side) ─ crop_mirror_normalize(centre crop)``.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import os
+import shutil
+import tempfile
+from typing import Sequence
+
+import numpy as np
+
+from .augment import AugmentConfig
+from .order import pad_to_batch, runs
+
+log = logging.getLogger(__name__)
+
+CONTRAST_CENTER = 128.0  # contrast blends towards mid-grey (DALI's convention; torchvision: the image's mean grey)
+
+
+def _affine(jpg, cfg: AugmentConfig):
+    """Per-sample 2x3 forward matrix (input pixels -> output pixels): random resized crop box, flip, rotation."""
+    from nvidia.dali import fn, types
+    import nvidia.dali.math as dmath
+    s = float(cfg.image_size)
+    shape = fn.cast(fn.peek_image_shape(jpg), dtype=types.FLOAT)  # from the JPEG header, no decode
+    h_img, w_img = shape[0], shape[1]
+    area = fn.random.uniform(range=list(cfg.scale)) * w_img * h_img
+    aspect = dmath.exp(fn.random.uniform(range=[math.log(cfg.ratio[0]), math.log(cfg.ratio[1])]))
+    w = dmath.min(dmath.sqrt(area * aspect), w_img)  # clamped, where torchvision re-draws up to 10 times
+    h = dmath.min(dmath.sqrt(area / aspect), h_img)
+    x0 = fn.random.uniform(range=[0.0, 1.0]) * (w_img - w)
+    y0 = fn.random.uniform(range=[0.0, 1.0]) * (h_img - h)
+    flip = fn.cast(fn.random.coin_flip(probability=cfg.flip), dtype=types.FLOAT)
+    zero = flip * 0.0
+    m = fn.transforms.crop(from_start=fn.stack(x0, y0), from_end=fn.stack(x0 + w, y0 + h),
+                           to_start=fn.stack(flip * s, zero), to_end=fn.stack((1.0 - flip) * s, zero + s))
+    if cfg.rotation:
+        m = fn.transforms.rotation(m, angle=fn.random.uniform(range=[-cfg.rotation, cfg.rotation]),
+                                   center=[s / 2, s / 2])
+    return m
+
+
+def _normalization(cfg: AugmentConfig):
+    """Per-sample (mean, std) for crop_mirror_normalize that also apply brightness b and contrast c:
+    ``(b * (c * x + (1 - c) * 128) - m) / s == (x - m') / s'`` with ``s' = s / (b c)``,
+    ``m' = (m - b (1 - c) 128) / (b c)`` — two photometric ops for free."""
+    from nvidia.dali import fn
+    mean = [255.0 * v for v in cfg.mean]
+    std = [255.0 * v for v in cfg.std]
+    if not cfg.is_train or not (cfg.brightness or cfg.contrast):
+        return mean, std
+    b = fn.random.uniform(range=[1 - cfg.brightness, 1 + cfg.brightness])
+    c = fn.random.uniform(range=[1 - cfg.contrast, 1 + cfg.contrast])
+    bc = b * c
+    shift = b * ((1.0 - c) * CONTRAST_CENTER)
+    return fn.stack(*[(m - shift) / bc for m in mean]), fn.stack(*[v / bc for v in std])
+
+
+def fashion_pipeline(*, paths: Sequence[str], index_paths: Sequence[str], cfg: AugmentConfig, batch_size: int,
+                     device_id: int | None, num_threads: int, seed: int, prefetch: int = 2, cache_mb: int = 0,
+                     size_hint: tuple[int, int] = (0, 0)):
+    """Build (not run) the DALI pipeline. ``device_id=None``: every operator on the CPU; else decode ``mixed``
+    and the rest on GPU ``device_id``. Outputs: images float[16] ``[B,3,S,S]`` normalized, labels int64 ``[B,6]``.
+    ``cache_mb`` > 0 (GPU only) keeps decoded images in the decoder's cache; ``size_hint`` is (height, width) of
+    the largest expected image, to preallocate decoder buffers."""
+    from nvidia.dali import fn, pipeline_def, types
+    gpu = device_id is not None
+    dev = "gpu" if gpu else "cpu"
+
+    @pipeline_def(batch_size=batch_size, num_threads=num_threads, device_id=device_id, seed=seed,
+                  prefetch_queue_depth=prefetch, exec_dynamic=True)  # dynamic executor: zero-copy to torch
+    def graph():
+        jpg, lbl = fn.readers.webdataset(paths=list(paths), index_paths=list(index_paths), ext=["jpg", "lbl"],
+                                         dtypes=[types.UINT8, types.INT64], random_shuffle=False,
+                                         missing_component_behavior="error", name="reader")
+        dec = dict(device="mixed" if gpu else "cpu", output_type=types.RGB, jpeg_fancy_upsampling=True)
+        if gpu:
+            dec.update(hw_decoder_load=0.65,  # share of JPEGs for the A100/H100 hardware decoder, rest on CUDA
+                       preallocate_height_hint=size_hint[0], preallocate_width_hint=size_hint[1],
+                       device_memory_padding=16 << 20, host_memory_padding=8 << 20)
+            if cache_mb:
+                dec.update(cache_size=cache_mb, cache_type="threshold", cache_threshold=0, cache_batch_copy=True)
+        img = fn.decoders.image(jpg, **dec)
+        out_dtype = types.FLOAT16 if cfg.fp16 else types.FLOAT
+        if cfg.is_train:
+            interp = types.INTERP_LINEAR if cfg.interp_for(dev) == "linear" else types.INTERP_NN
+            img = fn.warp_affine(img, matrix=_affine(jpg, cfg), size=[cfg.image_size, cfg.image_size],
+                                 inverse_map=False, interp_type=interp, fill_value=0)
+            if cfg.saturation or cfg.hue:
+                # float output: DALI's CPU float->uint8 saturating cast costs more than the colour matrix itself
+                img = fn.hsv(img, hue=fn.random.uniform(range=[-360.0 * cfg.hue, 360.0 * cfg.hue]),
+                             saturation=fn.random.uniform(range=[1 - cfg.saturation, 1 + cfg.saturation]),
+                             dtype=types.FLOAT)
+            mean, std = _normalization(cfg)
+            img = fn.crop_mirror_normalize(img, mean=mean, std=std, dtype=out_dtype, output_layout="CHW")
+        else:
+            img = fn.resize(img, resize_shorter=cfg.eval_resize, interp_type=types.INTERP_LINEAR, antialias=True)
+            mean, std = _normalization(cfg)
+            img = fn.crop_mirror_normalize(img, crop=[cfg.image_size, cfg.image_size], crop_pos_x=0.5,
+                                           crop_pos_y=0.5, mean=mean, std=std, dtype=out_dtype,
+                                           output_layout="CHW")
+        return img, (lbl.gpu() if gpu else lbl)
+
+    return graph()
+
+
+class DaliEpochs:
+    """Owns the DALI pipeline of one loader: writes per-epoch index files, (re)builds the pipeline, runs it.
+
+    ``shards`` lists ``(tar_path, idx_lines)`` per shard (``idx_lines[i]`` is the shard's ``.idx`` line of its
+    i-th sample). :meth:`epoch` yields ``(images, labels, global indices)`` torch batches of one epoch.
+    """
+
+    def __init__(self, shards: Sequence[tuple[str, list[str]]], cfg: AugmentConfig, *, batch_size: int,
+                 device_id: int | None, seed: int, rank: int, horizon: int, cache_mb: int = 0,
+                 num_threads: int | None = None, size_hint: tuple[int, int] = (0, 0)):
+        self.shards, self.cfg, self.batch_size = list(shards), cfg, batch_size
+        self.sizes = [len(lines) for _, lines in self.shards]
+        self.device_id, self.seed, self.rank, self.horizon = device_id, seed, rank, max(1, horizon)
+        self.cache_mb, self.size_hint = cache_mb, size_hint
+        self.num_threads = num_threads or len(os.sched_getaffinity(0))  # on CPU: one thread per core
+        self._pipe = None
+        self._plan: dict[int, int] = {}  # epoch -> its index in the current pipeline's sequence of epochs
+        self._next: int | None = None  # the epoch whose first batch the pipeline produces next (None: unknown)
+        self._dir = tempfile.mkdtemp(prefix="fastfashion-dali-")
+
+    def close(self) -> None:
+        self._pipe = None
+        shutil.rmtree(self._dir, ignore_errors=True)
+
+    def __del__(self):
+        self.close()
+
+    def _build(self, epochs: list[tuple[int, np.ndarray]]) -> None:
+        """A pipeline reading the (padded) orders of ``epochs`` back to back."""
+        self._pipe = None
+        for f in os.listdir(self._dir):
+            os.unlink(os.path.join(self._dir, f))
+        seq = np.concatenate([pad_to_batch(idx, self.batch_size) for _, idx in epochs])
+        paths, index_paths = [], []
+        for j, (shard, local) in enumerate(runs(seq, self.sizes)):
+            tar, lines = self.shards[shard]
+            ip = os.path.join(self._dir, f"{j:07d}.idx")
+            with open(ip, "w") as f:
+                f.write(f"v1.2 {len(local)}\n")
+                f.write("".join(lines[i] + "\n" for i in local))
+            paths.append(tar)
+            index_paths.append(ip)
+        first = epochs[0][0]
+        self._pipe = fashion_pipeline(paths=paths, index_paths=index_paths, cfg=self.cfg,
+                                      batch_size=self.batch_size, device_id=self.device_id,
+                                      num_threads=self.num_threads,
+                                      seed=(self.seed * 1_000_003 + first * 7919 + self.rank) % (2 ** 31),
+                                      cache_mb=self.cache_mb, size_hint=self.size_hint)
+        self._pipe.build()
+        self._plan = {e: k for k, (e, _) in enumerate(epochs)}
+        self._next = first
+        log.debug("DALI pipeline for epochs %s: %d reader entries", list(self._plan), len(paths))
+
+    def epoch(self, epoch: int, indices: np.ndarray, order_of):
+        """Yield ``(images, labels, indices)`` for ``epoch``; ``order_of(e)`` gives any epoch's indices."""
+        if len(indices) == 0:
+            return
+        if self._pipe is None or self._next != epoch:
+            self._build([(e, indices if e == epoch else order_of(e)) for e in range(epoch, epoch + self.horizon)])
+        self._next = None  # mid-epoch until the last batch is out
+        from nvidia.dali.plugin.pytorch.torch_utils import to_torch_tensor
+        n, b = len(indices), self.batch_size
+        for a in range(0, n, b):
+            try:
+                images, labels = self._pipe.run()
+            except RuntimeError as e:
+                self._pipe = None
+                raise DaliBatchError(indices[a:a + b], e) from e
+            k = min(b, n - a)
+            x = to_torch_tensor(images.as_tensor(), copy=False)
+            y = to_torch_tensor(labels.as_tensor(), copy=False)
+            yield (x[:k], y[:k], indices[a:a + k]) if k < b else (x, y, indices[a:a + k])
+        nxt = epoch + 1
+        self._next = nxt if nxt in self._plan else None
+
+
+class DaliBatchError(RuntimeError):
+    """DALI failed while producing the batch of these global indices (the loader names the culprit)."""
+
+    def __init__(self, indices: np.ndarray, cause: BaseException):
+        self.indices, self.cause = indices, cause
+        super().__init__(str(cause))
