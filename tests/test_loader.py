@@ -114,6 +114,25 @@ def test_train_geometry_keeps_alignment(shards):
         assert [f"{k:05d}" for k in decode_index(b.images)] == b.keys
 
 
+@pytest.mark.parametrize("split", ["train", "val"])
+def test_full_decode_crop_box_path_keeps_alignment(shards, split):
+    """The GPU's crop strategy (full decode, crop box from the JPEG header) run on CPU operators, two epochs
+    from one pipeline (val: each epoch padded to whole batches, the padding trimmed)."""
+    from fastfashion.pipeline import DaliEpochs
+    cfg = AugmentConfig.train(image_size=24, brightness=0, contrast=0, saturation=0, hue=0, rotation=0)
+    loader = make_loader(shards, split, batch_size=4, backend="dali", device="cpu", image_size=24, shuffle=True)
+    dali_epochs = DaliEpochs(loader.shards, cfg, batch_size=4, device_id=None, seed=0, rank=0, horizon=2,
+                             roi_decode=False)
+    for epoch in range(2):
+        n = 0
+        for images, labels, idx in dali_epochs.epoch(epoch, loader._indices(epoch), loader._indices):
+            assert decode_index(images) == [int(loader.refs[i].key) for i in idx]
+            assert labels.tolist() == [labels_of(int(loader.refs[i].key)) for i in idx]
+            n += 1
+        assert n == len(loader)
+    dali_epochs.close()
+
+
 @pytest.mark.parametrize("backend,device", BACKENDS)
 def test_full_train_augmentation_runs(shards, backend, device):
     loader = make_loader(shards, "train", batch_size=8, backend=backend, device=device, image_size=32, workers=0)
