@@ -56,6 +56,7 @@ class TrainConfig:
     resume: bool = False               # continue from OUT/last.pt
     max_steps: int | None = None       # stop after this many optimizer steps in total
     seed: int = 0                      # model init, data order, augmentation
+    workers: int | None = None         # loader worker processes of the torch backend (None: the loader's default)
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "image_size"):
@@ -179,13 +180,14 @@ def _train(cfg: TrainConfig, device: torch.device, dinfo: distributed.DistInfo) 
     scaler = torch.amp.GradScaler("cuda", enabled=use_scaler)
 
     common = dict(batch_size=cfg.batch_size, backend=cfg.backend, device=device.type, image_size=cfg.image_size,
-                  seed=cfg.seed, rank=dinfo.rank, world_size=dinfo.world_size)
+                  seed=cfg.seed, rank=dinfo.rank, world_size=dinfo.world_size, workers=cfg.workers)
     train_loader = _make_loader(cfg.shards, split="train", augment=cfg.augment, shuffle=True, drop_last=True,
                                 **common)
     val_loader = _make_loader(cfg.shards, split="val", augment=False, shuffle=False, drop_last=False, **common)
     if len(train_loader) == 0:
-        raise ValueError(f"{cfg.shards}: {train_loader.num_samples} train samples per rank make no full batch of "
-                         f"{cfg.batch_size}; lower --batch-size")
+        n = manifest["splits"]["train"]["num_samples"] // dinfo.world_size
+        raise ValueError(f"{cfg.shards}: {n} train samples per rank make no full batch of {cfg.batch_size}; "
+                         f"lower --batch-size")
     log.info("training on %s (%s loader, %d rank(s)), %d train batches per epoch", device, train_loader.backend,
              dinfo.world_size, len(train_loader))
 
@@ -199,6 +201,7 @@ def _train(cfg: TrainConfig, device: torch.device, dinfo: distributed.DistInfo) 
         scheduler.load_state_dict(last["scheduler"])
         scaler.load_state_dict(last["scaler"])
         state = _State(last["epoch"], last["step"], last["best"], list(last["history"]))
+        train_loader.load_state_dict(last["loader"])
         rngs = last["rng"]
         ckpt_io.set_rng_state(rngs[dinfo.rank] if len(rngs) == dinfo.world_size else rngs[0])
         log.info("resumed from %s after epoch %d (step %d)", out / "last.pt", state.epoch, state.step)
@@ -285,7 +288,7 @@ def _save(out: Path, cfg, schema, model, optimizer, scheduler, scaler, state: _S
             "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
             "epoch": state.epoch, "step": state.step, "best": state.best, "history": state.history, "rng": rngs,
             "config": dataclasses.asdict(cfg), "schema": schema.to_dict(), "image_size": cfg.image_size,
-            "loader": {"epoch": state.epoch, "seed": cfg.seed}}
+            "loader": loader.state_dict()}
     ckpt_io.save_atomic(ckpt, out / "last.pt")
     if is_best:
         ckpt_io.save_atomic(ckpt, out / "best.pt")
