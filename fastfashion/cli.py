@@ -27,15 +27,18 @@ def _add_synth(sub) -> None:
     p.add_argument("--val", type=int, default=1000, help="val images (default: %(default)s)")
     p.add_argument("--test", type=int, default=1000, help="test images, unlabelled (default: %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
+    p.add_argument("--workers", type=int, default=None,
+                   help="processes (default: all CPU cores); the output does not depend on it")
     p.add_argument("--overwrite", action="store_true", help="replace OUT_DIR if it exists")
     p.set_defaults(func=_run_synth)
 
 
 def _run_synth(args) -> int:
     from .synth import SynthConfig, synthesize
-    cfg = SynthConfig(train=args.train, val=args.val, test=args.test, seed=args.seed)
+    cfg = SynthConfig(train=args.train, val=args.val, test=args.test, seed=args.seed,
+                      workers=args.workers)
     out = synthesize(args.out_dir, cfg, overwrite=args.overwrite)
-    print(f"wrote {args.train + args.val + args.test} images to {out}")
+    print(f"wrote {cfg.total} images to {out}")
     return 0
 
 

@@ -1,0 +1,234 @@
+"""Write a learnable synthetic FashionDataset in exactly the real layout and byte formats (see DATA.md).
+
+Each image shows one garment on a person. Every attribute of the schema is visibly rendered: pattern as texture,
+sleeve/length/fit as garment shape, neckline as the cut at the neck, fabric as colour and texture family. Nuisance
+variation (position, scale, background, noise, JPEG quality) makes a model learn shapes rather than read one pixel.
+Labels are drawn independently per attribute from the real train class frequencies, so the imbalance is realistic.
+
+Everything is driven by the :class:`~fastfashion.schema.Schema`: rendering looks classes up by attribute and class
+name; an attribute the renderer does not know is drawn as a coloured badge whose hue encodes the class, so any
+schema yields a learnable set. Image ``i`` depends only on ``(seed, i)``, never on the worker count.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import multiprocessing as mp
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from .schema import FASHION_SCHEMA, Schema
+from .synth_render import render_garment
+
+log = logging.getLogger(__name__)
+
+MAX_IMAGES = 100_000  # keys are 5-digit stems, like the real set
+
+# Train class counts of the real FashionDataset, copied from ../shared/DATA.md ("Train class counts").
+REAL_TRAIN_COUNTS: dict[str, dict[str, int]] = {
+    "pattern": {"floral": 768, "graphic": 853, "striped": 334, "embroidered": 422, "pleated": 109, "solid": 2408,
+                "lattice": 106},
+    "sleeve": {"long_sleeve": 1523, "short_sleeve": 862, "sleeveless": 2615},
+    "length": {"maxi_length": 488, "mini_length": 951, "no_dress": 3561},
+    "neckline": {"crew_neckline": 2086, "v_neckline": 826, "square_neckline": 19, "no_neckline": 2069},
+    "fabric": {"denim": 310, "chiffon": 702, "cotton": 3399, "leather": 105, "faux": 48, "knit": 436},
+    "fit": {"tight": 749, "loose": 279, "conventional": 3972},
+}
+
+# Image sizes (width, height) of the real set, most common first, with their share of images; the rest are drawn
+# from the tails below. The real long side is 300 (sometimes 301); we always use 300.
+COMMON_SIZES: tuple[tuple[int, int, float], ...] = (
+    (200, 300, 0.142), (300, 300, 0.116), (205, 300, 0.159), (236, 300, 0.087), (225, 300, 0.054),
+    (201, 300, 0.039), (240, 300, 0.029), (208, 300, 0.024), (196, 300, 0.024), (258, 300, 0.017),
+)
+PORTRAIT_WIDTHS = (170, 300)   # the remaining portrait images: width uniform in this range
+LANDSCAPE_SHARE = 0.02         # ~2 % of real images are wider than tall (300 x 150..299)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class SynthConfig:
+    """How many images per split, the seed, and generation options. Raises ValueError when invalid."""
+
+    train: int = 5000                 # the real set has 5,000 / 1,000 / 1,000
+    val: int = 1000
+    test: int = 1000
+    seed: int = 0                     # image i is a pure function of (seed, i)
+    workers: int | None = None        # processes; None = os.cpu_count(); results never depend on it
+    quality: tuple[int, int] = (70, 95)   # JPEG quality drawn per image in this closed range
+    schema: Schema = FASHION_SCHEMA
+
+    def __post_init__(self) -> None:
+        for name in ("train", "val", "test"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or v < 0:
+                raise ValueError(f"synth: {name} must be a non-negative integer, got {v!r}")
+        if self.total == 0:
+            raise ValueError("synth: train + val + test must be at least 1")
+        if self.total > MAX_IMAGES:
+            raise ValueError(f"synth: at most {MAX_IMAGES} images (5-digit names), got {self.total}")
+        if not isinstance(self.seed, int) or self.seed < 0:
+            raise ValueError(f"synth: seed must be a non-negative integer, got {self.seed!r}")
+        if self.workers is not None and self.workers < 1:
+            raise ValueError(f"synth: workers must be >= 1, got {self.workers}")
+        lo, hi = self.quality
+        if not 1 <= lo <= hi <= 100:
+            raise ValueError(f"synth: quality range must satisfy 1 <= lo <= hi <= 100, got {self.quality}")
+
+    @property
+    def total(self) -> int:
+        return self.train + self.val + self.test
+
+    def split_ranges(self) -> dict[str, range]:
+        """Image indices per split: train first, then val, then test (continuous numbering, like the real set)."""
+        return {"train": range(0, self.train), "val": range(self.train, self.train + self.val),
+                "test": range(self.train + self.val, self.total)}
+
+
+def class_probs(schema: Schema = FASHION_SCHEMA) -> list[np.ndarray]:
+    """Per attribute, the probability of each class: the real train frequencies where known, else uniform.
+
+    A class missing from :data:`REAL_TRAIN_COUNTS` gets the mean count of the known classes of its attribute.
+    """
+    out = []
+    for attr in schema:
+        known = REAL_TRAIN_COUNTS.get(attr.name, {})
+        counts = [known.get(c) for c in attr.classes]
+        have = [c for c in counts if c is not None]
+        fill = float(np.mean(have)) if have else 1.0
+        p = np.array([fill if c is None else float(c) for c in counts])
+        out.append(p / p.sum())
+    return out
+
+
+def _draw_labels(rng: np.random.Generator, probs: list[np.ndarray]) -> tuple[int, ...]:
+    """One class per attribute; the first draws from an image's RNG, so labels can be sampled without rendering."""
+    return tuple(min(int(np.searchsorted(np.cumsum(p), rng.random(), side="right")), len(p) - 1) for p in probs)
+
+
+def _image_rng(seed: int, index: int) -> np.random.Generator:
+    return np.random.default_rng([seed, index])
+
+
+def sample_labels(cfg: SynthConfig, indices: range | None = None) -> np.ndarray:
+    """Labels ``[N, len(schema)]`` (int64) of images ``indices`` (default: all) without rendering them.
+
+    Identical to the labels :func:`synthesize` writes for the same config.
+    """
+    indices = range(cfg.total) if indices is None else indices
+    probs = class_probs(cfg.schema)
+    rows = [_draw_labels(_image_rng(cfg.seed, i), probs) for i in indices]
+    return np.array(rows, dtype=np.int64).reshape(len(rows), len(cfg.schema))
+
+
+def _draw_size(rng: np.random.Generator) -> tuple[int, int]:
+    """An image size (width, height) following the real distribution; the long side is always 300."""
+    u = rng.random()
+    for w, h, share in COMMON_SIZES:
+        if u < share:
+            return w, h
+        u -= share
+    if u < LANDSCAPE_SHARE:
+        return 300, int(rng.integers(150, 300))
+    return int(rng.integers(PORTRAIT_WIDTHS[0], PORTRAIT_WIDTHS[1] + 1)), 300
+
+
+def render_sample(cfg: SynthConfig, index: int) -> tuple[bytes, tuple[int, ...]]:
+    """The JPEG bytes and labels of image ``index``: a pure function of ``(cfg.seed, index)`` and the schema."""
+    import io
+    rng = _image_rng(cfg.seed, index)
+    labels = _draw_labels(rng, class_probs(cfg.schema))  # first, so sample_labels() agrees
+    size = _draw_size(rng)
+    img = render_garment(cfg.schema, labels, rng, size)
+    quality = int(rng.integers(cfg.quality[0], cfg.quality[1] + 1))
+    buf = io.BytesIO()
+    img.save(buf, "JPEG", quality=quality, optimize=False, progressive=False)  # baseline, 4:2:0 like the real set
+    return buf.getvalue(), labels
+
+
+def _write_one(job: tuple[SynthConfig, str, int]) -> int:
+    """Worker: render image ``index`` into ``img_dir``; returns its size in bytes."""
+    cfg, img_dir, index = job
+    data, _ = render_sample(cfg, index)
+    with open(os.path.join(img_dir, f"{index:05d}.jpg"), "wb") as f:
+        f.write(data)
+    return len(data)
+
+
+def _write_lines(path: Path, lines: list[str]) -> None:
+    """LF endings and a newline after the last line, like the real split files."""
+    with open(path, "w", encoding="utf-8", newline="\n") as f:
+        f.write("".join(line + "\n" for line in lines))
+
+
+def _prepare_target(out: Path, overwrite: bool) -> None:
+    if out.exists() and not out.is_dir():
+        raise FileExistsError(f"synth: {out} exists and is not a folder")
+    if out.is_dir() and any(out.iterdir()) and not overwrite:
+        raise FileExistsError(f"synth: {out} exists and is not empty (use overwrite / --overwrite to replace it)")
+    out.parent.mkdir(parents=True, exist_ok=True)
+
+
+def _write_images(cfg: SynthConfig, img_dir: Path) -> list[int]:
+    """Render every image into ``img_dir`` with ``cfg.workers`` processes; returns the byte size of each."""
+    workers = min(cfg.workers or os.cpu_count() or 1, cfg.total)
+    jobs = [(cfg, str(img_dir), i) for i in range(cfg.total)]
+    bar = dict(total=cfg.total, desc="synth", unit="img")
+    if workers == 1:
+        return [_write_one(j) for j in tqdm(jobs, **bar)]
+    chunk = max(1, min(64, cfg.total // (workers * 8)))
+    # spawn: safe even when the parent holds threads (torch, DALI); start-up cost is small next to rendering
+    with mp.get_context("spawn").Pool(workers) as pool:
+        return list(tqdm(pool.imap(_write_one, jobs, chunksize=chunk), **bar))
+
+
+def synthesize(out_dir: str | os.PathLike, cfg: SynthConfig = SynthConfig(), *, overwrite: bool = False) -> Path:
+    """Write a synthetic FashionDataset to ``out_dir`` and return its path.
+
+    The set is built in a temporary folder beside ``out_dir`` and renamed into place at the end, so ``out_dir``
+    never holds a half-written set. Raises FileExistsError if ``out_dir`` exists and is not empty (unless
+    ``overwrite``), ValueError for a bad config, OSError for file system problems.
+    """
+    out = Path(out_dir).absolute()
+    schema = cfg.schema
+    _prepare_target(out, overwrite)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.synth-", dir=out.parent))
+    try:
+        (tmp / "img").mkdir()
+        (tmp / "split").mkdir()
+        sizes = _write_images(cfg, tmp / "img")
+        labels = sample_labels(cfg)
+        for split, idx in cfg.split_ranges().items():
+            _write_lines(tmp / "split" / f"{split}.txt", [f"img/{i:05d}.jpg" for i in idx])
+            if split != "test":  # the test split has no labels
+                _write_lines(tmp / "split" / f"{split}_attr.txt",
+                             [" ".join(str(v) for v in labels[i]) for i in idx])
+        with open(tmp / "split" / "list_attr_cloth.txt", "w", encoding="utf-8", newline="\n") as f:
+            f.write(schema.to_list_attr_cloth())
+        _replace_dir(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    kb = np.array(sizes) / 1024
+    log.info("wrote %d images (%d/%d/%d) to %s; JPEG %.1f-%.1f KB, median %.1f KB", cfg.total, cfg.train, cfg.val,
+             cfg.test, out, kb.min(), kb.max(), float(np.median(kb)))
+    return out
+
+
+def _replace_dir(tmp: Path, out: Path) -> None:
+    """Move the finished ``tmp`` to ``out``, replacing an existing ``out`` only after ``tmp`` is complete."""
+    if not out.exists():
+        os.rename(tmp, out)
+        return
+    old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
+    os.rename(out, old / out.name)
+    try:
+        os.rename(tmp, out)
+    except BaseException:
+        os.rename(old / out.name, out)  # put the old set back
+        raise
+    shutil.rmtree(old, ignore_errors=True)
