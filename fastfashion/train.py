@@ -164,7 +164,8 @@ def _train(cfg: TrainConfig, device: torch.device, dinfo: distributed.DistInfo) 
     weights = [w.to(device) for w in class_weights(manifest["splits"]["train"]["class_counts"], schema)]
 
     _seed_everything(cfg.seed)
-    model = FashionNet(schema, weights=cfg.weights, dropout=cfg.dropout).to(device)
+    # resuming overwrites every weight: do not fetch the initial ones (e.g. imagenet while offline)
+    model = FashionNet(schema, weights=None if cfg.resume else cfg.weights, dropout=cfg.dropout).to(device)
     channels_last = device.type == "cuda"
     if channels_last:
         model = model.to(memory_format=torch.channels_last)

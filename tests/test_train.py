@@ -7,7 +7,6 @@ import re
 import subprocess
 import sys
 import zipfile
-from pathlib import Path
 
 import pytest
 import torch
@@ -180,8 +179,8 @@ def test_torchrun_two_processes_gloo(shards, tmp_path):
 
 @pytest.mark.slow
 def test_a_short_run_learns(tmp_path):
-    """Learning check: 4 epochs at 32 px on a small synthetic set (160 train / 64 val) lift val average class accuracy clearly above
-    the majority-class baseline (6/26 ~ 0.23; a chance-level balanced guess scores the same)."""
+    """Learning check: 4 epochs at 32 px on a small synthetic set (160 train / 64 val) lift val average class
+    accuracy clearly above the majority-class baseline (6/26 ~ 0.23; a chance-level balanced guess scores the same)."""
     from helpers import make_dataset
 
     from fastfashion.shard import ShardConfig, write_shards
