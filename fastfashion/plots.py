@@ -16,6 +16,18 @@ def _pyplot():
     return plt
 
 
+def _save(plt, fig, path: Path) -> Path:
+    """Write a figure atomically (temporary file + rename) and close it."""
+    tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}{path.suffix}")
+    try:
+        fig.savefig(tmp, dpi=100)
+        os.replace(tmp, path)
+    finally:
+        plt.close(fig)
+        tmp.unlink(missing_ok=True)
+    return path
+
+
 def plot_training_curves(history: Sequence[dict], path: str | os.PathLike) -> Path:
     """Loss and accuracy curves per epoch (the seed report's figure 2) from ``metrics.json`` rows.
 
@@ -36,14 +48,7 @@ def plot_training_curves(history: Sequence[dict], path: str | os.PathLike) -> Pa
         ax.grid(alpha=0.3)
         ax.legend()
     fig.tight_layout()
-    tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}{path.suffix}")
-    try:
-        fig.savefig(tmp, dpi=100)
-        os.replace(tmp, path)
-    finally:
-        plt.close(fig)
-        tmp.unlink(missing_ok=True)
-    return path
+    return _save(plt, fig, path)
 
 
 def plot_class_histogram(class_counts: Mapping[str, Sequence[int]], schema: "Schema", path: str | os.PathLike, *,
@@ -75,11 +80,36 @@ def plot_class_histogram(class_counts: Mapping[str, Sequence[int]], schema: "Sch
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}{path.suffix}")
-    try:
-        fig.savefig(tmp, dpi=100)
-        os.replace(tmp, path)
-    finally:
-        plt.close(fig)
-        tmp.unlink(missing_ok=True)
-    return path
+    return _save(plt, fig, path)
+
+
+def plot_bench(result: dict, path: str | os.PathLike) -> Path:
+    """Bar chart of :func:`fastfashion.bench.run_bench`'s result: median images/s per backend with the min-max spread
+    as error bars and the ratio to the baseline above each bar; with CUDA a second panel shows end-to-end training."""
+    plt = _pyplot()
+    path = Path(path)
+    ok = {n: r for n, r in result["loaders"].items() if r["status"] == "ok"}
+    panels = 2 if result.get("train") else 1
+    fig, axes = plt.subplots(1, panels, figsize=(6 * panels, 4), squeeze=False)
+    ax = axes[0][0]
+    names = list(ok)
+    med = [ok[n]["images_per_s"] for n in names]
+    err = [[m - ok[n]["images_per_s_min"] for n, m in zip(names, med)],
+           [ok[n]["images_per_s_max"] - m for n, m in zip(names, med)]]
+    bars = ax.bar(names, med, yerr=err, capsize=4, color="tab:green")
+    for b, n in zip(bars, names):
+        label = f"{ok[n]['ratio_to_baseline']:.1f}x" if "ratio_to_baseline" in ok[n] else ""
+        ax.annotate(label, (b.get_x() + b.get_width() / 2, b.get_height()), ha="center", va="bottom")
+    cfg = result["config"]
+    ax.set(title=f"loader images/s (batch {cfg['batch_size']}, {cfg['image_size']} px)", ylabel="images/s")
+    if panels == 2:
+        tr = result["train"]
+        ax2 = axes[0][1]
+        ax2.bar(list(tr), [v["images_per_s"] for v in tr.values()], color="tab:purple")
+        ax2.set(title="ResNet-18 training images/s", ylabel="images/s")
+        ax2.tick_params(axis="x", rotation=30)
+    m = result["machine"]
+    fig.suptitle(f"{result['date'][:10]} - {m.get('cpu')} x{m['cpu_count']} - GPU: {m.get('gpu') or 'none'}",
+                 fontsize=9)
+    fig.tight_layout()
+    return _save(plt, fig, path)
