@@ -4,8 +4,9 @@
 
 Without ``--shards`` the source is sharded into a temporary folder first (never into the repository). Every loader
 reads the train split, batch 64, full train augmentation. Rounds are interleaved (round r of every loader, then
-round r+1), each after ``--warmup`` batches on an already running loader; the median images/s over rounds is
-printed with the ratio to the baseline.
+round r+1); each round starts a fresh iterator (worker processes / DALI pipeline start in ``--warmup`` batches) and
+closes it, so nothing prefetches in the background while another loader is timed. The median images/s over rounds
+is printed with the ratio to the baseline.
 """
 from __future__ import annotations
 
@@ -16,22 +17,26 @@ import tempfile
 import time
 
 
-def _timed(it, warmup: int, batches: int) -> float:
-    for _ in range(warmup):
-        next(it)
-    n, t0 = 0, time.perf_counter()
-    for _ in range(batches):
-        n += len(next(it).labels)
-    return n / (time.perf_counter() - t0)
-
-
-def _endless(loader):
-    epoch = 0
+def _endless(loader, epoch: int):
     while True:
         if hasattr(loader, "set_epoch"):
             loader.set_epoch(epoch)
         yield from loader
         epoch += 1
+
+
+def _timed(loader, round_index: int, warmup: int, batches: int) -> float:
+    """One round on a fresh iterator (workers/pipeline started in the warm-up), closed afterwards so that no
+    loader keeps prefetching in the background while the next one is timed."""
+    it = _endless(loader, round_index)
+    for _ in range(warmup):
+        next(it)
+    n, t0 = 0, time.perf_counter()
+    for _ in range(batches):
+        n += len(next(it).labels)
+    rate = n / (time.perf_counter() - t0)
+    it.close()
+    return rate
 
 
 def main(argv=None) -> None:
@@ -65,11 +70,11 @@ def main(argv=None) -> None:
                                      workers=args.workers, **common),
     }
     names = args.loaders.split(",")
-    its = {n: _endless(makers[n]()) for n in names}
+    loaders = {n: makers[n]() for n in names}
     rates: dict[str, list[float]] = {n: [] for n in names}
     for r in range(args.rounds):
         for n in names:
-            rates[n].append(_timed(its[n], args.warmup, args.batches))
+            rates[n].append(_timed(loaders[n], r, args.warmup, args.batches))
         print(f"round {r + 1}: " + "  ".join(f"{n} {rates[n][-1]:.0f}" for n in names), flush=True)
     base = statistics.median(rates[names[0]])
     print(f"\n{'loader':<10} {'img/s':>7} {'x ' + names[0]:>9}   (median of {args.rounds} rounds, "

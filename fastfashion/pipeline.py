@@ -167,6 +167,13 @@ def fashion_pipeline(*, paths: Sequence[str], index_paths: Sequence[str], cfg: A
     return graph()
 
 
+def _index_dir() -> str | None:
+    """Where per-epoch index files go: tmpfs when there is one (creating 600 files there takes 13 ms, on the
+    disk-backed /tmp of the team machine 240 ms), else the default temporary folder."""
+    shm = "/dev/shm"
+    return shm if os.path.isdir(shm) and os.access(shm, os.W_OK) else None
+
+
 class DaliEpochs:
     """Owns the DALI pipeline of one loader: writes per-epoch index files, (re)builds the pipeline, runs it.
 
@@ -186,7 +193,7 @@ class DaliEpochs:
         self._pipe = None
         self._plan: dict[int, int] = {}  # epoch -> its index in the current pipeline's sequence of epochs
         self._next: int | None = None  # the epoch whose first batch the pipeline produces next (None: unknown)
-        self._dir = tempfile.mkdtemp(prefix="fastfashion-dali-")
+        self._dir = tempfile.mkdtemp(prefix="fastfashion-dali-", dir=_index_dir())
 
     def close(self) -> None:
         self._pipe = None
@@ -234,12 +241,12 @@ class DaliEpochs:
         for a in range(0, n, b):
             try:
                 images, labels = self._pipe.run()
+                x = to_torch_tensor(images.as_tensor(), copy=False)  # zero-copy (DLPack)
+                y = to_torch_tensor(labels.as_tensor(), copy=False)
             except RuntimeError as e:
                 self._pipe = None
                 raise DaliBatchError(indices[a:a + b], e) from e
             k = min(b, n - a)
-            x = to_torch_tensor(images.as_tensor(), copy=False)
-            y = to_torch_tensor(labels.as_tensor(), copy=False)
             yield (x[:k], y[:k], indices[a:a + k]) if k < b else (x, y, indices[a:a + k])
         nxt = epoch + 1
         self._next = nxt if nxt in self._plan else None

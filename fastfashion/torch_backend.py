@@ -87,7 +87,7 @@ class ShardDataset(Dataset):
 
 
 class _EpochBatches:
-    """A batch sampler whose batches the loader replaces each epoch (works with persistent workers)."""
+    """A batch sampler whose batches the loader replaces each epoch."""
 
     def __init__(self, batch_size: int):
         self.batch_size, self.indices = batch_size, np.zeros(0, dtype=np.int64)
@@ -112,8 +112,9 @@ class TorchShardReader:
         self.sampler = _EpochBatches(batch_size)
         self.seed = seed
         self.dataset = ShardDataset(refs, cfg)
+        # workers end with each epoch's iterator: an abandoned epoch leaves nothing running in the background
         self.loader = DataLoader(self.dataset, batch_sampler=self.sampler, num_workers=workers,
-                                 collate_fn=_collate, persistent_workers=workers > 0,
+                                 collate_fn=_collate,
                                  prefetch_factor=4 if workers > 0 else None,
                                  worker_init_fn=_seed_worker, generator=torch.Generator())
 
@@ -172,4 +173,4 @@ def make_seed_loader(src_dir: str | os.PathLike, split: str = "train", *, batch_
     """The seed-style baseline loader over the raw folder; yields :class:`~fastfashion.loader.Batch`."""
     ds = SeedFolderDataset(src_dir, split, seed_transforms(image_size, augment))
     return DataLoader(ds, batch_size=batch_size, shuffle=augment, num_workers=workers, collate_fn=_collate,
-                      drop_last=augment, persistent_workers=workers > 0)
+                      drop_last=augment)
