@@ -18,7 +18,9 @@ from fastfashion.metrics import avg_class_accuracy
 from fastfashion.schema import FASHION_SCHEMA as S
 from fastfashion.train import TrainConfig, evaluate, multi_head_loss, predict, train
 
-TINY = dict(epochs=2, batch_size=8, image_size=32, lr=1e-3, seed=7)  # 5 steps per epoch on 40 train images
+# torch backend here (the learning check uses "auto", i.e. DALI on the CPU): its augmentation is a pure function of
+# (seed, epoch), which exact resume needs; see test_resume_ends_where_an_uninterrupted_run_ends
+TINY = dict(epochs=2, batch_size=8, image_size=32, lr=1e-3, seed=7, backend="torch", workers=0)  # 5 steps/epoch on 40
 TIMING = ("images_per_s", "data_wait_share")
 
 
@@ -104,6 +106,11 @@ def test_run_dir_holds_checkpoints_metrics_and_curves(run2):
 
 
 def test_resume_ends_where_an_uninterrupted_run_ends(run2, shards, tmp_path):
+    """2 epochs uninterrupted == 1 epoch, then --resume for the 2nd: same weights, same metrics.
+
+    Needs the loader's augmentation to be a function of (seed, epoch) in a fresh process: true for the torch backend;
+    not yet for dali-cpu in the loader's current working tree (reported).
+    """
     out2, result2 = run2
     out = tmp_path / "resumed"
     train(TrainConfig(shards=str(shards), out=str(out), **{**TINY, "epochs": 1}))
@@ -166,7 +173,7 @@ def test_torchrun_two_processes_gloo(shards, tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "TQDM_DISABLE": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "fastfashion",
            "-q", "train", "--shards", str(shards), "--out", str(out), "--epochs", "1", "--batch-size", "8",
-           "--image-size", "32", "--lr", "1e-3", "--device", "cpu"]
+           "--image-size", "32", "--lr", "1e-3", "--device", "cpu", "--backend", "torch", "--workers", "0"]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.count("trained 1 epochs") == 1  # only rank 0 reports
