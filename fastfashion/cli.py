@@ -156,6 +156,8 @@ def _add_train(sub) -> None:
     p.add_argument("--max-steps", type=int, default=None, metavar="N", help="stop after N optimizer steps in total")
     p.add_argument("--seed", type=int, default=0, help="seed of init, data order and augmentation "
                                                        "(default: %(default)s)")
+    p.add_argument("--workers", type=int, default=None,
+                   help="DataLoader worker processes of the torch backend (default: the loader's choice)")
     p.set_defaults(func=_run_train)
 
 
@@ -165,7 +167,7 @@ def _run_train(args) -> int:
                       weight_decay=args.weight_decay, label_smoothing=args.label_smoothing,
                       image_size=args.image_size, augment=not args.no_augment, device=args.device,
                       backend=args.backend, weights=args.weights, resume=args.resume, max_steps=args.max_steps,
-                      seed=args.seed)
+                      seed=args.seed, workers=args.workers)
     result = train(cfg)
     if int(os.environ.get("RANK", 0)) == 0:
         print(f"trained {result['epochs']} epochs ({result['steps']} steps); best val average class accuracy "
