@@ -39,8 +39,8 @@ class AugmentConfig:
     eval_crop_ratio: float = 0.875                # eval: resize shorter side to image_size / ratio, centre crop
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
-    interp: str = "auto"                          # warp interpolation: "linear", "nearest", auto: linear on GPU,
-    #                                               nearest on CPU (DALI's CPU linear warp is ~4x slower, docs/loader.md)
+    interp: str = "auto"                          # warp interpolation "linear" or "nearest"; auto: linear on
+    #                                               GPU, nearest on CPU (DALI's CPU linear warp: ~5x the cost)
     fp16: bool = False                            # images as float16 (DALI backends; halves the output bandwidth)
 
     def __post_init__(self) -> None:

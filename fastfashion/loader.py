@@ -187,6 +187,8 @@ class FashionLoader:
         self.backend, dev = _choose_backend(backend, device)
         import torch
         self.device = torch.device(dev)
+        if self.device.type == "cuda" and self.device.index is None:
+            self.device = torch.device("cuda", torch.cuda.current_device())  # DDP sets it to the local rank
         self._workers = (min(4, len(os.sched_getaffinity(0))) if workers is None else int(workers))
         self._impl = None
 
@@ -223,7 +225,7 @@ class FashionLoader:
         gpu = self.backend == "dali-gpu"
         cache_mb = self._cache_mb() if gpu else 0
         return DaliEpochs(self.shards, self.augment, batch_size=self.batch_size,
-                          device_id=(self.device.index or 0) if gpu else None, seed=self.seed, rank=self.rank,
+                          device_id=self.device.index if gpu else None, seed=self.seed, rank=self.rank,
                           horizon=GPU_HORIZON if gpu else CPU_HORIZON, cache_mb=cache_mb, size_hint=self._size_hint())
 
     def _size_hint(self, probe: int = 32) -> tuple[int, int]:

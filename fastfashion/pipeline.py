@@ -39,33 +39,71 @@ log = logging.getLogger(__name__)
 CONTRAST_CENTER = 128.0  # contrast blends towards mid-grey (DALI's convention; torchvision: the image's mean grey)
 
 
-def _crop_box(jpg, cfg: AugmentConfig):
-    """Random resized crop box ``(x0, y0, w, h)`` in input pixels, drawn from the JPEG header's shape (no decode).
-    One draw, clamped to the image, where torchvision re-draws up to ten times (used only on the full-decode path)."""
-    from nvidia.dali import fn, types
+# Per-sample random parameters, drawn in numpy once per batch (one callback per batch, none per sample) from
+# (seed, rank, epoch, batch): augmentation is a pure function of those, whichever pipeline (horizon) produces it.
+RAND_FIELDS = ("area", "logratio", "x", "y", "flip", "angle", "brightness", "contrast", "saturation", "hue")
+
+
+class RandomParams:
+    """The ``external_source`` callback: iteration ``i`` of the pipeline -> ``[B, len(RAND_FIELDS)]`` float32."""
+
+    def __init__(self, cfg: AugmentConfig, *, seed: int, rank: int, batch_size: int,
+                 plan: Sequence[tuple[int, int]]):
+        self.cfg, self.seed, self.rank, self.batch_size = cfg, seed, rank, batch_size
+        self.plan = list(plan)  # (epoch, batches in that epoch) in pipeline order
+
+    def where(self, iteration: int) -> tuple[int, int]:
+        """(epoch, batch within the epoch) of a pipeline iteration (past the plan: the last epoch continues)."""
+        for epoch, n in self.plan:
+            if iteration < n:
+                return epoch, iteration
+            iteration -= n
+        epoch, n = self.plan[-1]
+        return epoch, n + iteration
+
+    def draw(self, epoch: int, batch: int) -> np.ndarray:
+        c = self.cfg
+        rng = np.random.default_rng([self.seed & 0xFFFFFFFF, self.rank, epoch, batch, 0xA06])
+        u = rng.random((self.batch_size, len(RAND_FIELDS)))
+        out = u.copy()  # area, logratio, x, y stay uniforms: the graph maps them with each image's shape
+        out[:, 1] = math.log(c.ratio[0]) + u[:, 1] * (math.log(c.ratio[1]) - math.log(c.ratio[0]))
+        out[:, 0] = c.scale[0] + u[:, 0] * (c.scale[1] - c.scale[0])
+        out[:, 4] = u[:, 4] < c.flip
+        out[:, 5] = (2 * u[:, 5] - 1) * c.rotation
+        for j, x in ((6, c.brightness), (7, c.contrast), (8, c.saturation)):
+            out[:, j] = 1 + (2 * u[:, j] - 1) * x
+        out[:, 9] = (2 * u[:, 9] - 1) * c.hue * 360.0  # degrees, as fn.hsv wants
+        return out.astype(np.float32)
+
+    def __call__(self, info) -> np.ndarray:
+        return self.draw(*self.where(info.iteration))
+
+
+def _crop_box(shape, r):
+    """Random resized crop box ``(x0, y0, w, h)`` in input pixels from the image ``shape`` (HWC, float) and the
+    drawn area fraction and log aspect ratio: one draw clamped to the image, where torchvision re-draws up to ten
+    times."""
     import nvidia.dali.math as dmath
-    shape = fn.cast(fn.peek_image_shape(jpg), dtype=types.FLOAT)
     h_img, w_img = shape[0], shape[1]
-    area = fn.random.uniform(range=list(cfg.scale)) * w_img * h_img
-    aspect = dmath.exp(fn.random.uniform(range=[math.log(cfg.ratio[0]), math.log(cfg.ratio[1])]))
-    w = dmath.min(dmath.sqrt(area * aspect), w_img)
-    h = dmath.min(dmath.sqrt(area / aspect), h_img)
-    return fn.random.uniform(range=[0.0, 1.0]) * (w_img - w), fn.random.uniform(range=[0.0, 1.0]) * (h_img - h), w, h
+    area = r[0] * w_img * h_img
+    aspect = dmath.exp(r[1])
+    w = dmath.floor(dmath.min(dmath.sqrt(area * aspect), w_img))
+    h = dmath.floor(dmath.min(dmath.sqrt(area / aspect), h_img))
+    return r[2] * (w_img - w), r[3] * (h_img - h), w, h
 
 
-def _affine(box, cfg: AugmentConfig):
+def _affine(box, r, cfg: AugmentConfig):
     """Per-sample 2x3 forward matrix (input pixels -> output pixels): the crop ``box`` ``(x0, y0, w, h)`` onto the
-    ``image_size`` square, mirrored with probability ``cfg.flip``, rotated about the centre by U(-r, r) degrees."""
-    from nvidia.dali import fn, types
+    ``image_size`` square, mirrored when ``r[4]``, rotated about the centre by ``r[5]`` degrees."""
+    from nvidia.dali import fn
     s = float(cfg.image_size)
     x0, y0, w, h = box
-    flip = fn.cast(fn.random.coin_flip(probability=cfg.flip), dtype=types.FLOAT)
+    flip = r[4]
     zero = flip * 0.0
     m = fn.transforms.crop(from_start=fn.stack(x0 + zero, y0 + zero), from_end=fn.stack(x0 + w, y0 + h),
                            to_start=fn.stack(flip * s, zero), to_end=fn.stack((1.0 - flip) * s, zero + s))
     if cfg.rotation:
-        m = fn.transforms.rotation(m, angle=fn.random.uniform(range=[-cfg.rotation, cfg.rotation]),
-                                   center=[s / 2, s / 2])
+        m = fn.transforms.rotation(m, angle=r[5], center=[s / 2, s / 2])
     return m
 
 
@@ -90,17 +128,16 @@ def _centre_pos(length, crop: int):
     return (top + 0.25) / dmath.max(d, 1.0)
 
 
-def _normalization(cfg: AugmentConfig):
+def _normalization(cfg: AugmentConfig, r=None):
     """Per-sample (mean, std) for crop_mirror_normalize that also apply brightness b and contrast c:
     ``(b * (c * x + (1 - c) * 128) - m) / s == (x - m') / s'`` with ``s' = s / (b c)``,
     ``m' = (m - b (1 - c) 128) / (b c)`` — two photometric ops for free."""
     from nvidia.dali import fn
     mean = [255.0 * v for v in cfg.mean]
     std = [255.0 * v for v in cfg.std]
-    if not cfg.is_train or not (cfg.brightness or cfg.contrast):
+    if r is None or not (cfg.brightness or cfg.contrast):
         return mean, std
-    b = fn.random.uniform(range=[1 - cfg.brightness, 1 + cfg.brightness])
-    c = fn.random.uniform(range=[1 - cfg.contrast, 1 + cfg.contrast])
+    b, c = r[6], r[7]
     bc = b * c
     shift = b * ((1.0 - c) * CONTRAST_CENTER)
     return fn.stack(*[(m - shift) / bc for m in mean]), fn.stack(*[v / bc for v in std])
@@ -108,12 +145,14 @@ def _normalization(cfg: AugmentConfig):
 
 def fashion_pipeline(*, paths: Sequence[str], index_paths: Sequence[str], cfg: AugmentConfig, batch_size: int,
                      device_id: int | None, num_threads: int, seed: int, prefetch: int = 2, cache_mb: int = 0,
-                     size_hint: tuple[int, int] = (0, 0), roi_decode: bool | None = None):
+                     size_hint: tuple[int, int] = (0, 0), roi_decode: bool | None = None,
+                     random_params: RandomParams | None = None):
     """Build (not run) the DALI pipeline. ``device_id=None``: every operator on the CPU; else decode ``mixed``
     and the rest on GPU ``device_id``. Outputs: images float[16] ``[B,3,S,S]`` normalized, labels int64 ``[B,6]``.
     ``cache_mb`` > 0 (GPU only) keeps decoded images in the decoder's cache; ``size_hint`` is (height, width) of
     the largest expected image, to preallocate decoder buffers. ``roi_decode`` (default: on CPU only) picks the
-    train crop strategy: decode only a random crop, or decode everything and draw the crop box from the header."""
+    train crop strategy: decode only the crop, or decode everything (GPU: cacheable) and warp the crop box.
+    ``random_params`` (required for train) supplies the per-sample random numbers."""
     from nvidia.dali import fn, pipeline_def, types
     gpu = device_id is not None
     dev = "gpu" if gpu else "cpu"
@@ -133,28 +172,29 @@ def fashion_pipeline(*, paths: Sequence[str], index_paths: Sequence[str], cfg: A
             if cache_mb:
                 dec.update(cache_size=cache_mb, cache_type="threshold", cache_threshold=0, cache_batch_copy=True)
         out_dtype = types.FLOAT16 if cfg.fp16 else types.FLOAT
-        if cfg.is_train and roi_decode:
-            # decode only the random crop (torchvision's RandomResizedCrop sampling, 10 attempts): ~0.15 ms/img less
-            img = fn.decoders.image_random_crop(jpg, **dec, random_area=list(cfg.scale),
-                                                random_aspect_ratio=list(cfg.ratio), num_attempts=10)
-            shape = fn.cast(img.shape(), dtype=types.FLOAT)
-            box = (0.0, 0.0, shape[1], shape[0])
-        else:
-            # GPU: nvJPEG decodes whole images cheaply, and only full decodes can live in the decoder cache
-            img = fn.decoders.image(jpg, **dec)
-            box = _crop_box(jpg, cfg) if cfg.is_train else None
         if cfg.is_train:
+            if random_params is None:
+                raise ValueError("the train graph needs random_params")
+            r = fn.external_source(source=random_params, batch=True, batch_info=True, dtype=types.FLOAT,
+                                   ndim=1, name="random_params")
+            box = _crop_box(fn.cast(fn.peek_image_shape(jpg), dtype=types.FLOAT), r)  # header only, no decode
+            if roi_decode:  # decode only the crop: ~0.15 ms/img less on CPU
+                x0, y0, w, h = box
+                img = fn.decoders.image_crop(jpg, **dec, crop_w=w, crop_h=h, crop_pos_x=r[2], crop_pos_y=r[3])
+                shape = fn.cast(img.shape(), dtype=types.FLOAT)
+                box = (0.0, 0.0, shape[1], shape[0])
+            else:  # GPU: nvJPEG decodes whole images cheaply, and only full decodes can live in the decoder cache
+                img = fn.decoders.image(jpg, **dec)
             interp = types.INTERP_LINEAR if cfg.interp_for(dev) == "linear" else types.INTERP_NN
-            img = fn.warp_affine(img, matrix=_affine(box, cfg), size=[cfg.image_size, cfg.image_size],
+            img = fn.warp_affine(img, matrix=_affine(box, r, cfg), size=[cfg.image_size, cfg.image_size],
                                  inverse_map=False, interp_type=interp, fill_value=0)
             if cfg.saturation or cfg.hue:
                 # float output: DALI's CPU float->uint8 saturating cast costs more than the colour matrix itself
-                img = fn.hsv(img, hue=fn.random.uniform(range=[-360.0 * cfg.hue, 360.0 * cfg.hue]),
-                             saturation=fn.random.uniform(range=[1 - cfg.saturation, 1 + cfg.saturation]),
-                             dtype=types.FLOAT)
-            mean, std = _normalization(cfg)
+                img = fn.hsv(img, hue=r[9], saturation=r[8], dtype=types.FLOAT)
+            mean, std = _normalization(cfg, r)
             img = fn.crop_mirror_normalize(img, mean=mean, std=std, dtype=out_dtype, output_layout="CHW")
         else:
+            img = fn.decoders.image(jpg, **dec)
             h, w = _eval_size(jpg, cfg)
             img = fn.resize(img, size=fn.stack(h, w), interp_type=types.INTERP_LINEAR, antialias=True)
             mean, std = _normalization(cfg)
@@ -218,12 +258,14 @@ class DaliEpochs:
             paths.append(tar)
             index_paths.append(ip)
         first = epochs[0][0]
+        plan = [(e, len(pad_to_batch(idx, self.batch_size)) // self.batch_size) for e, idx in epochs]
+        rand = RandomParams(self.cfg, seed=self.seed, rank=self.rank, batch_size=self.batch_size, plan=plan)
         self._pipe = fashion_pipeline(paths=paths, index_paths=index_paths, cfg=self.cfg,
                                       batch_size=self.batch_size, device_id=self.device_id,
                                       num_threads=self.num_threads,
                                       seed=(self.seed * 1_000_003 + first * 7919 + self.rank) % (2 ** 31),
                                       cache_mb=self.cache_mb, size_hint=self.size_hint,
-                                      roi_decode=self.roi_decode)
+                                      roi_decode=self.roi_decode, random_params=rand)
         self._pipe.build()
         self._plan = {e: k for k, (e, _) in enumerate(epochs)}
         self._next = first

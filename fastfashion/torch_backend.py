@@ -42,7 +42,8 @@ def torchvision_transform(cfg: AugmentConfig):
             ops.append(T.ColorJitter(cfg.brightness, cfg.contrast, cfg.saturation, cfg.hue))
     else:
         ops = [T.Resize(cfg.eval_resize, antialias=True), T.CenterCrop(cfg.image_size)]
-    ops += [T.PILToTensor(), T.ToDtype(torch.float16 if cfg.fp16 else torch.float32, scale=True), T.Normalize(cfg.mean, cfg.std)]
+    dtype = torch.float16 if cfg.fp16 else torch.float32
+    ops += [T.PILToTensor(), T.ToDtype(dtype, scale=True), T.Normalize(cfg.mean, cfg.std)]
     return T.Compose(ops)
 
 

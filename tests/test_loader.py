@@ -182,6 +182,24 @@ def test_same_seed_epoch_same_order_across_backends_and_instances(shards):
     assert orders[0] == orders[1] == orders[2]
 
 
+@pytest.mark.parametrize("roi_decode", [True, False])
+def test_train_augmentation_pure_function_of_seed_epoch(shards, roi_decode):
+    """Epoch 2's augmented images are identical whether its pipeline started at epoch 0 (horizon) or at 2 (a
+    resumed run): the random numbers are drawn per batch from (seed, rank, epoch, batch)."""
+    from fastfashion.pipeline import DaliEpochs
+    loader = make_loader(shards, "train", batch_size=4, backend="dali", device="cpu", image_size=16)
+    cfg = loader.augment
+    runs_ = []
+    for start in (0, 2):
+        de = DaliEpochs(loader.shards, cfg, batch_size=4, device_id=None, seed=0, rank=0, horizon=4,
+                        roi_decode=roi_decode)
+        for epoch in range(start, 3):
+            out = torch.cat([x.clone() for x, _, _ in de.epoch(epoch, loader._indices(epoch), loader._indices)])
+        runs_.append(out)
+        de.close()
+    assert torch.equal(runs_[0], runs_[1])
+
+
 def test_epoch_advances_and_state_dict(shards):
     loader = make_loader(shards, "train", batch_size=4, backend="dali", device="cpu", with_keys=True,
                          image_size=16)
