@@ -18,8 +18,8 @@ from fastfashion.metrics import avg_class_accuracy
 from fastfashion.schema import FASHION_SCHEMA as S
 from fastfashion.train import TrainConfig, evaluate, multi_head_loss, predict, train
 
-# torch backend here (the learning check uses "auto", i.e. DALI on the CPU): its augmentation is a pure function of
-# (seed, epoch), which exact resume needs; see test_resume_ends_where_an_uninterrupted_run_ends
+# torch backend in-process here: the cheapest on 2 busy cores (evaluate/predict and the learning check use "auto",
+# i.e. DALI on the CPU)
 TINY = dict(epochs=2, batch_size=8, image_size=32, lr=1e-3, seed=7, backend="torch", workers=0)  # 5 steps/epoch on 40
 TIMING = ("images_per_s", "data_wait_share")
 
@@ -108,8 +108,8 @@ def test_run_dir_holds_checkpoints_metrics_and_curves(run2):
 def test_resume_ends_where_an_uninterrupted_run_ends(run2, shards, tmp_path):
     """2 epochs uninterrupted == 1 epoch, then --resume for the 2nd: same weights, same metrics.
 
-    Needs the loader's augmentation to be a function of (seed, epoch) in a fresh process: true for the torch backend;
-    not yet for dali-cpu in the loader's current working tree (reported).
+    Needs the loader's augmentation to be a function of (seed, epoch) in a fresh process (torch and dali-cpu both are
+    at the loader's commit 72038de; the torch backend in-process is the cheaper one to run here).
     """
     out2, result2 = run2
     out = tmp_path / "resumed"
