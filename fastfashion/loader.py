@@ -220,7 +220,7 @@ class FashionLoader:
         if self.backend == "torch":
             from .torch_backend import TorchShardReader
             return TorchShardReader(self.refs, self.augment, batch_size=self.batch_size, workers=self._workers,
-                                    seed=self.seed)
+                                    seed=self.seed, rank=self.rank)
         from .pipeline import DaliEpochs
         gpu = self.backend == "dali-gpu"
         cache_mb = self._cache_mb() if gpu else 0

@@ -109,9 +109,10 @@ def _collate(samples) -> Batch:
 class TorchShardReader:
     """Yields the batches of one epoch's order (global sample indices) through a DataLoader with ``workers``."""
 
-    def __init__(self, refs: Sequence[SampleRef], cfg: AugmentConfig, *, batch_size: int, workers: int, seed: int):
+    def __init__(self, refs: Sequence[SampleRef], cfg: AugmentConfig, *, batch_size: int, workers: int, seed: int,
+                 rank: int = 0):
         self.sampler = _EpochBatches(batch_size)
-        self.seed = seed
+        self.seed, self.rank = seed, rank
         self.dataset = ShardDataset(refs, cfg)
         # workers end with each epoch's iterator: an abandoned epoch leaves nothing running in the background
         self.loader = DataLoader(self.dataset, batch_sampler=self.sampler, num_workers=workers,
@@ -121,7 +122,8 @@ class TorchShardReader:
 
     def epoch(self, indices: np.ndarray, epoch: int):
         self.sampler.indices = indices
-        self.loader.generator.manual_seed(hash((self.seed, epoch)) & 0x7FFFFFFF)  # worker seeds: per epoch
+        # worker RNG seeds from (seed, epoch, rank): with workers, augmentation is a function of those
+        self.loader.generator.manual_seed(hash((self.seed, epoch, self.rank)) & 0x7FFFFFFF)
         return iter(self.loader)
 
 
