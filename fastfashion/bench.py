@@ -25,8 +25,6 @@ import time
 from pathlib import Path
 from typing import Callable, Iterator
 
-from tqdm.auto import tqdm
-
 log = logging.getLogger(__name__)
 
 BASELINE = "seed"
@@ -200,6 +198,7 @@ def _time_round(loader, cfg: BenchConfig, round_index: int) -> tuple[float, floa
 
 def run_loader_bench(cfg: BenchConfig) -> dict[str, dict]:
     """Loader throughput of every backend in ``cfg.backends``, rounds interleaved. See the module docstring."""
+    from tqdm.auto import tqdm  # lazy: `fastfashion -q` must set TQDM_DISABLE before tqdm is imported
     results: dict[str, dict] = {}
     loaders = {}
     for name in cfg.backends:
