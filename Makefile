@@ -4,7 +4,12 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 # DALI wheels exist for Linux x86_64/aarch64 only; elsewhere the torch backend is used.
-EXTRAS := dev$(shell [ "$$(uname -s)" = Linux ] && case "$$(uname -m)" in x86_64|aarch64) echo ,dali-cu13;; esac)
+EXTRAS := dev
+ifeq ($(shell uname -s),Linux)
+ifneq ($(filter x86_64 aarch64,$(shell uname -m)),)
+EXTRAS := dev,dali-cu13
+endif
+endif
 
 .PHONY: demo test bench clean
 
