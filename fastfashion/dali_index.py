@@ -86,14 +86,18 @@ def _scan_plain_ustar(tar_path: str | os.PathLike) -> list[tuple[str, int, int]]
             pos += 512 + -(-size // 512) * 512
 
 
+def index_line(entry: IndexEntry) -> str:
+    """One sample's line of an ``.idx`` file (without the newline)."""
+    return " ".join(f"{ext} {off} {size} {entry.key}.{ext}" for ext, (off, size) in entry.members.items())
+
+
 def format_index(entries: Iterable[IndexEntry]) -> str:
     """The text of an ``.idx`` file for ``entries`` (in the given order)."""
     entries = list(entries)
     if not entries:
         raise ValueError("an index needs at least one sample (DALI rejects empty webdataset archives)")
     lines = [f"{INDEX_VERSION} {len(entries)}"]
-    for e in entries:
-        lines.append(" ".join(f"{ext} {off} {size} {e.key}.{ext}" for ext, (off, size) in e.members.items()))
+    lines.extend(index_line(e) for e in entries)
     return "\n".join(lines) + "\n"
 
 

@@ -17,7 +17,6 @@ After a complete pass the loader moves to the next epoch by itself; ``set_epoch(
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import os
 from pathlib import Path
@@ -26,8 +25,10 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from .augment import AugmentConfig, resolve
+from .dali_index import IndexFormatError, index_line, read_index
 from .order import DEFAULT_BLOCK, epoch_indices, num_batches
 from .schema import FASHION_SCHEMA, Schema
+from .shard_format import read_manifest
 
 log = logging.getLogger(__name__)
 
@@ -62,51 +63,32 @@ class SampleRef:
     lbl_size: int
 
 
-def _read_manifest(shard_dir: Path) -> dict:
-    try:
-        from .shard import read_manifest
-    except ImportError:  # the shard writer's reader; json is enough to read the documented format
-        read_manifest = None
-    if read_manifest is not None:
-        return read_manifest(shard_dir)
-    path = shard_dir / "manifest.json"
-    if not path.is_file():
-        raise LoaderError(f"{path}: manifest is missing (is {shard_dir} a shard directory?)")
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)
-
-
 def _parse_idx(idx_path: Path, tar_path: Path, width: int) -> tuple[list[str], list[SampleRef]]:
     """The ``.idx`` lines of a shard's samples and their :class:`SampleRef`; checks them against the tar size and
     the label width (``width`` int64 per ``.lbl``)."""
     try:
-        with open(idx_path, encoding="utf-8") as f:
-            head, *lines = f.read().splitlines()
-    except (OSError, ValueError) as e:
+        entries = read_index(idx_path)
+    except (OSError, IndexFormatError) as e:
         raise LoaderError(f"{idx_path}: cannot read the index: {e}") from e
-    parts = head.split()
-    if len(parts) != 2 or not parts[0].startswith("v1.") or int(parts[1]) != len(lines):
-        raise LoaderError(f"{idx_path}: malformed index header {head!r} ({len(lines)} sample lines)")
     try:
         tar_size = os.path.getsize(tar_path)
     except OSError as e:
         raise LoaderError(f"{tar_path}: shard is missing: {e}") from e
-    refs = []
-    for n, line in enumerate(lines, start=2):
-        tok = line.split()
-        members = {tok[i]: (int(tok[i + 1]), int(tok[i + 2]), tok[i + 3]) for i in range(0, len(tok) - 3, 4)}
-        if "jpg" not in members or "lbl" not in members:
-            raise LoaderError(f"{idx_path}:{n}: sample lacks a .jpg or .lbl member: {line!r}")
-        key = members["jpg"][2].rsplit("/", 1)[-1].split(".", 1)[0]
-        end = max(off + size for off, size, _ in members.values())
+    lines, refs = [], []
+    for n, entry in enumerate(entries, start=2):
+        key = entry.key.rsplit("/", 1)[-1]
+        if "jpg" not in entry.members or "lbl" not in entry.members:
+            raise LoaderError(f"{idx_path}:{n}: sample {key!r} lacks a .jpg or .lbl member")
+        end = max(off + size for off, size in entry.members.values())
         if end > tar_size:
             raise LoaderError(f"{tar_path}: shard is truncated: sample {key!r} ends at byte {end}, "
                               f"the file has {tar_size}")
-        (jo, js, _), (lo, ls, _) = members["jpg"], members["lbl"]
+        (jo, js), (lo, ls) = entry.members["jpg"], entry.members["lbl"]
         if ls != 8 * width:
             raise LoaderError(f"{tar_path}: sample {key!r}: .lbl has {ls} bytes, expected {8 * width} "
                               f"(int64 x {width})")
         refs.append(SampleRef(key, str(tar_path), jo, js, lo, ls))
+        lines.append(index_line(entry))
     return lines, refs
 
 
@@ -156,7 +138,7 @@ class FashionLoader:
     def __init__(self, shard_dir, *, split, batch_size, backend, device, augment, shuffle, image_size, seed, rank,
                  world_size, with_keys, drop_last, workers=None, block=DEFAULT_BLOCK):
         self.shard_dir = Path(shard_dir)
-        manifest = _read_manifest(self.shard_dir)
+        manifest = read_manifest(self.shard_dir)
         if split not in manifest.get("splits", {}):
             raise ValueError(f"{self.shard_dir}: no split {split!r} (has {sorted(manifest.get('splits', {}))})")
         self.schema = Schema.from_dict(manifest["schema"]) if "schema" in manifest else FASHION_SCHEMA
