@@ -5,7 +5,7 @@ import pytest
 
 from fastfashion.schema import FASHION_SCHEMA, Attribute, Schema, SchemaError
 
-from test_source import REAL
+from helpers import REAL_DATA as REAL
 
 
 def test_official_order_and_sizes():

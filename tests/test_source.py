@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import io
-import os
 from pathlib import Path
 
 import pytest
@@ -11,7 +10,7 @@ from PIL import Image
 from fastfashion import FASHION_SCHEMA
 from fastfashion import source as src
 
-REAL = Path(os.environ.get("FASTFASHION_REAL_DATA", Path(__file__).resolve().parents[2] / "shared" / "FashionDataset"))
+from helpers import REAL_DATA as REAL
 
 
 def _jpeg() -> bytes:

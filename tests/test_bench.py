@@ -1,0 +1,94 @@
+"""`fastfashion bench` and the demo on tiny data: structure and honesty of the report, not speed."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from fastfashion import cli
+from fastfashion.bench import BenchConfig, format_table, run_bench
+from fastfashion.shard import ShardConfig, write_shards
+
+
+@pytest.fixture(scope="module")
+def shards(tiny_dataset, tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench") / "shards"
+    write_shards(tiny_dataset, out, ShardConfig(samples_per_shard=16, workers=1))
+    return out
+
+
+def _cfg(shards, tiny_dataset, **kw):
+    kw = {"backends": ("seed", "torch", "dali-cpu", "dali-gpu"), "batch_size": 8, "image_size": 32, "rounds": 2,
+          "batches": 2, "warmup": 1, "workers": 0, "train_steps": 2, **kw}
+    return BenchConfig(shards=str(shards), source=str(tiny_dataset), **kw)
+
+
+def test_every_backend_measured_side_by_side(shards, tiny_dataset):
+    result = run_bench(_cfg(shards, tiny_dataset))
+    loaders = result["loaders"]
+    for name in ("seed", "torch", "dali-cpu"):
+        r = loaders[name]
+        assert r["status"] == "ok", r
+        assert len(r["rounds"]) == 2 and all(x > 0 for x in r["rounds"])
+        assert r["images_per_s_min"] <= r["images_per_s"] <= r["images_per_s_max"]
+        assert r["cpu_s_per_1000_images"] > 0 and r["peak_rss_mb"] > 0 and r["time_to_first_batch_s"] > 0
+        # the ratio is per round against the baseline's same round, then the median
+        assert r["ratio_to_baseline_rounds"] == pytest.approx([x / b for x, b in
+                                                               zip(r["rounds"], loaders["seed"]["rounds"])])
+    assert loaders["seed"]["ratio_to_baseline"] == 1.0
+    assert loaders["dali-cpu"]["backend"] == "dali-cpu"
+    if torch.cuda.is_available():
+        assert loaders["dali-gpu"]["status"] == "ok" and "train" in result
+    else:
+        assert loaders["dali-gpu"] == {**loaders["dali-gpu"], "status": "skipped", "reason": "no CUDA device"}
+        assert "train" not in result
+    table = format_table(result)
+    assert "dali-gpu   skipped" in table or torch.cuda.is_available()
+    assert result["machine"]["cpu_count"] >= 1 and result["config"]["batch_size"] == 8
+
+
+def test_unknown_backend_is_an_error(shards, tiny_dataset):
+    with pytest.raises(ValueError, match="unknown backend 'fast'"):
+        run_bench(_cfg(shards, tiny_dataset, backends=("fast",)))
+
+
+def test_baseline_without_source_is_skipped_loudly(shards, tiny_dataset, monkeypatch):
+    import fastfashion.bench as bench
+    monkeypatch.setattr(bench, "_default_source", lambda shards: None)  # the manifest's source folder is gone
+    cfg = BenchConfig(**{**_cfg(shards, tiny_dataset, backends=("seed", "dali-cpu")).__dict__, "source": None})
+    result = run_bench(cfg)
+    assert result["loaders"]["seed"]["status"] == "skipped"
+    assert "--source" in result["loaders"]["seed"]["reason"]
+    assert "ratio_to_baseline" not in result["loaders"]["dali-cpu"]
+
+
+def test_bad_source_is_an_error_naming_the_file(shards, tiny_dataset, tmp_path):
+    cfg = BenchConfig(**{**_cfg(shards, tiny_dataset, backends=("seed",)).__dict__, "source": str(tmp_path / "nope")})
+    with pytest.raises(ValueError, match="nope/split/train.txt: split file is missing"):
+        run_bench(cfg)
+
+
+def test_cli_writes_json_and_png(shards, tiny_dataset, tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    rc = cli.main(["bench", "--shards", str(shards), "--source", str(tiny_dataset), "--backends", "seed,dali-cpu",
+                   "--batch-size", "8", "--image-size", "32", "--rounds", "1", "--batches", "1", "--warmup", "1",
+                   "--workers", "0", "--json", str(out)])
+    assert rc == 0
+    printed = capsys.readouterr().out
+    assert "dali-cpu" in printed and "x seed" in printed
+    data = json.loads(out.read_text())
+    assert set(data["loaders"]) == {"seed", "dali-cpu"}
+    assert out.with_suffix(".png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.slow
+def test_demo_runs_every_stage(tmp_path):
+    from fastfashion.demo import DemoConfig, run_demo
+    s = run_demo(DemoConfig(out=str(tmp_path / "demo"), train=48, val=16, test=16, epochs=1, batch_size=16,
+                            image_size=32, bench_rounds=1, bench_batches=1))
+    assert set(s["timings_s"]) == {"synth", "read", "shard", "bench", "train", "evaluate", "predict"}
+    assert sum(s["class_counts"]["fit"]) == 48
+    assert 0.0 <= s["evaluate"]["avg_class_accuracy"] <= 1.0
+    lines = (tmp_path / "demo" / "prediction.txt").read_text().splitlines()
+    assert len(lines) == 16 and all(len(line.split()) == 6 for line in lines)
