@@ -6,7 +6,7 @@
 #   usage: benchmarks/gpu_check.sh [RESULTS_DIR]        (default: $OUT when set, else ./gpu_results)
 #
 # Works without a package registry: when FASTFASHION_SITE names an unpacked folder of DALI + webdataset (made by
-# ../shared/offline/pack-dali.sh; extra pure-Python wheels such as tqdm/psutil may be unpacked into it too), it is
+# ../shared/offline/pack-dali.sh, plus tqdm/psutil from benchmarks/pack_extras.sh unpacked into the same folder), it is
 # put on PYTHONPATH and its CUDA libraries on LD_LIBRARY_PATH. The repository itself is used from source.
 # Environment: FASTFASHION_REAL_DATA=DIR benchmarks the real FashionDataset instead of a synthetic set;
 # FASTFASHION_GPU_N (default 5000) sets the synthetic train size.

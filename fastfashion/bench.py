@@ -58,13 +58,20 @@ class _PeakRSS:
     """Samples the resident memory of this process and its children in a thread; ``peak`` in bytes."""
 
     def __init__(self, interval: float = 0.05):
-        import psutil
-        self._proc, self._interval = psutil.Process(), interval
+        try:
+            import psutil
+            self._proc = psutil.Process()
+        except ImportError:  # an offline GPU machine may lack psutil: peak RSS of this process alone
+            self._proc = None
+        self._interval = interval
         self.peak = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _sample(self) -> int:
+        if self._proc is None:
+            import resource
+            return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
         total = 0
         for p in [self._proc, *self._proc.children(recursive=True)]:
             try:
@@ -90,12 +97,14 @@ class _PeakRSS:
 def _cpu_seconds() -> float:
     """User + system CPU seconds of this process, its live children and its reaped children."""
     import resource
-
-    import psutil
     total = 0.0
     for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN):
         ru = resource.getrusage(who)
         total += ru.ru_utime + ru.ru_stime
+    try:
+        import psutil
+    except ImportError:  # live worker processes are then not counted (reaped ones are)
+        return total
     for child in psutil.Process().children(recursive=True):
         try:
             t = child.cpu_times()
@@ -107,11 +116,11 @@ def _cpu_seconds() -> float:
 
 def machine_info() -> dict:
     """What the figures were measured on: CPU, cores, memory, GPU, library versions."""
-    import psutil
     import torch
     info = {
         "platform": platform.platform(), "python": platform.python_version(), "cpu_count": os.cpu_count(),
-        "memory_gb": round(psutil.virtual_memory().total / 2**30, 1), "torch": torch.__version__,
+        "memory_gb": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
+        "torch": torch.__version__,
         "cuda": torch.cuda.is_available(), "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
     }
     try:
