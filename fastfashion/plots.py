@@ -99,7 +99,8 @@ def plot_bench(result: dict, path: str | os.PathLike) -> Path:
     bars = ax.bar(names, med, yerr=err, capsize=4, color="tab:green")
     for b, n in zip(bars, names):
         label = f"{ok[n]['ratio_to_baseline']:.1f}x" if "ratio_to_baseline" in ok[n] else ""
-        ax.annotate(label, (b.get_x() + b.get_width() / 2, b.get_height()), ha="center", va="bottom")
+        ax.annotate(label, (b.get_x() + b.get_width() / 2, ok[n]["images_per_s_max"]), ha="center", va="bottom",
+                    xytext=(0, 3), textcoords="offset points")  # above the error bar
     cfg = result["config"]
     ax.set(title=f"loader images/s (batch {cfg['batch_size']}, {cfg['image_size']} px)", ylabel="images/s")
     if panels == 2:
