@@ -8,7 +8,9 @@ Layout (see DATA.md)::
     ROOT/split/list_attr_cloth.txt           the schema
 
 Every problem raises a subclass of :class:`SourceError` whose message names the file and (1-based) line.
-CRLF line endings and a missing final newline are accepted; blank lines inside a file are not.
+Split files are UTF-8; CRLF line endings and a missing final newline are accepted; blank lines inside a file are
+not. A key (image file stem) may not contain a dot: WebDataset splits a member name into key and extension at the
+first dot of its base name.
 """
 from __future__ import annotations
 
@@ -55,12 +57,20 @@ class BlankLineError(SourceError):
     """A blank line inside a split file."""
 
 
+class EncodingError(SourceError):
+    """A split file is not UTF-8 text (``line`` is where the first undecodable byte is)."""
+
+
 class UnsafePathError(SourceError):
     """An image path escapes the data set root (``..``, absolute path, or a symlink pointing outside)."""
 
 
 class MissingImageError(SourceError):
     """A listed image file does not exist."""
+
+
+class BadKeyError(SourceError):
+    """A key (image file stem) contains a dot, which would break WebDataset's key/extension split."""
 
 
 class DuplicateKeyError(SourceError):
@@ -71,10 +81,10 @@ class SchemaMismatchError(SourceError):
     """``split/list_attr_cloth.txt`` disagrees with the expected schema."""
 
 
-PER_SAMPLE_ERRORS = (LabelCountError, LabelValueError, UnsafePathError, MissingImageError)
+PER_SAMPLE_ERRORS = (LabelCountError, LabelValueError, UnsafePathError, MissingImageError, BadKeyError)
 """Errors that concern one sample (one line pair); with ``on_error`` they are reported and that sample dropped.
-Every other :class:`SourceError` (missing split file, line-count mismatch, blank line, duplicate key, schema
-mismatch) is structural and always raises."""
+Every other :class:`SourceError` (missing split file, encoding, line-count mismatch, blank line, duplicate key,
+schema mismatch) is structural and always raises."""
 
 OnError = Callable[[str, int, str, SourceError], None]
 """``on_error(split, line, path, error)``: called for each dropped sample; ``path`` is as listed in ``split.txt``."""
@@ -93,11 +103,17 @@ class Record:
 
 
 def read_lines(path: Path) -> list[str]:
-    """Lines of a text file, accepting CRLF and a missing final newline; a blank line inside raises."""
+    """Lines of a UTF-8 text file, accepting CRLF and a missing final newline; a blank line inside or bytes that
+    are not UTF-8 raise."""
     if not path.is_file():
         raise MissingSplitFileError(path, None, "split file is missing")
-    with open(path, "r", encoding="utf-8", newline="") as f:
-        text = f.read()
+    raw = path.read_bytes()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = raw[:e.start].count(b"\n") + 1
+        raise EncodingError(path, line, f"not UTF-8 text: byte {raw[e.start:e.start + 1]!r} at offset {e.start} "
+                            f"({e.reason})") from None
     lines = text.replace("\r\n", "\n").split("\n")
     if lines and lines[-1] == "":
         lines.pop()  # the final newline
@@ -170,6 +186,9 @@ def read_split(root: str | os.PathLike, split: str, schema: Schema = FASHION_SCH
     for i, listed in enumerate(paths, start=1):
         try:
             rel = _check_path(root, list_file, i, listed, check_images, real_root)
+            if "." in Path(rel).stem:
+                raise BadKeyError(list_file, i, f"key {Path(rel).stem!r} of {rel!r} contains a dot (WebDataset "
+                                  "would split the member name there: rename the image)")
             if labels is not None and isinstance(labels[i - 1], SourceError):
                 raise labels[i - 1]
         except PER_SAMPLE_ERRORS as e:

@@ -109,6 +109,25 @@ def test_blank_line_inside(tmp_path):
         src.read_source(root)
 
 
+def test_non_utf8_split_file(tmp_path):
+    root = write_set(tmp_path)
+    f = root / "split" / "val.txt"
+    f.write_bytes(b"img/00003.jpg\nimg/0000\xff4.jpg\n")
+    with pytest.raises(src.EncodingError, match=r"val.txt:2: not UTF-8 text: byte b'\\xff'"):
+        src.read_source(root)
+
+
+def test_key_with_dot_rejected(tmp_path):
+    root = write_set(tmp_path)
+    (root / "img" / "00001.jpg").rename(root / "img" / "a.b.jpg")
+    _edit(root / "split" / "train.txt", lambda ls: [ls[0], "img/a.b.jpg", ls[2]])
+    with pytest.raises(src.BadKeyError, match=r"train.txt:2: key 'a.b' of 'img/a.b.jpg' contains a dot"):
+        src.read_source(root)
+    dropped = []
+    recs = src.read_source(root, on_error=lambda *a: dropped.append(a[:3]))  # per-sample: lenient mode drops it
+    assert [r.key for r in recs["train"]] == ["00000", "00002"] and dropped == [("train", 2, "img/a.b.jpg")]
+
+
 @pytest.mark.parametrize("bad", ["../outside.jpg", "img/../../outside.jpg", "/etc/passwd"])
 def test_path_escaping_root(tmp_path, bad):
     root = write_set(tmp_path)
