@@ -21,7 +21,6 @@ import json
 import logging
 import os
 import random
-import secrets
 import shutil
 import signal
 import threading
@@ -30,6 +29,7 @@ from pathlib import Path
 from typing import Iterable, Iterator
 
 from . import __version__
+from .atomic import clean_stale, file_sha256, fsync, make_temp_dir, replace_dir
 from .dali_index import entries_from_tar, write_index
 from .schema import FASHION_SCHEMA, Schema
 from .shard_format import FORMAT, MANIFEST, VERSION, encode_labels, read_manifest, sample_json, shard_names
@@ -77,35 +77,6 @@ def default_out_dir(src_dir: str | os.PathLike) -> Path:
 
 
 # --- temporary folders ------------------------------------------------------------------------------------------
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def clean_stale(out_dir: Path) -> None:
-    """Remove temporary folders of ``out_dir`` left by dead processes (a SIGKILLed run). A stale ``.old-`` folder
-    (killed between the two renames of an overwrite) is put back if ``out_dir`` is missing, else removed."""
-    parent = out_dir.parent
-    if not parent.is_dir():
-        return
-    for p in parent.glob(f".{out_dir.name}.*-*-*"):
-        kind, _, rest = p.name[len(out_dir.name) + 2:].partition("-")
-        pid = rest.split("-")[0]
-        if kind not in ("tmp", "old") or not pid.isdigit() or _pid_alive(int(pid)):
-            continue
-        if kind == "old" and not out_dir.exists():
-            log.warning("restoring %s from %s (an overwrite was interrupted)", out_dir, p)
-            os.rename(p, out_dir)
-        else:
-            log.info("removing %s left by an interrupted run", p)
-            shutil.rmtree(p, ignore_errors=True)
-
-
 def _check_target(out_dir: Path, overwrite: bool) -> None:
     if not out_dir.exists():
         return
@@ -134,22 +105,6 @@ def _sigterm_as_interrupt() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGTERM, old)
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 # --- the writer ------------------------------------------------------------------------------------------------
@@ -183,9 +138,7 @@ class ShardSetWriter:
     def __enter__(self) -> "ShardSetWriter":
         clean_stale(self.out_dir)
         _check_target(self.out_dir, self.overwrite)
-        self.out_dir.parent.mkdir(parents=True, exist_ok=True)
-        self.tmp = self.out_dir.parent / f".{self.out_dir.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}"
-        self.tmp.mkdir()
+        self.tmp = make_temp_dir(self.out_dir)
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
@@ -216,10 +169,10 @@ class ShardSetWriter:
                 raise RuntimeError(f"{tar_name}: sample keys read back differ from those written")
             write_index(idx_path, entries)
             for p in (tar_path, idx_path):
-                _fsync(p)
+                fsync(p)
             shards.append({"tar": tar_name, "idx": idx_name, "num_samples": len(batch),
-                           "bytes": tar_path.stat().st_size, "sha256": _sha256(tar_path),
-                           "idx_sha256": _sha256(idx_path)})
+                           "bytes": tar_path.stat().st_size, "sha256": file_sha256(tar_path),
+                           "idx_sha256": file_sha256(idx_path)})
         return shards
 
     def commit(self, manifest: dict) -> Path:
@@ -227,20 +180,10 @@ class ShardSetWriter:
         assert self.tmp is not None, "commit() called twice or outside the with block"
         path = self.tmp / MANIFEST
         path.write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n", encoding="utf-8")
-        _fsync(path)
+        fsync(path)
         _check_target(self.out_dir, self.overwrite)  # re-check: someone may have created it meanwhile
-        old = None
-        if self.out_dir.exists():
-            if any(self.out_dir.iterdir()):
-                old = self.out_dir.parent / f".{self.out_dir.name}.old-{os.getpid()}-{secrets.token_hex(4)}"
-                os.rename(self.out_dir, old)
-            else:
-                self.out_dir.rmdir()
-        os.rename(self.tmp, self.out_dir)
+        replace_dir(self.tmp, self.out_dir)
         self.tmp = None
-        _fsync(self.out_dir.parent)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
         return self.out_dir
 
 
@@ -253,7 +196,7 @@ def _fingerprint(src: Path, records: dict[str, list[Record]], digests: dict[str,
     """sha256 over the split files' bytes and every listed image's sha256 (paths relative: location-independent)."""
     h = hashlib.sha256()
     for f in sorted((src / "split").glob("*.txt")):
-        h.update(f"split/{f.name} {_sha256(f)}\n".encode())
+        h.update(f"split/{f.name} {file_sha256(f)}\n".encode())
     for split, recs in records.items():
         for r in recs:
             h.update(f"{r.path} {digests.get(r.path, '-')}\n".encode())

@@ -145,16 +145,12 @@ def summarize_manifest(manifest: dict) -> str:
 
 def verify_shards(shard_dir: str | os.PathLike, manifest: dict | None = None) -> None:
     """Recompute every tar's and idx's sha256; raise :class:`ManifestError` naming the first mismatch."""
-    import hashlib
+    from .atomic import file_sha256
 
     d = Path(shard_dir)
     m = read_manifest(d) if manifest is None else manifest
     for s in m["splits"].values():
         for sh in s["shards"]:
             for name, want in ((sh["tar"], sh["sha256"]), (sh["idx"], sh["idx_sha256"])):
-                h = hashlib.sha256()
-                with open(d / name, "rb") as f:
-                    for block in iter(lambda: f.read(1 << 20), b""):
-                        h.update(block)
-                if h.hexdigest() != want:
+                if file_sha256(d / name) != want:
                     raise ManifestError(f"{d / name}: sha256 differs from the manifest (corrupted or modified)")

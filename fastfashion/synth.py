@@ -16,12 +16,12 @@ import logging
 import multiprocessing as mp
 import os
 import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
 from tqdm.auto import tqdm
 
+from .atomic import make_temp_dir, replace_dir
 from .schema import FASHION_SCHEMA, Schema
 from .synth_render import render_garment
 
@@ -168,8 +168,11 @@ def _write_lines(path: Path, lines: list[str]) -> None:
 def _prepare_target(out: Path, overwrite: bool) -> None:
     if out.exists() and not out.is_dir():
         raise FileExistsError(f"synth: {out} exists and is not a folder")
-    if out.is_dir() and any(out.iterdir()) and not overwrite:
-        raise FileExistsError(f"synth: {out} exists and is not empty (use overwrite / --overwrite to replace it)")
+    if out.is_dir() and any(out.iterdir()):
+        if not overwrite:
+            raise FileExistsError(f"synth: {out} exists and is not empty (use overwrite / --overwrite to replace it)")
+        if not (out / "split").is_dir() or not (out / "img").is_dir():  # never wipe an unrelated folder
+            raise FileExistsError(f"synth: {out} is not a data set folder (no img/ and split/); refusing to replace it")
     out.parent.mkdir(parents=True, exist_ok=True)
 
 
@@ -196,7 +199,7 @@ def synthesize(out_dir: str | os.PathLike, cfg: SynthConfig = SynthConfig(), *, 
     out = Path(out_dir).absolute()
     schema = cfg.schema
     _prepare_target(out, overwrite)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.synth-", dir=out.parent))
+    tmp = make_temp_dir(out)
     try:
         (tmp / "img").mkdir()
         (tmp / "split").mkdir()
@@ -209,7 +212,7 @@ def synthesize(out_dir: str | os.PathLike, cfg: SynthConfig = SynthConfig(), *, 
                              [" ".join(str(v) for v in labels[i]) for i in idx])
         with open(tmp / "split" / "list_attr_cloth.txt", "w", encoding="utf-8", newline="\n") as f:
             f.write(schema.to_list_attr_cloth())
-        _replace_dir(tmp, out)
+        replace_dir(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -217,18 +220,3 @@ def synthesize(out_dir: str | os.PathLike, cfg: SynthConfig = SynthConfig(), *, 
     log.info("wrote %d images (%d/%d/%d) to %s; JPEG %.1f-%.1f KB, median %.1f KB", cfg.total, cfg.train, cfg.val,
              cfg.test, out, kb.min(), kb.max(), float(np.median(kb)))
     return out
-
-
-def _replace_dir(tmp: Path, out: Path) -> None:
-    """Move the finished ``tmp`` to ``out``, replacing an existing ``out`` only after ``tmp`` is complete."""
-    if not out.exists():
-        os.rename(tmp, out)
-        return
-    old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
-    os.rename(out, old / out.name)
-    try:
-        os.rename(tmp, out)
-    except BaseException:
-        os.rename(old / out.name, out)  # put the old set back
-        raise
-    shutil.rmtree(old, ignore_errors=True)

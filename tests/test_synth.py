@@ -146,10 +146,14 @@ def test_refuses_non_empty_and_overwrites(tmp_path):
     cfg = SynthConfig(train=2, val=1, test=1, workers=1)
     with pytest.raises(FileExistsError, match="not empty"):
         synthesize(out, cfg)
+    with pytest.raises(FileExistsError, match="not a data set folder"):  # --overwrite never wipes other folders
+        synthesize(out, cfg, overwrite=True)
     assert (out / "keep.txt").exists()
-    synthesize(out, cfg, overwrite=True)
-    assert not (out / "keep.txt").exists() and (out / "img" / "00003.jpg").exists()
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["d"]  # no temp folders left behind
+    synthesize(out / "ds", cfg)
+    (out / "ds" / "keep.txt").write_text("x")
+    synthesize(out / "ds", cfg, overwrite=True)  # a data set folder is replaced
+    assert not (out / "ds" / "keep.txt").exists() and (out / "ds" / "img" / "00003.jpg").exists()
+    assert sorted(p.name for p in out.iterdir()) == ["ds", "keep.txt"]  # no temp folders left behind
     (tmp_path / "e").mkdir()
     synthesize(tmp_path / "e", cfg)  # an existing empty folder is fine
 

@@ -1,0 +1,98 @@
+"""Crash-safe output folders, shared by every writer (synth, shard).
+
+A writer builds into ``.NAME.tmp-PID-HEX`` beside the target and calls :func:`replace_dir` at the end: the target
+either keeps its old content or gets the complete new one. An existing target is first renamed to
+``.NAME.old-PID-HEX`` and deleted only after the new folder is in place. :func:`clean_stale` removes what a killed
+process (SIGKILL) left behind, and puts an ``.old-`` folder back when the kill came between the two renames.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import secrets
+import shutil
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _side_name(out_dir: Path, kind: str) -> Path:
+    return out_dir.parent / f".{out_dir.name}.{kind}-{os.getpid()}-{secrets.token_hex(4)}"
+
+
+def clean_stale(out_dir: Path) -> None:
+    """Remove temporary folders of ``out_dir`` left by dead processes (a SIGKILLed run). A stale ``.old-`` folder
+    (killed between the two renames of an overwrite) is put back if ``out_dir`` is missing, else removed."""
+    parent = out_dir.parent
+    if not parent.is_dir():
+        return
+    for p in parent.glob(f".{out_dir.name}.*-*-*"):
+        kind, _, rest = p.name[len(out_dir.name) + 2:].partition("-")
+        pid = rest.split("-")[0]
+        if kind not in ("tmp", "old") or not pid.isdigit() or _pid_alive(int(pid)):
+            continue
+        if kind == "old" and not out_dir.exists():
+            log.warning("restoring %s from %s (an overwrite was interrupted)", out_dir, p)
+            os.rename(p, out_dir)
+        else:
+            log.info("removing %s left by an interrupted run", p)
+            shutil.rmtree(p, ignore_errors=True)
+
+
+def make_temp_dir(out_dir: Path) -> Path:
+    """A new empty ``.NAME.tmp-PID-HEX`` folder beside ``out_dir`` (stale ones of dead processes removed first)."""
+    clean_stale(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _side_name(out_dir, "tmp")
+    tmp.mkdir()
+    return tmp
+
+
+def fsync(path: Path) -> None:
+    """Flush a file's (or folder's) data to disk."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def replace_dir(tmp: Path, out_dir: Path) -> None:
+    """Move the finished ``tmp`` to ``out_dir``; an existing ``out_dir`` is replaced only once ``tmp`` is in place
+    (an empty one is simply removed). The caller checks beforehand that replacing ``out_dir`` is allowed."""
+    old = None
+    if out_dir.exists():
+        if any(out_dir.iterdir()):
+            old = _side_name(out_dir, "old")
+            os.rename(out_dir, old)
+        else:
+            out_dir.rmdir()
+    try:
+        os.rename(tmp, out_dir)
+    except BaseException:
+        if old is not None:
+            os.rename(old, out_dir)  # put the old content back
+        raise
+    fsync(out_dir.parent)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """Hex sha256 of a file's bytes, read in 1 MiB blocks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
