@@ -5,7 +5,8 @@ Backends (by name; DALI is imported lazily and a fallback is logged):
 * ``dali`` on ``cuda`` ("dali-gpu"): the graph of :mod:`fastfashion.pipeline` with ``mixed`` decoding; images and
   labels arrive on the GPU, handed to torch zero-copy (DLPack, DALI's dynamic executor).
 * ``dali`` on ``cpu`` ("dali-cpu"): the same graph on CPU operators, ``num_threads`` = cores.
-* ``torch``: :mod:`fastfashion.torch_backend`, torchvision in a DataLoader with workers (portable fallback).
+* ``torch``: :mod:`fastfashion.torch_backend`, PIL decode + torchvision transforms in a DataLoader with workers
+  (portable fallback: no DALI needed, runs wherever torch does).
 * ``auto``: dali-gpu when CUDA is available, else dali-cpu, else torch — and the log says which and why.
 
 Every backend reads the same order: :func:`fastfashion.order.epoch_indices` of ``(seed, epoch, rank,
@@ -29,13 +30,15 @@ from .dali_index import IndexFormatError, index_line, read_index
 from .order import DEFAULT_BLOCK, epoch_indices, num_batches
 from .schema import FASHION_SCHEMA, Schema
 from .shard_format import read_manifest
+from .validate import default_workers
 
 log = logging.getLogger(__name__)
 
 BACKENDS = ("auto", "dali", "torch")
 GPU_HORIZON = 8  # epochs per GPU pipeline: it (and its decoder cache) lives that long
 CPU_HORIZON = 4  # epochs per CPU pipeline: amortizes the rebuild (~30 ms) and old pipeline's shutdown (~130 ms)
-CACHE_FRACTION = 0.25  # the GPU decoder cache may use up to this share of free GPU memory
+CACHE_FRACTION = 0.25  # automatic GPU decoder cache: on only when the split fits in this share of free GPU memory
+FORCED_CACHE_FRACTION = 0.5  # gpu_cache=True: the cache may take up to this share, leaving the rest to the model
 
 
 class Batch(NamedTuple):
@@ -61,6 +64,65 @@ class SampleRef:
     jpg_size: int
     lbl_offset: int
     lbl_size: int
+
+
+class ShardFiles:
+    """Open shard tars (one read-only descriptor each, opened on first use) and read members by byte offset.
+
+    Descriptors are not pickled: a DataLoader worker started by spawn (macOS, Windows) opens its own."""
+
+    def __init__(self):
+        self._fds: dict[str, int] = {}
+
+    def read(self, path: str, offset: int, size: int) -> bytes:
+        """``size`` bytes at ``offset`` of ``path``. Raises OSError, also for a short read."""
+        fd = self._fds.get(path)
+        if fd is None:
+            fd = self._fds[path] = os.open(path, os.O_RDONLY | getattr(os, "O_BINARY", 0))  # O_BINARY: Windows
+        if hasattr(os, "pread"):
+            data = os.pread(fd, size, offset)
+        else:  # Windows: no pread; each process has its own descriptors and reads from one thread
+            os.lseek(fd, offset, os.SEEK_SET)
+            data = os.read(fd, size)
+        if len(data) != size:
+            raise OSError(f"short read ({len(data)} of {size} bytes at offset {offset})")
+        return data
+
+    def sample(self, ref: SampleRef) -> tuple[bytes, bytes]:
+        """The ``.jpg`` and ``.lbl`` bytes of one sample."""
+        return self.read(ref.tar, ref.jpg_offset, ref.jpg_size), self.read(ref.tar, ref.lbl_offset, ref.lbl_size)
+
+    def close(self) -> None:
+        fds, self._fds = self._fds, {}
+        for fd in fds.values():
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+    def __getstate__(self):
+        return {"_fds": {}}
+
+    def __enter__(self) -> "ShardFiles":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __del__(self):
+        self.close()
+
+
+def decoder_cache_mb(need_mb: int, free_mb: int, gpu_cache: bool | None) -> int:
+    """Size in MB of the GPU decoder cache for a split whose decoded images take ``need_mb``, given ``free_mb`` of
+    free GPU memory: ``gpu_cache`` None = ``need_mb`` if it fits in CACHE_FRACTION of free memory, else 0 (off);
+    False = 0; True = ``need_mb`` capped at FORCED_CACHE_FRACTION of free memory (DALI's threshold cache stops
+    adding images once full, so a capped cache holds the first images it sees)."""
+    if gpu_cache is False:
+        return 0
+    if gpu_cache is None:
+        return need_mb if need_mb <= CACHE_FRACTION * free_mb else 0
+    return max(0, min(need_mb, int(FORCED_CACHE_FRACTION * free_mb)))
 
 
 def _parse_idx(idx_path: Path, tar_path: Path, width: int) -> tuple[list[str], list[SampleRef]]:
@@ -136,7 +198,7 @@ class FashionLoader:
     """An epoch-exact loader over one split of a shard directory. Build it with :func:`make_loader`."""
 
     def __init__(self, shard_dir, *, split, batch_size, backend, device, augment, shuffle, image_size, seed, rank,
-                 world_size, with_keys, drop_last, workers=None, block=DEFAULT_BLOCK):
+                 world_size, with_keys, drop_last, workers=None, block=DEFAULT_BLOCK, gpu_cache=None):
         self.shard_dir = Path(shard_dir)
         manifest = read_manifest(self.shard_dir)
         if split not in manifest.get("splits", {}):
@@ -166,12 +228,17 @@ class FashionLoader:
         if self.num_samples == 0:
             log.warning("%s split %r: rank %d of %d gets no sample (batch_size %d, drop_last %s)", self.shard_dir,
                         split, self.rank, self.world_size, self.batch_size, self.drop_last)
+        if gpu_cache not in (None, True, False):
+            raise ValueError(f"gpu_cache must be None, True or False, got {gpu_cache!r}")
+        self.gpu_cache = gpu_cache
         self.backend, dev = _choose_backend(backend, device)
+        if gpu_cache is not None and self.backend != "dali-gpu":
+            log.debug("gpu_cache=%s ignored: backend %s has no GPU decoder cache", gpu_cache, self.backend)
         import torch
         self.device = torch.device(dev)
         if self.device.type == "cuda" and self.device.index is None:
             self.device = torch.device("cuda", torch.cuda.current_device())  # DDP sets it to the local rank
-        self._workers = (min(4, len(os.sched_getaffinity(0))) if workers is None else int(workers))
+        self._workers = min(4, default_workers()) if workers is None else int(workers)
         self._impl = None
 
     # --- order -------------------------------------------------------------------------------------------
@@ -202,7 +269,8 @@ class FashionLoader:
         if self.backend == "torch":
             from .torch_backend import TorchShardReader
             return TorchShardReader(self.refs, self.augment, batch_size=self.batch_size, workers=self._workers,
-                                    seed=self.seed, rank=self.rank)
+                                    seed=self.seed, rank=self.rank,
+                                    pin_memory=self.device.type == "cuda")  # non_blocking copies need pinned memory
         from .pipeline import DaliEpochs
         gpu = self.backend == "dali-gpu"
         cache_mb = self._cache_mb() if gpu else 0
@@ -215,27 +283,33 @@ class FashionLoader:
         from PIL import Image
         import io
         hw = [(0, 0)]
-        for r in self.refs[:: max(1, len(self.refs) // probe)][:probe]:
-            with open(r.tar, "rb") as f:
-                f.seek(r.jpg_offset)
+        with ShardFiles() as files:
+            for r in self.refs[:: max(1, len(self.refs) // probe)][:probe]:
                 try:
-                    w, h = Image.open(io.BytesIO(f.read(r.jpg_size))).size
+                    w, h = Image.open(io.BytesIO(files.read(r.tar, r.jpg_offset, r.jpg_size))).size
                 except OSError:
                     continue
-            hw.append((h, w))
+                hw.append((h, w))
         return max(h for h, _ in hw), max(w for _, w in hw)
 
     def _cache_mb(self) -> int:
-        """Decoder cache size when the split's decoded images fit in CACHE_FRACTION of free GPU memory, else 0."""
+        """The decoder cache size for this split (:func:`decoder_cache_mb` of ``gpu_cache``), logged."""
         import torch
+        if self.gpu_cache is False:
+            log.info("GPU decoder cache off (gpu_cache=False)")
+            return 0
         h, w = self._size_hint()
         need = int(len(self.refs) * h * w * 3 * 1.1 / 2 ** 20) + 16
-        free, _ = torch.cuda.mem_get_info(self.device)
-        if need > CACHE_FRACTION * free / 2 ** 20:
-            log.info("GPU decoder cache off: ~%d MB needed, %d MB free", need, free // 2 ** 20)
-            return 0
-        log.info("GPU decoder cache on: %d MB (decoded images stay on the GPU after the first epoch)", need)
-        return need
+        free = torch.cuda.mem_get_info(self.device)[0] // 2 ** 20
+        mb = decoder_cache_mb(need, free, self.gpu_cache)
+        if mb == 0:
+            log.info("GPU decoder cache off: ~%d MB needed, %d MB free", need, free)
+        elif mb < need:
+            log.info("GPU decoder cache on (gpu_cache=True): %d MB of ~%d MB needed (capped at %.0f%% of %d MB "
+                     "free): only part of the split is cached", mb, need, 100 * FORCED_CACHE_FRACTION, free)
+        else:
+            log.info("GPU decoder cache on: %d MB (decoded images stay on the GPU after the first epoch)", mb)
+        return mb
 
     def __iter__(self):
         epoch = self.epoch
@@ -269,19 +343,16 @@ class FashionLoader:
         """Name the shard and key of the sample that made DALI fail (checked with PIL, by offset)."""
         from PIL import Image
         import io
-        for i in err.indices:
-            r = self.refs[int(i)]
-            try:
-                with open(r.tar, "rb") as f:
-                    f.seek(r.jpg_offset)
-                    data = f.read(r.jpg_size)
-                    f.seek(r.lbl_offset)
-                    lbl = f.read(r.lbl_size)
-                if len(lbl) != 8 * len(self.schema):
-                    raise ValueError(f".lbl has {len(lbl)} bytes, expected {8 * len(self.schema)}")
-                Image.open(io.BytesIO(data)).load()
-            except Exception as e:  # noqa: BLE001 — any failure here is the diagnosis
-                return LoaderError(f"{r.tar}: sample {r.key!r} cannot be loaded: {e}")
+        with ShardFiles() as files:
+            for i in err.indices:
+                r = self.refs[int(i)]
+                try:
+                    data, lbl = files.sample(r)
+                    if len(lbl) != 8 * len(self.schema):
+                        raise ValueError(f".lbl has {len(lbl)} bytes, expected {8 * len(self.schema)}")
+                    Image.open(io.BytesIO(data)).load()
+                except Exception as e:  # noqa: BLE001 — any failure here is the diagnosis
+                    return LoaderError(f"{r.tar}: sample {r.key!r} cannot be loaded: {e}")
         keys = [self.refs[int(i)].key for i in err.indices]
         first = str(err.cause).strip().splitlines()[0] if str(err.cause).strip() else type(err.cause).__name__
         return LoaderError(f"{self.shard_dir} split {self.split!r}: DALI failed on the batch of keys {keys}: {first}")
@@ -300,17 +371,21 @@ def make_loader(shard_dir: str | os.PathLike, split: str = "train", batch_size: 
                 device="auto", augment: AugmentConfig | bool | None = None, shuffle: bool | None = None,
                 image_size: int = 224, seed: int = 0, rank: int | None = None, world_size: int | None = None,
                 with_keys: bool = False, drop_last: bool | None = None, *, workers: int | None = None,
-                block: int = DEFAULT_BLOCK) -> FashionLoader:
+                block: int = DEFAULT_BLOCK, gpu_cache: bool | None = None) -> FashionLoader:
     """An epoch-exact loader over ``split`` of a shard directory (see the module docstring and ARCHITECTURE.md).
 
     ``augment``: None = train augmentation for the train split, eval transform otherwise; a bool forces it; an
     :class:`~fastfashion.augment.AugmentConfig` sets every knob (``image_size`` here overrides its own).
     ``shuffle``/``drop_last``: None = on for train, off otherwise. ``rank``/``world_size``: None = from
     ``torch.distributed`` when initialized, else 0/1. ``workers``: DataLoader workers of the torch backend.
-    ``block``: shuffle block size (:mod:`fastfashion.order`). Raises :class:`LoaderError` for a missing or
-    truncated shard, ValueError for bad arguments, RuntimeError when a requested backend/device cannot run.
+    ``block``: shuffle block size (:mod:`fastfashion.order`). ``gpu_cache`` (dali-gpu only; other backends ignore
+    it, with a debug log): the nvJPEG decoder cache that keeps decoded images on the GPU across the epochs of a
+    pipeline — None = on when the split's decoded images fit in CACHE_FRACTION (25 %) of free GPU memory, False =
+    off, True = on regardless, capped at FORCED_CACHE_FRACTION (50 %) of free GPU memory (benchmarks compare the
+    three). Raises :class:`LoaderError` for a missing or truncated shard, ValueError for bad arguments (a
+    ``gpu_cache`` that is not None/True/False included), RuntimeError when a requested backend/device cannot run.
     """
     return FashionLoader(shard_dir, split=split, batch_size=batch_size, backend=backend, device=device,
                          augment=augment, shuffle=shuffle, image_size=image_size, seed=seed, rank=rank,
                          world_size=world_size, with_keys=with_keys, drop_last=drop_last, workers=workers,
-                         block=block)
+                         block=block, gpu_cache=gpu_cache)

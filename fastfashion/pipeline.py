@@ -13,7 +13,7 @@ trimmed, never delivered), so a pipeline lives across epochs and on the GPU keep
 
 Train graph (operators picked by measurement on 2 CPU cores, see docs/loader.md)::
 
-    CPU: jpg ─ decoders.image_random_crop (decodes only the crop) ─┐
+    CPU: jpg ─ decoders.image_crop (decodes only the crop box) ────┐
     GPU: jpg ─ decoders.image(mixed, decoder cache) ─ crop box ────┴─ warp_affine(crop → size², flip, rotation:
         ONE matrix) ─ hsv(saturation, hue; float out) ─ crop_mirror_normalize(per-sample mean/std that also apply
         brightness and contrast; CHW)
@@ -33,6 +33,7 @@ import numpy as np
 
 from .augment import AugmentConfig
 from .order import pad_to_batch, runs
+from .validate import default_workers
 
 log = logging.getLogger(__name__)
 
@@ -229,7 +230,7 @@ class DaliEpochs:
         self.sizes = [len(lines) for _, lines in self.shards]
         self.device_id, self.seed, self.rank, self.horizon = device_id, seed, rank, max(1, horizon)
         self.cache_mb, self.size_hint, self.roi_decode = cache_mb, size_hint, roi_decode
-        self.num_threads = num_threads or len(os.sched_getaffinity(0))  # on CPU: one thread per core
+        self.num_threads = num_threads or default_workers()  # on CPU: one thread per core
         self._pipe = None
         self._plan: dict[int, int] = {}  # epoch -> its index in the current pipeline's sequence of epochs
         self._next: int | None = None  # the epoch whose first batch the pipeline produces next (None: unknown)

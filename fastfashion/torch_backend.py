@@ -1,10 +1,16 @@
-"""The portable CPU path (torchvision over the shards, in a DataLoader with workers) and the seed-style baseline.
+"""The portable path (PIL + torchvision over the shards, in a DataLoader with workers) and the seed-style baseline.
 
-* :class:`ShardDataset` — map-style access to the samples of a split's WebDataset shards: each sample's ``.jpg``
-  and ``.lbl`` members are read by byte offset (from the ``.idx`` files) and decoded with ``torchvision.io``. Random
-  access is what lets this backend deliver exactly the order of :mod:`fastfashion.order` (the same as the DALI
-  backend, sample for sample) with any number of workers; a streaming ``webdataset.WebDataset`` reads shards
-  front to back and cannot. The tars stay plain WebDataset shards that the webdataset library reads as well.
+* :class:`ShardDataset` — map-style access to the samples of a split's WebDataset shards. It does NOT go through
+  the webdataset library: each sample's ``.jpg`` and ``.lbl`` members are read by byte offset (the offsets of the
+  shards' DALI ``.idx`` files, :class:`~fastfashion.loader.ShardFiles`), the JPEG decoded with PIL and
+  transformed with torchvision (v2, on PIL images). Why: random access is what lets this backend deliver exactly
+  the order of :mod:`fastfashion.order` — the same as the DALI backend, sample for sample — with any number of
+  workers; a streaming ``webdataset.WebDataset`` reads each shard front to back and cannot. The tars stay plain
+  WebDataset shards that the webdataset library reads as well.
+* :class:`TorchShardReader` — the DataLoader over it, one epoch's order at a time. A sample that cannot be loaded
+  travels to the main process as data and is raised there as the one-line :class:`~fastfashion.loader.LoaderError`
+  naming shard and key (raised in a worker, torch would re-wrap it in a multi-line "Caught ... in DataLoader
+  worker process" message).
 * :func:`make_seed_loader` — the seed report's loader, kept for benchmarks: PIL + torchvision transforms in a
   map-style Dataset over the raw folder (``split/X.txt`` + ``X_attr.txt``).
 """
@@ -21,7 +27,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from .augment import AugmentConfig
-from .loader import Batch, LoaderError, SampleRef
+from .loader import Batch, LoaderError, SampleRef, ShardFiles
 from .schema import FASHION_SCHEMA, Schema
 
 log = logging.getLogger(__name__)
@@ -53,38 +59,39 @@ class ShardDataset(Dataset):
     def __init__(self, refs: Sequence[SampleRef], cfg: AugmentConfig):
         self.refs, self.cfg = list(refs), cfg
         self.transform = torchvision_transform(cfg)
-        self._files: dict[str, int] = {}  # per worker process: opened lazily, after the fork
+        self.files = ShardFiles()  # per worker process: descriptors opened lazily, in the worker
 
     def __len__(self) -> int:
         return len(self.refs)
 
-    def _read(self, path: str, offset: int, size: int) -> bytes:
-        fd = self._files.get(path)
-        if fd is None:
-            fd = self._files[path] = os.open(path, os.O_RDONLY)
-        data = os.pread(fd, size, offset)
-        if len(data) != size:
-            raise OSError(f"short read ({len(data)} of {size} bytes at offset {offset})")
-        return data
-
     def __getitem__(self, i: int):
+        """``(image, labels, key)`` of global sample ``i``. Raises :class:`LoaderError` naming shard and key."""
         from PIL import Image
         r = self.refs[i]
         try:
-            jpg = self._read(r.tar, r.jpg_offset, r.jpg_size)
-            lbl = np.frombuffer(self._read(r.tar, r.lbl_offset, r.lbl_size), dtype="<i8")
+            jpg, lbl = self.files.sample(r)
             with Image.open(io.BytesIO(jpg)) as im:
                 img = im.convert("RGB")
         except (OSError, RuntimeError, ValueError) as e:
-            raise LoaderError(f"{r.tar}: sample {r.key!r}: {e}") from e
-        return self.transform(img), torch.from_numpy(lbl.astype(np.int64)), r.key
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise LoaderError(f"{r.tar}: sample {r.key!r}: {first}") from e
+        labels = torch.from_numpy(np.frombuffer(lbl, dtype="<i8").astype(np.int64))
+        return self.transform(img), labels, r.key
 
-    def __del__(self):
-        for fd in getattr(self, "_files", {}).values():
-            try:
-                os.close(fd)
-            except OSError:
-                pass
+    def __getitems__(self, indices: Sequence[int]):
+        """The DataLoader's batch fetch: a :class:`LoaderError` becomes a :class:`_Failed` batch (plain data), so
+        the main process raises it with its own one-line message."""
+        try:
+            return [self[i] for i in indices]
+        except LoaderError as e:
+            return [_Failed(str(e))]
+
+
+class _Failed:
+    """A batch that could not be loaded: the message of its :class:`LoaderError`."""
+
+    def __init__(self, message: str):
+        self.message = message
 
 
 class _EpochBatches:
@@ -101,7 +108,9 @@ class _EpochBatches:
         return -(-len(self.indices) // self.batch_size)
 
 
-def _collate(samples) -> Batch:
+def _collate(samples) -> Batch | _Failed:
+    if len(samples) == 1 and isinstance(samples[0], _Failed):
+        return samples[0]
     images, labels, keys = zip(*samples)
     return Batch(torch.stack(images), torch.stack(labels), list(keys))
 
@@ -110,21 +119,26 @@ class TorchShardReader:
     """Yields the batches of one epoch's order (global sample indices) through a DataLoader with ``workers``."""
 
     def __init__(self, refs: Sequence[SampleRef], cfg: AugmentConfig, *, batch_size: int, workers: int, seed: int,
-                 rank: int = 0):
+                 rank: int = 0, pin_memory: bool = False):
         self.sampler = _EpochBatches(batch_size)
         self.seed, self.rank = seed, rank
         self.dataset = ShardDataset(refs, cfg)
         # workers end with each epoch's iterator: an abandoned epoch leaves nothing running in the background
         self.loader = DataLoader(self.dataset, batch_sampler=self.sampler, num_workers=workers,
-                                 collate_fn=_collate,
+                                 collate_fn=_collate, pin_memory=pin_memory,  # True for CUDA: real async copies
                                  prefetch_factor=4 if workers > 0 else None,
                                  worker_init_fn=_seed_worker, generator=torch.Generator())
 
     def epoch(self, indices: np.ndarray, epoch: int):
+        """Yield the :class:`~fastfashion.loader.Batch` es of ``indices``; raises :class:`LoaderError` (one line,
+        naming shard and key) for a sample that cannot be loaded, whether it failed in a worker or here."""
         self.sampler.indices = indices
         # worker RNG seeds from (seed, epoch, rank): with workers, augmentation is a function of those
         self.loader.generator.manual_seed(hash((self.seed, epoch, self.rank)) & 0x7FFFFFFF)
-        return iter(self.loader)
+        for batch in self.loader:
+            if isinstance(batch, _Failed):
+                raise LoaderError(batch.message)
+            yield batch
 
 
 def _seed_worker(worker_id: int) -> None:

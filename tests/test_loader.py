@@ -2,13 +2,15 @@
 
 The train and val images are solid colours that encode their index (FFCV's trick): decoding a batch and mapping
 each image's mean colour back to an index proves images, labels and keys travel together. The test split holds
-smooth gradients, for comparing the eval outputs of DALI-CPU and torch.
+smooth gradients, for comparing the eval outputs of DALI-CPU and torch. Tests that need DALI skip without it;
+the torch-backend tests always run (that backend is the one for machines without DALI).
 """
 from __future__ import annotations
 
 import builtins
 import io
 import logging
+import os
 import shutil
 import tarfile
 
@@ -18,14 +20,20 @@ import torch
 from PIL import Image
 
 from fastfashion.augment import IMAGENET_MEAN, IMAGENET_STD, AugmentConfig
-from fastfashion.loader import LoaderError, make_loader
+from fastfashion.loader import (CACHE_FRACTION, FORCED_CACHE_FRACTION, LoaderError, ShardFiles, decoder_cache_mb,
+                                make_loader)
 from fastfashion.schema import FASHION_SCHEMA
 from fastfashion.shard import ShardConfig, write_shards
 
-dali = pytest.importorskip("nvidia.dali")
+try:
+    import nvidia.dali  # noqa: F401
+    HAVE_DALI = True
+except ImportError:
+    HAVE_DALI = False
+needs_dali = pytest.mark.skipif(not HAVE_DALI, reason="NVIDIA DALI is not installed")
 
 N_TRAIN, N_VAL, N_TEST = 29, 11, 7
-BACKENDS = [("dali", "cpu"), ("torch", "cpu")]
+BACKENDS = [pytest.param("dali", "cpu", marks=needs_dali), ("torch", "cpu")]
 
 
 def colour(k: int) -> tuple[int, int, int]:
@@ -105,6 +113,7 @@ def test_pixels_keys_labels_aligned(shards, backend, device, split):
         assert keys == [f"{k:05d}" for k in range(N_TRAIN, N_TRAIN + N_VAL)]
 
 
+@needs_dali
 def test_train_geometry_keeps_alignment(shards):
     """Random crop + flip + resize (one warp) keeps a solid colour; colour jitter and rotation off."""
     cfg = AugmentConfig.train(brightness=0, contrast=0, saturation=0, hue=0, rotation=0)
@@ -114,6 +123,7 @@ def test_train_geometry_keeps_alignment(shards):
         assert [f"{k:05d}" for k in decode_index(b.images)] == b.keys
 
 
+@needs_dali
 @pytest.mark.parametrize("split", ["train", "val"])
 def test_full_decode_crop_box_path_keeps_alignment(shards, split):
     """The GPU's crop strategy (full decode, crop box from the JPEG header) run on CPU operators, two epochs
@@ -156,6 +166,7 @@ def test_eval_exact_cover_across_ranks(shards, backend, device, world_size):
 
 
 @pytest.mark.parametrize("world_size", [1, 2, 3])
+@needs_dali
 def test_train_epochs_disjoint_reshuffled_reproducible(shards, world_size):
     per_epoch = []
     for epoch in range(2):
@@ -172,6 +183,7 @@ def test_train_epochs_disjoint_reshuffled_reproducible(shards, world_size):
     assert per_epoch[0] != per_epoch[1]
 
 
+@needs_dali
 def test_same_seed_epoch_same_order_across_backends_and_instances(shards):
     orders = []
     for backend in ("dali", "torch", "dali"):
@@ -182,6 +194,7 @@ def test_same_seed_epoch_same_order_across_backends_and_instances(shards):
     assert orders[0] == orders[1] == orders[2]
 
 
+@needs_dali
 @pytest.mark.parametrize("roi_decode", [True, False])
 def test_train_augmentation_pure_function_of_seed_epoch(shards, roi_decode):
     """Epoch 2's augmented images are identical whether its pipeline started at epoch 0 (horizon) or at 2 (a
@@ -200,6 +213,7 @@ def test_train_augmentation_pure_function_of_seed_epoch(shards, roi_decode):
     assert torch.equal(runs_[0], runs_[1])
 
 
+@needs_dali
 def test_epoch_advances_and_state_dict(shards):
     loader = make_loader(shards, "train", batch_size=4, backend="dali", device="cpu", with_keys=True,
                          image_size=16)
@@ -213,12 +227,14 @@ def test_epoch_advances_and_state_dict(shards):
     assert [k for b in other for k in b.keys] == second
 
 
+@needs_dali
 def test_break_mid_epoch_then_rerun(shards):
     loader = make_loader(shards, "val", batch_size=2, backend="dali", device="cpu", with_keys=True, image_size=16)
     next(iter(loader))  # abandoned iteration: the epoch does not advance, the next pass is complete
     assert [k for b in loader for k in b.keys] == [f"{k:05d}" for k in range(N_TRAIN, N_TRAIN + N_VAL)]
 
 
+@needs_dali
 def test_dali_cpu_and_torch_eval_agree(shards):
     """Same images, eval transform: the JPEG decoders (libjpeg-turbo in both, but DALI's build) and resamplers
     differ by rounding, so compare mean |diff| in normalized units (0.01 ~ 0.6 grey levels) rather than exact
@@ -250,6 +266,7 @@ def test_auto_without_dali_falls_back_to_torch(shards, monkeypatch, caplog):
         make_loader(shards, "val", backend="dali", device="cpu")
 
 
+@needs_dali
 def test_auto_on_cpu_picks_dali_cpu(shards, caplog):
     with caplog.at_level(logging.INFO, logger="fastfashion.loader"):
         loader = make_loader(shards, "val", batch_size=4, image_size=16)
@@ -282,7 +299,7 @@ def _garble_member(tar_path, name):
         f.write(b"\x00" * size)
 
 
-@pytest.mark.parametrize("backend", ["dali", "torch"])
+@pytest.mark.parametrize("backend", [pytest.param("dali", marks=needs_dali), "torch"])
 def test_corrupt_sample_names_shard_and_key(shards, tmp_path, backend):
     dst = _corrupt_copy(shards, tmp_path)
     _garble_member(dst / "val-00001.tar", "00034.jpg")  # val shards hold 4 samples each: 29..32, 33..36
@@ -291,12 +308,61 @@ def test_corrupt_sample_names_shard_and_key(shards, tmp_path, backend):
         list(loader)
 
 
+def test_torch_worker_error_is_one_line(shards, tmp_path):
+    """A sample failing in a DataLoader worker surfaces as our one-line LoaderError, not torch's multi-line
+    "Caught LoaderError in DataLoader worker process" re-wrap."""
+    dst = _corrupt_copy(shards, tmp_path)
+    _garble_member(dst / "val-00001.tar", "00034.jpg")
+    loader = make_loader(dst, "val", batch_size=4, backend="torch", device="cpu", image_size=16, workers=1)
+    with pytest.raises(LoaderError) as info:
+        list(loader)
+    msg = str(info.value)
+    assert "\n" not in msg and "Caught" not in msg and "00034" in msg
+    assert msg.startswith(str(dst / "val-00001.tar") + ": sample '00034': "), msg
+
+
 def test_truncated_shard_fails_at_construction(shards, tmp_path):
     dst = _corrupt_copy(shards, tmp_path)
     with open(dst / "val-00002.tar", "r+b") as f:
         f.truncate(1024)
     with pytest.raises((LoaderError, ValueError), match=r"val-00002\.tar"):  # the manifest check or ours
-        make_loader(dst, "val", batch_size=4, backend="dali", device="cpu")
+        make_loader(dst, "val", batch_size=4, backend="torch", device="cpu")
+
+
+def test_shard_files_without_pread(shards, monkeypatch):
+    """Windows has no os.pread: ShardFiles falls back to seek + read, with the same bytes."""
+    loader = make_loader(shards, "val", batch_size=4, backend="torch", device="cpu", image_size=16, workers=0)
+    with tarfile.open(shards / "val-00000.tar") as tf:
+        expected = tf.extractfile("00029.jpg").read()
+    ref = next(r for r in loader.refs if r.key == "00029")
+    with ShardFiles() as files:
+        assert files.sample(ref)[0] == expected
+    monkeypatch.delattr(os, "pread", raising=False)
+    with ShardFiles() as files:
+        jpg, lbl = files.sample(ref)
+        assert jpg == expected and np.frombuffer(lbl, "<i8").tolist() == labels_of(29)
+        with pytest.raises(OSError, match="short read"):
+            files.read(ref.tar, os.path.getsize(ref.tar) - 4, 8)
+
+
+def test_decoder_cache_size():
+    free = 1000
+    fits, too_big = int(CACHE_FRACTION * free), int(CACHE_FRACTION * free) + 1
+    assert decoder_cache_mb(fits, free, None) == fits and decoder_cache_mb(too_big, free, None) == 0
+    assert decoder_cache_mb(fits, free, False) == 0
+    assert decoder_cache_mb(too_big, free, True) == too_big
+    assert decoder_cache_mb(10 * free, free, True) == int(FORCED_CACHE_FRACTION * free)  # forced, still bounded
+
+
+@pytest.mark.parametrize("backend", [pytest.param("dali", marks=needs_dali), "torch"])
+def test_gpu_cache_ignored_off_gpu(shards, backend, caplog):
+    with caplog.at_level(logging.DEBUG, logger="fastfashion.loader"):
+        loader = make_loader(shards, "val", batch_size=4, backend=backend, device="cpu", image_size=16, workers=0,
+                             gpu_cache=True, with_keys=True)
+    assert "gpu_cache=True ignored" in caplog.text
+    assert [k for b in loader for k in b.keys] == loader.keys(0)
+    with pytest.raises(ValueError, match="gpu_cache"):
+        make_loader(shards, "val", backend=backend, device="cpu", gpu_cache="yes")
 
 
 def test_jpeg_bytes_untouched_by_shard(shards):
@@ -307,18 +373,39 @@ def test_jpeg_bytes_untouched_by_shard(shards):
 
 
 @pytest.mark.gpu
+@needs_dali
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_dali_gpu_pipeline(shards):
-    loader = make_loader(shards, "val", batch_size=4, backend="dali", device="cuda", augment=False,
-                         with_keys=True, image_size=32)
-    assert loader.backend == "dali-gpu"
-    for b in run(loader):
-        assert b.images.is_cuda and b.labels.is_cuda and b.labels.dtype == torch.int64
-        assert [f"{k:05d}" for k in decode_index(b.images)] == b.keys
+    for gpu_cache in (None, False, True):  # automatic (on: the tiny split fits), off, forced on
+        loader = make_loader(shards, "val", batch_size=4, backend="dali", device="cuda", augment=False,
+                             with_keys=True, image_size=32, gpu_cache=gpu_cache)
+        assert loader.backend == "dali-gpu"
+        for b in run(loader):
+            assert b.images.is_cuda and b.labels.is_cuda and b.labels.dtype == torch.int64
+            assert b.images.dtype == torch.float32 and b.images.shape[1:] == (3, 32, 32)
+            assert [f"{k:05d}" for k in decode_index(b.images)] == b.keys
+            assert b.labels.tolist() == [labels_of(int(k)) for k in b.keys]
+        assert (loader._impl.cache_mb > 0) == (gpu_cache is not False)
+        loader.close()
     train = make_loader(shards, "train", batch_size=4, backend="dali", device="cuda", with_keys=True,
                         image_size=32, augment=AugmentConfig.train(fp16=True))
     for epoch in range(3):  # one pipeline (and decoder cache) serves several epochs
         train.set_epoch(epoch)
-        got = [k for b in run(train) for k in b.keys]
-        assert got == train.keys(epoch)
-    assert b.images.dtype == torch.float16
+        batches = run(train)
+        assert [k for b in batches for k in b.keys] == train.keys(epoch)
+        for b in batches:
+            assert b.images.is_cuda and b.images.dtype == torch.float16 and b.images.shape == (4, 3, 32, 32)
+            assert torch.isfinite(b.images).all() and b.labels.is_cuda
+    assert list(train._impl._plan) == list(range(8))  # built once, at epoch 0, for the 8-epoch GPU horizon
+    train.close()
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_torch_backend_on_cuda_pins_memory(shards):
+    loader = make_loader(shards, "val", batch_size=4, backend="torch", device="cuda", augment=False,
+                         with_keys=True, image_size=32, workers=1)
+    for b in run(loader):
+        assert b.images.is_cuda and b.labels.is_cuda
+        assert [f"{k:05d}" for k in decode_index(b.images)] == b.keys
+    assert loader._impl.loader.pin_memory  # non_blocking host->device copies are asynchronous only from pinned memory
