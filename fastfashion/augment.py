@@ -10,9 +10,12 @@ Eval: resize the shorter side to ``round(image_size / eval_crop_ratio)`` (256 fo
 alignment tests rely on.
 
 Where the backends differ on purpose (documented in ``docs/loader.md``): DALI fuses crop, resize, rotation and flip
-into one affine warp (so a rotated crop's corners show image content where torchvision shows black, and the crop
-box is clamped instead of re-sampled up to ten times), and contrast blends towards mid-grey 128 instead of the
-image's mean grey; the jitter order is fixed (brightness, contrast, saturation, hue) where torchvision permutes it.
+into one affine warp, and its crop box is clamped to the image instead of re-sampled up to ten times. A rotated
+crop's corners: on DALI-CPU black, as in torchvision (only the crop is decoded, so the warp fills outside it with
+black); on DALI-GPU image content from outside the crop where the image has it (the whole image is decoded, for
+the decoder cache). Contrast blends towards mid-grey 128 instead of the image's mean grey, and the jitter order is
+fixed — saturation, hue (``hsv``), then brightness, contrast (folded into the normalization) — where torchvision
+permutes it.
 """
 from __future__ import annotations
 
