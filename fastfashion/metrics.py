@@ -10,11 +10,14 @@ mean of those recalls. **A class absent from the ground truth** has no defined r
 mean (the mean is over the present classes only) and listed under ``"absent_classes"`` in :func:`summarize`'s
 result, so a reader sees that the score covers fewer than 26 classes. Predictions of an absent class still count
 against the recall of the true class. Samples whose label is negative (unlabelled) are ignored.
+
+An undefined metric is NaN in Python (e.g. the average when every class is absent); JSON has no NaN, so whatever is
+written as JSON (``metrics.json``, ``evaluate --json``) goes through :func:`json_safe`, which makes it ``null``.
 """
 from __future__ import annotations
 
 import math
-from typing import Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import torch
 
@@ -98,7 +101,9 @@ def summarize(cms: Sequence[torch.Tensor], schema: Schema, loss: float | None = 
 
     Keys: ``avg_class_accuracy`` (official), ``accuracy`` (mean over attributes of exact-match accuracy),
     ``per_attribute`` {name: accuracy}, ``loss`` (when given), ``class_recall`` {attribute: {class: recall or
-    None if absent}}, ``absent_classes`` ["attribute/class", ...] and ``num_samples``.
+    None if absent}}, ``absent_classes`` ["attribute/class", ...] and ``num_samples``. ``avg_class_accuracy``,
+    ``accuracy`` and ``per_attribute`` values are NaN when undefined (no labelled sample); :func:`json_safe` maps
+    them to None for JSON.
     """
     per_attr = per_attribute_accuracy(cms, schema)
     accs = [v for v in per_attr.values() if not math.isnan(v)]
@@ -123,6 +128,19 @@ def summarize(cms: Sequence[torch.Tensor], schema: Schema, loss: float | None = 
     if loss is not None:
         out["loss"] = float(loss)
     return out
+
+
+def json_safe(obj: Any) -> Any:
+    """``obj`` with every non-finite float (NaN, +-inf) replaced by None, through nested dicts, lists and tuples
+    (tuples become lists): ``json.dumps`` would write the non-standard token ``NaN``, which strict parsers reject.
+    Other values are returned as they are."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    return obj
 
 
 class MetricAccumulator:

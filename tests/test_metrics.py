@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from fastfashion.metrics import (MetricAccumulator, avg_class_accuracy, class_weights, confusion_matrices,
-                                 summarize)
+                                 json_safe, summarize)
 from fastfashion.schema import FASHION_SCHEMA as S
 
 
@@ -108,3 +108,18 @@ def test_class_weights_formula():
     assert all(not math.isnan(v) for t in w for v in t.tolist())
     with pytest.raises(ValueError, match="sleeve"):
         class_weights({**counts, "sleeve": [1, 2]}, S)
+
+
+def test_undefined_metrics_become_json_null():
+    """No labelled sample: every class absent, averages NaN in Python, null in JSON (NaN is not JSON)."""
+    import json
+
+    s = summarize(confusion_matrices(torch.zeros(2, 6, dtype=torch.long), torch.full((2, 6), -1), S), S)
+    assert math.isnan(s["avg_class_accuracy"]) and len(s["absent_classes"]) == 26
+    safe = json_safe({**s, "history": [{"x": math.inf, "y": (1.5, -math.inf)}]})
+    text = json.dumps(safe, allow_nan=False)  # raises on any NaN/inf left
+    back = json.loads(text)
+    assert back["avg_class_accuracy"] is None and back["accuracy"] is None
+    assert set(back["per_attribute"].values()) == {None}
+    assert back["history"] == [{"x": None, "y": [1.5, None]}]
+    assert back["absent_classes"] == s["absent_classes"] and back["num_samples"] == 0
