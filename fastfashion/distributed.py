@@ -2,10 +2,15 @@
 
 ``torchrun --nproc_per_node=N -m fastfashion train ...`` sets ``RANK``, ``WORLD_SIZE`` and ``LOCAL_RANK``;
 :func:`setup` reads them, initialises the default process group once and pins the rank's GPU.
+
+Failure: when one rank raises, :func:`teardown` (``failed=True``) destroys the group without a barrier, and a rank
+left waiting in a collective gives up after :data:`TIMEOUT` instead of torch's default (10 to 30 minutes); torchrun
+also stops the other workers as soon as one exits with an error.
 """
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import logging
 import os
 
@@ -13,6 +18,11 @@ import torch
 import torch.distributed as dist
 
 log = logging.getLogger(__name__)
+
+# How long a collective waits for the other ranks. Ranks run in lockstep (DDP all-reduces every step), so the longest
+# legitimate wait is one rank's extra work between collectives: loader/DALI pipeline build, rank 0 saving checkpoints
+# and curves -- seconds, not minutes. 5 minutes leaves a wide margin yet frees a hung job well before torch's default.
+TIMEOUT = datetime.timedelta(minutes=5)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,15 +52,22 @@ def setup(device_type: str) -> DistInfo:
     if device_type == "cuda":
         torch.cuda.set_device(local_rank)  # before NCCL init, so each rank owns one GPU
     backend = "nccl" if device_type == "cuda" else "gloo"
-    dist.init_process_group(backend=backend)
+    dist.init_process_group(backend=backend, timeout=TIMEOUT)
     info = DistInfo(dist.get_rank(), dist.get_world_size(), local_rank, owns_group=True)
     log.info("rank %d/%d joined the %s process group", info.rank, info.world_size, backend)
     return info
 
 
-def teardown(info: DistInfo) -> None:
+def teardown(info: DistInfo, *, failed: bool = False) -> None:
+    """Destroy the process group :func:`setup` created (a no-op otherwise).
+
+    On a normal exit (``failed=False``) first waits for every rank (so no rank returns before rank 0 wrote its
+    files); after an exception it destroys the group at once: the other ranks may be blocked in a collective this
+    rank will never join, so a barrier would only wait for :data:`TIMEOUT`.
+    """
     if info.owns_group and dist.is_initialized():
-        dist.barrier()
+        if not failed:
+            dist.barrier()
         dist.destroy_process_group()
 
 
