@@ -2,13 +2,14 @@
 
 The defaults are the seed report's recipe: Adam (lr 1e-4, weight decay 1e-3), ReduceLROnPlateau (factor 0.1,
 patience 5) on validation average class accuracy, dropout 0.5, class-weighted cross-entropy; batch 64. On CUDA the
-step runs under AMP (bf16 where supported, else fp16 with a GradScaler) with channels_last; on the CPU in fp32.
+step runs under AMP with channels_last (dtype: :func:`amp_dtype`; fp16 with a GradScaler); on the CPU in fp32.
 Under ``torchrun`` it runs DDP (see :mod:`fastfashion.distributed`): each rank reads its disjoint share of every
 split, metrics are summed confusion matrices over ranks, and only rank 0 writes files.
 
 Run directory: ``last.pt`` (every epoch), ``best.pt`` (best val average class accuracy), ``metrics.json`` (a list
 of per-epoch dicts ``{"epoch", "train", "val", "images_per_s", "data_wait_share", "lr", "step"}``) and
-``curves.png`` (loss and accuracy curves).
+``curves.png`` (loss and accuracy curves). Files are written atomically (temporary file beside, then
+``os.replace``); JSON holds ``null`` where a metric is undefined (see :func:`fastfashion.metrics.json_safe`).
 """
 from __future__ import annotations
 
@@ -29,9 +30,11 @@ from tqdm.auto import tqdm
 
 from . import checkpoint as ckpt_io
 from . import distributed
-from .metrics import MetricAccumulator, class_weights
+from .dali_index import read_index
+from .metrics import MetricAccumulator, class_weights, json_safe
 from .model import FashionNet
 from .schema import Schema
+from .shard_format import read_manifest
 
 log = logging.getLogger(__name__)
 
@@ -94,17 +97,36 @@ def _make_loader(shards, **kwargs):
     return make_loader(shards, **kwargs)
 
 
-def _read_manifest(shards) -> dict:
-    from .shard import read_manifest
-    return read_manifest(shards)
+def amp_dtype(device: torch.device | str) -> torch.dtype | None:
+    """The autocast dtype of a step on ``device``: bf16 where the GPU has native bf16 (compute capability 8.0+),
+    else fp16 (which needs a GradScaler); None on the CPU (fp32).
+
+    Native only: ``torch.cuda.is_bf16_supported()`` also counts emulated bf16 by default (True on a T4, where bf16
+    is slow and fp16 has tensor cores). Asks the current CUDA device unless ``device`` names an index.
+    """
+    device = torch.device(device)
+    if device.type != "cuda":
+        return None
+    with torch.cuda.device(device.index) if device.index is not None else contextlib.nullcontext():
+        native = torch.cuda.is_bf16_supported(including_emulation=False)
+    return torch.bfloat16 if native else torch.float16
 
 
 def _autocast(device: torch.device):
-    """AMP context and whether a GradScaler is needed: bf16 where supported, else fp16; nothing on the CPU."""
-    if device.type != "cuda":
+    """AMP context factory and whether a GradScaler is needed (see :func:`amp_dtype`)."""
+    dtype = amp_dtype(device)
+    if dtype is None:
         return contextlib.nullcontext, False
-    dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return (lambda: torch.autocast("cuda", dtype=dtype)), dtype == torch.float16
+    return (lambda: torch.autocast(device.type, dtype=dtype)), dtype == torch.float16
+
+
+def _load_scaler_state(scaler: torch.amp.GradScaler, state: dict) -> None:
+    """Restore GradScaler state unless the checkpoint's is empty (saved by a bf16 or CPU run, whose scaler was
+    disabled): an fp16 run resuming it starts from a fresh scale, which GradScaler recalibrates within a few steps."""
+    if state:
+        scaler.load_state_dict(state)
+    elif scaler.is_enabled():
+        log.info("the checkpoint has no GradScaler state (bf16 or CPU run); starting from a fresh scale")
 
 
 def _to_device(batch, device: torch.device, channels_last: bool):
@@ -148,16 +170,20 @@ def train(cfg: TrainConfig) -> dict:
     device = resolve_device(cfg.device)
     dinfo = distributed.setup(device.type)
     try:
-        return _train(cfg, device, dinfo)
-    finally:
-        distributed.teardown(dinfo)
+        result = _train(cfg, device, dinfo)
+    except BaseException:
+        # no barrier: the other ranks may be blocked in a collective this rank will never join
+        distributed.teardown(dinfo, failed=True)
+        raise
+    distributed.teardown(dinfo)
+    return result
 
 
 def _train(cfg: TrainConfig, device: torch.device, dinfo: distributed.DistInfo) -> dict:
     if device.type == "cuda":
         device = torch.device("cuda", torch.cuda.current_device())
     out = Path(cfg.out)
-    manifest = _read_manifest(cfg.shards)
+    manifest = read_manifest(cfg.shards)
     schema = Schema.from_dict(manifest["schema"])
     if not manifest["splits"].get("val", {}).get("labelled", False):
         raise ValueError(f"{cfg.shards}: the val split is missing or unlabelled; training validates every epoch")
@@ -200,7 +226,7 @@ def _train(cfg: TrainConfig, device: torch.device, dinfo: distributed.DistInfo) 
         model.load_state_dict(last["model"])
         optimizer.load_state_dict(last["optimizer"])
         scheduler.load_state_dict(last["scheduler"])
-        scaler.load_state_dict(last["scaler"])
+        _load_scaler_state(scaler, last["scaler"])
         state = _State(last["epoch"], last["step"], last["best"], list(last["history"]))
         train_loader.load_state_dict(last["loader"])
         rngs = last["rng"]
@@ -293,9 +319,8 @@ def _save(out: Path, cfg, schema, model, optimizer, scheduler, scaler, state: _S
     ckpt_io.save_atomic(ckpt, out / "last.pt")
     if is_best:
         ckpt_io.save_atomic(ckpt, out / "best.pt")
-    tmp = out / ".metrics.json.tmp"
-    tmp.write_text(json.dumps(state.history, indent=1) + "\n")
-    os.replace(tmp, out / "metrics.json")
+    text = json.dumps(json_safe(state.history), indent=1, allow_nan=False) + "\n"
+    _write_atomic(out / "metrics.json", lambda tmp: tmp.write_text(text, encoding="utf-8"))
     plot_training_curves(state.history, out / "curves.png")
 
 
@@ -312,10 +337,20 @@ def load_model(checkpoint: str | os.PathLike, device: torch.device) -> tuple[Fas
     return model, ckpt
 
 
+def _write_atomic(path: Path, write) -> None:
+    """``write(tmp)`` to a temporary file beside ``path``, then ``os.replace`` it (a crash never leaves half a file)."""
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def _eval_setup(checkpoint, shards, split, device, need_labels):
     device = resolve_device(device)
     model, ckpt = load_model(checkpoint, device)
-    manifest = _read_manifest(shards)
+    manifest = read_manifest(shards)
     if Schema.from_dict(manifest["schema"]) != model.schema:
         raise ValueError(f"{checkpoint} was trained on another schema than {shards}")
     info = manifest["splits"].get(split)
@@ -328,7 +363,11 @@ def _eval_setup(checkpoint, shards, split, device, need_labels):
 
 def evaluate(checkpoint: str | os.PathLike, shards: str | os.PathLike, *, split: str = "val", batch_size: int = 64,
              device: str = "auto", backend: str = "auto") -> dict:
-    """Metrics of a checkpoint on a labelled split (see :func:`fastfashion.metrics.summarize`; loss unweighted)."""
+    """Metrics of a checkpoint on a labelled split (see :func:`fastfashion.metrics.summarize`; loss unweighted).
+
+    JSON-ready: an undefined metric (e.g. the average class accuracy when every class is absent) is None, not NaN
+    (see :func:`fastfashion.metrics.json_safe`).
+    """
     device, model, ckpt, _ = _eval_setup(checkpoint, shards, split, device, need_labels=True)
     loader = _make_loader(shards, split=split, batch_size=batch_size, backend=backend, device=device.type,
                           augment=False, shuffle=False, drop_last=False, image_size=ckpt["image_size"],
@@ -336,7 +375,7 @@ def evaluate(checkpoint: str | os.PathLike, shards: str | os.PathLike, *, split:
     ones = [torch.ones(k, device=device) for k in model.schema.num_classes]
     m = run_eval(model, loader, model.schema, device, loss_weights=ones, channels_last=device.type == "cuda",
                  desc=f"evaluate {split}")
-    return {"split": split, "checkpoint": str(checkpoint), **m}
+    return json_safe({"split": split, "checkpoint": str(checkpoint), **m})
 
 
 def predict(checkpoint: str | os.PathLike, shards: str | os.PathLike, out: str | os.PathLike, *,
@@ -346,7 +385,7 @@ def predict(checkpoint: str | os.PathLike, shards: str | os.PathLike, out: str |
 
     With ``zip_`` also writes ``out`` with suffix ``.zip`` holding ``prediction.txt`` alone. Raises ValueError when
     the shards lack samples of the split (skipped at shard time), since the file must match the split line by line.
-    Returns the path of the text file.
+    Both files are written atomically (temporary file beside, then ``os.replace``). Returns the path of the text file.
     """
     device, model, ckpt, manifest = _eval_setup(checkpoint, shards, split, device, need_labels=False)
     skipped = [s for s in manifest.get("skipped", []) if s.get("split") == split]
@@ -368,21 +407,21 @@ def predict(checkpoint: str | os.PathLike, shards: str | os.PathLike, out: str |
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     text = "".join(" ".join(map(str, preds[k])) + "\n" for k in order)
-    with open(out, "w", encoding="ascii", newline="\n") as f:
-        f.write(text)
+    _write_atomic(out, lambda tmp: tmp.write_bytes(text.encode("ascii")))
     if zip_:
-        with zipfile.ZipFile(out.with_suffix(".zip"), "w", zipfile.ZIP_DEFLATED) as z:
-            z.writestr("prediction.txt", text)
+        def write_zip(tmp: Path) -> None:
+            with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as z:
+                z.writestr("prediction.txt", text)
+        _write_atomic(out.with_suffix(".zip"), write_zip)
     log.info("wrote %d predictions to %s", len(order), out)
     return out
 
 
 def split_keys(shards: str | os.PathLike, manifest: dict, split: str) -> list[str]:
-    """Sample keys of a split in shard order (= split-file order for val/test), read from the tar headers."""
-    import tarfile
+    """Sample keys of a split in shard order (= split-file order for val/test), read from the shards' DALI ``.idx``
+    files (keys cut at the first dot of the member name, as DALI and the loader cut them).
 
-    keys = []
-    for shard in manifest["splits"][split]["shards"]:
-        with tarfile.open(Path(shards) / shard["tar"]) as tf:
-            keys.extend(m.name.rsplit("/", 1)[-1][:-len(".jpg")] for m in tf if m.name.endswith(".jpg"))
-    return keys
+    Raises :class:`~fastfashion.dali_index.IndexFormatError` naming file and line for a malformed index.
+    """
+    return [e.key.rsplit("/", 1)[-1] for shard in manifest["splits"][split]["shards"]
+            for e in read_index(Path(shards) / shard["idx"])]

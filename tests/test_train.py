@@ -13,10 +13,13 @@ import torch
 import torch.nn.functional as F
 
 from fastfashion import checkpoint as ckpt_io
+from fastfashion import distributed
+from fastfashion import train as train_mod
 from fastfashion.cli import main as cli_main
 from fastfashion.metrics import avg_class_accuracy
 from fastfashion.schema import FASHION_SCHEMA as S
-from fastfashion.train import TrainConfig, evaluate, multi_head_loss, predict, train
+from fastfashion.shard_format import read_manifest
+from fastfashion.train import TrainConfig, amp_dtype, evaluate, multi_head_loss, predict, split_keys, train
 
 # torch backend in-process here: the cheapest on 2 busy cores (evaluate/predict and the learning check use "auto",
 # i.e. DALI on the CPU)
@@ -38,6 +41,13 @@ def run2(shards, tmp_path_factory):
     """An uninterrupted 2-epoch run."""
     out = tmp_path_factory.mktemp("run") / "r2"
     return out, train(TrainConfig(shards=str(shards), out=str(out), **TINY))
+
+
+def _strict_json(text):
+    """``json.loads`` that rejects NaN/Infinity (not JSON; Python's parser accepts them by default)."""
+    def reject(token):
+        raise ValueError(f"non-standard JSON token {token}")
+    return json.loads(text, parse_constant=reject)
 
 
 def _strip_timing(history):
@@ -86,12 +96,65 @@ def test_checkpoint_write_is_atomic_and_rng_round_trips(tmp_path):
     assert torch.equal(a[0], b[0]) and (a[1] == b[1]).all() and a[2] == b[2]
 
 
+def test_amp_dtype_counts_native_bf16_only(monkeypatch):
+    assert amp_dtype("cpu") is None and amp_dtype(torch.device("cpu")) is None
+    # a T4 (sm75): bf16 only emulated, so is_bf16_supported() is True unless emulation is excluded
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: including_emulation)
+    assert amp_dtype("cuda") is torch.float16
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: True)  # sm80+
+    assert amp_dtype("cuda") is torch.bfloat16
+
+
+def test_empty_scaler_state_is_not_loaded():
+    """A bf16/CPU run saves a disabled scaler's empty state; an fp16 run resuming it keeps its fresh scaler."""
+    fresh = torch.amp.GradScaler("cpu", init_scale=2.0 ** 10)
+    with pytest.raises(RuntimeError):
+        fresh.load_state_dict({})  # what _load_scaler_state must avoid
+    train_mod._load_scaler_state(fresh, torch.amp.GradScaler("cpu", enabled=False).state_dict())
+    assert fresh.get_scale() == 2.0 ** 10
+    train_mod._load_scaler_state(fresh, torch.amp.GradScaler("cpu", init_scale=4.0).state_dict())
+    assert fresh.get_scale() == 4.0
+
+
+def test_teardown_barriers_only_after_a_normal_exit(monkeypatch, tmp_path):
+    calls = []
+    monkeypatch.setattr(distributed.dist, "is_initialized", lambda: True)
+    monkeypatch.setattr(distributed.dist, "barrier", lambda: calls.append("barrier"))
+    monkeypatch.setattr(distributed.dist, "destroy_process_group", lambda: calls.append("destroy"))
+    owned = distributed.DistInfo(0, 2, 0, owns_group=True)
+    distributed.teardown(owned)
+    assert calls == ["barrier", "destroy"]
+    calls.clear()
+    distributed.teardown(owned, failed=True)
+    assert calls == ["destroy"]
+    # train() on a rank that raises: no barrier (the other ranks would never reach it)
+    calls.clear()
+    monkeypatch.setattr(distributed, "setup", lambda device_type: owned)
+
+    def fail(*args):
+        raise ValueError("this rank failed")
+    monkeypatch.setattr(train_mod, "_train", fail)
+    with pytest.raises(ValueError, match="this rank failed"):
+        train(TrainConfig(shards="s", out=str(tmp_path / "r"), device="cpu"))
+    assert calls == ["destroy"]
+    monkeypatch.setattr(train_mod, "_train", lambda *args: {"steps": 1})
+    assert train(TrainConfig(shards="s", out=str(tmp_path / "r"), device="cpu")) == {"steps": 1}
+    assert calls == ["destroy", "barrier", "destroy"]
+
+
+def test_split_keys_come_from_the_idx_files(shards, tiny_dataset):
+    manifest = read_manifest(shards)
+    for split in ("val", "test"):
+        lines = (tiny_dataset / "split" / f"{split}.txt").read_text().splitlines()
+        assert split_keys(shards, manifest, split) == [ln.rsplit("/", 1)[-1].split(".", 1)[0] for ln in lines]
+
+
 # --- end to end on tiny shards ------------------------------------------------------------------------------------
 def test_run_dir_holds_checkpoints_metrics_and_curves(run2):
     out, result = run2
     assert {p.name for p in out.iterdir()} >= {"last.pt", "best.pt", "metrics.json", "curves.png"}
     assert not [p for p in out.iterdir() if "tmp" in p.name]
-    history = json.loads((out / "metrics.json").read_text())
+    history = _strict_json((out / "metrics.json").read_text())
     assert [r["epoch"] for r in history] == [1, 2] and result["steps"] == 10
     for row in history:
         assert set(row) >= {"epoch", "train", "val", "images_per_s", "data_wait_share", "lr"}
@@ -108,8 +171,8 @@ def test_run_dir_holds_checkpoints_metrics_and_curves(run2):
 def test_resume_ends_where_an_uninterrupted_run_ends(run2, shards, tmp_path):
     """2 epochs uninterrupted == 1 epoch, then --resume for the 2nd: same weights, same metrics.
 
-    Needs the loader's augmentation to be a function of (seed, epoch) in a fresh process (torch and dali-cpu both are
-    at the loader's commit 72038de; the torch backend in-process is the cheaper one to run here).
+    Needs the loader's augmentation to be a function of (seed, epoch) in a fresh process (the torch and dali-cpu
+    backends both are; the torch backend in-process is the cheaper one to run here).
     """
     out2, result2 = run2
     out = tmp_path / "resumed"
@@ -133,7 +196,7 @@ def test_evaluate_and_predict_agree_with_the_split_files(run2, shards, tiny_data
     out, _ = run2
     ckpt = out / "best.pt"
     assert cli_main(["evaluate", "--shards", str(shards), "--checkpoint", str(ckpt), "--json"]) == 0
-    m = json.loads(capsys.readouterr().out)
+    m = _strict_json(capsys.readouterr().out)
     assert m["num_samples"] == 16 and set(m) >= {"avg_class_accuracy", "accuracy", "per_attribute", "loss"}
     assert m["avg_class_accuracy"] == evaluate(ckpt, shards)["avg_class_accuracy"]
 
@@ -155,6 +218,7 @@ def test_evaluate_and_predict_agree_with_the_split_files(run2, shards, tiny_data
     assert len(text.decode().splitlines()) == len((tiny_dataset / "split" / "test.txt").read_text().splitlines())
     with zipfile.ZipFile(tmp_path / "prediction.zip") as z:
         assert z.namelist() == ["prediction.txt"] and z.read("prediction.txt") == text
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["prediction.txt", "prediction.zip", "val.txt"]  # no temp
 
 
 def test_errors_are_one_clear_line(shards, tmp_path, capsys):
