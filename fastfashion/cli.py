@@ -12,10 +12,6 @@ import sys
 EXIT_USAGE = 2
 
 
-class NotBuiltYet(RuntimeError):
-    """A verb whose library part does not exist yet."""
-
-
 # --- synth -----------------------------------------------------------------------------------------------------
 def _add_synth(sub) -> None:
     p = sub.add_parser("synth", help="write a learnable synthetic FashionDataset (same layout as the real one)",
@@ -203,12 +199,15 @@ def _run_evaluate(args) -> int:
     if args.json:
         print(json.dumps(m, indent=1))
         return 0
+    def num(v) -> str:  # None: undefined (no labelled sample of that kind)
+        return "n/a" if v is None else f"{v:.4f}"
+
     print(f"{m['split']}: {m['num_samples']} samples, checkpoint {m['checkpoint']}")
-    print(f"  average class accuracy  {m['avg_class_accuracy']:.4f}")
-    print(f"  accuracy                {m['accuracy']:.4f}")
-    print(f"  loss                    {m['loss']:.4f}")
+    print(f"  average class accuracy  {num(m.get('avg_class_accuracy'))}")
+    print(f"  accuracy                {num(m.get('accuracy'))}")
+    print(f"  loss                    {num(m.get('loss'))}")
     for name, acc in m["per_attribute"].items():
-        print(f"  {name:<22}  {acc:.4f}")
+        print(f"  {name:<22}  {num(acc)}")
     if m["absent_classes"]:
         print(f"  absent from the split (excluded from the average): {', '.join(m['absent_classes'])}")
     return 0
@@ -245,8 +244,8 @@ def _add_bench(sub) -> None:
                     "a synthetic on-GPU batch (the ceiling).\n\nbackends:\n" +
                     "\n".join(f"  {n:<9} {d}" for n, d in DESCRIPTIONS.items()))
     p.add_argument("--shards", required=True, help="shard set written by `fastfashion shard`")
-    p.add_argument("--source", help="raw FashionDataset folder for the seed-style baseline "
-                                    "(default: the manifest's source path, if it still exists)")
+    p.add_argument("--source", help="raw FashionDataset folder the shards were made from, read by the seed-style "
+                                    "baseline (without it the baseline is skipped and no ratios are reported)")
     p.add_argument("--backends", default=",".join(ALL_BACKENDS),
                    help="comma-separated subset of %(default)s (dali-gpu is skipped without CUDA)")
     p.add_argument("--split", default="train", help="split to read (default: %(default)s)")
@@ -276,8 +275,10 @@ def _run_bench(args) -> int:
     result = run_bench(cfg)
     print(format_table(result))
     if args.json:
-        with open(args.json, "w") as f:
+        tmp = f"{args.json}.tmp{os.getpid()}"
+        with open(tmp, "w") as f:
             json.dump(result, f, indent=2, sort_keys=True)
+        os.replace(tmp, args.json)  # never a half-written result
         print(f"wrote {args.json}")
     png = args.png or (os.path.splitext(args.json)[0] + ".png" if args.json else None)
     if png:
@@ -298,6 +299,7 @@ def _add_demo(sub) -> None:
     p.add_argument("--out", default="demo_out", help="output folder, replaced on each run (default: %(default)s)")
     p.add_argument("--train", type=int, default=384, help="synthetic train images (default: %(default)s)")
     p.add_argument("--epochs", type=int, default=3, help="training epochs (default: %(default)s)")
+    p.epilog = "The output folder is replaced on each run, but only if an earlier demo wrote it."
     p.set_defaults(func=_run_demo)
 
 
@@ -316,19 +318,6 @@ def _run_demo(args) -> int:
           f"(majority baseline 0.231), accuracy {ev['accuracy']:.3f}")
     print(f"predictions: {s['prediction']}; stage seconds: {s['timings_s']}")
     return 0
-
-
-# --- verbs that are not built yet ----------------------------------------------------------------------------
-def _not_built(verb: str):
-    def run(args) -> int:
-        raise NotBuiltYet(f"'fastfashion {verb}' is not built yet")
-    return run
-
-
-def _add_placeholder(sub, verb: str, help_: str) -> None:
-    p = sub.add_parser(verb, help=help_ + " (not built yet)", description=help_ + ". Not built yet.")
-    p.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
-    p.set_defaults(func=_not_built(verb))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -364,9 +353,6 @@ def main(argv: list[str] | None = None) -> int:
         os.environ["TQDM_DISABLE"] = "1"
     try:
         return int(args.func(args) or 0)
-    except NotBuiltYet as e:
-        print(f"fastfashion: {e}", file=sys.stderr)
-        return EXIT_USAGE
     except KeyboardInterrupt:
         print("fastfashion: interrupted", file=sys.stderr)
         return 130

@@ -1,7 +1,8 @@
 """The end-to-end demo: synth -> shard -> bench -> short train -> evaluate -> predict, on a small synthetic set.
 
 Sized to finish in a few minutes on 2 CPU cores; on a CUDA machine the same steps use the DALI GPU path.
-Everything it writes lives under ``out`` (default ``demo_out/``), which is replaced on each run.
+Everything it writes lives under ``out`` (default ``demo_out/``), which is replaced on each run; a non-empty
+folder the demo did not create is never touched.
 """
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ import time
 from pathlib import Path
 
 log = logging.getLogger(__name__)
+
+MARKER = ".fastfashion-demo"  # marks a folder the demo may replace
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -37,9 +40,12 @@ def run_demo(cfg: DemoConfig = DemoConfig()) -> dict:
     from .train import TrainConfig, evaluate, predict, train
 
     out = Path(cfg.out)
-    if out.exists():
+    if out.exists() and any(out.iterdir()):
+        if not (out / MARKER).is_file():  # never wipe a folder the demo did not create
+            raise FileExistsError(f"demo: {out} exists and was not written by the demo; choose another --out")
         shutil.rmtree(out)
-    out.mkdir(parents=True)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / MARKER).write_text("written by `fastfashion demo`; the next demo run replaces this folder\n")
     summary: dict = {"out": str(out), "timings_s": {}}
 
     def stage(name: str, fn):

@@ -53,9 +53,7 @@ def test_unknown_backend_is_an_error(shards, tiny_dataset):
         run_bench(_cfg(shards, tiny_dataset, backends=("fast",)))
 
 
-def test_baseline_without_source_is_skipped_loudly(shards, tiny_dataset, monkeypatch):
-    import fastfashion.bench as bench
-    monkeypatch.setattr(bench, "_default_source", lambda shards: None)  # the manifest's source folder is gone
+def test_baseline_without_source_is_skipped_loudly(shards, tiny_dataset):
     cfg = BenchConfig(**{**_cfg(shards, tiny_dataset, backends=("seed", "dali-cpu")).__dict__, "source": None})
     result = run_bench(cfg)
     assert result["loaders"]["seed"]["status"] == "skipped"
@@ -92,3 +90,11 @@ def test_demo_runs_every_stage(tmp_path):
     assert 0.0 <= s["evaluate"]["avg_class_accuracy"] <= 1.0
     lines = (tmp_path / "demo" / "prediction.txt").read_text().splitlines()
     assert len(lines) == 16 and all(len(line.split()) == 6 for line in lines)
+
+
+def test_demo_never_wipes_a_foreign_folder(tmp_path):
+    from fastfashion.demo import DemoConfig, run_demo
+    (tmp_path / "mine.txt").write_text("precious")
+    with pytest.raises(FileExistsError, match="not written by the demo"):
+        run_demo(DemoConfig(out=str(tmp_path)))
+    assert (tmp_path / "mine.txt").read_text() == "precious"

@@ -1,7 +1,6 @@
 """The command line contract: every verb listed, every verb has --help, errors exit non-zero with one line."""
 from __future__ import annotations
 
-import argparse
 import subprocess
 import sys
 
@@ -32,15 +31,6 @@ def test_every_verb_has_help(verb, capsys):
 def test_no_verb_prints_help_and_exits_2(capsys):
     assert cli.main([]) == 2
     assert "VERB" in capsys.readouterr().out
-
-
-def test_placeholder_verb_exits_2(capsys):
-    parser = argparse.ArgumentParser(prog="fastfashion")
-    sub = parser.add_subparsers(dest="verb")
-    cli._add_placeholder(sub, "future", "something later")
-    args = parser.parse_args(["future", "x"])
-    with pytest.raises(cli.NotBuiltYet, match="'fastfashion future' is not built yet"):
-        args.func(args)
 
 
 def test_python_dash_m_entry_point():
