@@ -10,14 +10,14 @@
 # put on PYTHONPATH and its CUDA libraries on LD_LIBRARY_PATH. The repository itself is used from source.
 # Environment: FASTFASHION_REAL_DATA=DIR benchmarks the real FashionDataset instead of a synthetic set;
 # FASTFASHION_GPU_N (default 5000) sets the synthetic train size.
-set -euo pipefail
+set -uo pipefail  # no -e: every step runs and reports; the exit status says whether any failed
 repo=$(cd "$(dirname "$0")/.." && pwd)
 res=${1:-${OUT:-$repo/gpu_results}}
 mkdir -p "$res"
 export PYTHONPATH="$repo${FASTFASHION_SITE:+:$FASTFASHION_SITE}${PYTHONPATH:+:$PYTHONPATH}"
-if [ -n "${FASTFASHION_SITE:-}" ]; then
-  export LD_LIBRARY_PATH="$FASTFASHION_SITE/nvidia/cu13/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
-fi
+for lib in "${FASTFASHION_SITE:-/nonexistent}"/nvidia/cu*/lib; do  # CUDA libraries shipped in the pack
+  [ -d "$lib" ] && export LD_LIBRARY_PATH="$lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+done
 py=${PYTHON:-python3}
 log() { echo "[gpu_check $(date +%T)] $*" | tee -a "$res/log.txt"; }
 
@@ -32,7 +32,7 @@ for m in ("nvidia.dali", "webdataset", "tqdm", "psutil", "matplotlib", "pytest",
     except Exception as e:
         print(m, "MISSING:", e)
 PY
-$py -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 'no CUDA device: this script is for a GPU machine')"
+$py -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 'no CUDA device: this script is for a GPU machine')" || exit 1
 
 work=$(mktemp -d); trap 'rm -rf "$work"' EXIT
 if [ -n "${FASTFASHION_REAL_DATA:-}" ]; then
@@ -40,23 +40,32 @@ if [ -n "${FASTFASHION_REAL_DATA:-}" ]; then
 else
   n=${FASTFASHION_GPU_N:-5000}
   log "synthesize $n/$((n / 5))/$((n / 5)) images"
-  $py -m fastfashion -q synth "$work/data" --train "$n" --val $((n / 5)) --test $((n / 5))
+  $py -m fastfashion -q synth "$work/data" --train "$n" --val $((n / 5)) --test $((n / 5)) || exit 1
   data=$work/data
 fi
 log "shard"
 t0=$(date +%s.%N)
-$py -m fastfashion -q shard "$data" "$work/shards" 2>&1 | tee -a "$res/log.txt"
+$py -m fastfashion -q shard "$data" "$work/shards" >> "$res/log.txt" 2>&1 || { log "shard failed"; exit 1; }
 log "shard took $(echo "$(date +%s.%N) - $t0" | bc 2>/dev/null || echo '?') s"
 
+status=0
 if $py -c "import pytest" 2>/dev/null; then
   log "gpu-marked tests"
-  (cd "$repo" && timeout 180 $py -m pytest tests -m gpu -q -p no:cacheprovider 2>&1 | tail -30 | tee "$res/gpu_tests.txt") || true
+  (cd "$repo" && timeout 120 $py -m pytest tests -m gpu -q -p no:cacheprovider > "$res/gpu_tests.txt" 2>&1)
+  rc=$?; tail -30 "$res/gpu_tests.txt"; log "gpu tests exit status $rc"; [ $rc -eq 0 ] || status=1
 else
   log "pytest missing: gpu-marked tests not run" | tee "$res/gpu_tests.txt"
 fi
 
 log "bench (loaders side by side, then end-to-end training)"
-timeout 360 $py -m fastfashion bench --shards "$work/shards" --source "$data" \
+timeout 240 $py -m fastfashion bench --shards "$work/shards" --source "$data" \
   --backends seed,torch,dali-cpu,dali-gpu --batch-size 64 --rounds 5 --batches 30 \
-  --json "$res/bench.json" --png "$res/bench.png" 2>&1 | tee "$res/bench.txt"
-log "done: results in $res"
+  --json "$res/bench.json" --png "$res/bench.png" > "$res/bench.txt" 2>&1
+rc=$?; cat "$res/bench.txt"; log "bench exit status $rc"; [ $rc -eq 0 ] || status=1
+
+log "decoder cache on vs off (3 full epochs each)"
+timeout 90 $py "$repo/benchmarks/gpu_cache.py" "$work/shards" --epochs 3 --json "$res/gpu_cache.json" \
+  > "$res/gpu_cache.txt" 2>&1
+rc=$?; cat "$res/gpu_cache.txt"; log "cache check exit status $rc"; [ $rc -eq 0 ] || status=1
+log "done (status $status): results in $res"
+exit $status
