@@ -25,6 +25,8 @@ import threading
 import time
 from typing import Callable, Iterator
 
+from .validate import default_workers
+
 log = logging.getLogger(__name__)
 
 BASELINE = "seed"
@@ -49,7 +51,7 @@ class BenchConfig:
     rounds: int = 5                           # timed rounds per backend; the median is reported
     batches: int = 20                         # timed batches per round
     warmup: int = 3                           # batches dropped at the start of every round (pipeline fill)
-    workers: int = dataclasses.field(default_factory=lambda: os.cpu_count() or 1)
+    workers: int = dataclasses.field(default_factory=default_workers)  # CPUs this process may use
     train_steps: int = 30                     # end-to-end training steps per backend (CUDA only; 0: skip)
     seed: int = 0
 

@@ -255,8 +255,8 @@ def _add_bench(sub) -> None:
     p.add_argument("--rounds", type=int, default=5, help="timed rounds per backend (default: %(default)s)")
     p.add_argument("--batches", type=int, default=20, help="timed batches per round (default: %(default)s)")
     p.add_argument("--warmup", type=int, default=3, help="batches dropped per round (default: %(default)s)")
-    p.add_argument("--workers", type=int, default=os.cpu_count(),
-                   help="DataLoader workers of the seed and torch backends (default: CPU count, %(default)s)")
+    p.add_argument("--workers", type=int, default=None,
+                   help="DataLoader workers of the seed and torch backends (default: the CPUs available)")
     p.add_argument("--train-steps", type=int, default=30, help="CUDA only: training steps per backend (0: skip)")
     p.add_argument("--json", metavar="FILE", help="write the full result as JSON")
     p.add_argument("--png", metavar="FILE", help="write a bar chart (default: beside --json, else none)")
@@ -270,8 +270,8 @@ def _run_bench(args) -> int:
     cfg = BenchConfig(shards=args.shards, source=args.source, split=args.split,
                       backends=tuple(b.strip() for b in args.backends.split(",") if b.strip()),
                       batch_size=args.batch_size, image_size=args.image_size, augment=not args.no_augment,
-                      rounds=args.rounds, batches=args.batches, warmup=args.warmup, workers=args.workers,
-                      train_steps=args.train_steps)
+                      rounds=args.rounds, batches=args.batches, warmup=args.warmup,
+                      train_steps=args.train_steps, **({"workers": args.workers} if args.workers else {}))
     result = run_bench(cfg)
     print(format_table(result))
     if args.json:

@@ -61,6 +61,9 @@ def sample_json(path: str, labels: Sequence[int] | None, schema: Schema) -> byte
     return json.dumps(doc, separators=(",", ":")).encode("utf-8")
 
 
+SHARD_FIELDS = ("tar", "idx", "num_samples", "bytes", "sha256", "idx_sha256")  # every shard entry holds these
+
+
 def read_manifest(shard_dir: str | os.PathLike, *, check_files: bool = True) -> dict:
     """Load and validate ``shard_dir/manifest.json``.
 
@@ -89,7 +92,13 @@ def read_manifest(shard_dir: str | os.PathLike, *, check_files: bool = True) -> 
     except (KeyError, TypeError, ValueError) as e:
         raise ManifestError(f"{path}: bad schema: {e}") from None
     for split, s in m["splits"].items():
-        shards = s.get("shards", [])
+        shards = s.get("shards", []) if isinstance(s, dict) else None
+        if not isinstance(shards, list) or "num_samples" not in s:
+            raise ManifestError(f"{path}: split {split!r} lacks 'shards' or 'num_samples'")
+        for i, sh in enumerate(shards):
+            missing = [k for k in SHARD_FIELDS if not isinstance(sh, dict) or k not in sh]
+            if missing:
+                raise ManifestError(f"{path}: split {split!r} shard {i} lacks {', '.join(missing)}")
         if sum(sh["num_samples"] for sh in shards) != s.get("num_samples"):
             raise ManifestError(f"{path}: split {split!r}: shard sample counts do not add up to num_samples")
         if check_files:

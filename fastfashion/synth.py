@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 from .atomic import make_temp_dir, replace_dir
 from .schema import FASHION_SCHEMA, Schema
 from .synth_render import render_garment
+from .validate import default_workers
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +59,7 @@ class SynthConfig:
     val: int = 1000
     test: int = 1000
     seed: int = 0                     # image i is a pure function of (seed, i)
-    workers: int | None = None        # processes; None = os.cpu_count(); results never depend on it
+    workers: int | None = None        # processes; None = the CPUs available; results never depend on it
     quality: tuple[int, int] = (70, 95)   # JPEG quality drawn per image in this closed range
     schema: Schema = FASHION_SCHEMA
 
@@ -178,7 +179,7 @@ def _prepare_target(out: Path, overwrite: bool) -> None:
 
 def _write_images(cfg: SynthConfig, img_dir: Path) -> list[int]:
     """Render every image into ``img_dir`` with ``cfg.workers`` processes; returns the byte size of each."""
-    workers = min(cfg.workers or os.cpu_count() or 1, cfg.total)
+    workers = min(cfg.workers or default_workers(), cfg.total)
     jobs = [(cfg, str(img_dir), i) for i in range(cfg.total)]
     bar = dict(total=cfg.total, desc="synth", unit="img")
     if workers == 1:

@@ -446,3 +446,13 @@ def test_real_dataset_counts(tmp_path):
         "length": [488, 951, 3561], "neckline": [2086, 826, 19, 2069],
         "fabric": [310, 702, 3399, 105, 48, 436], "fit": [749, 279, 3972]}
     assert sum(m["splits"]["val"]["class_counts"]["pattern"]) == 1000
+
+
+def test_hand_edited_manifest_missing_fields_is_a_clear_error(tiny_dataset, tmp_path):
+    out = tmp_path / "s"
+    write_shards(tiny_dataset, out, ShardConfig(workers=1))
+    m = json.loads((out / "manifest.json").read_text())
+    del m["splits"]["val"]["shards"][0]["bytes"]
+    (out / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises(ManifestError, match="split 'val' shard 0 lacks bytes"):
+        read_manifest(out)
