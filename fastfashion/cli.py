@@ -297,8 +297,8 @@ def _add_demo(sub) -> None:
                                    "cores): synthesize, read back, shard, benchmark the loaders side by side, train "
                                    "ResNet-18 briefly at 64 px, evaluate on val and write test predictions.")
     p.add_argument("--out", default="demo_out", help="output folder, replaced on each run (default: %(default)s)")
-    p.add_argument("--train", type=int, default=384, help="synthetic train images (default: %(default)s)")
-    p.add_argument("--epochs", type=int, default=3, help="training epochs (default: %(default)s)")
+    p.add_argument("--train", type=int, default=512, help="synthetic train images (default: %(default)s)")
+    p.add_argument("--epochs", type=int, default=6, help="training epochs (default: %(default)s)")
     p.epilog = "The output folder is replaced on each run, but only if an earlier demo wrote it."
     p.set_defaults(func=_run_demo)
 

@@ -20,11 +20,11 @@ MARKER = ".fastfashion-demo"  # marks a folder the demo may replace
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class DemoConfig:
     out: str = "demo_out"
-    train: int = 384          # synthetic images: small enough for a few minutes on 2 cores
-    val: int = 96
-    test: int = 96
+    train: int = 512          # synthetic images: about a minute on 2 cores, end to end
+    val: int = 128
+    test: int = 128
     image_size: int = 64      # training resolution: the synthetic attributes stay visible at 64 px
-    epochs: int = 3
+    epochs: int = 6           # enough to rise clearly above the majority baseline (0.23)
     batch_size: int = 32
     bench_rounds: int = 3
     bench_batches: int = 5
