@@ -341,7 +341,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _quiet_requested(argv: list[str]) -> bool:
+    """-q/--quiet among the options before the verb (tqdm reads TQDM_DISABLE once, when it is first imported,
+    which building the parser may already do)."""
+    for a in argv:
+        if not a.startswith("-"):
+            return False
+        if a in ("-q", "--quiet"):
+            return True
+    return False
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if _quiet_requested(argv):
+        os.environ["TQDM_DISABLE"] = "1"
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.verb is None:
@@ -349,8 +363,6 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USAGE
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s")
-    if args.quiet:
-        os.environ["TQDM_DISABLE"] = "1"
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:

@@ -45,3 +45,14 @@ def test_library_error_is_one_line_and_exit_1(tmp_path, capsys):
     rc = cli.main(["synth", str(blocker / "out"), "--train", "1", "--val", "1", "--test", "1"])
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 1 and len(err) == 1 and err[0].startswith("fastfashion synth: error:")
+
+
+def test_quiet_disables_progress_bars(tmp_path):
+    env = {k: v for k, v in __import__("os").environ.items() if k != "TQDM_DISABLE"}
+    r = subprocess.run([sys.executable, "-m", "fastfashion", "-q", "synth", str(tmp_path / "d"), "--train", "2",
+                        "--val", "1", "--test", "1", "--workers", "1"], capture_output=True, text=True, env=env)
+    assert r.returncode == 0, r.stderr
+    assert "synth:" not in r.stderr and "img/s" not in r.stderr  # no tqdm bar
+    r = subprocess.run([sys.executable, "-m", "fastfashion", "synth", str(tmp_path / "e"), "--train", "2",
+                        "--val", "1", "--test", "1", "--workers", "1"], capture_output=True, text=True, env=env)
+    assert r.returncode == 0 and "synth:" in r.stderr  # the bar is there without -q
