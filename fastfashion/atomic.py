@@ -1,4 +1,4 @@
-"""Crash-safe output folders, shared by every writer (synth, shard).
+"""Crash-safe output files and folders, shared by every writer (synth, shard, train, predict, bench).
 
 A writer builds into ``.NAME.tmp-PID-HEX`` beside the target and calls :func:`replace_dir` at the end: the target
 either keeps its old content or gets the complete new one. An existing target is first renamed to
@@ -87,6 +87,17 @@ def replace_dir(tmp: Path, out_dir: Path) -> None:
     fsync(out_dir.parent)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
+
+
+def write_file(path: str | os.PathLike, write) -> None:
+    """``write(tmp)`` to a temporary file beside ``path``, then ``os.replace`` it: a crash never leaves half a file."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def file_sha256(path: str | os.PathLike) -> str:

@@ -193,7 +193,7 @@ def _add_evaluate(sub) -> None:
 def _run_evaluate(args) -> int:
     import json
 
-    from .train import evaluate
+    from .inference import evaluate
     m = evaluate(args.checkpoint, args.shards, split=args.split, batch_size=args.batch_size, device=args.device,
                  backend=args.backend)
     if args.json:
@@ -224,7 +224,7 @@ def _add_predict(sub) -> None:
 
 
 def _run_predict(args) -> int:
-    from .train import predict
+    from .inference import predict
     out = predict(args.checkpoint, args.shards, args.out, split=args.split, zip_=args.zip,
                   batch_size=args.batch_size, device=args.device, backend=args.backend)
     print(f"wrote {out}" + (f" and {out.with_suffix('.zip')}" if args.zip else ""))
@@ -275,10 +275,8 @@ def _run_bench(args) -> int:
     result = run_bench(cfg)
     print(format_table(result))
     if args.json:
-        tmp = f"{args.json}.tmp{os.getpid()}"
-        with open(tmp, "w") as f:
-            json.dump(result, f, indent=2, sort_keys=True)
-        os.replace(tmp, args.json)  # never a half-written result
+        from .atomic import write_file
+        write_file(args.json, lambda tmp: tmp.write_text(json.dumps(result, indent=2, sort_keys=True)))
         print(f"wrote {args.json}")
     png = args.png or (os.path.splitext(args.json)[0] + ".png" if args.json else None)
     if png:

@@ -37,7 +37,8 @@ def run_demo(cfg: DemoConfig = DemoConfig()) -> dict:
     from .shard import ShardConfig, write_shards
     from .source import class_counts, read_source
     from .synth import SynthConfig, synthesize
-    from .train import TrainConfig, evaluate, predict, train
+    from .inference import evaluate, predict
+    from .train import TrainConfig, train
 
     out = Path(cfg.out)
     if out.exists() and any(out.iterdir()):

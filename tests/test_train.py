@@ -19,7 +19,8 @@ from fastfashion.cli import main as cli_main
 from fastfashion.metrics import avg_class_accuracy
 from fastfashion.schema import FASHION_SCHEMA as S
 from fastfashion.shard_format import read_manifest
-from fastfashion.train import TrainConfig, amp_dtype, evaluate, multi_head_loss, predict, split_keys, train
+from fastfashion.inference import evaluate, predict, split_keys
+from fastfashion.train import TrainConfig, amp_dtype, multi_head_loss, train
 
 # torch backend in-process here: the cheapest on 2 busy cores (evaluate/predict and the learning check use "auto",
 # i.e. DALI on the CPU)
