@@ -17,14 +17,12 @@ def _pyplot():
 
 
 def _save(plt, fig, path: Path) -> Path:
-    """Write a figure atomically (temporary file + rename) and close it."""
-    tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}{path.suffix}")
+    """Write a figure atomically (see :func:`fastfashion.atomic.write_file`) and close it."""
+    from .atomic import write_file
     try:
-        fig.savefig(tmp, dpi=100)
-        os.replace(tmp, path)
+        write_file(path, lambda tmp: fig.savefig(tmp, dpi=100, format=path.suffix.lstrip(".") or "png"))
     finally:
         plt.close(fig)
-        tmp.unlink(missing_ok=True)
     return path
 
 
