@@ -35,15 +35,22 @@ def save_atomic(obj: dict, path: str | os.PathLike) -> Path:
     return path
 
 
+def torch_load(path: str | os.PathLike, error: type[Exception], what: str = "checkpoint"):
+    """``torch.load`` onto the CPU with ``weights_only`` (no arbitrary code); any failure raises ``error`` naming
+    the file (a missing file, or one of the many zip/pickle error types)."""
+    path = Path(path)
+    if not path.is_file():
+        raise error(f"{what} {path} does not exist")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # zip/pickle errors come in many types
+        raise error(f"cannot read {what} {path}: {e}") from e
+
+
 def load_checkpoint(path: str | os.PathLike) -> dict:
     """Load a checkpoint onto the CPU. Raises :class:`CheckpointError` naming the file."""
     path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint {path} does not exist")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # zip/pickle errors come in many types
-        raise CheckpointError(f"cannot read checkpoint {path}: {e}") from e
+    ckpt = torch_load(path, CheckpointError)
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a fastfashion checkpoint")
     if ckpt.get("version") != VERSION:

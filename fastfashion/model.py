@@ -64,12 +64,8 @@ class FashionNet(nn.Module):
         return [head(features) for head in self.heads]
 
     def _load_path(self, path: Path) -> None:
-        if not path.is_file():
-            raise WeightsError(f"weights file {path} does not exist (use --weights imagenet or a state dict file)")
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as e:  # pickle/zip errors come in many types
-            raise WeightsError(f"cannot read weights file {path}: {e}") from e
+        from .checkpoint import torch_load
+        state = torch_load(path, WeightsError, what="weights file")
         if isinstance(state, dict) and isinstance(state.get("model"), dict):
             state = state["model"]  # a fastfashion checkpoint
         if not isinstance(state, dict):
