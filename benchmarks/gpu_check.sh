@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # One prepared GPU check, end to end, in under 8 minutes on a CUDA machine: synthesize a data set of the real size,
 # shard it, run the gpu-marked tests, then `fastfashion bench` over every backend (seed-style baseline, torch,
-# dali-cpu, dali-gpu) plus end-to-end ResNet-18 training fed by each, against a synthetic on-GPU batch.
+# dali-cpu, dali-gpu) plus end-to-end ResNet-18 training fed by each, against a synthetic on-GPU batch; the GPU
+# decoder cache on vs off; and the trainer's CUDA path (train, resume, evaluate, predict).
 #
 #   usage: benchmarks/gpu_check.sh [RESULTS_DIR]        (default: $OUT when set, else ./gpu_results)
 #
@@ -51,21 +52,33 @@ log "shard took $(echo "$(date +%s.%N) - $t0" | bc 2>/dev/null || echo '?') s"
 status=0
 if $py -c "import pytest" 2>/dev/null; then
   log "gpu-marked tests"
-  (cd "$repo" && timeout 120 $py -m pytest tests -m gpu -q -p no:cacheprovider > "$res/gpu_tests.txt" 2>&1)
+  (cd "$repo" && timeout 90 $py -m pytest tests -m gpu -q -p no:cacheprovider > "$res/gpu_tests.txt" 2>&1)
   rc=$?; tail -30 "$res/gpu_tests.txt"; log "gpu tests exit status $rc"; [ $rc -eq 0 ] || status=1
 else
   log "pytest missing: gpu-marked tests not run" | tee "$res/gpu_tests.txt"
 fi
 
 log "bench (loaders side by side, then end-to-end training)"
-timeout 240 $py -m fastfashion bench --shards "$work/shards" --source "$data" \
+timeout 180 $py -m fastfashion bench --shards "$work/shards" --source "$data" \
   --backends seed,torch,dali-cpu,dali-gpu --batch-size 64 --rounds 5 --batches 30 \
   --json "$res/bench.json" --png "$res/bench.png" > "$res/bench.txt" 2>&1
 rc=$?; cat "$res/bench.txt"; log "bench exit status $rc"; [ $rc -eq 0 ] || status=1
 
 log "decoder cache on vs off (3 full epochs each)"
-timeout 90 $py "$repo/benchmarks/gpu_cache.py" "$work/shards" --epochs 3 --json "$res/gpu_cache.json" \
+timeout 60 $py "$repo/benchmarks/gpu_cache.py" "$work/shards" --epochs 3 --json "$res/gpu_cache.json" \
   > "$res/gpu_cache.txt" 2>&1
 rc=$?; cat "$res/gpu_cache.txt"; log "cache check exit status $rc"; [ $rc -eq 0 ] || status=1
+log "trainer on CUDA: 2 short epochs, resume to a 3rd, evaluate, predict (AMP, channels_last, checkpoints)"
+{
+  timeout 45 $py -m fastfashion -q train --shards "$work/shards" --out "$work/run" --epochs 2 --max-steps 40 \
+    --image-size 128 &&
+  timeout 30 $py -m fastfashion -q train --shards "$work/shards" --out "$work/run" --epochs 3 --max-steps 60 \
+    --image-size 128 --resume &&
+  timeout 20 $py -m fastfashion -q evaluate --shards "$work/shards" --checkpoint "$work/run/best.pt" --json &&
+  timeout 20 $py -m fastfashion -q predict --shards "$work/shards" --checkpoint "$work/run/best.pt" \
+    --out "$res/prediction.txt" --zip
+} > "$res/train.txt" 2>&1
+rc=$?; tail -20 "$res/train.txt"; cp "$work/run/metrics.json" "$res/train_metrics.json" 2>/dev/null
+log "trainer exit status $rc"; [ $rc -eq 0 ] || status=1
 log "done (status $status): results in $res"
 exit $status

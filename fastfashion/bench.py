@@ -55,6 +55,14 @@ class BenchConfig:
     train_steps: int = 30                     # end-to-end training steps per backend (CUDA only; 0: skip)
     seed: int = 0
 
+    def __post_init__(self) -> None:
+        for name in ("batch_size", "image_size", "rounds", "batches"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("warmup", "train_steps"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+
 
 class _PeakRSS:
     """Samples the resident memory of this process and its children in a thread; ``peak`` in bytes."""
@@ -138,8 +146,9 @@ def machine_info() -> dict:
     return info
 
 
-def make_bench_loader(name: str, cfg: BenchConfig):
-    """The loader for one backend name of :data:`ALL_BACKENDS`; raises RuntimeError when it cannot run here."""
+def make_bench_loader(name: str, cfg: BenchConfig, *, for_training: bool = False):
+    """The loader for one backend name of :data:`ALL_BACKENDS`; raises RuntimeError when it cannot run here.
+    ``for_training``: the torch backend delivers to CUDA (pinned memory) as it does for ``fastfashion train``."""
     if name == "seed":
         from .torch_backend import make_seed_loader
         if cfg.source is None:
@@ -151,7 +160,8 @@ def make_bench_loader(name: str, cfg: BenchConfig):
         import torch
         if not torch.cuda.is_available():
             raise RuntimeError("no CUDA device")
-    backend, device = {"torch": ("torch", "cpu"), "dali-cpu": ("dali", "cpu"), "dali-gpu": ("dali", "cuda")}[name]
+    torch_device = "cuda" if for_training else "cpu"
+    backend, device = {"torch": ("torch", torch_device), "dali-cpu": ("dali", "cpu"), "dali-gpu": ("dali", "cuda")}[name]
     loader = make_loader(cfg.shards, split=cfg.split, batch_size=cfg.batch_size, backend=backend, device=device,
                          augment=cfg.augment, image_size=cfg.image_size, seed=cfg.seed, rank=0, world_size=1,
                          workers=cfg.workers)  # the same worker count as the baseline
@@ -214,7 +224,10 @@ def run_loader_bench(cfg: BenchConfig) -> dict[str, dict]:
         try:
             loader = make_bench_loader(name, cfg)
             with _PeakRSS() as mem:
-                _sync(_images(next(iter(loader))))
+                first = next(iter(loader), None)
+                if first is None:
+                    raise RuntimeError(f"the {cfg.split} split is smaller than one batch: lower --batch-size")
+                _sync(_images(first))
         except (RuntimeError, ImportError, OSError) as e:
             res.update(status="skipped", reason=str(e).splitlines()[0])
             log.warning("bench: %s skipped: %s", name, res["reason"])
@@ -297,10 +310,16 @@ def run_train_bench(cfg: BenchConfig, names: list[str]) -> dict[str, dict]:
 
     out["synthetic (ceiling)"] = train(synthetic)
     for name in names:
-        loader = make_bench_loader(name, cfg)
-        out[name] = train(lambda: _endless(loader, 0))
+        try:
+            loader = make_bench_loader(name, cfg, for_training=True)
+            out[name] = train(lambda: _endless(loader, 0))
+        except Exception as e:  # one backend failing (a DALI error, out of memory) must not lose the others' figures
+            log.error("bench: training fed by %s failed: %s", name, e)
+            out[name] = {"status": "failed", "reason": str(e).strip().splitlines()[0] if str(e).strip() else repr(e)}
     ceiling = out["synthetic (ceiling)"]["images_per_s"]
     for v in out.values():
+        if "images_per_s" not in v:
+            continue
         v["share_of_ceiling"] = v["images_per_s"] / ceiling
         # data stall: the share of step time lost to the input pipeline, against the same model on on-GPU data
         v["data_stall_share"] = max(0.0, 1.0 - v["share_of_ceiling"])
@@ -337,6 +356,9 @@ def format_table(result: dict) -> str:
     if "train" in result:
         lines.append("end-to-end ResNet-18 training (AMP, channels_last):")
         for name, r in result["train"].items():
+            if "images_per_s" not in r:
+                lines.append(f"  {name:<20} failed: {r['reason']}")
+                continue
             lines.append(f"  {name:<20} {r['images_per_s']:>8.0f} img/s  {100 * r['share_of_ceiling']:5.1f}% of "
                          f"ceiling  data stall {100 * r['data_stall_share']:5.1f}%  host wait "
                          f"{100 * r['host_wait_share']:5.1f}%")

@@ -43,8 +43,9 @@ def torch_load(path: str | os.PathLike, error: type[Exception], what: str = "che
         raise error(f"{what} {path} does not exist")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # zip/pickle errors come in many types
-        raise error(f"cannot read {what} {path}: {e}") from e
+    except Exception as e:  # zip/pickle errors come in many types; their messages can be long and misleading
+        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        raise error(f"cannot read {what} {path}: not a valid torch file ({type(e).__name__}: {first[:200]})") from e
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict:

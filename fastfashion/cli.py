@@ -274,6 +274,9 @@ def _run_bench(args) -> int:
                       train_steps=args.train_steps, **({"workers": args.workers} if args.workers else {}))
     result = run_bench(cfg)
     print(format_table(result))
+    if not any(r["status"] == "ok" for r in result["loaders"].values()):
+        print("fastfashion bench: error: no backend could run (see the reasons above)", file=sys.stderr)
+        return 1
     if args.json:
         from .atomic import write_file
         write_file(args.json, lambda tmp: tmp.write_text(json.dumps(result, indent=2, sort_keys=True)))
@@ -291,7 +294,7 @@ def _run_bench(args) -> int:
 # --- demo ------------------------------------------------------------------------------------------------------
 def _add_demo(sub) -> None:
     p = sub.add_parser("demo", help="synth -> shard -> bench -> short train -> evaluate -> predict, small synthetic set",
-                       description="Run every stage once on a small synthetic data set (a few minutes on 2 CPU "
+                       description="Run every stage once on a small synthetic data set (about a minute on 2 CPU "
                                    "cores): synthesize, read back, shard, benchmark the loaders side by side, train "
                                    "ResNet-18 briefly at 64 px, evaluate on val and write test predictions.")
     p.add_argument("--out", default="demo_out", help="output folder, replaced on each run (default: %(default)s)")

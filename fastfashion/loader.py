@@ -36,7 +36,7 @@ log = logging.getLogger(__name__)
 
 BACKENDS = ("auto", "dali", "torch")
 GPU_HORIZON = 8  # epochs per GPU pipeline: it (and its decoder cache) lives that long
-CPU_HORIZON = 4  # epochs per CPU pipeline: amortizes the rebuild (~30 ms) and old pipeline's shutdown (~130 ms)
+CPU_HORIZON = 4  # epochs per CPU pipeline: amortizes a rebuild (~0.3 s, mostly the old pipeline's shutdown)
 CACHE_FRACTION = 0.25  # automatic GPU decoder cache: on only when the split fits in this share of free GPU memory
 FORCED_CACHE_FRACTION = 0.5  # gpu_cache=True: the cache may take up to this share, leaving the rest to the model
 

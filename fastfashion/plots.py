@@ -102,7 +102,7 @@ def plot_bench(result: dict, path: str | os.PathLike) -> Path:
     cfg = result["config"]
     ax.set(title=f"loader images/s (batch {cfg['batch_size']}, {cfg['image_size']} px)", ylabel="images/s")
     if panels == 2:
-        tr = result["train"]
+        tr = {n: v for n, v in result["train"].items() if "images_per_s" in v}  # failed runs have no bar
         ax2 = axes[0][1]
         ax2.bar(list(tr), [v["images_per_s"] for v in tr.values()], color="tab:purple")
         ax2.set(title="ResNet-18 training images/s", ylabel="images/s")

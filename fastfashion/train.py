@@ -134,6 +134,12 @@ def _to_device(batch, device: torch.device, channels_last: bool):
     return images, batch.labels.to(device, non_blocking=True)
 
 
+def _bar_off(off: bool) -> dict:
+    """tqdm kwargs: off only when asked; otherwise none at all, so that TQDM_DISABLE (``fastfashion -q``) applies
+    (an explicit ``disable=False`` would override it)."""
+    return {"disable": True} if off else {}
+
+
 def run_eval(model, loader, schema: Schema, device: torch.device, *, loss_weights=None, channels_last=False,
              desc: str = "eval", disable_bar: bool = False) -> dict:
     """Metrics of ``model`` over ``loader`` (this rank's share), summed over ranks (see :mod:`fastfashion.metrics`)."""
@@ -141,7 +147,7 @@ def run_eval(model, loader, schema: Schema, device: torch.device, *, loss_weight
     acc = MetricAccumulator(schema)
     model.eval()
     with torch.inference_mode(), autocast():
-        for batch in tqdm(loader, desc=desc, leave=False, disable=disable_bar):
+        for batch in tqdm(loader, desc=desc, leave=False, **_bar_off(disable_bar)):
             images, labels = _to_device(batch, device, channels_last)
             logits = model(images)
             loss = multi_head_loss(logits, labels, loss_weights) if loss_weights is not None else None
@@ -243,7 +249,7 @@ def _train(cfg: TrainConfig, device: torch.device, dinfo: distributed.DistInfo) 
         acc = MetricAccumulator(schema)
         wait, images_seen, t_start = 0.0, 0, time.perf_counter()
         it = iter(train_loader)
-        bar = tqdm(total=len(train_loader), desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False, disable=bar_off)
+        bar = tqdm(total=len(train_loader), desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False, **_bar_off(bar_off))
         while cfg.max_steps is None or state.step < cfg.max_steps:
             t0 = time.perf_counter()
             batch = next(it, None)

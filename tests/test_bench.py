@@ -98,3 +98,21 @@ def test_demo_never_wipes_a_foreign_folder(tmp_path):
     with pytest.raises(FileExistsError, match="not written by the demo"):
         run_demo(DemoConfig(out=str(tmp_path)))
     assert (tmp_path / "mine.txt").read_text() == "precious"
+
+
+def test_split_smaller_than_a_batch_is_skipped_with_a_reason(shards, tiny_dataset):
+    result = run_bench(_cfg(shards, tiny_dataset, backends=("dali-cpu", "seed"), batch_size=1000))
+    for name in ("dali-cpu", "seed"):
+        assert result["loaders"][name]["status"] == "skipped"
+        assert "smaller than one batch" in result["loaders"][name]["reason"]
+
+
+@pytest.mark.parametrize("field,value", [("batches", 0), ("rounds", 0), ("batch_size", 0), ("warmup", -1)])
+def test_bench_config_is_validated(shards, tiny_dataset, field, value):
+    with pytest.raises(ValueError, match=field):
+        _cfg(shards, tiny_dataset, **{field: value})
+
+
+def test_cli_exits_1_when_no_backend_ran(shards, capsys):
+    rc = cli.main(["bench", "--shards", str(shards), "--backends", "seed", "--rounds", "1", "--batches", "1"])
+    assert rc == 1 and "no backend could run" in capsys.readouterr().err

@@ -64,3 +64,14 @@ def test_imagenet_offline_is_a_clear_error(monkeypatch, tmp_path):
     monkeypatch.setattr(torchvision.models.ResNet18_Weights.IMAGENET1K_V1.__class__, "get_state_dict", offline)
     with pytest.raises(WeightsError, match="offline.*--weights PATH"):
         FashionNet(FASHION_SCHEMA, weights="imagenet")
+
+
+def test_corrupt_weights_file_is_one_clear_line(tmp_path):
+    from fastfashion import FASHION_SCHEMA
+    from fastfashion.model import FashionNet, WeightsError
+    bad = tmp_path / "garbage.pt"
+    bad.write_bytes(b"this is not a torch file")
+    with pytest.raises(WeightsError) as info:
+        FashionNet(FASHION_SCHEMA, weights=str(bad))
+    msg = str(info.value)
+    assert "garbage.pt" in msg and "not a valid torch file" in msg and "\n" not in msg
