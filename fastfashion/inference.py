@@ -20,7 +20,8 @@ from .metrics import json_safe
 from .model import FashionNet
 from .schema import Schema
 from .shard_format import read_manifest
-from .train import _autocast, _make_loader, _to_device, resolve_device, run_eval
+from .loader import resolve_device
+from .train import _autocast, _make_loader, _to_device, run_eval
 
 log = logging.getLogger(__name__)
 

@@ -21,7 +21,7 @@ import dataclasses
 import logging
 import os
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
@@ -31,6 +31,9 @@ from .order import DEFAULT_BLOCK, epoch_indices, num_batches
 from .schema import FASHION_SCHEMA, Schema
 from .shard_format import read_manifest
 from .validate import default_workers
+
+if TYPE_CHECKING:
+    import torch
 
 log = logging.getLogger(__name__)
 
@@ -154,29 +157,36 @@ def _parse_idx(idx_path: Path, tar_path: Path, width: int) -> tuple[list[str], l
     return lines, refs
 
 
-def _choose_backend(backend: str, device) -> tuple[str, str]:
-    """(backend name as reported, torch device string)."""
+def resolve_device(device) -> "torch.device":
+    """``auto`` (CUDA when available, else CPU), ``cpu`` or ``cuda[:N]`` as a torch.device. Raises ValueError for
+    anything else and RuntimeError when CUDA is asked for but not available."""
     import torch
-    if backend not in BACKENDS:
-        raise ValueError(f"unknown backend {backend!r}; choose from {', '.join(BACKENDS)}")
     dev = str(device) if device is not None else "auto"
     if dev not in ("auto", "cpu") and not dev.startswith("cuda"):
         raise ValueError(f"device must be auto, cpu or cuda[:N], got {device!r}")
     cuda = torch.cuda.is_available()
     if dev.startswith("cuda") and not cuda:
         raise RuntimeError(f"device {dev!r} requested but CUDA is not available")
+    return torch.device(("cuda" if cuda else "cpu") if dev == "auto" else dev)
+
+
+def _choose_backend(backend: str, device) -> tuple[str, str]:
+    """(backend name as reported, torch device string)."""
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; choose from {', '.join(BACKENDS)}")
+    asked = str(device) if device is not None else "auto"
+    dev = str(resolve_device(device))
     if backend == "torch":
-        return "torch", ("cuda" if cuda else "cpu") if dev == "auto" else dev
+        return "torch", dev
     try:
         import nvidia.dali  # noqa: F401
     except ImportError as e:
         if backend == "dali":
             raise RuntimeError(f"backend 'dali' requested but DALI cannot be imported: {e}") from e
         log.warning("loader backend: torch (NVIDIA DALI is not importable: %s)", e)
-        return "torch", ("cuda" if cuda else "cpu") if dev == "auto" else dev
-    if dev == "auto":
-        dev = "cuda" if cuda else "cpu"
-        why = "CUDA is available" if cuda else "no CUDA device"
+        return "torch", dev
+    if asked == "auto":
+        why = "CUDA is available" if dev.startswith("cuda") else "no CUDA device"
     else:
         why = f"device={dev!r} requested"
     name = "dali-gpu" if dev.startswith("cuda") else "dali-cpu"

@@ -29,6 +29,7 @@ from tqdm.auto import tqdm
 from . import checkpoint as ckpt_io
 from .atomic import write_file
 from . import distributed
+from .loader import resolve_device
 from .metrics import MetricAccumulator, class_weights, json_safe
 from .model import FashionNet
 from .schema import Schema
@@ -69,14 +70,6 @@ class TrainConfig:
             raise ValueError(f"device must be auto, cpu or cuda, got {self.device!r}")
         if not 0.0 <= self.label_smoothing < 1.0:
             raise ValueError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
-
-
-def resolve_device(device: str) -> torch.device:
-    if device == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("--device cuda was asked for, but CUDA is not available")
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    return torch.device(device)
 
 
 def multi_head_loss(logits: Sequence[torch.Tensor], labels: torch.Tensor, weights: Sequence[torch.Tensor],
