@@ -19,14 +19,14 @@ def source_dir(tmp_path_factory) -> Path:
     n = os.environ.get("FASTFASHION_BENCH_SYNTH")
     if REAL.is_dir() and not n:
         return REAL
-    from fastfashion.synth import SynthConfig, synthesize
+    from fastfashion.data.synth import SynthConfig, synthesize
     n = int(n or 512)
     return synthesize(tmp_path_factory.mktemp("bench") / "synth", SynthConfig(train=n, val=n // 5, test=n // 5))
 
 
 @pytest.fixture(scope="session")
 def shard_dir(source_dir, tmp_path_factory) -> Path:
-    from fastfashion.shard import ShardConfig, write_shards
+    from fastfashion.data.shard import ShardConfig, write_shards
     out = tmp_path_factory.mktemp("bench-shards") / "shards"
     write_shards(source_dir, out, ShardConfig())
     return out

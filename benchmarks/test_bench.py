@@ -10,14 +10,14 @@ import os
 
 import pytest
 
-from fastfashion.bench import BenchConfig, _endless, _images, _sync, make_bench_loader
+from fastfashion.bench.throughput import BenchConfig, endless, make_bench_loader, sync
 
 BATCHES = int(os.environ.get("FASTFASHION_BENCH_BATCHES", "20"))
 
 
 @pytest.mark.parametrize("backend", ["seed", "torch", "dali-cpu", "dali-gpu"])
 def test_loader_throughput(benchmark, backend, source_dir, shard_dir):
-    cfg = BenchConfig(shards=str(shard_dir), source=str(source_dir), batch_size=64, image_size=224, augment=True)
+    cfg = BenchConfig(shard_dir=str(shard_dir), source=str(source_dir), batch_size=64, image_size=224, augment=True)
     try:
         loader = make_bench_loader(backend, cfg)
     except (RuntimeError, ImportError) as e:
@@ -25,12 +25,12 @@ def test_loader_throughput(benchmark, backend, source_dir, shard_dir):
     epoch = iter(range(10**6))
 
     def run():
-        it = _endless(loader, next(epoch))
+        it = endless(loader, next(epoch))
         n = 0
         for _ in range(BATCHES):
-            x = _images(next(it))
+            x = next(it).images
             n += x.shape[0]
-        _sync(x)  # GPU batches: time until the work is done, not until it is queued
+        sync(x)  # GPU batches: time until the work is done, not until it is queued
         it.close()
         return n
 
@@ -39,7 +39,7 @@ def test_loader_throughput(benchmark, backend, source_dir, shard_dir):
 
 
 def test_shard_conversion(benchmark, source_dir, tmp_path):
-    from fastfashion.shard import ShardConfig, write_shards
+    from fastfashion.data.shard import ShardConfig, write_shards
     runs = iter(range(10**6))
 
     def run():
@@ -54,17 +54,14 @@ def test_train_step(benchmark):
     import torch
 
     from fastfashion import FASHION_SCHEMA
-    from fastfashion.model import FashionNet
-    model = FashionNet(FASHION_SCHEMA)
-    opt = torch.optim.Adam(model.parameters(), lr=1e-4)
+    from fastfashion.loading.base import Batch
+    from fastfashion.train.model import FashionNet
+    from fastfashion.train.trainer import TrainConfig, TrainStep
+    recipe = TrainConfig(shard_dir="", out="")  # the trainer's step with its default optimizer settings
+    weights = [torch.ones(k) for k in FASHION_SCHEMA.num_classes]
+    step = TrainStep(FashionNet(FASHION_SCHEMA), weights, torch.device("cpu"), lr=recipe.lr,
+                     weight_decay=recipe.weight_decay)
     x = torch.randn(16, 3, 224, 224)
     y = torch.stack([torch.randint(0, k, (16,)) for k in FASHION_SCHEMA.num_classes], 1)
-
-    def step():
-        loss = sum(torch.nn.functional.cross_entropy(lg, y[:, i]) for i, lg in enumerate(model(x)))
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-
-    benchmark.pedantic(step, rounds=3, warmup_rounds=1)
+    benchmark.pedantic(lambda: step(Batch(x, y)), rounds=3, warmup_rounds=1)
     benchmark.extra_info.update(images=16, images_per_s=16 / benchmark.stats.stats.median)

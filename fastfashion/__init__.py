@@ -1,14 +1,24 @@
-"""fastfashion: validated WebDataset shards and an NVIDIA DALI pipeline feeding a ResNet-18 multi-head trainer."""
+"""fastfashion: validated WebDataset shards and an NVIDIA DALI pipeline feeding a ResNet-18 multi-head trainer.
+
+Subpackages by stage (each imports only the ones before it): :mod:`.format` (the shard set format), :mod:`.data`
+(sources, validation, synthetic data), :mod:`.loading` (``make_loader`` and its backends), :mod:`.train` (model,
+trainer, inference), :mod:`.bench` (benchmarks, baseline, plots, demo); :mod:`.cli` on top. ``docs/modules.md`` has
+the map.
+"""
 from __future__ import annotations
 
 __version__ = "0.1.0"
 
 from .schema import FASHION_SCHEMA, Attribute, Schema  # noqa: F401  (light: no torch import)
 
+_LAZY = {  # public name -> module; imported on first use: `import fastfashion` must not import torch or DALI
+    "make_loader": ".loading.loader", "FashionLoader": ".loading.loader", "LoaderConfig": ".loading.base",
+    "Batch": ".loading.base", "LoaderError": ".loading.base", "AugmentConfig": ".loading.augment",
+}
+
 
 def __getattr__(name: str):
-    # Lazy: `import fastfashion` must not import torch or DALI.
-    if name in ("make_loader", "Batch"):
-        from . import loader
-        return getattr(loader, name)
+    if name in _LAZY:
+        import importlib
+        return getattr(importlib.import_module(_LAZY[name], __name__), name)
     raise AttributeError(f"module 'fastfashion' has no attribute {name!r}")

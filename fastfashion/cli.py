@@ -1,6 +1,8 @@
 """The thin command line: one subcommand per verb, each builds a config and calls one library function.
 
-Only this module prints results; the library logs and shows tqdm progress.
+Only this module prints results; the library logs and shows tqdm progress (only when stderr is a terminal: a log
+file gets the one summary line per epoch or stage instead of progress-bar frames). Library errors state what is
+wrong; :func:`_advice` adds the flag that fixes it.
 """
 from __future__ import annotations
 
@@ -30,7 +32,7 @@ def _add_synth(sub) -> None:
 
 
 def _run_synth(args) -> int:
-    from .synth import SynthConfig, synthesize
+    from .data.synth import SynthConfig, synthesize
     cfg = SynthConfig(train=args.train, val=args.val, test=args.test, seed=args.seed,
                       workers=args.workers)
     out = synthesize(args.out_dir, cfg, overwrite=args.overwrite)
@@ -40,7 +42,7 @@ def _run_synth(args) -> int:
 
 # --- shard / inspect ---------------------------------------------------------------------------------------------
 def _add_shard(sub) -> None:
-    from .shard import DEFAULT_SAMPLES_PER_SHARD
+    from .data.shard import DEFAULT_SAMPLES_PER_SHARD
     p = sub.add_parser(
         "shard", help="pack a FashionDataset folder into validated WebDataset shards with DALI indexes and a manifest",
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -56,7 +58,7 @@ def _add_shard(sub) -> None:
                "missing images and bad label lines\nare fatal (error names file:line) unless --skip-bad; structural "
                "problems (missing split files, line-count\nmismatch, duplicate keys) are always fatal.")
     p.add_argument("src_dir", metavar="SRC_DIR", help="a FashionDataset folder (img/, split/)")
-    p.add_argument("out_dir", metavar="OUT_DIR", nargs="?", default=None,
+    p.add_argument("out_dir", metavar="SHARD_DIR", nargs="?", default=None,
                    help="shard folder to create (default: shards/<name of SRC_DIR>)")
     p.add_argument("--samples-per-shard", type=int, default=DEFAULT_SAMPLES_PER_SHARD,
                    help="samples per tar (default: %(default)s: the real train split becomes 10 shards of ~6 MB, "
@@ -68,15 +70,15 @@ def _add_shard(sub) -> None:
                    help="leave out bad samples (bad image, missing image, bad label line), listing each with its "
                         "reason under 'skipped' in manifest.json, instead of failing")
     p.add_argument("--overwrite", action="store_true",
-                   help="replace an existing shard set at OUT_DIR (only after the new one is complete)")
+                   help="replace an existing shard set at SHARD_DIR (only after the new one is complete)")
     p.set_defaults(func=_run_shard)
 
 
 def _run_shard(args) -> int:
     import time
 
-    from .shard import ShardConfig, default_out_dir, write_shards
-    from .shard_format import ordered_splits
+    from .data.shard import ShardConfig, default_out_dir, write_shards
+    from .format.manifest import ordered_splits
     cfg = ShardConfig(samples_per_shard=args.samples_per_shard, workers=args.workers, seed=args.seed,
                       skip_bad=args.skip_bad, overwrite=args.overwrite)
     out = args.out_dir or default_out_dir(args.src_dir)
@@ -92,9 +94,9 @@ def _add_inspect(sub) -> None:
                        description="Print the manifest summary of a shard set (source, options, per split samples, "
                                    "shards, class counts with the trainer's class weights, skipped samples) and write "
                                    "a class-histogram PNG per labelled split.")
-    p.add_argument("shard_dir", metavar="OUT_DIR", help="a shard folder written by 'fastfashion shard'")
+    p.add_argument("shard_dir", metavar="SHARD_DIR", help="a shard folder written by 'fastfashion shard'")
     p.add_argument("--plots", metavar="DIR", default=None,
-                   help="folder for the PNGs class-hist-{split}.png (default: OUT_DIR)")
+                   help="folder for the PNGs class-hist-{split}.png (default: SHARD_DIR)")
     p.add_argument("--verify", action="store_true", help="also check every tar's and idx's sha256 against the manifest")
     p.set_defaults(func=_run_inspect)
 
@@ -102,17 +104,19 @@ def _add_inspect(sub) -> None:
 def _run_inspect(args) -> int:
     from pathlib import Path
 
-    from .shard_format import manifest_schema, ordered_splits, read_manifest, summarize_manifest, verify_shards
+    from .format.manifest import (manifest_schema, ordered_splits, read_manifest, summarize_manifest,
+                                  train_class_weights, verify_shards)
     m = read_manifest(args.shard_dir)
     print(summarize_manifest(m))
     if args.verify:
         verify_shards(args.shard_dir, m)
         print("verify: every tar and idx matches its sha256")
-    from .metrics import class_weights
-    from .plots import plot_class_histogram
-    schema = manifest_schema(m)
-    train = m["splits"].get("train", {}).get("class_counts")
-    weights = {a.name: w.tolist() for a, w in zip(schema, class_weights(train, schema))} if train else None
+    try:
+        from .bench.plots import plot_class_histogram
+    except ImportError as e:
+        print(f"no class histograms: {e}", file=sys.stderr)
+        return 0
+    schema, weights = manifest_schema(m), train_class_weights(m)
     out = Path(args.plots or args.shard_dir)
     out.mkdir(parents=True, exist_ok=True)
     for split, s in ordered_splits(m):
@@ -131,7 +135,8 @@ def _add_train(sub) -> None:
                                    "class accuracy; AMP + channels_last on CUDA. Writes RUN_DIR/last.pt every epoch, "
                                    "best.pt (best val average class accuracy), metrics.json and curves.png. "
                                    "Multi-GPU: torchrun --nproc_per_node=N -m fastfashion train ...")
-    p.add_argument("--shards", required=True, metavar="OUT_DIR", help="a shard folder written by 'fastfashion shard'")
+    p.add_argument("--shards", required=True, metavar="SHARD_DIR", dest="shard_dir",
+                   help="a shard folder written by 'fastfashion shard'")
     p.add_argument("--out", required=True, metavar="RUN_DIR", help="run folder for checkpoints and metrics")
     p.add_argument("--epochs", type=int, default=45, help="epochs (default: %(default)s)")
     p.add_argument("--batch-size", type=int, default=64, help="batch size per process (default: %(default)s)")
@@ -141,10 +146,7 @@ def _add_train(sub) -> None:
                                                                      "(default: %(default)s)")
     p.add_argument("--image-size", type=int, default=224, help="square input size in pixels (default: %(default)s)")
     p.add_argument("--no-augment", action="store_true", help="no train-time augmentation")
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
-                   help="auto: CUDA if available (default: %(default)s)")
-    p.add_argument("--backend", choices=("auto", "dali", "torch"), default="auto",
-                   help="loader backend (default: %(default)s)")
+    _add_device_backend(p)
     p.add_argument("--weights", metavar="PATH|imagenet", default=None,
                    help="initial weights: 'imagenet' (torchvision, needs the network) or a local state dict; "
                         "default: random init")
@@ -158,8 +160,8 @@ def _add_train(sub) -> None:
 
 
 def _run_train(args) -> int:
-    from .train import TrainConfig, train
-    cfg = TrainConfig(shards=args.shards, out=args.out, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+    from .train.trainer import TrainConfig, train
+    cfg = TrainConfig(shard_dir=args.shard_dir, out=args.out, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                       weight_decay=args.weight_decay, label_smoothing=args.label_smoothing,
                       image_size=args.image_size, augment=not args.no_augment, device=args.device,
                       backend=args.backend, weights=args.weights, resume=args.resume, max_steps=args.max_steps,
@@ -171,13 +173,23 @@ def _run_train(args) -> int:
     return 0
 
 
+def _add_device_backend(p) -> None:
+    from .hardware import DEVICES
+    from .loading.base import BACKEND_CHOICES
+    p.add_argument("--device", choices=DEVICES, default="auto",
+                   help="auto: CUDA if available, else the CPU (default: %(default)s)")
+    p.add_argument("--backend", choices=BACKEND_CHOICES, default="auto",
+                   help="loader backend; auto: dali-gpu with CUDA, else dali-cpu, else torch; dali: DALI on "
+                        "--device (default: %(default)s)")
+
+
 def _add_eval_common(p, default_split: str) -> None:
-    p.add_argument("--shards", required=True, metavar="OUT_DIR", help="a shard folder written by 'fastfashion shard'")
+    p.add_argument("--shards", required=True, metavar="SHARD_DIR", dest="shard_dir",
+                   help="a shard folder written by 'fastfashion shard'")
     p.add_argument("--checkpoint", required=True, metavar="CKPT", help="a checkpoint written by train (best.pt)")
     p.add_argument("--split", default=default_split, help="split (default: %(default)s)")
     p.add_argument("--batch-size", type=int, default=64, help="batch size (default: %(default)s)")
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="(default: %(default)s)")
-    p.add_argument("--backend", choices=("auto", "dali", "torch"), default="auto", help="(default: %(default)s)")
+    _add_device_backend(p)
 
 
 def _add_evaluate(sub) -> None:
@@ -193,8 +205,8 @@ def _add_evaluate(sub) -> None:
 def _run_evaluate(args) -> int:
     import json
 
-    from .inference import evaluate
-    m = evaluate(args.checkpoint, args.shards, split=args.split, batch_size=args.batch_size, device=args.device,
+    from .train.inference import evaluate
+    m = evaluate(args.checkpoint, args.shard_dir, split=args.split, batch_size=args.batch_size, device=args.device,
                  backend=args.backend)
     if args.json:
         print(json.dumps(m, indent=1))
@@ -215,8 +227,8 @@ def _run_evaluate(args) -> int:
 
 def _add_predict(sub) -> None:
     p = sub.add_parser("predict", help="write prediction.txt (submission format) for a split",
-                       description="Write one 'a b c d e f' line per image, in split-file order, LF endings: the "
-                                   "submission format.")
+                       description="Write one line of class ids per image (one id per category, schema order), "
+                                   "in split-file order, LF endings: the submission format.")
     _add_eval_common(p, "test")
     p.add_argument("--out", required=True, metavar="prediction.txt", help="text file to write")
     p.add_argument("--zip", action="store_true", help="also write the .zip beside it (prediction.txt alone inside)")
@@ -224,8 +236,8 @@ def _add_predict(sub) -> None:
 
 
 def _run_predict(args) -> int:
-    from .inference import predict
-    out = predict(args.checkpoint, args.shards, args.out, split=args.split, zip_=args.zip,
+    from .train.inference import predict
+    out = predict(args.checkpoint, args.shard_dir, args.out, split=args.split, zip_=args.zip,
                   batch_size=args.batch_size, device=args.device, backend=args.backend)
     print(f"wrote {out}" + (f" and {out.with_suffix('.zip')}" if args.zip else ""))
     return 0
@@ -233,7 +245,7 @@ def _run_predict(args) -> int:
 
 # --- bench -----------------------------------------------------------------------------------------------------
 def _add_bench(sub) -> None:
-    from .bench import ALL_BACKENDS, DESCRIPTIONS
+    from .bench.throughput import ALL_BACKENDS, DESCRIPTIONS
     p = sub.add_parser(
         "bench", help="measure loader throughput of every backend side by side",
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -243,10 +255,12 @@ def _add_bench(sub) -> None:
                     "and time to first batch. With CUDA also ResNet-18 training images/s fed by each backend against "
                     "a synthetic on-GPU batch (the ceiling).\n\nbackends:\n" +
                     "\n".join(f"  {n:<9} {d}" for n, d in DESCRIPTIONS.items()))
-    p.add_argument("--shards", required=True, help="shard set written by `fastfashion shard`")
-    p.add_argument("--source", help="raw FashionDataset folder the shards were made from, read by the seed-style "
-                                    "baseline (without it the baseline is skipped and no ratios are reported)")
-    p.add_argument("--backends", default=",".join(ALL_BACKENDS),
+    p.add_argument("--shards", required=True, metavar="SHARD_DIR", dest="shard_dir",
+                   help="shard set written by `fastfashion shard`")
+    p.add_argument("--source", metavar="SRC_DIR",
+                   help="raw FashionDataset folder the shards were made from, read by the seed-style baseline "
+                        "(without it the baseline is skipped and no ratios are reported)")
+    p.add_argument("--backends", metavar="LIST", default=",".join(ALL_BACKENDS),
                    help="comma-separated subset of %(default)s (dali-gpu is skipped without CUDA)")
     p.add_argument("--split", default="train", help="split to read (default: %(default)s)")
     p.add_argument("--batch-size", type=int, default=64, help="default: %(default)s")
@@ -266,25 +280,29 @@ def _add_bench(sub) -> None:
 def _run_bench(args) -> int:
     import json
 
-    from .bench import BenchConfig, format_table, run_bench
-    cfg = BenchConfig(shards=args.shards, source=args.source, split=args.split,
+    from .bench.throughput import BenchConfig, format_table, run_bench
+    cfg = BenchConfig(shard_dir=args.shard_dir, source=args.source, split=args.split,
                       backends=tuple(b.strip() for b in args.backends.split(",") if b.strip()),
                       batch_size=args.batch_size, image_size=args.image_size, augment=not args.no_augment,
                       rounds=args.rounds, batches=args.batches, warmup=args.warmup,
                       train_steps=args.train_steps, **({"workers": args.workers} if args.workers else {}))
     result = run_bench(cfg)
     print(format_table(result))
+    for name, r in result["loaders"].items():
+        if r["status"] != "ok":
+            print(f"fastfashion bench: {name} skipped: {_advice('bench', RuntimeError(r['reason']))}",
+                  file=sys.stderr)
     if not any(r["status"] == "ok" for r in result["loaders"].values()):
         print("fastfashion bench: error: no backend could run (see the reasons above)", file=sys.stderr)
         return 1
     if args.json:
-        from .atomic import write_file
+        from .format.atomic import write_file
         write_file(args.json, lambda tmp: tmp.write_text(json.dumps(result, indent=2, sort_keys=True)))
         print(f"wrote {args.json}")
     png = args.png or (os.path.splitext(args.json)[0] + ".png" if args.json else None)
     if png:
         try:
-            from .plots import plot_bench
+            from .bench.plots import plot_bench
             print(f"wrote {plot_bench(result, png)}")
         except ImportError as e:  # matplotlib is optional on an offline GPU machine
             print(f"no bar chart: {e}", file=sys.stderr)
@@ -305,11 +323,11 @@ def _add_demo(sub) -> None:
 
 
 def _run_demo(args) -> int:
-    from .bench import format_table
-    from .demo import DemoConfig, run_demo
+    from .bench.demo import DemoConfig, run_demo
+    from .bench.throughput import format_table
     s = run_demo(DemoConfig(out=args.out, train=args.train, val=max(16, args.train // 4),
                             test=max(16, args.train // 4), epochs=args.epochs))
-    print("train class histogram (synthetic, DATA.md's imbalance):")
+    print("train class histogram (synthetic, the real set's imbalance):")
     for attr, counts in s["class_counts"].items():
         print(f"  {attr:<9} {' '.join(f'{c:>4}' for c in counts)}")
     print(f"shards per split: {s['shards']}")
@@ -321,48 +339,72 @@ def _run_demo(args) -> int:
     return 0
 
 
+def _add_common(p) -> None:
+    """-v/-q, accepted before the verb and after it."""
+    p.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="log debug messages")
+    p.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS,
+                   help="log warnings only, no progress bars")
+
+
 def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
     parser = argparse.ArgumentParser(
         prog="fastfashion",
         description="Validated WebDataset shards and an NVIDIA DALI pipeline (GPU decode + augmentation) feeding a "
                     "ResNet-18 multi-head trainer for the fashion-attribute task.",
         epilog="Typical flow: fastfashion synth data/ (or use the real FashionDataset) -> fastfashion shard data/ "
                "-> fastfashion train --shards shards/data --out runs/r1 -> fastfashion evaluate / predict.")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
-    parser.add_argument("-q", "--quiet", action="store_true", help="log warnings only, no progress bars")
+    parser.add_argument("--version", action="version", version=f"fastfashion {__version__}")
+    _add_common(parser)
     sub = parser.add_subparsers(dest="verb", metavar="VERB")
-    _add_synth(sub)
-    _add_shard(sub)
-    _add_inspect(sub)
-    _add_train(sub)
-    _add_evaluate(sub)
-    _add_predict(sub)
-    _add_bench(sub)
-    _add_demo(sub)
+    for add in (_add_synth, _add_shard, _add_inspect, _add_train, _add_evaluate, _add_predict, _add_bench,
+                _add_demo):
+        add(sub)
+    for p in sub.choices.values():
+        _add_common(p)
     return parser
 
 
 def _quiet_requested(argv: list[str]) -> bool:
-    """-q/--quiet among the options before the verb (tqdm reads TQDM_DISABLE once, when it is first imported,
-    which building the parser may already do)."""
-    for a in argv:
-        if not a.startswith("-"):
-            return False
-        if a in ("-q", "--quiet"):
-            return True
-    return False
+    """-q/--quiet anywhere on the command line (tqdm reads TQDM_DISABLE once, when it is first imported, which
+    building the parser may already do)."""
+    options = argv[:argv.index("--")] if "--" in argv else argv
+    return any(a in ("-q", "--quiet") for a in options)
+
+
+def _advice(verb: str, e: Exception) -> str:
+    """The library's message plus the command-line fix where there is one."""
+    from .data.shard import BadImageError
+    from .format.manifest import ManifestError
+    msg = str(e)
+    if isinstance(e, ManifestError) and "not a shard set" in msg:
+        return f"{msg}; create one with 'fastfashion shard SRC_DIR SHARD_DIR'"
+    if isinstance(e, BadImageError):
+        return f"{msg}; use --skip-bad to leave bad samples out"
+    if isinstance(e, FileExistsError) and "already holds a shard set" in msg:
+        return f"{msg}; pass --overwrite to replace it"
+    if "looks offline" in msg:
+        return f"{msg}; pass --weights PATH"
+    if "no full batch" in msg:
+        return f"{msg}; lower --batch-size"
+    if "smaller than one batch" in msg:
+        return f"{msg}; lower --batch-size"
+    if "no source folder was given" in msg:
+        return f"{msg}; pass --source SRC_DIR"
+    return msg
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
-    if _quiet_requested(argv):
-        os.environ["TQDM_DISABLE"] = "1"
+    if _quiet_requested(argv) or not sys.stderr.isatty():
+        os.environ["TQDM_DISABLE"] = "1"  # no progress-bar frames in a log file
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.verb is None:
         parser.print_help()
         return EXIT_USAGE
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO,
+    verbose, quiet = getattr(args, "verbose", False), getattr(args, "quiet", False)
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s")
     try:
         return int(args.func(args) or 0)
@@ -370,9 +412,9 @@ def main(argv: list[str] | None = None) -> int:
         print("fastfashion: interrupted", file=sys.stderr)
         return 130
     except (ValueError, OSError, RuntimeError) as e:  # typed library errors are ValueError/OSError subclasses
-        if args.verbose:
+        if verbose:
             raise
-        print(f"fastfashion {args.verb}: error: {e}", file=sys.stderr)
+        print(f"fastfashion {args.verb}: error: {_advice(args.verb, e)}", file=sys.stderr)
         return 1
 
 

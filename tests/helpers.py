@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from fastfashion.synth import SynthConfig, synthesize
+from fastfashion.data.synth import SynthConfig, synthesize
 
 # The real data set, when present (tests that use it skip otherwise).
 REAL_DATA = Path(os.environ.get("FASTFASHION_REAL_DATA",

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from fastfashion import cli
-from fastfashion.bench import BenchConfig, format_table, run_bench
-from fastfashion.shard import ShardConfig, write_shards
+from fastfashion.bench.throughput import BenchConfig, format_table, run_bench
+from fastfashion.data.shard import ShardConfig, write_shards
 
 
 @pytest.fixture(scope="module")
@@ -21,7 +21,7 @@ def shards(tiny_dataset, tmp_path_factory):
 def _cfg(shards, tiny_dataset, **kw):
     kw = {"backends": ("seed", "torch", "dali-cpu", "dali-gpu"), "batch_size": 8, "image_size": 32, "rounds": 2,
           "batches": 2, "warmup": 1, "workers": 0, "train_steps": 2, **kw}
-    return BenchConfig(shards=str(shards), source=str(tiny_dataset), **kw)
+    return BenchConfig(shard_dir=str(shards), source=str(tiny_dataset), **kw)
 
 
 def test_every_backend_measured_side_by_side(shards, tiny_dataset):
@@ -57,7 +57,7 @@ def test_baseline_without_source_is_skipped_loudly(shards, tiny_dataset):
     cfg = BenchConfig(**{**_cfg(shards, tiny_dataset, backends=("seed", "dali-cpu")).__dict__, "source": None})
     result = run_bench(cfg)
     assert result["loaders"]["seed"]["status"] == "skipped"
-    assert "--source" in result["loaders"]["seed"]["reason"]
+    assert "no source folder was given" in result["loaders"]["seed"]["reason"]
     assert "ratio_to_baseline" not in result["loaders"]["dali-cpu"]
 
 
@@ -82,7 +82,7 @@ def test_cli_writes_json_and_png(shards, tiny_dataset, tmp_path, capsys):
 
 @pytest.mark.slow
 def test_demo_runs_every_stage(tmp_path):
-    from fastfashion.demo import DemoConfig, run_demo
+    from fastfashion.bench.demo import DemoConfig, run_demo
     s = run_demo(DemoConfig(out=str(tmp_path / "demo"), train=48, val=16, test=16, epochs=1, batch_size=16,
                             image_size=32, bench_rounds=1, bench_batches=1))
     assert set(s["timings_s"]) == {"synth", "read", "shard", "bench", "train", "evaluate", "predict"}
@@ -93,7 +93,7 @@ def test_demo_runs_every_stage(tmp_path):
 
 
 def test_demo_never_wipes_a_foreign_folder(tmp_path):
-    from fastfashion.demo import DemoConfig, run_demo
+    from fastfashion.bench.demo import DemoConfig, run_demo
     (tmp_path / "mine.txt").write_text("precious")
     with pytest.raises(FileExistsError, match="not written by the demo"):
         run_demo(DemoConfig(out=str(tmp_path)))

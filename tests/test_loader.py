@@ -19,11 +19,14 @@ import pytest
 import torch
 from PIL import Image
 
-from fastfashion.augment import IMAGENET_MEAN, IMAGENET_STD, AugmentConfig
-from fastfashion.loader import (CACHE_FRACTION, FORCED_CACHE_FRACTION, LoaderError, ShardFiles, decoder_cache_mb,
-                                make_loader)
+from fastfashion.loading.augment import IMAGENET_MEAN, IMAGENET_STD, AugmentConfig
+from fastfashion.format.reader import ShardFiles
+from fastfashion.loading.backends import create_backend
+from fastfashion.loading.backends.dali import CACHE_FRACTION, FORCED_CACHE_FRACTION, decoder_cache_mb
+from fastfashion.loading.base import LoaderError
+from fastfashion.loading.loader import make_loader
 from fastfashion.schema import FASHION_SCHEMA
-from fastfashion.shard import ShardConfig, write_shards
+from fastfashion.data.shard import ShardConfig, write_shards
 
 try:
     import nvidia.dali  # noqa: F401
@@ -128,19 +131,18 @@ def test_train_geometry_keeps_alignment(shards):
 def test_full_decode_crop_box_path_keeps_alignment(shards, split):
     """The GPU's crop strategy (full decode, crop box from the JPEG header) run on CPU operators, two epochs
     from one pipeline (val: each epoch padded to whole batches, the padding trimmed)."""
-    from fastfashion.pipeline import DaliEpochs
     cfg = AugmentConfig.train(image_size=24, brightness=0, contrast=0, saturation=0, hue=0, rotation=0)
     loader = make_loader(shards, split, batch_size=4, backend="dali", device="cpu", image_size=24, shuffle=True)
-    dali_epochs = DaliEpochs(loader.shards, cfg, batch_size=4, device_id=None, seed=0, rank=0, horizon=2,
-                             roi_decode=False)
+    backend = create_backend("dali-cpu", loader.backend_context(augment=cfg, horizon=2, roi_decode=False))
     for epoch in range(2):
-        n = 0
-        for images, labels, idx in dali_epochs.epoch(epoch, loader._indices(epoch), loader._indices):
-            assert decode_index(images) == [int(loader.refs[i].key) for i in idx]
-            assert labels.tolist() == [labels_of(int(loader.refs[i].key)) for i in idx]
+        n, indices = 0, loader.indices(epoch)
+        for images, labels in backend.epoch(indices, epoch):
+            idx = indices[4 * n:4 * n + 4]
+            assert decode_index(images) == [int(loader.index.refs[i].key) for i in idx]
+            assert labels.tolist() == [labels_of(int(loader.index.refs[i].key)) for i in idx]
             n += 1
         assert n == len(loader)
-    dali_epochs.close()
+    backend.close()
 
 
 @pytest.mark.parametrize("backend,device", BACKENDS)
@@ -199,17 +201,14 @@ def test_same_seed_epoch_same_order_across_backends_and_instances(shards):
 def test_train_augmentation_pure_function_of_seed_epoch(shards, roi_decode):
     """Epoch 2's augmented images are identical whether its pipeline started at epoch 0 (horizon) or at 2 (a
     resumed run): the random numbers are drawn per batch from (seed, rank, epoch, batch)."""
-    from fastfashion.pipeline import DaliEpochs
     loader = make_loader(shards, "train", batch_size=4, backend="dali", device="cpu", image_size=16)
-    cfg = loader.augment
     runs_ = []
     for start in (0, 2):
-        de = DaliEpochs(loader.shards, cfg, batch_size=4, device_id=None, seed=0, rank=0, horizon=4,
-                        roi_decode=roi_decode)
+        backend = create_backend("dali-cpu", loader.backend_context(horizon=4, roi_decode=roi_decode))
         for epoch in range(start, 3):
-            out = torch.cat([x.clone() for x, _, _ in de.epoch(epoch, loader._indices(epoch), loader._indices)])
+            out = torch.cat([x.clone() for x, _ in backend.epoch(loader.indices(epoch), epoch)])
         runs_.append(out)
-        de.close()
+        backend.close()
     assert torch.equal(runs_[0], runs_[1])
 
 
@@ -258,7 +257,7 @@ def test_auto_without_dali_falls_back_to_torch(shards, monkeypatch, caplog):
         return real_import(name, *args, **kw)
 
     monkeypatch.setattr(builtins, "__import__", no_dali)
-    with caplog.at_level(logging.WARNING, logger="fastfashion.loader"):
+    with caplog.at_level(logging.WARNING, logger="fastfashion.loading"):
         loader = make_loader(shards, "val", batch_size=4, image_size=16, workers=0)
     assert loader.backend == "torch" and loader.device == torch.device("cpu")
     assert "DALI is not importable" in caplog.text
@@ -268,7 +267,7 @@ def test_auto_without_dali_falls_back_to_torch(shards, monkeypatch, caplog):
 
 @needs_dali
 def test_auto_on_cpu_picks_dali_cpu(shards, caplog):
-    with caplog.at_level(logging.INFO, logger="fastfashion.loader"):
+    with caplog.at_level(logging.INFO, logger="fastfashion.loading"):
         loader = make_loader(shards, "val", batch_size=4, image_size=16)
     expected = "dali-gpu" if torch.cuda.is_available() else "dali-cpu"
     assert loader.backend == expected and expected in caplog.text
@@ -334,7 +333,7 @@ def test_shard_files_without_pread(shards, monkeypatch):
     loader = make_loader(shards, "val", batch_size=4, backend="torch", device="cpu", image_size=16, workers=0)
     with tarfile.open(shards / "val-00000.tar") as tf:
         expected = tf.extractfile("00029.jpg").read()
-    ref = next(r for r in loader.refs if r.key == "00029")
+    ref = next(r for r in loader.index.refs if r.key == "00029")
     with ShardFiles() as files:
         assert files.sample(ref)[0] == expected
     monkeypatch.delattr(os, "pread", raising=False)
@@ -356,7 +355,7 @@ def test_decoder_cache_size():
 
 @pytest.mark.parametrize("backend", [pytest.param("dali", marks=needs_dali), "torch"])
 def test_gpu_cache_ignored_off_gpu(shards, backend, caplog):
-    with caplog.at_level(logging.DEBUG, logger="fastfashion.loader"):
+    with caplog.at_level(logging.DEBUG, logger="fastfashion.loading"):
         loader = make_loader(shards, "val", batch_size=4, backend=backend, device="cpu", image_size=16, workers=0,
                              gpu_cache=True, with_keys=True)
     assert "gpu_cache=True ignored" in caplog.text
@@ -385,7 +384,7 @@ def test_dali_gpu_pipeline(shards):
             assert b.images.dtype == torch.float32 and b.images.shape[1:] == (3, 32, 32)
             assert [f"{k:05d}" for k in decode_index(b.images)] == b.keys
             assert b.labels.tolist() == [labels_of(int(k)) for k in b.keys]
-        assert (loader._impl.cache_mb > 0) == (gpu_cache is not False)
+        assert (loader.active_backend.cache_mb > 0) == (gpu_cache is not False)
         loader.close()
     train = make_loader(shards, "train", batch_size=4, backend="dali", device="cuda", with_keys=True,
                         image_size=32, augment=AugmentConfig.train(fp16=True))
@@ -396,7 +395,7 @@ def test_dali_gpu_pipeline(shards):
         for b in batches:
             assert b.images.is_cuda and b.images.dtype == torch.float16 and b.images.shape == (4, 3, 32, 32)
             assert torch.isfinite(b.images).all() and b.labels.is_cuda
-    assert list(train._impl._plan) == list(range(8))  # built once, at epoch 0, for the 8-epoch GPU horizon
+    assert train.active_backend.epochs_planned == list(range(8))  # built once, at epoch 0, for the 8-epoch GPU horizon
     train.close()
 
 
@@ -408,4 +407,4 @@ def test_torch_backend_on_cuda_pins_memory(shards):
     for b in run(loader):
         assert b.images.is_cuda and b.labels.is_cuda
         assert [f"{k:05d}" for k in decode_index(b.images)] == b.keys
-    assert loader._impl.loader.pin_memory  # non_blocking host->device copies are asynchronous only from pinned memory
+    assert loader.active_backend.pin_memory  # non_blocking host->device copies are asynchronous only from pinned memory

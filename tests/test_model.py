@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from fastfashion.model import FashionNet, WeightsError
+from fastfashion.train.model import FashionNet, WeightsError
 from fastfashion.schema import FASHION_SCHEMA, Attribute, Schema
 
 
@@ -62,13 +62,13 @@ def test_imagenet_offline_is_a_clear_error(monkeypatch, tmp_path):
         raise OSError("[Errno -3] Temporary failure in name resolution")
 
     monkeypatch.setattr(torchvision.models.ResNet18_Weights.IMAGENET1K_V1.__class__, "get_state_dict", offline)
-    with pytest.raises(WeightsError, match="offline.*--weights PATH"):
+    with pytest.raises(WeightsError, match="offline.*weights=PATH"):
         FashionNet(FASHION_SCHEMA, weights="imagenet")
 
 
 def test_corrupt_weights_file_is_one_clear_line(tmp_path):
     from fastfashion import FASHION_SCHEMA
-    from fastfashion.model import FashionNet, WeightsError
+    from fastfashion.train.model import FashionNet, WeightsError
     bad = tmp_path / "garbage.pt"
     bad.write_bytes(b"this is not a torch file")
     with pytest.raises(WeightsError) as info:

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from fastfashion import order
+from fastfashion.loading import order
 
 SIZES = [10, 7, 13, 1]  # 31 samples in 4 uneven shards
 N = sum(SIZES)

@@ -17,12 +17,13 @@ import pytest
 from PIL import Image
 
 from fastfashion import FASHION_SCHEMA, cli
-from fastfashion import source as src_mod
-from fastfashion.dali_index import IndexEntry, IndexFormatError, entries_from_tar, format_index, read_index, \
+from fastfashion.data import source as src_mod
+from fastfashion.format.dali_index import IndexEntry, IndexFormatError, entries_from_tar, format_index, read_index, \
     write_index
-from fastfashion.shard import ShardConfig, default_out_dir, write_shards
-from fastfashion.shard_format import ManifestError, decode_labels, encode_labels, read_manifest, verify_shards
-from fastfashion.validate import check_jpeg
+from fastfashion.data.shard import ShardConfig, default_out_dir, write_shards
+from fastfashion.format.manifest import ManifestError, read_manifest, verify_shards
+from fastfashion.format.spec import decode_labels, encode_labels
+from fastfashion.data.validate import check_jpeg
 from helpers import REAL_DATA, make_dataset
 
 SPLITS = ("train", "val", "test")
@@ -137,7 +138,7 @@ def test_idx_byte_identical_to_dali_wds2idx(tiny_shards, tmp_path):
 def test_fast_header_scan_equals_tarfile(tiny_shards, tmp_path, monkeypatch):
     import tarfile
 
-    from fastfashion import dali_index
+    from fastfashion.format import dali_index
 
     fast = entries_from_tar(tiny_shards / "val-00000.tar")
     assert dali_index._scan_plain_ustar(tiny_shards / "val-00000.tar") is not None  # the fast path was taken
@@ -344,7 +345,7 @@ def _start_slow_writer(src: Path, out: Path) -> subprocess.Popen:
     """A subprocess sharding ``src`` slowly (0.2 s per sample), once it is mid-way through writing."""
     script = textwrap.dedent(f"""
         import time, webdataset as wds
-        from fastfashion.shard import ShardConfig, write_shards
+        from fastfashion.data.shard import ShardConfig, write_shards
         real = wds.TarWriter.write
         def slow(self, obj):
             time.sleep(0.2)
@@ -382,11 +383,11 @@ def test_sigterm_and_sigkill_mid_run(src_copy, tmp_path):
 def test_overwrite_semantics(src_copy, tmp_path, monkeypatch):
     out = tmp_path / "out"
     write_shards(src_copy, out, _cfg(seed=0))
-    with pytest.raises(FileExistsError, match="--overwrite"):
+    with pytest.raises(FileExistsError, match="already holds a shard set.*overwrite=True"):
         write_shards(src_copy, out, _cfg(seed=1))
     assert read_manifest(out)["options"]["seed"] == 0
     # a failing overwrite keeps the old set intact
-    monkeypatch.setattr("fastfashion.shard.ShardSetWriter.commit", lambda self, m: (_ for _ in ()).throw(
+    monkeypatch.setattr("fastfashion.format.writer.ShardSetWriter.commit", lambda self, m: (_ for _ in ()).throw(
         RuntimeError("disk full")))
     with pytest.raises(RuntimeError, match="disk full"):
         write_shards(src_copy, out, _cfg(seed=1, overwrite=True))

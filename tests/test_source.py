@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 
 from fastfashion import FASHION_SCHEMA
-from fastfashion import source as src
+from fastfashion.data import source as src
 
 from helpers import REAL_DATA as REAL
 

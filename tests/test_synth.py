@@ -9,9 +9,9 @@ import pytest
 from PIL import Image
 
 from fastfashion import FASHION_SCHEMA, Attribute, Schema
-from fastfashion.source import SPLITS, class_counts, read_source
-from fastfashion.synth import REAL_TRAIN_COUNTS, SynthConfig, class_probs, sample_labels, synthesize
-from fastfashion.synth_render import render_garment
+from fastfashion.data.source import SPLITS, class_counts, read_source
+from fastfashion.data.synth import REAL_TRAIN_COUNTS, SynthConfig, class_probs, sample_labels, synthesize
+from fastfashion.data.synth_render import render_garment
 from helpers import REAL_DATA, make_dataset
 
 
@@ -159,7 +159,7 @@ def test_refuses_non_empty_and_overwrites(tmp_path):
 
 
 def test_failure_leaves_nothing(tmp_path, monkeypatch):
-    import fastfashion.synth as synth
+    import fastfashion.data.synth as synth
 
     def boom(*a, **k):
         raise OSError("disk full")

@@ -12,15 +12,17 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from fastfashion import checkpoint as ckpt_io
-from fastfashion import distributed
-from fastfashion import train as train_mod
+from fastfashion.train import checkpoint as ckpt_io
+from fastfashion.train import distributed
+from fastfashion.train import trainer as train_mod
 from fastfashion.cli import main as cli_main
-from fastfashion.metrics import avg_class_accuracy
+from fastfashion.train.metrics import avg_class_accuracy
 from fastfashion.schema import FASHION_SCHEMA as S
-from fastfashion.shard_format import read_manifest
-from fastfashion.inference import evaluate, predict, split_keys
-from fastfashion.train import TrainConfig, amp_dtype, multi_head_loss, train
+from fastfashion.format.manifest import read_manifest
+from fastfashion.train.inference import evaluate, predict
+from fastfashion.train.trainer import TrainConfig, multi_head_loss, train
+from fastfashion.train.device import amp_dtype
+from fastfashion.format.reader import split_keys
 
 # torch backend in-process here: the cheapest on 2 busy cores (evaluate/predict and the learning check use "auto",
 # i.e. DALI on the CPU)
@@ -30,7 +32,7 @@ TIMING = ("images_per_s", "data_wait_share")
 
 @pytest.fixture(scope="module")
 def shards(tiny_dataset, tmp_path_factory):
-    from fastfashion.shard import ShardConfig, write_shards
+    from fastfashion.data.shard import ShardConfig, write_shards
     out = tmp_path_factory.mktemp("shards") / "tiny"
     write_shards(tiny_dataset, out, ShardConfig(samples_per_shard=16, workers=1, seed=0, skip_bad=False,
                                                 overwrite=False))
@@ -41,7 +43,7 @@ def shards(tiny_dataset, tmp_path_factory):
 def run2(shards, tmp_path_factory):
     """An uninterrupted 2-epoch run."""
     out = tmp_path_factory.mktemp("run") / "r2"
-    return out, train(TrainConfig(shards=str(shards), out=str(out), **TINY))
+    return out, train(TrainConfig(shard_dir=str(shards), out=str(out), **TINY))
 
 
 def _strict_json(text):
@@ -73,9 +75,9 @@ def test_config_is_keyword_only_and_validated():
     with pytest.raises(TypeError):
         TrainConfig("shards", "out")  # noqa
     with pytest.raises(ValueError, match="batch_size"):
-        TrainConfig(shards="s", out="o", batch_size=0)
+        TrainConfig(shard_dir="s", out="o", batch_size=0)
     with pytest.raises(ValueError, match="device"):
-        TrainConfig(shards="s", out="o", device="tpu")
+        TrainConfig(shard_dir="s", out="o", device="tpu")
 
 
 def test_checkpoint_write_is_atomic_and_rng_round_trips(tmp_path):
@@ -122,7 +124,7 @@ def test_teardown_barriers_only_after_a_normal_exit(monkeypatch, tmp_path):
     monkeypatch.setattr(distributed.dist, "is_initialized", lambda: True)
     monkeypatch.setattr(distributed.dist, "barrier", lambda: calls.append("barrier"))
     monkeypatch.setattr(distributed.dist, "destroy_process_group", lambda: calls.append("destroy"))
-    owned = distributed.DistInfo(0, 2, 0, owns_group=True)
+    owned = distributed.DistInfo(0, 2, owns_group=True)
     distributed.teardown(owned)
     assert calls == ["barrier", "destroy"]
     calls.clear()
@@ -134,12 +136,13 @@ def test_teardown_barriers_only_after_a_normal_exit(monkeypatch, tmp_path):
 
     def fail(*args):
         raise ValueError("this rank failed")
+    monkeypatch.setattr(train_mod, "_start", lambda *args: None)
     monkeypatch.setattr(train_mod, "_train", fail)
     with pytest.raises(ValueError, match="this rank failed"):
-        train(TrainConfig(shards="s", out=str(tmp_path / "r"), device="cpu"))
+        train(TrainConfig(shard_dir="s", out=str(tmp_path / "r"), device="cpu"))
     assert calls == ["destroy"]
     monkeypatch.setattr(train_mod, "_train", lambda *args: {"steps": 1})
-    assert train(TrainConfig(shards="s", out=str(tmp_path / "r"), device="cpu")) == {"steps": 1}
+    assert train(TrainConfig(shard_dir="s", out=str(tmp_path / "r"), device="cpu")) == {"steps": 1}
     assert calls == ["destroy", "barrier", "destroy"]
 
 
@@ -177,8 +180,8 @@ def test_resume_ends_where_an_uninterrupted_run_ends(run2, shards, tmp_path):
     """
     out2, result2 = run2
     out = tmp_path / "resumed"
-    train(TrainConfig(shards=str(shards), out=str(out), **{**TINY, "epochs": 1}))
-    result = train(TrainConfig(shards=str(shards), out=str(out), resume=True, **TINY))
+    train(TrainConfig(shard_dir=str(shards), out=str(out), **{**TINY, "epochs": 1}))
+    result = train(TrainConfig(shard_dir=str(shards), out=str(out), resume=True, **TINY))
     a = ckpt_io.load_checkpoint(out2 / "last.pt")
     b = ckpt_io.load_checkpoint(out / "last.pt")
     assert a["model"].keys() == b["model"].keys()
@@ -189,7 +192,7 @@ def test_resume_ends_where_an_uninterrupted_run_ends(run2, shards, tmp_path):
 
 
 def test_max_steps_bounds_the_run(shards, tmp_path):
-    result = train(TrainConfig(shards=str(shards), out=str(tmp_path / "r"), max_steps=3, **TINY))
+    result = train(TrainConfig(shard_dir=str(shards), out=str(tmp_path / "r"), max_steps=3, **TINY))
     assert result["steps"] == 3 and result["epochs"] == 1
 
 
@@ -255,12 +258,12 @@ def test_a_short_run_learns(tmp_path):
     accuracy clearly above the majority-class baseline (6/26 ~ 0.23; a chance-level balanced guess scores the same)."""
     from helpers import make_dataset
 
-    from fastfashion.shard import ShardConfig, write_shards
+    from fastfashion.data.shard import ShardConfig, write_shards
     src = make_dataset(tmp_path / "data", train=160, val=64, test=4, seed=1)
     write_shards(src, tmp_path / "shards", ShardConfig(samples_per_shard=64, workers=1, seed=0, skip_bad=False,
                                                        overwrite=False))
     # no augmentation and a higher lr: from scratch, 40 steps must show learning (this machine: 0.26 -> 0.39)
-    result = train(TrainConfig(shards=str(tmp_path / "shards"), out=str(tmp_path / "run"), epochs=4, batch_size=16,
+    result = train(TrainConfig(shard_dir=str(tmp_path / "shards"), out=str(tmp_path / "run"), epochs=4, batch_size=16,
                                image_size=32, lr=2e-3, augment=False, seed=0))
     curve = [round(r["val"]["avg_class_accuracy"], 3) for r in result["history"]]
     assert result["best_avg_class_accuracy"] > 0.32, curve

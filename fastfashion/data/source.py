@@ -1,6 +1,6 @@
 """Read and validate a FashionDataset folder into per-split records.
 
-Layout (see DATA.md)::
+Layout (``docs/data.md`` describes the real data set)::
 
     ROOT/img/00000.jpg ...
     ROOT/split/{train,val,test}.txt          one relative image path per line
@@ -20,13 +20,10 @@ import os
 from pathlib import Path
 from typing import Callable, Iterable
 
-from .schema import FASHION_SCHEMA, Schema, SchemaError
+from ..format.spec import LABELLED_SPLITS, SPLITS
+from ..schema import FASHION_SCHEMA, Schema, SchemaError
 
 log = logging.getLogger(__name__)
-
-SPLITS = ("train", "val", "test")
-LABELLED_SPLITS = ("train", "val")
-
 
 class SourceError(ValueError):
     """Base class: the source folder is malformed. ``path`` and ``line`` name the culprit (line may be None)."""

@@ -1,64 +1,22 @@
-"""The shard set format: sample members, label encoding, and ``manifest.json`` (read and summarised here; written by
-:mod:`fastfashion.shard`).
+"""``manifest.json``: read and check it, verify the files against it, summarise it, derive the class weights.
 
-A shard set is a folder holding ``manifest.json`` and, per split, ``{split}-{index:05d}.tar`` with a DALI index
-``{split}-{index:05d}.idx`` beside each. Each sample (key = the image's file stem, e.g. ``"00042"``) has, in tar
-order:
-
-* ``KEY.jpg``  -- the original JPEG bytes, untouched;
-* ``KEY.json`` -- ``{"labels": {"pattern": "solid", ...}, "path": "img/00042.jpg"}`` (class names, schema order;
-  ``"labels": null`` for an unlabelled split, i.e. test);
-* ``KEY.lbl``  -- the labels as raw little-endian int64 x len(schema) (48 bytes for the fashion schema), read by
-  DALI natively with ``dtypes=types.INT64``; all -1 for an unlabelled sample.
-
-The loader learns every length from the manifest, never by scanning tars.
+The manifest is written last by :class:`~fastfashion.format.writer.ShardSetWriter`; every field is specified in
+``docs/format.md``. Readers learn every length from it, never by scanning tars.
 """
 from __future__ import annotations
 
 import json
 import os
-import struct
 from pathlib import Path
-from typing import Sequence
+from typing import Mapping, Sequence
 
-from .schema import Schema
-
-FORMAT = "fastfashion-shards"
-VERSION = 1
-MANIFEST = "manifest.json"
-UNLABELLED = -1  # every .lbl entry of a sample without labels (the test split)
-EXTS = ("jpg", "json", "lbl")  # the members of every sample, in tar order (webdataset's TarWriter sorts them)
+from ..schema import Schema
+from .atomic import file_sha256
+from .spec import FORMAT, MANIFEST, TRAIN, VERSION, split_order
 
 
 class ManifestError(ValueError):
     """A shard folder has no readable, supported ``manifest.json``, or its files disagree with it."""
-
-
-def shard_names(split: str, index: int) -> tuple[str, str]:
-    """``("train-00003.tar", "train-00003.idx")``."""
-    return f"{split}-{index:05d}.tar", f"{split}-{index:05d}.idx"
-
-
-def encode_labels(labels: Sequence[int] | None, schema: Schema) -> bytes:
-    """The ``.lbl`` member: little-endian int64 per attribute, or all :data:`UNLABELLED` for ``None``."""
-    values = [UNLABELLED] * len(schema) if labels is None else [int(v) for v in labels]
-    if len(values) != len(schema):
-        raise ValueError(f"expected {len(schema)} labels, got {len(values)}")
-    return struct.pack(f"<{len(values)}q", *values)
-
-
-def decode_labels(data: bytes, schema: Schema) -> tuple[int, ...] | None:
-    """Inverse of :func:`encode_labels` (``None`` for an unlabelled sample)."""
-    if len(data) != 8 * len(schema):
-        raise ValueError(f".lbl member has {len(data)} bytes, expected {8 * len(schema)}")
-    values = struct.unpack(f"<{len(schema)}q", data)
-    return None if all(v == UNLABELLED for v in values) else values
-
-
-def sample_json(path: str, labels: Sequence[int] | None, schema: Schema) -> bytes:
-    """The ``.json`` member (compact, keys sorted; labels in schema order)."""
-    doc = {"labels": None if labels is None else schema.label_names(labels), "path": path}
-    return json.dumps(doc, separators=(",", ":")).encode("utf-8")
 
 
 SHARD_FIELDS = ("tar", "idx", "num_samples", "bytes", "sha256", "idx_sha256")  # every shard entry holds these
@@ -74,7 +32,7 @@ def read_manifest(shard_dir: str | os.PathLike, *, check_files: bool = True) -> 
     d = Path(shard_dir)
     path = d / MANIFEST
     if not path.is_file():
-        raise ManifestError(f"{d}: not a shard set (no {MANIFEST}); create one with 'fastfashion shard'")
+        raise ManifestError(f"{d}: not a shard set (no {MANIFEST})")
     try:
         m = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
@@ -114,8 +72,7 @@ def read_manifest(shard_dir: str | os.PathLike, *, check_files: bool = True) -> 
 def ordered_splits(manifest: dict) -> list[tuple[str, dict]]:
     """``(split, entry)`` pairs in the usual order (train, val, test, then any other by name); the JSON file itself
     has sorted keys."""
-    rank = {"train": 0, "val": 1, "test": 2}
-    return sorted(manifest["splits"].items(), key=lambda kv: (rank.get(kv[0], 3), kv[0]))
+    return sorted(manifest["splits"].items(), key=lambda kv: split_order(kv[0]))
 
 
 def manifest_schema(manifest: dict) -> Schema:
@@ -126,11 +83,7 @@ def manifest_schema(manifest: dict) -> Schema:
 def summarize_manifest(manifest: dict) -> str:
     """A few human-readable lines: source, options, per split samples/shards/bytes, class counts, skipped."""
     schema = manifest_schema(manifest)
-    weights = {}
-    train_counts = manifest["splits"].get("train", {}).get("class_counts")
-    if train_counts:
-        from .metrics import class_weights  # the trainer's weights (imports torch: only inspect calls this)
-        weights = {a.name: w.tolist() for a, w in zip(schema, class_weights(train_counts, schema))}
+    weights = train_class_weights(manifest) or {}
     src, opt = manifest["source"], manifest["options"]
     lines = [f"{FORMAT} v{manifest['version']} from {src.get('name')!r} (fingerprint {src.get('fingerprint')})",
              "options: " + ", ".join(f"{k}={v}" for k, v in sorted(opt.items()))]
@@ -154,8 +107,6 @@ def summarize_manifest(manifest: dict) -> str:
 
 def verify_shards(shard_dir: str | os.PathLike, manifest: dict | None = None) -> None:
     """Recompute every tar's and idx's sha256; raise :class:`ManifestError` naming the first mismatch."""
-    from .atomic import file_sha256
-
     d = Path(shard_dir)
     m = read_manifest(d) if manifest is None else manifest
     for s in m["splits"].values():
@@ -163,3 +114,29 @@ def verify_shards(shard_dir: str | os.PathLike, manifest: dict | None = None) ->
             for name, want in ((sh["tar"], sh["sha256"]), (sh["idx"], sh["idx_sha256"])):
                 if file_sha256(d / name) != want:
                     raise ManifestError(f"{d / name}: sha256 differs from the manifest (corrupted or modified)")
+
+
+def class_weights(class_counts: Mapping[str, Sequence[int]], schema: Schema) -> dict[str, list[float]]:
+    """Per-class loss weights from train class counts: ``w_c = N / (K * n_c)`` per attribute.
+
+    ``N`` is the number of labelled samples of the attribute (the sum of its counts), ``K`` its number of classes and
+    ``n_c`` the count of class ``c``; a class with ``n_c == 0`` gets weight 0. A balanced attribute gets all ones.
+    Returns ``{attribute: [w_0, ..., w_{K-1}]}`` in schema order. Raises ValueError on a count/schema mismatch.
+    """
+    out = {}
+    for a in schema:
+        if a.name not in class_counts:
+            raise ValueError(f"class counts have no entry for attribute {a.name!r}")
+        counts = [int(c) for c in class_counts[a.name]]
+        if len(counts) != a.num_classes:
+            raise ValueError(f"class counts for {a.name!r} have {len(counts)} entries, schema has {a.num_classes}")
+        n = sum(counts)
+        out[a.name] = [n / (a.num_classes * c) if c > 0 else 0.0 for c in counts]
+    return out
+
+
+def train_class_weights(manifest: dict) -> dict[str, list[float]] | None:
+    """:func:`class_weights` of the manifest's train class counts (the trainer's loss weights); None without a
+    labelled train split."""
+    counts = manifest["splits"].get(TRAIN, {}).get("class_counts")
+    return class_weights(counts, manifest_schema(manifest)) if counts else None

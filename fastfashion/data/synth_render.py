@@ -14,7 +14,7 @@ import colorsys
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-from .schema import Schema
+from ..schema import Schema
 
 # The attributes drawn as part of the garment; any other schema attribute gets a badge.
 DRAWN = ("pattern", "sleeve", "length", "neckline", "fabric", "fit")

@@ -1,4 +1,4 @@
-"""Write a learnable synthetic FashionDataset in exactly the real layout and byte formats (see DATA.md).
+"""Write a learnable synthetic FashionDataset in exactly the real layout and byte formats (``docs/data.md``).
 
 Each image shows one garment on a person. Every attribute of the schema is visibly rendered: pattern as texture,
 sleeve/length/fit as garment shape, neckline as the cut at the neck, fabric as colour and texture family. Nuisance
@@ -21,16 +21,17 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from .atomic import make_temp_dir, replace_dir
-from .schema import FASHION_SCHEMA, Schema
+from ..format.atomic import make_temp_dir, replace_dir
+from ..format.spec import LABELLED_SPLITS
+from ..hardware import available_cpus
+from ..schema import FASHION_SCHEMA, Schema
 from .synth_render import render_garment
-from .validate import default_workers
 
 log = logging.getLogger(__name__)
 
 MAX_IMAGES = 100_000  # keys are 5-digit stems, like the real set
 
-# Train class counts of the real FashionDataset, copied from ../shared/DATA.md ("Train class counts").
+# Train class counts of the real FashionDataset (docs/data.md, "Train class counts").
 REAL_TRAIN_COUNTS: dict[str, dict[str, int]] = {
     "pattern": {"floral": 768, "graphic": 853, "striped": 334, "embroidered": 422, "pleated": 109, "solid": 2408,
                 "lattice": 106},
@@ -179,7 +180,7 @@ def _prepare_target(out: Path, overwrite: bool) -> None:
 
 def _write_images(cfg: SynthConfig, img_dir: Path) -> list[int]:
     """Render every image into ``img_dir`` with ``cfg.workers`` processes; returns the byte size of each."""
-    workers = min(cfg.workers or default_workers(), cfg.total)
+    workers = min(cfg.workers or available_cpus(), cfg.total)
     jobs = [(cfg, str(img_dir), i) for i in range(cfg.total)]
     bar = dict(total=cfg.total, desc="synth", unit="img")
     if workers == 1:
@@ -208,7 +209,7 @@ def synthesize(out_dir: str | os.PathLike, cfg: SynthConfig = SynthConfig(), *, 
         labels = sample_labels(cfg)
         for split, idx in cfg.split_ranges().items():
             _write_lines(tmp / "split" / f"{split}.txt", [f"img/{i:05d}.jpg" for i in idx])
-            if split != "test":  # the test split has no labels
+            if split in LABELLED_SPLITS:  # the test split has no labels
                 _write_lines(tmp / "split" / f"{split}_attr.txt",
                              [" ".join(str(v) for v in labels[i]) for i in idx])
         with open(tmp / "split" / "list_attr_cloth.txt", "w", encoding="utf-8", newline="\n") as f:

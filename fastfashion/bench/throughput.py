@@ -8,10 +8,10 @@ rounds, the ratio to the baseline *in the same round* (median over rounds), host
 process and its worker processes), the peak resident memory of the process tree while that backend ran, and the time
 from constructing the loader to its first batch.
 
-With CUDA, :func:`run_bench` also trains ResNet-18 (FashionNet; AMP via :func:`fastfashion.train.amp_dtype`,
-channels_last) for a few steps fed by each backend and by a synthetic batch already on the GPU (the ceiling), and
-reports images/s, the data-stall share (``1 - images/s / ceiling``) and the share of wall time the host spent
-waiting in ``next(loader)`` plus the copy to the GPU.
+With CUDA, :func:`run_bench` also runs the training benchmark (:mod:`fastfashion.bench.training`).
+
+Names: ``seed`` is the seed-style baseline (:mod:`fastfashion.bench.baseline`); every other name is a loader backend
+of :data:`fastfashion.loading.backends.BACKENDS`, built with exactly that name.
 """
 from __future__ import annotations
 
@@ -25,12 +25,14 @@ import threading
 import time
 from typing import Callable, Iterator
 
-from .validate import default_workers
+from ..format.spec import TRAIN
+from ..hardware import available_cpus
+from ..loading.backends import BACKENDS
 
 log = logging.getLogger(__name__)
 
 BASELINE = "seed"
-ALL_BACKENDS = ("seed", "torch", "dali-cpu", "dali-gpu")
+ALL_BACKENDS = (BASELINE, *BACKENDS)
 DESCRIPTIONS = {
     "seed": "seed-style baseline: PIL + torchvision transforms over the image folder, DataLoader workers",
     "torch": "webdataset shards + torchvision transforms, DataLoader workers",
@@ -41,9 +43,9 @@ DESCRIPTIONS = {
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class BenchConfig:
-    shards: str                               # shard set written by `fastfashion shard`
+    shard_dir: str                            # shard set written by `fastfashion shard`
     source: str | None = None                 # raw folder for the seed baseline (None: baseline skipped)
-    split: str = "train"
+    split: str = TRAIN
     backends: tuple[str, ...] = ALL_BACKENDS
     batch_size: int = 64
     image_size: int = 224
@@ -51,7 +53,7 @@ class BenchConfig:
     rounds: int = 5                           # timed rounds per backend; the median is reported
     batches: int = 20                         # timed batches per round
     warmup: int = 3                           # batches dropped at the start of every round (pipeline fill)
-    workers: int = dataclasses.field(default_factory=default_workers)  # CPUs this process may use
+    workers: int = dataclasses.field(default_factory=available_cpus)  # CPUs this process may use
     train_steps: int = 30                     # end-to-end training steps per backend (CUDA only; 0: skip)
     seed: int = 0
 
@@ -62,6 +64,9 @@ class BenchConfig:
         for name in ("warmup", "train_steps"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        unknown = [b for b in self.backends if b not in ALL_BACKENDS]
+        if unknown:
+            raise ValueError(f"unknown backend {unknown[0]!r}; choose from {', '.join(ALL_BACKENDS)}")
 
 
 class _PeakRSS:
@@ -147,30 +152,31 @@ def machine_info() -> dict:
 
 
 def make_bench_loader(name: str, cfg: BenchConfig, *, for_training: bool = False):
-    """The loader for one backend name of :data:`ALL_BACKENDS`; raises RuntimeError when it cannot run here.
-    ``for_training``: the torch backend delivers to CUDA (pinned memory) as it does for ``fastfashion train``."""
-    if name == "seed":
-        from .torch_backend import make_seed_loader
+    """The loader for one name of :data:`ALL_BACKENDS`; raises RuntimeError when it cannot run here.
+    ``for_training`` on CUDA: the torch backend delivers to the GPU from pinned memory, as for ``fastfashion
+    train``."""
+    from ..format.manifest import manifest_schema, read_manifest
+    if name == BASELINE:
+        from .baseline import make_seed_loader
         if cfg.source is None:
-            raise RuntimeError("the seed-style baseline reads the raw image folder: pass --source SRC_DIR")
-        return make_seed_loader(cfg.source, cfg.split, batch_size=cfg.batch_size, image_size=cfg.image_size,
-                                workers=cfg.workers, augment=cfg.augment)
-    from .loader import make_loader
-    if name == "dali-gpu":
-        import torch
-        if not torch.cuda.is_available():
-            raise RuntimeError("no CUDA device")
-    torch_device = "cuda" if for_training else "cpu"
-    backend, device = {"torch": ("torch", torch_device), "dali-cpu": ("dali", "cpu"), "dali-gpu": ("dali", "cuda")}[name]
-    loader = make_loader(cfg.shards, split=cfg.split, batch_size=cfg.batch_size, backend=backend, device=device,
-                         augment=cfg.augment, image_size=cfg.image_size, seed=cfg.seed, rank=0, world_size=1,
-                         workers=cfg.workers)  # the same worker count as the baseline
-    if name.startswith("dali") and not loader.backend.startswith("dali"):
-        raise RuntimeError(f"asked for {name}, loader fell back to {loader.backend}")  # a fallback is loud
-    return loader
+            raise RuntimeError("the seed-style baseline reads the raw image folder, and no source folder was given")
+        schema = manifest_schema(read_manifest(cfg.shard_dir))
+        return make_seed_loader(cfg.source, schema, cfg.split, batch_size=cfg.batch_size,
+                                image_size=cfg.image_size, workers=cfg.workers, augment=cfg.augment)
+    from ..loading.base import LoaderConfig
+    from ..loading.loader import FashionLoader
+    import torch
+    if name == "dali-gpu" and not torch.cuda.is_available():
+        raise RuntimeError("no CUDA device")
+    to_gpu = name == "dali-gpu" or (for_training and name == "torch" and torch.cuda.is_available())
+    device = "cuda" if to_gpu else "cpu"
+    return FashionLoader(cfg.shard_dir, LoaderConfig(
+        split=cfg.split, batch_size=cfg.batch_size, backend=name, device=device, augment=cfg.augment,
+        image_size=cfg.image_size, seed=cfg.seed, rank=0, world_size=1,
+        workers=cfg.workers))  # the same worker count as the baseline
 
 
-def _endless(loader, start_epoch: int) -> Iterator:
+def endless(loader, start_epoch: int) -> Iterator:
     """Batches across epoch boundaries (tiny sets have fewer batches than a round wants)."""
     epoch = start_epoch
     while True:
@@ -185,11 +191,8 @@ def _endless(loader, start_epoch: int) -> Iterator:
         epoch += 1
 
 
-def _images(batch):
-    return batch.images if hasattr(batch, "images") else batch[0]
-
-
-def _sync(images) -> None:
+def sync(images) -> None:
+    """Wait for the GPU work behind ``images`` (a no-op for CPU tensors): time until done, not until queued."""
     if getattr(images, "is_cuda", False):
         import torch
         torch.cuda.synchronize()
@@ -197,15 +200,15 @@ def _sync(images) -> None:
 
 def _time_round(loader, cfg: BenchConfig, round_index: int) -> tuple[float, float, int]:
     """One round: fresh iterator, warm-up, then ``cfg.batches`` timed batches. Returns (seconds, cpu s, images)."""
-    it = _endless(loader, start_epoch=round_index)
+    it = endless(loader, start_epoch=round_index)
     for _ in range(cfg.warmup):
-        _sync(_images(next(it)))
+        sync(next(it).images)
     images = 0
     cpu0, t0 = _cpu_seconds(), time.perf_counter()
     for _ in range(cfg.batches):
-        x = _images(next(it))
+        x = next(it).images
         images += x.shape[0]
-    _sync(x)
+    sync(x)
     seconds, cpu = time.perf_counter() - t0, _cpu_seconds() - cpu0
     it.close()  # shuts DataLoader workers down before the next backend runs
     return seconds, cpu, images
@@ -217,8 +220,6 @@ def run_loader_bench(cfg: BenchConfig) -> dict[str, dict]:
     results: dict[str, dict] = {}
     loaders = {}
     for name in cfg.backends:
-        if name not in ALL_BACKENDS:
-            raise ValueError(f"unknown backend {name!r}; choose from {', '.join(ALL_BACKENDS)}")
         res = results[name] = {"description": DESCRIPTIONS[name], "rounds": [], "cpu_s": [], "peak_rss": 0}
         t0 = time.perf_counter()
         try:
@@ -226,8 +227,8 @@ def run_loader_bench(cfg: BenchConfig) -> dict[str, dict]:
             with _PeakRSS() as mem:
                 first = next(iter(loader), None)
                 if first is None:
-                    raise RuntimeError(f"the {cfg.split} split is smaller than one batch: lower --batch-size")
-                _sync(_images(first))
+                    raise RuntimeError(f"the {cfg.split} split is smaller than one batch of {cfg.batch_size}")
+                sync(first.images)
         except (RuntimeError, ImportError, OSError) as e:
             res.update(status="skipped", reason=str(e).splitlines()[0])
             log.warning("bench: %s skipped: %s", name, res["reason"])
@@ -261,71 +262,6 @@ def run_loader_bench(cfg: BenchConfig) -> dict[str, dict]:
     return results
 
 
-def run_train_bench(cfg: BenchConfig, names: list[str]) -> dict[str, dict]:
-    """CUDA only: ResNet-18 training images/s fed by each backend, and by a synthetic on-GPU batch (the ceiling)."""
-    import torch
-
-    from .model import FashionNet
-    from .schema import Schema
-    from .shard_format import read_manifest
-    from .train import amp_dtype
-    schema = Schema.from_dict(read_manifest(cfg.shards)["schema"])
-    dev = torch.device("cuda")
-    amp = amp_dtype(dev)  # bf16 where the GPU has it natively, else fp16 (with a grad scaler below)
-    out: dict[str, dict] = {}
-
-    def train(batches: Callable[[], Iterator]) -> dict:
-        torch.manual_seed(cfg.seed)
-        model = FashionNet(schema).to(dev, memory_format=torch.channels_last)
-        opt = torch.optim.Adam(model.parameters(), lr=1e-4)
-        lossf = torch.nn.CrossEntropyLoss()
-        scaler = torch.amp.GradScaler("cuda", enabled=amp == torch.float16)
-        it, wait, n, t_start = batches(), 0.0, 0, None
-        for step in range(cfg.warmup + cfg.train_steps):
-            if step == cfg.warmup:
-                torch.cuda.synchronize()
-                t_start, wait, n = time.perf_counter(), 0.0, 0
-            t0 = time.perf_counter()
-            b = next(it)
-            x = _images(b).to(dev, non_blocking=True).contiguous(memory_format=torch.channels_last)
-            y = (b.labels if hasattr(b, "labels") else b[1]).to(dev, non_blocking=True)
-            wait += time.perf_counter() - t0
-            with torch.autocast("cuda", dtype=amp):
-                logits = model(x)
-                loss = sum(lossf(lg, y[:, i]) for i, lg in enumerate(logits))
-            opt.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(opt)
-            scaler.update()
-            n += x.shape[0]
-        torch.cuda.synchronize()
-        total = time.perf_counter() - t_start
-        return {"images_per_s": n / total, "host_wait_share": wait / total}
-
-    def synthetic():
-        x = torch.randn(cfg.batch_size, 3, cfg.image_size, cfg.image_size, device=dev)
-        y = torch.stack([torch.randint(0, k, (cfg.batch_size,), device=dev) for k in schema.num_classes], 1)
-        while True:
-            yield (x, y)
-
-    out["synthetic (ceiling)"] = train(synthetic)
-    for name in names:
-        try:
-            loader = make_bench_loader(name, cfg, for_training=True)
-            out[name] = train(lambda: _endless(loader, 0))
-        except Exception as e:  # one backend failing (a DALI error, out of memory) must not lose the others' figures
-            log.error("bench: training fed by %s failed: %s", name, e)
-            out[name] = {"status": "failed", "reason": str(e).strip().splitlines()[0] if str(e).strip() else repr(e)}
-    ceiling = out["synthetic (ceiling)"]["images_per_s"]
-    for v in out.values():
-        if "images_per_s" not in v:
-            continue
-        v["share_of_ceiling"] = v["images_per_s"] / ceiling
-        # data stall: the share of step time lost to the input pipeline, against the same model on on-GPU data
-        v["data_stall_share"] = max(0.0, 1.0 - v["share_of_ceiling"])
-    return out
-
-
 def run_bench(cfg: BenchConfig) -> dict:
     """Loader benchmark, plus the end-to-end training benchmark when CUDA is present. Returns a JSON-able dict."""
     import torch
@@ -333,6 +269,7 @@ def run_bench(cfg: BenchConfig) -> dict:
               "config": dataclasses.asdict(cfg), "baseline": BASELINE, "loaders": run_loader_bench(cfg)}
     ok = [n for n, r in result["loaders"].items() if r["status"] == "ok"]
     if torch.cuda.is_available() and cfg.train_steps > 0 and ok:
+        from .training import run_train_bench
         result["train"] = run_train_bench(cfg, ok)
     return result
 

@@ -1,60 +1,22 @@
-"""PNG figures. matplotlib is imported lazily, with the non-interactive Agg backend (no display needed)."""
+"""PNG figures of the shard set and the benchmarks (the training curves are :mod:`fastfashion.train.curves`)."""
 from __future__ import annotations
 
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Mapping, Sequence
 
+from ..train.curves import pyplot, save_figure
+
 if TYPE_CHECKING:
-    from .schema import Schema
-
-
-def _pyplot():
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    return plt
-
-
-def _save(plt, fig, path: Path) -> Path:
-    """Write a figure atomically (see :func:`fastfashion.atomic.write_file`) and close it."""
-    from .atomic import write_file
-    try:
-        write_file(path, lambda tmp: fig.savefig(tmp, dpi=100, format=path.suffix.lstrip(".") or "png"))
-    finally:
-        plt.close(fig)
-    return path
-
-
-def plot_training_curves(history: Sequence[dict], path: str | os.PathLike) -> Path:
-    """Loss and accuracy curves per epoch (the seed report's figure 2) from ``metrics.json`` rows.
-
-    Left: train and val loss. Right: train and val accuracy and val average class accuracy. Written atomically.
-    """
-    plt = _pyplot()
-    path = Path(path)
-    epochs = [r["epoch"] for r in history]
-    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(11, 4))
-    ax_loss.plot(epochs, [r["train"]["loss"] for r in history], "o-", label="train")
-    ax_loss.plot(epochs, [r["val"]["loss"] for r in history], "o-", label="val")
-    ax_loss.set(title="loss (class-weighted CE, sum over categories)", xlabel="epoch", ylabel="loss")
-    ax_acc.plot(epochs, [r["train"]["accuracy"] for r in history], "o-", label="train accuracy")
-    ax_acc.plot(epochs, [r["val"]["accuracy"] for r in history], "o-", label="val accuracy")
-    ax_acc.plot(epochs, [r["val"]["avg_class_accuracy"] for r in history], "s-", label="val avg class accuracy")
-    ax_acc.set(title="accuracy", xlabel="epoch", ylabel="accuracy", ylim=(0, 1))
-    for ax in (ax_loss, ax_acc):
-        ax.grid(alpha=0.3)
-        ax.legend()
-    fig.tight_layout()
-    return _save(plt, fig, path)
+    from ..schema import Schema
 
 
 def plot_class_histogram(class_counts: Mapping[str, Sequence[int]], schema: "Schema", path: str | os.PathLike, *,
                          weights: Mapping[str, Sequence[float]] | None = None, title: str = "") -> Path:
     """Class counts per attribute (the seed report's figure 1), one panel per schema attribute; with ``weights``
-    (e.g. the trainer's :func:`~fastfashion.metrics.class_weights` from the train counts) each class is shown
+    (e.g. :func:`~fastfashion.format.manifest.class_weights` of the train counts, the trainer's) each class is shown
     with its loss weight (red dots, second axis). Written atomically."""
-    plt = _pyplot()
+    plt = pyplot()
     path = Path(path)
     cols = min(3, len(schema))
     rows = -(-len(schema) // cols)
@@ -78,13 +40,13 @@ def plot_class_histogram(class_counts: Mapping[str, Sequence[int]], schema: "Sch
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    return _save(plt, fig, path)
+    return save_figure(plt, fig, path)
 
 
 def plot_bench(result: dict, path: str | os.PathLike) -> Path:
-    """Bar chart of :func:`fastfashion.bench.run_bench`'s result: median images/s per backend with the min-max spread
+    """Bar chart of :func:`fastfashion.bench.throughput.run_bench`'s result: median images/s per backend with the min-max spread
     as error bars and the ratio to the baseline above each bar; with CUDA a second panel shows end-to-end training."""
-    plt = _pyplot()
+    plt = pyplot()
     path = Path(path)
     ok = {n: r for n, r in result["loaders"].items() if r["status"] == "ok"}
     panels = 2 if result.get("train") else 1
@@ -111,4 +73,4 @@ def plot_bench(result: dict, path: str | os.PathLike) -> Path:
     fig.suptitle(f"{result['date'][:10]} - {m.get('cpu')} x{m['cpu_count']} - GPU: {m.get('gpu') or 'none'}",
                  fontsize=9)
     fig.tight_layout()
-    return _save(plt, fig, path)
+    return save_figure(plt, fig, path)

@@ -29,7 +29,6 @@ TIMEOUT = datetime.timedelta(minutes=5)
 class DistInfo:
     rank: int = 0
     world_size: int = 1
-    local_rank: int = 0
     owns_group: bool = False  # True when setup() created the process group (and teardown() destroys it)
 
     @property
@@ -44,7 +43,7 @@ class DistInfo:
 def setup(device_type: str) -> DistInfo:
     """Join the process group described by the torchrun environment (if any) for ``device_type`` "cuda"/"cpu"."""
     if dist.is_available() and dist.is_initialized():
-        return DistInfo(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", 0)))
+        return DistInfo(dist.get_rank(), dist.get_world_size())
     world_size = int(os.environ.get("WORLD_SIZE", 1))
     if world_size <= 1:
         return DistInfo()
@@ -53,7 +52,7 @@ def setup(device_type: str) -> DistInfo:
         torch.cuda.set_device(local_rank)  # before NCCL init, so each rank owns one GPU
     backend = "nccl" if device_type == "cuda" else "gloo"
     dist.init_process_group(backend=backend, timeout=TIMEOUT)
-    info = DistInfo(dist.get_rank(), dist.get_world_size(), local_rank, owns_group=True)
+    info = DistInfo(dist.get_rank(), dist.get_world_size(), owns_group=True)
     log.info("rank %d/%d joined the %s process group", info.rank, info.world_size, backend)
     return info
 

@@ -1,4 +1,4 @@
-"""The official metric (average class accuracy), per-attribute accuracy, confusion matrices, class weights.
+"""The official metric (average class accuracy), per-attribute accuracy, confusion matrices.
 
 Everything is computed from one confusion matrix per attribute (rows = true class, columns = predicted class):
 confusion matrices sum exactly across batches and across distributed ranks, so a metric of a whole split is the
@@ -21,27 +21,7 @@ from typing import Any, Mapping, Sequence
 
 import torch
 
-from .schema import Schema
-
-
-def class_weights(class_counts: Mapping[str, Sequence[int]], schema: Schema) -> list[torch.Tensor]:
-    """Per-class loss weights from train class counts: ``w_c = N / (K * n_c)`` per attribute.
-
-    ``N`` is the number of labelled samples of the attribute (the sum of its counts), ``K`` its number of classes and
-    ``n_c`` the count of class ``c``; a class with ``n_c == 0`` gets weight 0. A balanced attribute gets all ones.
-    Returns one float32 tensor ``[K]`` per attribute in schema order. Raises ValueError on a count/schema mismatch.
-    """
-    out = []
-    for a in schema:
-        if a.name not in class_counts:
-            raise ValueError(f"class counts have no entry for attribute {a.name!r}")
-        counts = torch.as_tensor(list(class_counts[a.name]), dtype=torch.float64)
-        if counts.numel() != a.num_classes:
-            raise ValueError(f"class counts for {a.name!r} have {counts.numel()} entries, schema has {a.num_classes}")
-        n = counts.sum()
-        w = torch.where(counts > 0, n / (a.num_classes * counts.clamp(min=1)), torch.zeros_like(counts))
-        out.append(w.float())
-    return out
+from ..schema import Schema
 
 
 def confusion_matrices(preds: torch.Tensor, targets: torch.Tensor, schema: Schema) -> list[torch.Tensor]:

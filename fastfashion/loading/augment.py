@@ -96,14 +96,3 @@ class AugmentConfig:
     def photometric(self) -> bool:
         """Whether any colour jitter is on."""
         return bool(self.brightness or self.contrast or self.saturation or self.hue)
-
-
-def resolve(augment: "AugmentConfig | bool | None", *, split: str, image_size: int) -> AugmentConfig:
-    """``make_loader``'s ``augment`` argument -> a config: None means train augmentation for the train split only."""
-    if isinstance(augment, AugmentConfig):
-        if augment.image_size != image_size:
-            augment = dataclasses.replace(augment, image_size=image_size)
-        return augment
-    if augment is None:
-        augment = split == "train"
-    return AugmentConfig(image_size=image_size, mode="train" if augment else "eval")

@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .schema import Schema
+from ..schema import Schema
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +93,6 @@ def _imagenet_state_dict() -> dict:
         hub = torch.hub.get_dir()
         raise WeightsError(
             f"could not download torchvision's ImageNet ResNet-18 weights ({type(e).__name__}: {e}); "
-            f"this machine looks offline. Put {w.url.rsplit('/', 1)[-1]} in {hub}/checkpoints, or pass "
-            f"--weights PATH with a local ResNet-18 or FashionNet state dict") from e
+            f"this machine looks offline. Put {w.url.rsplit('/', 1)[-1]} in {hub}/checkpoints, or load a local "
+            f"ResNet-18 or FashionNet state dict instead (weights=PATH)") from e
     return {k: v for k, v in state.items() if not k.startswith("fc.")}

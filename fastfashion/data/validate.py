@@ -25,6 +25,8 @@ from typing import Sequence
 
 from PIL import Image
 
+from ..hardware import available_cpus
+
 log = logging.getLogger(__name__)
 
 ACCEPTED_MODES = ("RGB", "L")
@@ -84,14 +86,6 @@ def _worker_init() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
-def default_workers() -> int:
-    """CPUs this process may use (``sched_getaffinity`` where available, else ``os.cpu_count()``)."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
-
-
 def check_files(paths: Sequence[str | os.PathLike], workers: int | None = None, *,
                 desc: str = "validate") -> list[ImageCheck]:
     """:func:`check_file` every path, in ``workers`` processes (None: all CPUs; 1: in this process), with a tqdm bar.
@@ -101,7 +95,7 @@ def check_files(paths: Sequence[str | os.PathLike], workers: int | None = None, 
     from tqdm import tqdm
 
     paths = [str(p) for p in paths]
-    workers = default_workers() if workers is None else workers
+    workers = available_cpus() if workers is None else workers
     if workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
     chunks = [paths[i:i + _CHUNK] for i in range(0, len(paths), _CHUNK)]

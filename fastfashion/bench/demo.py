@@ -33,17 +33,18 @@ class DemoConfig:
 
 def run_demo(cfg: DemoConfig = DemoConfig()) -> dict:
     """Run every stage once; returns a summary dict (paths, bench table, metrics). Raises what a stage raises."""
-    from .bench import BenchConfig, run_bench
-    from .shard import ShardConfig, write_shards
-    from .source import class_counts, read_source
-    from .synth import SynthConfig, synthesize
-    from .inference import evaluate, predict
-    from .train import TrainConfig, train
+    from ..data.shard import ShardConfig, write_shards
+    from ..data.source import class_counts, read_source
+    from ..data.synth import SynthConfig, synthesize
+    from ..format.spec import TEST, TRAIN, VAL
+    from ..train.inference import evaluate, predict
+    from ..train.trainer import TrainConfig, train
+    from .throughput import BenchConfig, run_bench
 
     out = Path(cfg.out)
     if out.exists() and any(out.iterdir()):
         if not (out / MARKER).is_file():  # never wipe a folder the demo did not create
-            raise FileExistsError(f"demo: {out} exists and was not written by the demo; choose another --out")
+            raise FileExistsError(f"{out} exists and was not written by the demo; refusing to replace it")
         shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
     (out / MARKER).write_text("written by `fastfashion demo`; the next demo run replaces this folder\n")
@@ -59,18 +60,18 @@ def run_demo(cfg: DemoConfig = DemoConfig()) -> dict:
     data = stage("synth", lambda: synthesize(out / "data", SynthConfig(train=cfg.train, val=cfg.val, test=cfg.test,
                                                                       seed=cfg.seed)))
     records = stage("read", lambda: read_source(data))
-    summary["class_counts"] = class_counts(records["train"])
+    summary["class_counts"] = class_counts(records[TRAIN])
     shards = out / "shards"
     manifest = stage("shard", lambda: write_shards(data, shards, ShardConfig(seed=cfg.seed)))
     summary["shards"] = {s: len(v["shards"]) for s, v in manifest["splits"].items()}
     summary["bench"] = stage("bench", lambda: run_bench(BenchConfig(
-        shards=str(shards), source=str(data), batch_size=cfg.batch_size, image_size=cfg.image_size,
+        shard_dir=str(shards), source=str(data), batch_size=cfg.batch_size, image_size=cfg.image_size,
         rounds=cfg.bench_rounds, batches=cfg.bench_batches, warmup=1, train_steps=10, seed=cfg.seed)))
     run = out / "run"
     summary["train"] = stage("train", lambda: train(TrainConfig(
-        shards=str(shards), out=str(run), epochs=cfg.epochs, batch_size=cfg.batch_size, image_size=cfg.image_size,
+        shard_dir=str(shards), out=str(run), epochs=cfg.epochs, batch_size=cfg.batch_size, image_size=cfg.image_size,
         lr=1e-3, seed=cfg.seed)))  # lr 1e-3: a from-scratch model on a few hundred images
-    summary["evaluate"] = stage("evaluate", lambda: evaluate(run / "best.pt", shards, split="val"))
+    summary["evaluate"] = stage("evaluate", lambda: evaluate(run / "best.pt", shards, split=VAL))
     summary["prediction"] = str(stage("predict", lambda: predict(run / "best.pt", shards, out / "prediction.txt",
-                                                                  split="test")))
+                                                                  split=TEST)))
     return summary

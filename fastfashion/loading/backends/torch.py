@@ -1,34 +1,30 @@
-"""The portable path (PIL + torchvision over the shards, in a DataLoader with workers) and the seed-style baseline.
+"""The ``torch`` backend, the portable path: PIL + torchvision over the shards, in a DataLoader with workers.
 
 * :class:`ShardDataset` — map-style access to the samples of a split's WebDataset shards. It does NOT go through
   the webdataset library: each sample's ``.jpg`` and ``.lbl`` members are read by byte offset (the offsets of the
-  shards' DALI ``.idx`` files, :class:`~fastfashion.loader.ShardFiles`), the JPEG decoded with PIL and
+  shards' DALI ``.idx`` files, :class:`~fastfashion.format.reader.ShardFiles`), the JPEG decoded with PIL and
   transformed with torchvision (v2, on PIL images). Why: random access is what lets this backend deliver exactly
-  the order of :mod:`fastfashion.order` — the same as the DALI backend, sample for sample — with any number of
+  the order of :mod:`fastfashion.loading.order` — the same as the DALI backend, sample for sample — with any number of
   workers; a streaming ``webdataset.WebDataset`` reads each shard front to back and cannot. The tars stay plain
   WebDataset shards that the webdataset library reads as well.
-* :class:`TorchShardReader` — the DataLoader over it, one epoch's order at a time. A sample that cannot be loaded
-  travels to the main process as data and is raised there as the one-line :class:`~fastfashion.loader.LoaderError`
-  naming shard and key (raised in a worker, torch would re-wrap it in a multi-line "Caught ... in DataLoader
-  worker process" message).
-* :func:`make_seed_loader` — the seed report's loader, kept for benchmarks: PIL + torchvision transforms in a
-  map-style Dataset over the raw folder (``split/X.txt`` + ``X_attr.txt``).
+* :class:`TorchBackend` — the DataLoader over it, one epoch's order at a time. A sample that cannot be loaded
+  travels to the main process as data and is raised there as the one-line
+  :class:`~fastfashion.loading.base.LoaderError` naming shard and key (raised in a worker, torch would re-wrap it
+  in a multi-line "Caught ... in DataLoader worker process" message).
 """
 from __future__ import annotations
 
 import io
 import logging
-import os
-from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from .augment import AugmentConfig
-from .loader import Batch, LoaderError, SampleRef, ShardFiles
-from .schema import FASHION_SCHEMA, Schema
+from ...format.reader import SampleRef, ShardFiles
+from ..augment import AugmentConfig
+from ..base import BackendContext, LoaderError
 
 log = logging.getLogger(__name__)
 
@@ -108,37 +104,48 @@ class _EpochBatches:
         return -(-len(self.indices) // self.batch_size)
 
 
-def _collate(samples) -> Batch | _Failed:
+def collate(samples) -> tuple | _Failed:
+    """``(images, labels, keys)`` stacked from ``(image, labels, key)`` samples; a failed batch passes through."""
     if len(samples) == 1 and isinstance(samples[0], _Failed):
         return samples[0]
     images, labels, keys = zip(*samples)
-    return Batch(torch.stack(images), torch.stack(labels), list(keys))
+    return torch.stack(images), torch.stack(labels), list(keys)
 
 
-class TorchShardReader:
-    """Yields the batches of one epoch's order (global sample indices) through a DataLoader with ``workers``."""
+class TorchBackend:
+    """Yields the batches of one epoch's order (global sample indices) through a DataLoader with ``ctx.workers``.
 
-    def __init__(self, refs: Sequence[SampleRef], cfg: AugmentConfig, *, batch_size: int, workers: int, seed: int,
-                 rank: int = 0, pin_memory: bool = False):
-        self.sampler = _EpochBatches(batch_size)
-        self.seed, self.rank = seed, rank
-        self.dataset = ShardDataset(refs, cfg)
+    Batches for a CUDA device come from pinned memory (asynchronous copies); the loader moves them."""
+
+    def __init__(self, name: str, ctx: BackendContext):
+        self.sampler = _EpochBatches(ctx.batch_size)
+        self.seed, self.rank = ctx.seed, ctx.rank
+        self.dataset = ShardDataset(ctx.index.refs, ctx.augment)
+        workers = ctx.workers
         # workers end with each epoch's iterator: an abandoned epoch leaves nothing running in the background
         self.loader = DataLoader(self.dataset, batch_sampler=self.sampler, num_workers=workers,
-                                 collate_fn=_collate, pin_memory=pin_memory,  # True for CUDA: real async copies
+                                 collate_fn=collate, pin_memory=ctx.device.type == "cuda",
                                  prefetch_factor=4 if workers > 0 else None,
                                  worker_init_fn=_seed_worker, generator=torch.Generator())
 
+    @property
+    def pin_memory(self) -> bool:
+        """Whether batches come from pinned host memory (for a CUDA device)."""
+        return self.loader.pin_memory
+
     def epoch(self, indices: np.ndarray, epoch: int):
-        """Yield the :class:`~fastfashion.loader.Batch` es of ``indices``; raises :class:`LoaderError` (one line,
-        naming shard and key) for a sample that cannot be loaded, whether it failed in a worker or here."""
+        """Yield ``(images, labels)`` of ``indices``; raises :class:`LoaderError` (one line, naming shard and key)
+        for a sample that cannot be loaded, whether it failed in a worker or here."""
         self.sampler.indices = indices
         # worker RNG seeds from (seed, epoch, rank): with workers, augmentation is a function of those
         self.loader.generator.manual_seed(hash((self.seed, epoch, self.rank)) & 0x7FFFFFFF)
         for batch in self.loader:
             if isinstance(batch, _Failed):
                 raise LoaderError(batch.message)
-            yield batch
+            yield batch[0], batch[1]
+
+    def close(self) -> None:
+        self.dataset.files.close()
 
 
 def _seed_worker(worker_id: int) -> None:
@@ -146,48 +153,3 @@ def _seed_worker(worker_id: int) -> None:
     s = torch.initial_seed() % 2 ** 32  # DataLoader derives it from the generator + worker id
     random.seed(s)
     np.random.seed(s)
-
-
-# --- the seed-style baseline (raw folder, PIL) -------------------------------------------------------------
-
-def seed_transforms(image_size: int, augment: bool):
-    """The seed report's torchvision transforms (PIL in, normalized float tensor out)."""
-    from torchvision import transforms as T
-    cfg = AugmentConfig(image_size=image_size)
-    if augment:
-        ops = [T.RandomResizedCrop(image_size), T.RandomHorizontalFlip(), T.RandomRotation(cfg.rotation),
-               T.ColorJitter(cfg.brightness, cfg.contrast, cfg.saturation, cfg.hue)]
-    else:
-        ops = [T.Resize(cfg.eval_resize), T.CenterCrop(image_size)]
-    return T.Compose(ops + [T.ToTensor(), T.Normalize(cfg.mean, cfg.std)])
-
-
-class SeedFolderDataset(Dataset):
-    """The seed's map-style Dataset: ``split/X.txt`` image paths + ``X_attr.txt`` labels, PIL decode."""
-
-    def __init__(self, src_dir: str | os.PathLike, split: str, transform=None, schema: Schema = FASHION_SCHEMA):
-        from .source import read_split
-        self.root = Path(src_dir)
-        self.records = read_split(self.root, split, schema, check_images=False)
-        self.transform, self.width = transform, len(schema)
-
-    def __len__(self) -> int:
-        return len(self.records)
-
-    def __getitem__(self, i: int):
-        from PIL import Image
-        r = self.records[i]
-        with Image.open(self.root / r.path) as im:
-            img = im.convert("RGB")
-        if self.transform is not None:
-            img = self.transform(img)
-        labels = torch.tensor(r.labels if r.labels is not None else [-1] * self.width, dtype=torch.int64)
-        return img, labels, r.key
-
-
-def make_seed_loader(src_dir: str | os.PathLike, split: str = "train", *, batch_size: int = 64,
-                     image_size: int = 224, workers: int = 2, augment: bool = True) -> DataLoader:
-    """The seed-style baseline loader over the raw folder; yields :class:`~fastfashion.loader.Batch`."""
-    ds = SeedFolderDataset(src_dir, split, seed_transforms(image_size, augment))
-    return DataLoader(ds, batch_size=batch_size, shuffle=augment, num_workers=workers, collate_fn=_collate,
-                      drop_last=augment)

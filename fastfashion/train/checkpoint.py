@@ -14,6 +14,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..format.atomic import write_file
+
 FORMAT = "fastfashion-checkpoint"
 VERSION = 1
 
@@ -23,15 +25,10 @@ class CheckpointError(ValueError):
 
 
 def save_atomic(obj: dict, path: str | os.PathLike) -> Path:
-    """``torch.save`` to a temporary file beside ``path``, then ``os.replace`` it (a crash never leaves half a file)."""
+    """``torch.save`` through :func:`~fastfashion.format.atomic.write_file` (a crash never leaves half a file)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    write_file(path, lambda tmp: torch.save(obj, tmp))
     return path
 
 

@@ -1,0 +1,11 @@
+"""The shard set format, both halves side by side (specification: ``docs/format.md``).
+
+* :mod:`.spec` -- names and encodings: file names, split names, the ``.lbl`` and ``.json`` members;
+* :mod:`.manifest` -- ``manifest.json``: read, check, verify, summarise (the writer builds it);
+* :mod:`.dali_index` -- DALI ``.idx`` files: build from a tar, write, read;
+* :mod:`.writer` -- :class:`~.writer.ShardSetWriter`, which writes tars, indexes and the manifest;
+* :mod:`.reader` -- the sample reader: a split's samples by byte offset (what every backend reads);
+* :mod:`.atomic` -- crash-safe files and folders, used by every writer in the library.
+
+This layer imports only :mod:`fastfashion.schema` (and the standard library; webdataset inside the writer).
+"""

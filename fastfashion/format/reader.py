@@ -1,0 +1,144 @@
+"""The sample reader, the reading half of the format: where each sample of a split lives (from the manifest and the
+``.idx`` files, checked against the tars) and its member bytes read by offset. Every loader backend reads through
+this; its writing half is :mod:`fastfashion.format.writer`.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+
+from .dali_index import IndexFormatError, index_line, read_index
+
+
+class ShardReadError(RuntimeError):
+    """A shard or sample cannot be read; the message names the shard (tar or idx) and, where known, the key."""
+
+
+@dataclasses.dataclass(frozen=True)
+class SampleRef:
+    """Where one sample lives: its tar and the byte ranges of its ``.jpg`` and ``.lbl`` members."""
+
+    key: str
+    tar: str
+    jpg_offset: int
+    jpg_size: int
+    lbl_offset: int
+    lbl_size: int
+
+
+@dataclasses.dataclass(frozen=True)
+class SplitIndex:
+    """The samples of one split in manifest order: ``refs[i]`` is global sample ``i``; ``shards`` lists per shard
+    ``(tar path, idx lines)`` where ``idx_lines[j]`` is the shard's ``.idx`` line of its ``j``-th sample (what a
+    per-epoch DALI index file copies)."""
+
+    shards: list[tuple[str, list[str]]]
+    refs: list[SampleRef]
+
+    @property
+    def sizes(self) -> list[int]:
+        """Samples per shard."""
+        return [len(lines) for _, lines in self.shards]
+
+
+class ShardFiles:
+    """Open shard tars (one read-only descriptor each, opened on first use) and read members by byte offset.
+
+    Descriptors are not pickled: a DataLoader worker started by spawn (macOS, Windows) opens its own."""
+
+    def __init__(self):
+        self._fds: dict[str, int] = {}
+
+    def read(self, path: str, offset: int, size: int) -> bytes:
+        """``size`` bytes at ``offset`` of ``path``. Raises OSError, also for a short read."""
+        fd = self._fds.get(path)
+        if fd is None:
+            fd = self._fds[path] = os.open(path, os.O_RDONLY | getattr(os, "O_BINARY", 0))  # O_BINARY: Windows
+        if hasattr(os, "pread"):
+            data = os.pread(fd, size, offset)
+        else:  # Windows: no pread; each process has its own descriptors and reads from one thread
+            os.lseek(fd, offset, os.SEEK_SET)
+            data = os.read(fd, size)
+        if len(data) != size:
+            raise OSError(f"short read ({len(data)} of {size} bytes at offset {offset})")
+        return data
+
+    def sample(self, ref: SampleRef) -> tuple[bytes, bytes]:
+        """The ``.jpg`` and ``.lbl`` bytes of one sample."""
+        return self.read(ref.tar, ref.jpg_offset, ref.jpg_size), self.read(ref.tar, ref.lbl_offset, ref.lbl_size)
+
+    def close(self) -> None:
+        fds, self._fds = self._fds, {}
+        for fd in fds.values():
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+    def __getstate__(self):
+        return {"_fds": {}}
+
+    def __enter__(self) -> "ShardFiles":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __del__(self):
+        self.close()
+
+
+def sample_key(member_key: str) -> str:
+    """A sample's key as DALI and the loaders cut it: the part of the ``.idx`` key after the last ``/``."""
+    return member_key.rsplit("/", 1)[-1]
+
+
+def read_shard_index(idx_path: Path, tar_path: Path, width: int) -> tuple[list[str], list[SampleRef]]:
+    """The ``.idx`` lines of a shard's samples and their :class:`SampleRef`; checks them against the tar size and
+    the label width (``width`` int64 per ``.lbl``). Raises :class:`ShardReadError` naming the file (and key)."""
+    try:
+        entries = read_index(idx_path)
+    except (OSError, IndexFormatError) as e:
+        raise ShardReadError(f"{idx_path}: cannot read the index: {e}") from e
+    try:
+        tar_size = os.path.getsize(tar_path)
+    except OSError as e:
+        raise ShardReadError(f"{tar_path}: shard is missing: {e}") from e
+    lines, refs = [], []
+    for n, entry in enumerate(entries, start=2):
+        key = sample_key(entry.key)
+        if "jpg" not in entry.members or "lbl" not in entry.members:
+            raise ShardReadError(f"{idx_path}:{n}: sample {key!r} lacks a .jpg or .lbl member")
+        end = max(off + size for off, size in entry.members.values())
+        if end > tar_size:
+            raise ShardReadError(f"{tar_path}: shard is truncated: sample {key!r} ends at byte {end}, "
+                                 f"the file has {tar_size}")
+        (jo, js), (lo, ls) = entry.members["jpg"], entry.members["lbl"]
+        if ls != 8 * width:
+            raise ShardReadError(f"{tar_path}: sample {key!r}: .lbl has {ls} bytes, expected {8 * width} "
+                                 f"(int64 x {width})")
+        refs.append(SampleRef(key, str(tar_path), jo, js, lo, ls))
+        lines.append(index_line(entry))
+    return lines, refs
+
+
+def read_split_index(shard_dir: str | os.PathLike, manifest: dict, split: str, width: int) -> SplitIndex:
+    """:class:`SplitIndex` of ``split`` (every shard's ``.idx`` read and checked against the manifest's counts).
+    Raises :class:`ShardReadError` naming the file."""
+    d = Path(shard_dir)
+    shards, refs = [], []
+    for sh in manifest["splits"][split]["shards"]:
+        lines, shard_refs = read_shard_index(d / sh["idx"], d / sh["tar"], width)
+        if len(shard_refs) != sh["num_samples"]:
+            raise ShardReadError(f"{d / sh['idx']}: {len(shard_refs)} samples, manifest says {sh['num_samples']}")
+        shards.append((str(d / sh["tar"]), lines))
+        refs.extend(shard_refs)
+    return SplitIndex(shards, refs)
+
+
+def split_keys(shard_dir: str | os.PathLike, manifest: dict, split: str) -> list[str]:
+    """Sample keys of a split in shard order (= split-file order for val/test), read from the shards' ``.idx``
+    files. Raises :class:`~fastfashion.format.dali_index.IndexFormatError` naming file and line."""
+    return [sample_key(e.key) for shard in manifest["splits"][split]["shards"]
+            for e in read_index(Path(shard_dir) / shard["idx"])]

@@ -1,0 +1,60 @@
+"""Names and encodings of the shard set format (the full specification is ``docs/format.md``).
+
+A shard set is a folder holding ``manifest.json`` and, per split, ``{split}-{index:05d}.tar`` with a DALI index
+``{split}-{index:05d}.idx`` beside each. Each sample (key = the image's file stem, e.g. ``"00042"``) has, in tar
+order:
+
+* ``KEY.jpg``  -- the original JPEG bytes, untouched;
+* ``KEY.json`` -- ``{"labels": {"pattern": "solid", ...}, "path": "img/00042.jpg"}`` (class names, schema order;
+  ``"labels": null`` for an unlabelled split, i.e. test);
+* ``KEY.lbl``  -- the labels as raw little-endian int64 x len(schema) (48 bytes for a six-attribute schema), read
+  by DALI natively with ``dtypes=types.INT64``; all -1 for an unlabelled sample.
+"""
+from __future__ import annotations
+
+import json
+import struct
+from typing import Sequence
+
+from ..schema import Schema
+
+FORMAT = "fastfashion-shards"
+VERSION = 1
+MANIFEST = "manifest.json"
+UNLABELLED = -1  # every .lbl entry of a sample without labels (the test split)
+
+TRAIN, VAL, TEST = "train", "val", "test"
+SPLITS = (TRAIN, VAL, TEST)          # the splits of a source, in their usual order
+LABELLED_SPLITS = (TRAIN, VAL)       # splits that always carry labels (any other may, with an _attr file)
+
+
+def split_order(split: str) -> tuple[int, str]:
+    """Sort key: train, val, test, then any other split by name."""
+    return (SPLITS.index(split) if split in SPLITS else len(SPLITS), split)
+
+
+def shard_names(split: str, index: int) -> tuple[str, str]:
+    """``("train-00003.tar", "train-00003.idx")``."""
+    return f"{split}-{index:05d}.tar", f"{split}-{index:05d}.idx"
+
+
+def encode_labels(labels: Sequence[int] | None, schema: Schema) -> bytes:
+    """The ``.lbl`` member: little-endian int64 per attribute, or all :data:`UNLABELLED` for ``None``."""
+    values = [UNLABELLED] * len(schema) if labels is None else [int(v) for v in labels]
+    if len(values) != len(schema):
+        raise ValueError(f"expected {len(schema)} labels, got {len(values)}")
+    return struct.pack(f"<{len(values)}q", *values)
+
+
+def decode_labels(data: bytes, schema: Schema) -> tuple[int, ...] | None:
+    """Inverse of :func:`encode_labels` (``None`` for an unlabelled sample)."""
+    if len(data) != 8 * len(schema):
+        raise ValueError(f".lbl member has {len(data)} bytes, expected {8 * len(schema)}")
+    values = struct.unpack(f"<{len(schema)}q", data)
+    return None if all(v == UNLABELLED for v in values) else values
+
+
+def sample_json(path: str, labels: Sequence[int] | None, schema: Schema) -> bytes:
+    """The ``.json`` member (compact, keys sorted; labels in schema order)."""
+    doc = {"labels": None if labels is None else schema.label_names(labels), "path": path}
+    return json.dumps(doc, separators=(",", ":")).encode("utf-8")

@@ -1,0 +1,35 @@
+"""What this machine offers the library: CPUs this process may use and the torch device to run on.
+
+A leaf module (no fastfashion imports; torch is imported only by :func:`resolve_device`), shared by every layer
+that sizes a worker pool or picks a device.
+"""
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import torch
+
+DEVICES = ("auto", "cpu", "cuda")  # what ``device`` accepts, besides an explicit ``cuda:N``
+
+
+def available_cpus() -> int:
+    """CPUs this process may use (``sched_getaffinity`` where available, else ``os.cpu_count()``)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def resolve_device(device) -> "torch.device":
+    """``auto`` (CUDA when available, else CPU), ``cpu``, ``cuda`` or ``cuda:N`` as a torch.device. Raises ValueError
+    for anything else and RuntimeError when CUDA is asked for but not available."""
+    import torch
+    dev = str(device) if device is not None else "auto"
+    if dev not in ("auto", "cpu") and not dev.startswith("cuda"):
+        raise ValueError(f"device must be auto, cpu or cuda[:N], got {device!r}")
+    cuda = torch.cuda.is_available()
+    if dev.startswith("cuda") and not cuda:
+        raise RuntimeError(f"device {dev!r} requested but CUDA is not available")
+    return torch.device(("cuda" if cuda else "cpu") if dev == "auto" else dev)

@@ -1,0 +1,213 @@
+"""The DALI graph: one function, ``device_id`` set (decode ``mixed``, everything after on the GPU) or None (every
+operator on the CPU). :mod:`fastfashion.loading.backends.dali` feeds it an exact per-epoch order.
+
+Train graph (operators picked by measurement on 2 CPU cores, see docs/loader.md)::
+
+    CPU: jpg ─ decoders.image_crop (decodes only the crop box) ────┐
+    GPU: jpg ─ decoders.image(mixed, decoder cache) ─ crop box ────┴─ warp_affine(crop → size², flip, rotation:
+        ONE matrix) ─ hsv(saturation, hue; float out) ─ crop_mirror_normalize(per-sample mean/std that also apply
+        brightness and contrast; CHW)
+
+Eval graph: ``decoders.image ─ resize(shorter side) ─ crop_mirror_normalize(centre crop)``.
+"""
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import numpy as np
+
+from ..augment import AugmentConfig
+
+CONTRAST_CENTER = 128.0  # contrast blends towards mid-grey (DALI's convention; torchvision: the image's mean grey)
+
+
+# Per-sample random parameters, drawn in numpy once per batch (one callback per batch, none per sample) from
+# (seed, rank, epoch, batch): augmentation is a pure function of those, whichever pipeline (horizon) produces it.
+RAND_FIELDS = ("area", "logratio", "x", "y", "flip", "angle", "brightness", "contrast", "saturation", "hue")
+
+
+class RandomParams:
+    """The ``external_source`` callback: iteration ``i`` of the pipeline -> ``[B, len(RAND_FIELDS)]`` float32."""
+
+    def __init__(self, cfg: AugmentConfig, *, seed: int, rank: int, batch_size: int,
+                 plan: Sequence[tuple[int, int]]):
+        self.cfg, self.seed, self.rank, self.batch_size = cfg, seed, rank, batch_size
+        self.plan = list(plan)  # (epoch, batches in that epoch) in pipeline order
+
+    def where(self, iteration: int) -> tuple[int, int]:
+        """(epoch, batch within the epoch) of a pipeline iteration (past the plan: the last epoch continues)."""
+        for epoch, n in self.plan:
+            if iteration < n:
+                return epoch, iteration
+            iteration -= n
+        epoch, n = self.plan[-1]
+        return epoch, n + iteration
+
+    def draw(self, epoch: int, batch: int) -> np.ndarray:
+        c = self.cfg
+        rng = np.random.default_rng([self.seed & 0xFFFFFFFF, self.rank, epoch, batch, 0xA06])
+        u = rng.random((self.batch_size, len(RAND_FIELDS)))
+        out = u.copy()  # area, logratio, x, y stay uniforms: the graph maps them with each image's shape
+        out[:, 1] = math.log(c.ratio[0]) + u[:, 1] * (math.log(c.ratio[1]) - math.log(c.ratio[0]))
+        out[:, 0] = c.scale[0] + u[:, 0] * (c.scale[1] - c.scale[0])
+        out[:, 4] = u[:, 4] < c.flip
+        out[:, 5] = (2 * u[:, 5] - 1) * c.rotation
+        for j, x in ((6, c.brightness), (7, c.contrast), (8, c.saturation)):
+            out[:, j] = 1 + (2 * u[:, j] - 1) * x
+        out[:, 9] = (2 * u[:, 9] - 1) * c.hue * 360.0  # degrees, as fn.hsv wants
+        return out.astype(np.float32)
+
+    def __call__(self, info) -> np.ndarray:
+        return self.draw(*self.where(info.iteration))
+
+
+def _crop_box(shape, r):
+    """Random resized crop box ``(x0, y0, w, h)`` in input pixels from the image ``shape`` (HWC, float) and the
+    drawn area fraction and log aspect ratio: one draw clamped to the image, where torchvision re-draws up to ten
+    times."""
+    import nvidia.dali.math as dmath
+    h_img, w_img = shape[0], shape[1]
+    area = r[0] * w_img * h_img
+    aspect = dmath.exp(r[1])
+    w = dmath.floor(dmath.min(dmath.sqrt(area * aspect), w_img))
+    h = dmath.floor(dmath.min(dmath.sqrt(area / aspect), h_img))
+    return r[2] * (w_img - w), r[3] * (h_img - h), w, h
+
+
+def _affine(box, r, cfg: AugmentConfig):
+    """Per-sample 2x3 forward matrix (input pixels -> output pixels): the crop ``box`` ``(x0, y0, w, h)`` onto the
+    ``image_size`` square, mirrored when ``r[4]``, rotated about the centre by ``r[5]`` degrees."""
+    from nvidia.dali import fn
+    s = float(cfg.image_size)
+    x0, y0, w, h = box
+    flip = r[4]
+    zero = flip * 0.0
+    m = fn.transforms.crop(from_start=fn.stack(x0 + zero, y0 + zero), from_end=fn.stack(x0 + w, y0 + h),
+                           to_start=fn.stack(flip * s, zero), to_end=fn.stack((1.0 - flip) * s, zero + s))
+    if cfg.rotation:
+        m = fn.transforms.rotation(m, angle=r[5], center=[s / 2, s / 2])
+    return m
+
+
+def _eval_size(jpg, cfg: AugmentConfig):
+    """(height, width) with the shorter side ``cfg.eval_resize`` and the longer one truncated as torchvision's
+    Resize does (``resize_shorter`` rounds instead: a 0.3 % scale difference shows on fine textures)."""
+    from nvidia.dali import fn, types
+    import nvidia.dali.math as dmath
+    shape = fn.cast(fn.peek_image_shape(jpg), dtype=types.FLOAT)
+    scale = cfg.eval_resize / dmath.min(shape[0], shape[1])
+    return dmath.floor(shape[0] * scale + 1e-3), dmath.floor(shape[1] * scale + 1e-3)
+
+
+def _centre_pos(length, crop: int):
+    """crop_pos_x/y putting the crop where torchvision's CenterCrop does: ``int(round((L - crop) / 2))`` with
+    Python's round-half-to-even (a one-pixel shift on odd margins is visible on textures). The +0.25 keeps the
+    anchor on that pixel whether DALI rounds or truncates ``pos * (L - crop)``."""
+    import nvidia.dali.math as dmath
+    d = length - float(crop)
+    q = dmath.floor(d * 0.5)
+    top = q + (d - 2.0 * q) * (q - 2.0 * dmath.floor(q * 0.5))  # half-to-even of d / 2
+    return (top + 0.25) / dmath.max(d, 1.0)
+
+
+def _normalization(cfg: AugmentConfig, r=None):
+    """Per-sample (mean, std) for crop_mirror_normalize that also apply brightness b and contrast c:
+    ``(b * (c * x + (1 - c) * 128) - m) / s == (x - m') / s'`` with ``s' = s / (b c)``,
+    ``m' = (m - b (1 - c) 128) / (b c)`` — two photometric ops for free."""
+    from nvidia.dali import fn
+    mean = [255.0 * v for v in cfg.mean]
+    std = [255.0 * v for v in cfg.std]
+    if r is None or not (cfg.brightness or cfg.contrast):
+        return mean, std
+    b, c = r[6], r[7]
+    bc = b * c
+    shift = b * ((1.0 - c) * CONTRAST_CENTER)
+    return fn.stack(*[(m - shift) / bc for m in mean]), fn.stack(*[v / bc for v in std])
+
+
+def _decoder_args(gpu: bool, size_hint: tuple[int, int], cache_mb: int) -> dict:
+    """Arguments of the image decoder: ``mixed`` on the GPU (hardware decoder share, preallocation, decoder cache)."""
+    from nvidia.dali import types
+    dec = dict(device="mixed" if gpu else "cpu", output_type=types.RGB, jpeg_fancy_upsampling=True)
+    if gpu:
+        dec.update(hw_decoder_load=0.65,  # share of JPEGs for the A100/H100 hardware decoder, rest on CUDA
+                   preallocate_height_hint=size_hint[0], preallocate_width_hint=size_hint[1],
+                   device_memory_padding=16 << 20, host_memory_padding=8 << 20)
+        if cache_mb:
+            dec.update(cache_size=cache_mb, cache_type="threshold", cache_threshold=0, cache_batch_copy=True)
+    return dec
+
+
+def _train_images(jpg, dec: dict, cfg: AugmentConfig, *, random_params: RandomParams, roi_decode: bool, dev: str):
+    """The train branch: random resized crop + flip + rotation as one warp, colour jitter, normalization."""
+    from nvidia.dali import fn, types
+    r = fn.external_source(source=random_params, batch=True, batch_info=True, dtype=types.FLOAT, ndim=1,
+                           name="random_params")
+    box = _crop_box(fn.cast(fn.peek_image_shape(jpg), dtype=types.FLOAT), r)  # header only, no decode
+    if roi_decode:  # decode only the crop: ~0.15 ms/img less on CPU
+        x0, y0, w, h = box
+        img = fn.decoders.image_crop(jpg, **dec, crop_w=w, crop_h=h, crop_pos_x=r[2], crop_pos_y=r[3])
+        shape = fn.cast(img.shape(), dtype=types.FLOAT)
+        box = (0.0, 0.0, shape[1], shape[0])
+    else:  # GPU: nvJPEG decodes whole images cheaply, and only full decodes can live in the decoder cache
+        img = fn.decoders.image(jpg, **dec)
+    interp = types.INTERP_LINEAR if cfg.interp_for(dev) == "linear" else types.INTERP_NN
+    img = fn.warp_affine(img, matrix=_affine(box, r, cfg), size=[cfg.image_size, cfg.image_size],
+                         inverse_map=False, interp_type=interp, fill_value=0)
+    if cfg.saturation or cfg.hue:
+        # float output: DALI's CPU float->uint8 saturating cast costs more than the colour matrix itself
+        img = fn.hsv(img, hue=r[9], saturation=r[8], dtype=types.FLOAT)
+    mean, std = _normalization(cfg, r)
+    return fn.crop_mirror_normalize(img, mean=mean, std=std, dtype=_out_dtype(cfg), output_layout="CHW")
+
+
+def _eval_images(jpg, dec: dict, cfg: AugmentConfig):
+    """The eval branch: resize the shorter side, centre crop, normalize (as torchvision's Resize + CenterCrop)."""
+    from nvidia.dali import fn, types
+    img = fn.decoders.image(jpg, **dec)
+    h, w = _eval_size(jpg, cfg)
+    img = fn.resize(img, size=fn.stack(h, w), interp_type=types.INTERP_LINEAR, antialias=True)
+    mean, std = _normalization(cfg)
+    return fn.crop_mirror_normalize(img, crop=[cfg.image_size, cfg.image_size],
+                                    crop_pos_x=_centre_pos(w, cfg.image_size),
+                                    crop_pos_y=_centre_pos(h, cfg.image_size), mean=mean, std=std,
+                                    dtype=_out_dtype(cfg), output_layout="CHW")
+
+
+def _out_dtype(cfg: AugmentConfig):
+    from nvidia.dali import types
+    return types.FLOAT16 if cfg.fp16 else types.FLOAT
+
+
+def fashion_pipeline(*, paths: Sequence[str], index_paths: Sequence[str], cfg: AugmentConfig, batch_size: int,
+                     device_id: int | None, num_threads: int, seed: int, prefetch: int = 2, cache_mb: int = 0,
+                     size_hint: tuple[int, int] = (0, 0), roi_decode: bool | None = None,
+                     random_params: RandomParams | None = None):
+    """Build (not run) the DALI pipeline. ``device_id=None``: every operator on the CPU; else decode ``mixed``
+    and the rest on GPU ``device_id``. Outputs: images float[16] ``[B,3,S,S]`` normalized, labels int64
+    ``[B,label width]``. ``cache_mb`` > 0 (GPU only) keeps decoded images in the decoder's cache; ``size_hint`` is
+    (height, width) of the largest expected image, to preallocate decoder buffers. ``roi_decode`` (default: on CPU
+    only) picks the train crop strategy: decode only the crop, or decode everything (GPU: cacheable) and warp the
+    crop box. ``random_params`` (required for train) supplies the per-sample random numbers."""
+    from nvidia.dali import fn, pipeline_def, types
+    gpu = device_id is not None
+    if cfg.is_train and random_params is None:
+        raise ValueError("the train graph needs random_params")
+
+    @pipeline_def(batch_size=batch_size, num_threads=num_threads, device_id=device_id, seed=seed,
+                  prefetch_queue_depth=prefetch, exec_dynamic=True)  # dynamic executor: zero-copy to torch
+    def graph():
+        jpg, lbl = fn.readers.webdataset(paths=list(paths), index_paths=list(index_paths), ext=["jpg", "lbl"],
+                                         dtypes=[types.UINT8, types.INT64], random_shuffle=False,
+                                         missing_component_behavior="error", name="reader")
+        dec = _decoder_args(gpu, size_hint, cache_mb)
+        if cfg.is_train:
+            img = _train_images(jpg, dec, cfg, random_params=random_params,
+                                roi_decode=(not gpu) if roi_decode is None else roi_decode,
+                                dev="gpu" if gpu else "cpu")
+        else:
+            img = _eval_images(jpg, dec, cfg)
+        return img, (lbl.gpu() if gpu else lbl)
+
+    return graph()

@@ -1,0 +1,119 @@
+"""What the loader and every backend share: :class:`LoaderConfig`, :class:`Batch`, :class:`LoaderError` and the
+:class:`Backend` protocol with the :class:`BackendContext` a backend is built from."""
+from __future__ import annotations
+
+import dataclasses
+from typing import TYPE_CHECKING, Any, Callable, Iterator, NamedTuple, Protocol
+
+from ..format.spec import TRAIN
+from .augment import AugmentConfig
+from .order import DEFAULT_BLOCK
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from ..format.reader import SplitIndex
+
+BACKEND_CHOICES = ("auto", "dali", "dali-gpu", "dali-cpu", "torch")
+"""What ``backend`` accepts: a backend name of :data:`fastfashion.loading.backends.BACKENDS`, ``dali`` (DALI on the
+loader's device: dali-gpu on CUDA, dali-cpu on the CPU) or ``auto`` (dali-gpu, else dali-cpu, else torch)."""
+
+
+class LoaderError(RuntimeError):
+    """A shard or sample cannot be loaded; the message names the shard (tar or idx) and the sample key."""
+
+
+class Batch(NamedTuple):
+    """``images`` float [B,3,H,W] normalized (on the loader's device), ``labels`` int64 [B,len(schema)]
+    (-1 for unlabelled splits), ``keys`` list[str] when the loader was made with ``with_keys=True``, else None."""
+
+    images: Any
+    labels: Any
+    keys: list[str] | None = None
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class LoaderConfig:
+    """Every option of a loader (what :func:`~fastfashion.loading.loader.make_loader` takes as keywords).
+
+    ``augment``: None = train augmentation for the train split, eval transform otherwise; a bool forces it; an
+    :class:`AugmentConfig` sets every knob (``image_size`` overrides its own). ``shuffle``/``drop_last``: None = on
+    for train, off otherwise. ``rank``/``world_size``: None = from ``torch.distributed`` when initialized, else 0/1.
+    ``workers``: DataLoader workers of the torch backend (None: min(4, CPUs)). ``block``: shuffle block size
+    (:mod:`fastfashion.loading.order`). ``gpu_cache`` (dali-gpu only): the decoder cache policy (None: automatic,
+    see :mod:`fastfashion.loading.backends.dali`). Raises ValueError for a bad value.
+    """
+
+    split: str = TRAIN
+    batch_size: int = 64
+    backend: str = "auto"              # one of BACKEND_CHOICES
+    device: Any = "auto"               # auto | cpu | cuda | cuda:N | a torch.device: where batches are delivered
+    augment: AugmentConfig | bool | None = None
+    shuffle: bool | None = None
+    image_size: int = 224
+    seed: int = 0
+    rank: int | None = None
+    world_size: int | None = None
+    with_keys: bool = False
+    drop_last: bool | None = None
+    workers: int | None = None
+    block: int = DEFAULT_BLOCK
+    gpu_cache: bool | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("batch_size", "image_size", "block"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ValueError(f"{name} must be a positive integer, got {v!r}")
+        if self.backend not in BACKEND_CHOICES:
+            raise ValueError(f"unknown backend {self.backend!r}; choose from {', '.join(BACKEND_CHOICES)}")
+        if self.augment is not None and not isinstance(self.augment, (bool, AugmentConfig)):
+            raise ValueError(f"augment must be None, a bool or an AugmentConfig, got {type(self.augment).__name__}")
+        if self.gpu_cache not in (None, True, False):
+            raise ValueError(f"gpu_cache must be None, True or False, got {self.gpu_cache!r}")
+        if self.workers is not None and self.workers < 0:
+            raise ValueError(f"workers must be >= 0, got {self.workers}")
+
+    @property
+    def is_train_split(self) -> bool:
+        return self.split == TRAIN
+
+    def resolved_augment(self) -> AugmentConfig:
+        """The :class:`AugmentConfig` this config asks for (see the class docstring)."""
+        if isinstance(self.augment, AugmentConfig):
+            return dataclasses.replace(self.augment, image_size=self.image_size)
+        train = self.is_train_split if self.augment is None else self.augment
+        return AugmentConfig(image_size=self.image_size, mode="train" if train else "eval")
+
+
+@dataclasses.dataclass(frozen=True)
+class BackendContext:
+    """What a backend is built from: the split's samples, the transform, the batch size, the device batches are
+    delivered to, and ``order_of(epoch)`` (this rank's indices of any epoch, for backends that read ahead)."""
+
+    index: "SplitIndex"
+    augment: AugmentConfig
+    batch_size: int
+    seed: int
+    rank: int
+    device: Any                                  # torch.device
+    workers: int                                 # torch backend: DataLoader workers
+    label_width: int                             # int64 labels per sample (the schema's length)
+    order_of: Callable[[int], "np.ndarray"]
+    gpu_cache: bool | None = None                # dali-gpu: decoder cache policy
+    roi_decode: bool | None = None               # DALI train crop strategy (None: decode the crop only on CPU)
+    horizon: int | None = None                   # DALI: epochs per pipeline (None: the backend's default)
+
+
+class Backend(Protocol):
+    """A loader backend: turns one epoch's order into batches. Chosen by name from
+    :data:`fastfashion.loading.backends.BACKENDS`; the loader has no per-backend code."""
+
+    def epoch(self, indices: "np.ndarray", epoch: int) -> Iterator[tuple[Any, Any]]:
+        """Yield ``(images, labels)`` for the global sample ``indices`` in order, in batches of the context's batch
+        size (the last may be smaller). Raises :class:`LoaderError` naming shard and key."""
+        ...
+
+    def close(self) -> None:
+        """Release pipelines, worker processes and temporary files (iteration may start again afterwards)."""
+        ...

@@ -1,0 +1,168 @@
+"""``make_loader()``: exact epochs, per-epoch shuffle, ranks, ``len()``, keys, resume state, over any backend.
+
+Backends are chosen by name (:mod:`fastfashion.loading.backends`): ``dali-gpu``, ``dali-cpu``, ``torch``; ``auto``
+takes dali-gpu when CUDA is available, else dali-cpu, else torch, and the log says which and why.
+
+Every backend reads the same order: :func:`fastfashion.loading.order.epoch_indices` of ``(seed, epoch, rank,
+world_size)``, so ``len()`` is exact, each sample is delivered exactly once per epoch on exactly one rank (train:
+``drop_last``, a different remainder dropped each epoch; val/test: everything, the last batch may be smaller, ranks'
+shares may differ by one sample), and keys come from that order (no per-sample metadata through the pipeline).
+After a complete pass the loader moves to the next epoch by itself; ``set_epoch(e)`` chooses one explicitly.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+
+from ..format.manifest import manifest_schema, read_manifest
+from ..format.reader import ShardReadError, read_split_index
+from ..hardware import available_cpus, resolve_device
+from .augment import AugmentConfig
+from .backends import choose_backend, create_backend
+from .base import Backend, BackendContext, Batch, LoaderConfig, LoaderError
+from .order import DEFAULT_BLOCK, epoch_indices, num_batches
+
+log = logging.getLogger(__name__)
+
+__all__ = ["FashionLoader", "make_loader"]
+
+
+def _dist(rank, world_size) -> tuple[int, int]:
+    if rank is not None and world_size is not None:
+        return int(rank), int(world_size)
+    import torch.distributed as dist
+    if dist.is_available() and dist.is_initialized():
+        return (dist.get_rank() if rank is None else int(rank),
+                dist.get_world_size() if world_size is None else int(world_size))
+    return (0 if rank is None else int(rank)), (1 if world_size is None else int(world_size))
+
+
+def _device(config: LoaderConfig):
+    import torch
+    device = resolve_device(config.device)
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", torch.cuda.current_device())  # DDP sets it to the local rank
+    return device
+
+
+class FashionLoader:
+    """An epoch-exact loader over one split of a shard folder, configured by a :class:`LoaderConfig`.
+
+    Raises :class:`~fastfashion.format.manifest.ManifestError` for a folder that is not a shard set,
+    :class:`LoaderError` for a missing or damaged shard, ValueError for a split the set lacks or a rank outside the
+    world size, RuntimeError when a requested backend or device cannot run.
+    """
+
+    def __init__(self, shard_dir: str | os.PathLike, config: LoaderConfig = LoaderConfig()):
+        self.shard_dir, self.config = Path(shard_dir), config
+        manifest = read_manifest(self.shard_dir)
+        if config.split not in manifest["splits"]:
+            raise ValueError(f"{self.shard_dir}: no split {config.split!r} (has {sorted(manifest['splits'])})")
+        self.schema = manifest_schema(manifest)
+        self.split, self.batch_size, self.seed = config.split, config.batch_size, config.seed
+        self.shuffle = config.is_train_split if config.shuffle is None else bool(config.shuffle)
+        self.drop_last = config.is_train_split if config.drop_last is None else bool(config.drop_last)
+        self.rank, self.world_size = _dist(config.rank, config.world_size)
+        if not 0 <= self.rank < self.world_size:
+            raise ValueError(f"rank {self.rank} out of range for world_size {self.world_size}")
+        self.augment: AugmentConfig = config.resolved_augment()
+        self.with_keys, self.block, self.epoch = config.with_keys, config.block, 0
+        try:
+            self.index = read_split_index(self.shard_dir, manifest, self.split, len(self.schema))
+        except ShardReadError as e:
+            raise LoaderError(str(e)) from e
+        self.num_samples = len(self.indices(0))
+        if self.num_samples == 0:
+            log.warning("%s split %r: rank %d of %d gets no sample (batch_size %d, drop_last %s)", self.shard_dir,
+                        self.split, self.rank, self.world_size, self.batch_size, self.drop_last)
+        self.device = _device(config)
+        self.backend = choose_backend(config.backend, self.device, config.gpu_cache)
+        self._backend: Backend | None = None
+
+    # --- order -------------------------------------------------------------------------------------------
+    def indices(self, epoch: int) -> np.ndarray:
+        """Global sample indices this rank delivers in ``epoch``, in delivery order."""
+        return epoch_indices(self.index.sizes, seed=self.seed, epoch=epoch, shuffle=self.shuffle, rank=self.rank,
+                             world_size=self.world_size, batch_size=self.batch_size, drop_last=self.drop_last,
+                             block=self.block)
+
+    def __len__(self) -> int:
+        return num_batches(self.num_samples, self.batch_size, self.drop_last)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Choose the epoch the next iteration delivers (order = f(seed, epoch, rank, world_size))."""
+        self.epoch = int(epoch)
+
+    def state_dict(self) -> dict:
+        return {"epoch": self.epoch, "seed": self.seed}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.epoch = int(state["epoch"])
+
+    def keys(self, epoch: int | None = None) -> list[str]:
+        """Sample keys of an epoch on this rank, in delivery order (what ``with_keys`` yields, batch by batch)."""
+        return [self.index.refs[i].key for i in self.indices(self.epoch if epoch is None else epoch)]
+
+    # --- iteration ---------------------------------------------------------------------------------------
+    def backend_context(self, **overrides) -> BackendContext:
+        """What this loader's backend is built from (``overrides``: fields of :class:`BackendContext`)."""
+        workers = min(4, available_cpus()) if self.config.workers is None else self.config.workers
+        ctx = BackendContext(index=self.index, augment=self.augment, batch_size=self.batch_size, seed=self.seed,
+                             rank=self.rank, device=self.device, workers=workers, label_width=len(self.schema),
+                             order_of=self.indices, gpu_cache=self.config.gpu_cache)
+        return dataclasses.replace(ctx, **overrides)
+
+    @property
+    def active_backend(self) -> Backend | None:
+        """The backend object once iteration started (None before, and after :meth:`close`)."""
+        return self._backend
+
+    def __iter__(self):
+        epoch = self.epoch
+        indices = self.indices(epoch)
+        if self._backend is None:
+            self._backend = create_backend(self.backend, self.backend_context())
+        a = 0
+        for images, labels in self._backend.epoch(indices, epoch):
+            k = len(labels)
+            keys = [self.index.refs[i].key for i in indices[a:a + k]] if self.with_keys else None
+            a += k
+            if images.device != self.device:
+                images = images.to(self.device, non_blocking=True)
+                labels = labels.to(self.device, non_blocking=True)
+            yield Batch(images, labels, keys)
+        if a != len(indices):
+            raise LoaderError(f"{self.shard_dir} split {self.split!r}: backend {self.backend} delivered {a} of "
+                              f"{len(indices)} samples")
+        if self.epoch == epoch:
+            self.epoch = epoch + 1  # a complete pass: the next iteration reshuffles
+
+    def close(self) -> None:
+        if self._backend is not None:
+            self._backend.close()
+        self._backend = None
+
+    def __repr__(self) -> str:
+        return (f"FashionLoader({str(self.shard_dir)!r}, split={self.split!r}, backend={self.backend!r}, "
+                f"device={str(self.device)!r}, batches={len(self)}, rank={self.rank}/{self.world_size})")
+
+
+def make_loader(shard_dir: str | os.PathLike, split: str = "train", batch_size: int = 64, backend: str = "auto",
+                device="auto", augment: AugmentConfig | bool | None = None, shuffle: bool | None = None,
+                image_size: int = 224, seed: int = 0, rank: int | None = None, world_size: int | None = None,
+                with_keys: bool = False, drop_last: bool | None = None, *, workers: int | None = None,
+                block: int = DEFAULT_BLOCK, gpu_cache: bool | None = None) -> FashionLoader:
+    """An epoch-exact loader over ``split`` of a shard folder: ``FashionLoader(shard_dir, LoaderConfig(...))``.
+
+    Every argument is a field of :class:`LoaderConfig` (which documents them); ``backend`` is one of ``auto``,
+    ``dali``, ``dali-gpu``, ``dali-cpu``, ``torch``. Raises what :class:`FashionLoader` and :class:`LoaderConfig`
+    raise.
+    """
+    return FashionLoader(shard_dir, LoaderConfig(
+        split=split, batch_size=batch_size, backend=backend, device=device, augment=augment, shuffle=shuffle,
+        image_size=image_size, seed=seed, rank=rank, world_size=world_size, with_keys=with_keys,
+        drop_last=drop_last, workers=workers, block=block, gpu_cache=gpu_cache))

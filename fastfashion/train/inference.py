@@ -1,0 +1,120 @@
+"""Evaluation and prediction with a trained checkpoint: ``fastfashion evaluate`` and ``fastfashion predict``.
+
+A checkpoint carries its schema, config and image size, so nothing but the checkpoint and the shard set is needed.
+``predict`` writes the challenge's submission format: one line of class ids per image in split-file order.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import zipfile
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from ..format.atomic import write_file
+from ..format.manifest import manifest_schema, read_manifest
+from ..format.reader import split_keys
+from ..format.spec import TEST, VAL
+from ..hardware import resolve_device
+from ..loading.base import LoaderConfig
+from ..loading.loader import FashionLoader
+from ..schema import Schema
+from . import checkpoint as ckpt_io
+from .device import autocast, channels_last, to_device
+from .metrics import json_safe
+from .model import FashionNet
+from .trainer import TrainError, evaluate as evaluate_model
+
+log = logging.getLogger(__name__)
+
+
+def load_model(checkpoint: str | os.PathLike, device: torch.device) -> tuple[FashionNet, dict]:
+    """Rebuild the model of a checkpoint (schema, dropout and image size come from the checkpoint)."""
+    ckpt = ckpt_io.load_checkpoint(checkpoint)
+    schema = Schema.from_dict(ckpt["schema"])
+    model = FashionNet(schema, dropout=ckpt["config"].get("dropout", 0.5))
+    model.load_state_dict(ckpt["model"])
+    model.to(device).eval()
+    if channels_last(device):
+        model = model.to(memory_format=torch.channels_last)
+    return model, ckpt
+
+
+def _eval_setup(checkpoint, shard_dir, split, device, need_labels):
+    device = resolve_device(device)
+    model, ckpt = load_model(checkpoint, device)
+    manifest = read_manifest(shard_dir)
+    if manifest_schema(manifest) != model.schema:
+        raise TrainError(f"{checkpoint} was trained on another schema than {shard_dir}")
+    info = manifest["splits"].get(split)
+    if info is None:
+        raise TrainError(f"{shard_dir} has no split {split!r} (has: {', '.join(manifest['splits'])})")
+    if need_labels and not info.get("labelled", False):
+        raise TrainError(f"split {split!r} of {shard_dir} is unlabelled; evaluation needs labels")
+    return device, model, ckpt, manifest
+
+
+def _loader_config(ckpt: dict, split: str, batch_size: int, backend: str, device: torch.device,
+                   with_keys: bool = False) -> LoaderConfig:
+    """One pass over ``split`` in file order with the eval transform at the checkpoint's image size."""
+    return LoaderConfig(split=split, batch_size=batch_size, backend=backend, device=device.type, augment=False,
+                        shuffle=False, drop_last=False, image_size=ckpt["image_size"], rank=0, world_size=1,
+                        with_keys=with_keys)
+
+
+def evaluate(checkpoint: str | os.PathLike, shard_dir: str | os.PathLike, *, split: str = VAL,
+             batch_size: int = 64, device: str = "auto", backend: str = "auto") -> dict:
+    """Metrics of a checkpoint on a labelled split (see :func:`fastfashion.train.metrics.summarize`; loss
+    unweighted).
+
+    JSON-ready: an undefined metric (e.g. the average class accuracy when every class is absent) is None, not NaN
+    (see :func:`fastfashion.train.metrics.json_safe`).
+    """
+    device, model, ckpt, _ = _eval_setup(checkpoint, shard_dir, split, device, need_labels=True)
+    loader = FashionLoader(shard_dir, _loader_config(ckpt, split, batch_size, backend, device))
+    ones = [torch.ones(k, device=device) for k in model.schema.num_classes]
+    m = evaluate_model(model, loader, model.schema, device, loss_weights=ones, desc=f"evaluate {split}")
+    return json_safe({"split": split, "checkpoint": str(checkpoint), **m})
+
+
+def predict(checkpoint: str | os.PathLike, shard_dir: str | os.PathLike, out: str | os.PathLike, *,
+            split: str = TEST, zip_: bool = False, batch_size: int = 64, device: str = "auto",
+            backend: str = "auto") -> Path:
+    """Write ``out`` in the submission format: one line of class ids per sample (schema order) in split-file
+    order, LF endings.
+
+    With ``zip_`` also writes ``out`` with suffix ``.zip`` holding ``prediction.txt`` alone. Raises
+    :class:`~fastfashion.train.trainer.TrainError` when the shards lack samples of the split (skipped at shard
+    time), since the file must match the split line by line. Both files are written atomically (temporary file
+    beside, then ``os.replace``). Returns the path of the text file.
+    """
+    device, model, ckpt, manifest = _eval_setup(checkpoint, shard_dir, split, device, need_labels=False)
+    skipped = [s for s in manifest.get("skipped", []) if s.get("split") == split]
+    if skipped:
+        raise TrainError(f"{len(skipped)} {split} samples were skipped when sharding (first: {skipped[0]}); "
+                         f"the predictions would not match split/{split}.txt line for line")
+    loader = FashionLoader(shard_dir, _loader_config(ckpt, split, batch_size, backend, device, with_keys=True))
+    preds: dict[str, list[int]] = {}
+    with torch.inference_mode(), autocast(device)[0]():
+        for batch in tqdm(loader, desc=f"predict {split}", leave=False):
+            images, _ = to_device(batch, device, channels_last(device))
+            p = torch.stack([lg.argmax(dim=1) for lg in model(images)], dim=1).cpu().tolist()
+            preds.update(zip(batch.keys, p))
+    order = split_keys(shard_dir, manifest, split)
+    if sorted(preds) != sorted(order):
+        raise RuntimeError(f"the loader yielded {len(preds)} distinct {split} keys, the shards hold {len(order)}")
+    _write_predictions(Path(out), "".join(" ".join(map(str, preds[k])) + "\n" for k in order), zip_)
+    log.info("wrote %d predictions to %s", len(order), out)
+    return Path(out)
+
+
+def _write_predictions(out: Path, text: str, zip_: bool) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    write_file(out, lambda tmp: tmp.write_bytes(text.encode("ascii")))
+    if zip_:
+        def write_zip(tmp: Path) -> None:
+            with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as z:
+                z.writestr("prediction.txt", text)
+        write_file(out.with_suffix(".zip"), write_zip)
