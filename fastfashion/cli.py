@@ -10,11 +10,13 @@ import argparse
 import logging
 import os
 import sys
+import textwrap
+
+from .format.spec import TEST, TRAIN, VAL
 
 EXIT_USAGE = 2
 
 
-# --- synth -----------------------------------------------------------------------------------------------------
 def _add_synth(sub) -> None:
     p = sub.add_parser("synth", help="write a learnable synthetic FashionDataset (same layout as the real one)",
                        description="Write a synthetic FashionDataset: img/*.jpg and split/*.txt in exactly the real "
@@ -31,18 +33,7 @@ def _add_synth(sub) -> None:
     p.set_defaults(func=_run_synth)
 
 
-def _run_synth(args) -> int:
-    from .data.synth import SynthConfig, synthesize
-    cfg = SynthConfig(train=args.train, val=args.val, test=args.test, seed=args.seed,
-                      workers=args.workers)
-    out = synthesize(args.out_dir, cfg, overwrite=args.overwrite)
-    print(f"wrote {cfg.total} images to {out}")
-    return 0
-
-
-# --- shard / inspect ---------------------------------------------------------------------------------------------
 def _add_shard(sub) -> None:
-    from .data.shard import DEFAULT_SAMPLES_PER_SHARD
     p = sub.add_parser(
         "shard", help="pack a FashionDataset folder into validated WebDataset shards with DALI indexes and a manifest",
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -60,6 +51,7 @@ def _add_shard(sub) -> None:
     p.add_argument("src_dir", metavar="SRC_DIR", help="a FashionDataset folder (img/, split/)")
     p.add_argument("out_dir", metavar="SHARD_DIR", nargs="?", default=None,
                    help="shard folder to create (default: shards/<name of SRC_DIR>)")
+    from .data.shard import DEFAULT_SAMPLES_PER_SHARD
     p.add_argument("--samples-per-shard", type=int, default=DEFAULT_SAMPLES_PER_SHARD,
                    help="samples per tar (default: %(default)s: the real train split becomes 10 shards of ~6 MB, "
                         "enough to spread whole shards over ranks x loader workers)")
@@ -74,21 +66,6 @@ def _add_shard(sub) -> None:
     p.set_defaults(func=_run_shard)
 
 
-def _run_shard(args) -> int:
-    import time
-
-    from .data.shard import ShardConfig, default_out_dir, write_shards
-    from .format.manifest import ordered_splits
-    cfg = ShardConfig(samples_per_shard=args.samples_per_shard, workers=args.workers, seed=args.seed,
-                      skip_bad=args.skip_bad, overwrite=args.overwrite)
-    out = args.out_dir or default_out_dir(args.src_dir)
-    t0 = time.perf_counter()
-    m = write_shards(args.src_dir, out, cfg)
-    splits = ", ".join(f"{k} {v['num_samples']} in {len(v['shards'])} shards" for k, v in ordered_splits(m))
-    print(f"wrote {out}: {splits}; {len(m['skipped'])} skipped ({time.perf_counter() - t0:.1f} s)")
-    return 0
-
-
 def _add_inspect(sub) -> None:
     p = sub.add_parser("inspect", help="print a shard set's manifest summary and write class-histogram PNGs",
                        description="Print the manifest summary of a shard set (source, options, per split samples, "
@@ -101,33 +78,6 @@ def _add_inspect(sub) -> None:
     p.set_defaults(func=_run_inspect)
 
 
-def _run_inspect(args) -> int:
-    from pathlib import Path
-
-    from .format.manifest import (manifest_schema, ordered_splits, read_manifest, summarize_manifest,
-                                  train_class_weights, verify_shards)
-    m = read_manifest(args.shard_dir)
-    print(summarize_manifest(m))
-    if args.verify:
-        verify_shards(args.shard_dir, m)
-        print("verify: every tar and idx matches its sha256")
-    try:
-        from .bench.plots import plot_class_histogram
-    except ImportError as e:
-        print(f"no class histograms: {e}", file=sys.stderr)
-        return 0
-    schema, weights = manifest_schema(m), train_class_weights(m)
-    out = Path(args.plots or args.shard_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    for split, s in ordered_splits(m):
-        if s.get("class_counts"):
-            path = plot_class_histogram(s["class_counts"], schema, out / f"class-hist-{split}.png", weights=weights,
-                                        title=f"{split}: {s['num_samples']} samples (dots: train class weights)")
-            print(f"wrote {path}")
-    return 0
-
-
-# --- train / evaluate / predict ----------------------------------------------------------------------------------
 def _add_train(sub) -> None:
     p = sub.add_parser("train", help="train the ResNet-18 multi-head model on a shard set",
                        description="Train FashionNet (ResNet-18 trunk, one head per category) with the seed report's "
@@ -159,20 +109,6 @@ def _add_train(sub) -> None:
     p.set_defaults(func=_run_train)
 
 
-def _run_train(args) -> int:
-    from .train.trainer import TrainConfig, train
-    cfg = TrainConfig(shard_dir=args.shard_dir, out=args.out, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-                      weight_decay=args.weight_decay, label_smoothing=args.label_smoothing,
-                      image_size=args.image_size, augment=not args.no_augment, device=args.device,
-                      backend=args.backend, weights=args.weights, resume=args.resume, max_steps=args.max_steps,
-                      seed=args.seed, workers=args.workers)
-    result = train(cfg)
-    if int(os.environ.get("RANK", 0)) == 0:
-        print(f"trained {result['epochs']} epochs ({result['steps']} steps); best val average class accuracy "
-              f"{result['best_avg_class_accuracy']:.4f}; checkpoints and metrics in {result['out']}")
-    return 0
-
-
 def _add_device_backend(p) -> None:
     from .hardware import DEVICES
     from .loading.base import BACKEND_CHOICES
@@ -197,9 +133,138 @@ def _add_evaluate(sub) -> None:
                        description="Print the official average class accuracy (flat mean of the per-class recalls; "
                                    "a class absent from the split is excluded and listed), accuracy, per-category "
                                    "accuracy and the (unweighted) loss of a checkpoint on a labelled split.")
-    _add_eval_common(p, "val")
+    _add_eval_common(p, VAL)
     p.add_argument("--json", action="store_true", help="print the metrics as JSON")
     p.set_defaults(func=_run_evaluate)
+
+
+def _add_predict(sub) -> None:
+    p = sub.add_parser("predict", help="write prediction.txt (submission format) for a split",
+                       description="Write one line of class ids per image (one id per category, schema order), "
+                                   "in split-file order, LF endings: the submission format.")
+    _add_eval_common(p, TEST)
+    p.add_argument("--out", required=True, metavar="prediction.txt", help="text file to write")
+    p.add_argument("--zip", action="store_true", help="also write the .zip beside it (prediction.txt alone inside)")
+    p.set_defaults(func=_run_predict)
+
+
+def _add_bench(sub) -> None:
+    from .bench.throughput import ALL_BACKENDS, DESCRIPTIONS
+    backends = "\n".join(f"  {n:<9} {d}" for n, d in DESCRIPTIONS.items())
+    p = sub.add_parser("bench", help="measure loader throughput of every backend side by side",
+                       formatter_class=argparse.RawDescriptionHelpFormatter, epilog=f"backends:\n{backends}",
+                       description=textwrap.fill(
+                           "Measure images/s of every loader backend on the same split, batch size and augmentation, "
+                           "rounds interleaved so a noisy machine slows all alike; report the median and spread, the "
+                           "ratio to the seed-style baseline measured in the same rounds, host CPU seconds per 1,000 "
+                           "images, peak memory and time to first batch. With CUDA also ResNet-18 training images/s "
+                           "fed by each backend against a synthetic on-GPU batch (the ceiling).", 100))
+    p.add_argument("--shards", required=True, metavar="SHARD_DIR", dest="shard_dir",
+                   help="shard set written by `fastfashion shard`")
+    p.add_argument("--source", metavar="SRC_DIR",
+                   help="raw FashionDataset folder the shards were made from, read by the seed-style baseline "
+                        "(without it the baseline is skipped and no ratios are reported)")
+    p.add_argument("--backends", metavar="LIST", default=",".join(ALL_BACKENDS),
+                   help="comma-separated subset of %(default)s (dali-gpu is skipped without CUDA)")
+    p.add_argument("--split", default=TRAIN, help="split to read (default: %(default)s)")
+    p.add_argument("--batch-size", type=int, default=64, help="default: %(default)s")
+    p.add_argument("--image-size", type=int, default=224, help="default: %(default)s")
+    p.add_argument("--no-augment", action="store_true", help="eval transform instead of the full train augmentation")
+    p.add_argument("--rounds", type=int, default=5, help="timed rounds per backend (default: %(default)s)")
+    p.add_argument("--batches", type=int, default=20, help="timed batches per round (default: %(default)s)")
+    p.add_argument("--warmup", type=int, default=3, help="batches dropped per round (default: %(default)s)")
+    p.add_argument("--workers", type=int, default=None,
+                   help="DataLoader workers of the seed and torch backends (default: the CPUs available)")
+    p.add_argument("--train-steps", type=int, default=30, help="CUDA only: training steps per backend (0: skip)")
+    p.add_argument("--json", metavar="FILE", help="write the full result as JSON")
+    p.add_argument("--png", metavar="FILE", help="write a bar chart (default: beside --json, else none)")
+    p.set_defaults(func=_run_bench)
+
+
+def _add_demo(sub) -> None:
+    p = sub.add_parser("demo",
+                       help="synth -> shard -> bench -> short train -> evaluate -> predict, small synthetic set",
+                       description="Run every stage once on a small synthetic data set (about a minute on 2 CPU "
+                                   "cores): synthesize, read back, shard, benchmark the loaders side by side, train "
+                                   "ResNet-18 briefly at 64 px, evaluate on val and write test predictions.")
+    p.add_argument("--out", default="demo_out", help="output folder, replaced on each run (default: %(default)s)")
+    p.add_argument("--train", type=int, default=512, help="synthetic train images (default: %(default)s)")
+    p.add_argument("--epochs", type=int, default=6, help="training epochs (default: %(default)s)")
+    p.epilog = "The output folder is replaced on each run, but only if an earlier demo wrote it."
+    p.set_defaults(func=_run_demo)
+
+
+def _add_common(p) -> None:
+    """-v/-q, accepted before the verb and after it."""
+    p.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="log debug messages")
+    p.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS,
+                   help="log warnings only, no progress bars")
+
+
+# what each verb runs
+def _run_synth(args) -> int:
+    from .data.synth import SynthConfig, synthesize
+    cfg = SynthConfig(train=args.train, val=args.val, test=args.test, seed=args.seed,
+                      workers=args.workers)
+    out = synthesize(args.out_dir, cfg, overwrite=args.overwrite)
+    print(f"wrote {cfg.total} images to {out}")
+    return 0
+
+
+def _run_shard(args) -> int:
+    import time
+
+    from .data.shard import ShardConfig, default_out_dir, write_shards
+    from .format.manifest import ordered_splits
+    cfg = ShardConfig(samples_per_shard=args.samples_per_shard, workers=args.workers, seed=args.seed,
+                      skip_bad=args.skip_bad, overwrite=args.overwrite)
+    out = args.out_dir or default_out_dir(args.src_dir)
+    t0 = time.perf_counter()
+    m = write_shards(args.src_dir, out, cfg)
+    splits = ", ".join(f"{k} {v['num_samples']} in {len(v['shards'])} shards" for k, v in ordered_splits(m))
+    print(f"wrote {out}: {splits}; {len(m['skipped'])} skipped ({time.perf_counter() - t0:.1f} s)")
+    return 0
+
+
+def _run_inspect(args) -> int:
+    from pathlib import Path
+
+    from .format.manifest import (manifest_schema, ordered_splits, read_manifest, summarize_manifest,
+                                  train_class_weights, verify_shards)
+    m = read_manifest(args.shard_dir)
+    print(summarize_manifest(m))
+    if args.verify:
+        verify_shards(args.shard_dir, m)
+        print("verify: every tar and idx matches its sha256")
+    try:
+        from .bench.plots import plot_class_histogram
+    except ImportError as e:
+        print(f"no class histograms: {e}", file=sys.stderr)
+        return 0
+    schema, weights = manifest_schema(m), train_class_weights(m)
+    out = Path(args.plots or args.shard_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    for split, s in ordered_splits(m):
+        if s.get("class_counts"):
+            path = plot_class_histogram(s["class_counts"], schema, out / f"class-hist-{split}.png", weights=weights,
+                                        title=f"{split}: {s['num_samples']} samples (dots: train class weights)")
+            print(f"wrote {path}")
+    return 0
+
+
+def _run_train(args) -> int:
+    from .train.trainer import TrainConfig, train
+    cfg = TrainConfig(shard_dir=args.shard_dir, out=args.out, epochs=args.epochs, batch_size=args.batch_size,
+                      lr=args.lr,
+                      weight_decay=args.weight_decay, label_smoothing=args.label_smoothing,
+                      image_size=args.image_size, augment=not args.no_augment, device=args.device,
+                      backend=args.backend, weights=args.weights, resume=args.resume, max_steps=args.max_steps,
+                      seed=args.seed, workers=args.workers)
+    result = train(cfg)
+    if int(os.environ.get("RANK", 0)) == 0:
+        print(f"trained {result['epochs']} epochs ({result['steps']} steps); best val average class accuracy "
+              f"{result['best_avg_class_accuracy']:.4f}; checkpoints and metrics in {result['out']}")
+    return 0
 
 
 def _run_evaluate(args) -> int:
@@ -225,16 +290,6 @@ def _run_evaluate(args) -> int:
     return 0
 
 
-def _add_predict(sub) -> None:
-    p = sub.add_parser("predict", help="write prediction.txt (submission format) for a split",
-                       description="Write one line of class ids per image (one id per category, schema order), "
-                                   "in split-file order, LF endings: the submission format.")
-    _add_eval_common(p, "test")
-    p.add_argument("--out", required=True, metavar="prediction.txt", help="text file to write")
-    p.add_argument("--zip", action="store_true", help="also write the .zip beside it (prediction.txt alone inside)")
-    p.set_defaults(func=_run_predict)
-
-
 def _run_predict(args) -> int:
     from .train.inference import predict
     out = predict(args.checkpoint, args.shard_dir, args.out, split=args.split, zip_=args.zip,
@@ -243,44 +298,11 @@ def _run_predict(args) -> int:
     return 0
 
 
-# --- bench -----------------------------------------------------------------------------------------------------
-def _add_bench(sub) -> None:
-    from .bench.throughput import ALL_BACKENDS, DESCRIPTIONS
-    p = sub.add_parser(
-        "bench", help="measure loader throughput of every backend side by side",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        description="Measure images/s of every loader backend on the same split, batch size and augmentation, rounds "
-                    "interleaved so a noisy machine slows all alike; report the median and spread, the ratio to the "
-                    "seed-style baseline measured in the same rounds, host CPU seconds per 1,000 images, peak memory "
-                    "and time to first batch. With CUDA also ResNet-18 training images/s fed by each backend against "
-                    "a synthetic on-GPU batch (the ceiling).\n\nbackends:\n" +
-                    "\n".join(f"  {n:<9} {d}" for n, d in DESCRIPTIONS.items()))
-    p.add_argument("--shards", required=True, metavar="SHARD_DIR", dest="shard_dir",
-                   help="shard set written by `fastfashion shard`")
-    p.add_argument("--source", metavar="SRC_DIR",
-                   help="raw FashionDataset folder the shards were made from, read by the seed-style baseline "
-                        "(without it the baseline is skipped and no ratios are reported)")
-    p.add_argument("--backends", metavar="LIST", default=",".join(ALL_BACKENDS),
-                   help="comma-separated subset of %(default)s (dali-gpu is skipped without CUDA)")
-    p.add_argument("--split", default="train", help="split to read (default: %(default)s)")
-    p.add_argument("--batch-size", type=int, default=64, help="default: %(default)s")
-    p.add_argument("--image-size", type=int, default=224, help="default: %(default)s")
-    p.add_argument("--no-augment", action="store_true", help="eval transform instead of the full train augmentation")
-    p.add_argument("--rounds", type=int, default=5, help="timed rounds per backend (default: %(default)s)")
-    p.add_argument("--batches", type=int, default=20, help="timed batches per round (default: %(default)s)")
-    p.add_argument("--warmup", type=int, default=3, help="batches dropped per round (default: %(default)s)")
-    p.add_argument("--workers", type=int, default=None,
-                   help="DataLoader workers of the seed and torch backends (default: the CPUs available)")
-    p.add_argument("--train-steps", type=int, default=30, help="CUDA only: training steps per backend (0: skip)")
-    p.add_argument("--json", metavar="FILE", help="write the full result as JSON")
-    p.add_argument("--png", metavar="FILE", help="write a bar chart (default: beside --json, else none)")
-    p.set_defaults(func=_run_bench)
-
-
 def _run_bench(args) -> int:
     import json
 
-    from .bench.throughput import BenchConfig, format_table, run_bench
+    from .bench.report import format_table, run_bench
+    from .bench.throughput import BenchConfig
     cfg = BenchConfig(shard_dir=args.shard_dir, source=args.source, split=args.split,
                       backends=tuple(b.strip() for b in args.backends.split(",") if b.strip()),
                       batch_size=args.batch_size, image_size=args.image_size, augment=not args.no_augment,
@@ -309,22 +331,9 @@ def _run_bench(args) -> int:
     return 0
 
 
-# --- demo ------------------------------------------------------------------------------------------------------
-def _add_demo(sub) -> None:
-    p = sub.add_parser("demo", help="synth -> shard -> bench -> short train -> evaluate -> predict, small synthetic set",
-                       description="Run every stage once on a small synthetic data set (about a minute on 2 CPU "
-                                   "cores): synthesize, read back, shard, benchmark the loaders side by side, train "
-                                   "ResNet-18 briefly at 64 px, evaluate on val and write test predictions.")
-    p.add_argument("--out", default="demo_out", help="output folder, replaced on each run (default: %(default)s)")
-    p.add_argument("--train", type=int, default=512, help="synthetic train images (default: %(default)s)")
-    p.add_argument("--epochs", type=int, default=6, help="training epochs (default: %(default)s)")
-    p.epilog = "The output folder is replaced on each run, but only if an earlier demo wrote it."
-    p.set_defaults(func=_run_demo)
-
-
 def _run_demo(args) -> int:
     from .bench.demo import DemoConfig, run_demo
-    from .bench.throughput import format_table
+    from .bench.report import format_table
     s = run_demo(DemoConfig(out=args.out, train=args.train, val=max(16, args.train // 4),
                             test=max(16, args.train // 4), epochs=args.epochs))
     print("train class histogram (synthetic, the real set's imbalance):")
@@ -337,13 +346,6 @@ def _run_demo(args) -> int:
           f"(majority baseline 0.231), accuracy {ev['accuracy']:.3f}")
     print(f"predictions: {s['prediction']}; stage seconds: {s['timings_s']}")
     return 0
-
-
-def _add_common(p) -> None:
-    """-v/-q, accepted before the verb and after it."""
-    p.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="log debug messages")
-    p.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS,
-                   help="log warnings only, no progress bars")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -39,5 +39,5 @@ def test_unknown_argument_is_caught_at_definition(shard):
         jpg = fn.readers.webdataset(paths=[shard[0]], index_paths=[shard[1]], ext=["jpg"])
         return fn.decoders.image(jpg, device="mixed", not_an_argument=1)
 
-    with pytest.raises(Exception, match="not_an_argument"):
+    with pytest.raises(KeyError, match=r'Argument "not_an_argument" is not defined for operator "decoders__Image"\.'):
         bad()

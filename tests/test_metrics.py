@@ -70,6 +70,12 @@ def test_confusion_matrices_and_accuracies():
     preds = torch.tensor([[0, 0, 0, 0, 0, 0], [0, 1, 1, 1, 1, 1], [1, 2, 2, 3, 5, 0]])
     cms = confusion_matrices(preds, targets, S)
     assert [tuple(cm.shape) for cm in cms] == [(k, k) for k in S.num_classes]
+    # rows are the true class, columns the predicted one
+    expected = [torch.zeros(k, k, dtype=torch.long) for k in S.num_classes]
+    for t, p in zip(targets.tolist(), preds.tolist()):
+        for i in range(len(S.num_classes)):
+            expected[i][t[i], p[i]] += 1
+    assert all(torch.equal(cm.long(), e) for cm, e in zip(cms, expected))
     assert cms[0][1, 0] == 1 and cms[0][1, 1] == 1 and cms[0][0, 0] == 1
     s = summarize(cms, S, loss=0.5)
     assert s["per_attribute"]["pattern"] == pytest.approx(2 / 3)
@@ -82,7 +88,9 @@ def test_confusion_matrices_and_accuracies():
 def test_unlabelled_rows_are_ignored():
     targets = torch.tensor([[0, 0, 0, 0, 0, 0], [-1] * 6])
     preds = torch.tensor([[0, 0, 0, 0, 0, 0], [1] * 6])
-    assert sum(int(cm.sum()) for cm in confusion_matrices(preds, targets, S)) == 6
+    cms = confusion_matrices(preds, targets, S)
+    assert sum(int(cm.sum()) for cm in cms) == 6
+    assert all(int(cm[0, 0]) == 1 for cm in cms)  # the one labelled row, counted once per attribute
 
 
 def test_accumulator_sums_batches_exactly():
@@ -108,8 +116,10 @@ def test_class_weights_formula():
     assert w["pattern"] == pytest.approx([100 / 70, 100 / 140, 0, 100 / 70, 100 / 70, 100 / 350, 0])
     assert w["sleeve"] == pytest.approx([1.0, 1.0, 1.0])
     assert w["fit"] == [0.0, 0.0, 0.0]  # no labelled sample: every weight 0, never NaN
-    with pytest.raises(ValueError, match="sleeve"):
+    with pytest.raises(ValueError, match="^class counts for 'sleeve' have 2 entries, schema has 3$"):
         class_weights({**counts, "sleeve": [1, 2]}, S)
+    with pytest.raises(ValueError, match="^class counts have no entry for attribute 'fit'$"):
+        class_weights({k: v for k, v in counts.items() if k != "fit"}, S)
 
 
 def test_undefined_metrics_become_json_null():
@@ -117,7 +127,8 @@ def test_undefined_metrics_become_json_null():
     import json
 
     s = summarize(confusion_matrices(torch.zeros(2, 6, dtype=torch.long), torch.full((2, 6), -1), S), S)
-    assert math.isnan(s["avg_class_accuracy"]) and len(s["absent_classes"]) == 26
+    assert math.isnan(s["avg_class_accuracy"])
+    assert s["absent_classes"] == [f"{a}/{c}" for a, c in S.flat_names()]  # all 26, in official order
     safe = json_safe({**s, "history": [{"x": math.inf, "y": (1.5, -math.inf)}]})
     text = json.dumps(safe, allow_nan=False)  # raises on any NaN/inf left
     back = json.loads(text)

@@ -1,6 +1,8 @@
 """FashionNet: head shapes from the schema, weight loading, the clear offline error."""
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 
@@ -48,11 +50,16 @@ def test_load_fashionnet_and_trunk_state_dicts(tmp_path):
 
 
 def test_bad_weights_raise_clear_errors(tmp_path):
-    with pytest.raises(WeightsError, match="does not exist"):
-        FashionNet(FASHION_SCHEMA, weights=tmp_path / "missing.pt")
+    missing = tmp_path / "missing.pt"
+    with pytest.raises(WeightsError, match=f"^{re.escape(f'weights file {missing} does not exist')}$"):
+        FashionNet(FASHION_SCHEMA, weights=missing)
     torch.save({"trunk.nothing": torch.zeros(1)}, tmp_path / "bad.pt")
-    with pytest.raises(WeightsError, match="does not match"):
+    with pytest.raises(WeightsError, match=f"^{re.escape(str(tmp_path / 'bad.pt'))} does not match this model: "
+                                           r"Error\(s\) in loading state_dict for FashionNet:$"):
         FashionNet(FASHION_SCHEMA, weights=tmp_path / "bad.pt")
+    torch.save([1, 2], tmp_path / "list.pt")
+    with pytest.raises(WeightsError, match=f"^{re.escape(str(tmp_path / 'list.pt'))} does not hold a state dict$"):
+        FashionNet(FASHION_SCHEMA, weights=tmp_path / "list.pt")
 
 
 def test_imagenet_offline_is_a_clear_error(monkeypatch, tmp_path):
@@ -62,7 +69,11 @@ def test_imagenet_offline_is_a_clear_error(monkeypatch, tmp_path):
         raise OSError("[Errno -3] Temporary failure in name resolution")
 
     monkeypatch.setattr(torchvision.models.ResNet18_Weights.IMAGENET1K_V1.__class__, "get_state_dict", offline)
-    with pytest.raises(WeightsError, match="offline.*weights=PATH"):
+    with pytest.raises(WeightsError, match=r"^could not download torchvision's ImageNet ResNet-18 weights "
+                                           r"\(OSError: \[Errno -3\] Temporary failure in name resolution\); "
+                                           r"this machine looks offline\. Put resnet18-[0-9a-f]+\.pth in "
+                                           r".*/checkpoints, or load a local ResNet-18 or FashionNet state dict "
+                                           r"instead \(weights=PATH\)$"):
         FashionNet(FASHION_SCHEMA, weights="imagenet")
 
 
@@ -71,7 +82,8 @@ def test_corrupt_weights_file_is_one_clear_line(tmp_path):
     from fastfashion.train.model import FashionNet, WeightsError
     bad = tmp_path / "garbage.pt"
     bad.write_bytes(b"this is not a torch file")
-    with pytest.raises(WeightsError) as info:
+    with pytest.raises(WeightsError, match=f"^cannot read weights file {re.escape(str(bad))}: not a valid torch "
+                                           r"file \(\w+: [^\n]*\)$") as info:
         FashionNet(FASHION_SCHEMA, weights=str(bad))
     msg = str(info.value)
     assert "garbage.pt" in msg and "not a valid torch file" in msg and "\n" not in msg

@@ -26,7 +26,13 @@ def test_blocks_come_from_one_shard():
     p = order.permutation(SIZES, seed=0, epoch=2, block=4)
     shard, _ = order.locate(p, SIZES)
     # every run of one shard's samples is a multiple of whole blocks except a shard's last partial block
-    assert len(order.runs(p, SIZES)) <= sum(-(-n // 4) for n in SIZES)
+    rs = order.runs(p, SIZES)
+    assert len(rs) <= sum(-(-n // 4) for n in SIZES)  # at most one run per block (adjacent blocks may merge)
+    for s, n in enumerate(SIZES):
+        lengths = [len(loc) for r, loc in rs if r == s]
+        assert sum(lengths) == n
+        # whole blocks of 4, plus the shard's one partial block (n % 4 samples) in exactly one run
+        assert sorted(m % 4 for m in lengths if m % 4) == ([n % 4] if n % 4 else [])
     assert sorted(np.unique(shard).tolist()) == [0, 1, 2, 3]
 
 
@@ -37,8 +43,8 @@ def test_no_drop_last_covers_exactly_once(world_size, shuffle):
                                   batch_size=4, drop_last=False) for r in range(world_size)]
     allidx = np.concatenate(shares)
     assert sorted(allidx.tolist()) == list(range(N))  # all, disjoint, no padding duplicates
-    sizes = [len(s) for s in shares]
-    assert max(sizes) - min(sizes) <= 1
+    # numpy.array_split: the first N % world_size ranks get one sample more
+    assert [len(s) for s in shares] == [N // world_size + (r < N % world_size) for r in range(world_size)]
     if not shuffle:
         assert allidx.tolist() == list(range(N))  # eval order is manifest order
 
@@ -51,10 +57,14 @@ def test_drop_last_equal_disjoint_and_remainder_moves(world_size):
         shares = [order.epoch_indices(SIZES, seed=0, epoch=epoch, shuffle=True, rank=r, world_size=world_size,
                                       batch_size=bs, drop_last=True) for r in range(world_size)]
         n = (N // world_size) // bs * bs
-        assert all(len(s) == n for s in shares)
+        assert [len(s) for s in shares] == [n] * world_size
         allidx = np.concatenate(shares)
         assert len(set(allidx.tolist())) == len(allidx)  # disjoint
-        dropped.append(frozenset(range(N)) - set(allidx.tolist()))
+        # contiguous shares of the epoch's permutation; the dropped remainder is its tail
+        perm = order.permutation(SIZES, seed=0, epoch=epoch)
+        assert np.array_equal(allidx, perm[:world_size * n])
+        dropped.append(frozenset(perm[world_size * n:].tolist()))
+        assert len(dropped[-1]) == N - world_size * n
     assert len(set(dropped)) > 1  # the dropped remainder differs between epochs
 
 
@@ -62,7 +72,7 @@ def test_num_batches():
     assert order.num_batches(31, 4, drop_last=True) == 7
     assert order.num_batches(31, 4, drop_last=False) == 8
     assert order.num_batches(0, 4, drop_last=False) == 0
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="^batch_size must be >= 1, got 0$"):
         order.num_batches(3, 0, drop_last=False)
 
 
@@ -74,9 +84,10 @@ def test_runs_roundtrip_and_pad():
     assert all(rs[i][0] != rs[i + 1][0] for i in range(len(rs) - 1))
     padded = order.pad_to_batch(p, 8)
     assert len(padded) == 32 and np.array_equal(padded[:N], p)
-    assert len(order.pad_to_batch(p[:16], 8)) == 16
+    assert padded[N:].tolist() == p[:1].tolist()  # padded by repeating the first sample(s)
+    assert np.array_equal(order.pad_to_batch(p[:16], 8), p[:16])  # already whole batches: unchanged
 
 
 def test_rank_out_of_range():
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="^rank 2 out of range for world_size 2$"):
         order.rank_share(np.arange(4), rank=2, world_size=2, batch_size=1, drop_last=False)

@@ -1,6 +1,8 @@
 """The schema is data: official order, list_attr_cloth.txt round trip, and strict parsing."""
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from fastfashion.schema import FASHION_SCHEMA, Attribute, Schema, SchemaError
@@ -36,8 +38,8 @@ def test_labels_names_round_trip():
     assert names["pattern"] == "solid" and names["fit"] == "conventional"
     assert FASHION_SCHEMA.label_ids(names) == labels
     assert FASHION_SCHEMA.check_labels(labels) is None
-    assert "out of range" in FASHION_SCHEMA.check_labels((7, 0, 0, 0, 0, 0))
-    assert "expected 6" in FASHION_SCHEMA.check_labels((0, 0))
+    assert FASHION_SCHEMA.check_labels((7, 0, 0, 0, 0, 0)) == "label 7 out of range for pattern (0..6)"
+    assert FASHION_SCHEMA.check_labels((0, 0)) == "expected 6 labels, got 2"
 
 
 def test_dict_round_trip():
@@ -45,28 +47,31 @@ def test_dict_round_trip():
 
 
 @pytest.mark.parametrize("text,msg", [
-    ("x\nheader\n", "expected the number of classes"),
-    ("3 \nheader\na 1\nb 1\n", "header says 3 classes, file lists 2"),
-    ("2 \nheader\na 1\nb 3\n", "not consecutive"),
-    ("2 \nheader\na 2\nb 1\n", "must not decrease"),
-    ("2 \nheader\na one\nb 1\n", "is not an integer"),
+    ("x\nheader\n", ":1: expected the number of classes, got 'x'"),
+    ("3 \nheader\na 1\nb 1\n", ":1: header says 3 classes, file lists 2"),
+    ("2 \nheader\na 1\nb 3\n", ": attribute types are not consecutive from 1: [1, 3]"),
+    ("2 \nheader\na 2\nb 1\n", ":4: attribute types must not decrease"),
+    ("2 \nheader\na one\nb 1\n", ":3: attribute type 'one' is not an integer"),
 ])
 def test_parse_errors_name_the_file(tmp_path, text, msg):
     f = tmp_path / "list_attr_cloth.txt"
     f.write_text(text)
-    with pytest.raises(SchemaError, match=msg):
+    with pytest.raises(SchemaError, match=f"^{re.escape(str(f) + msg)}$"):
         Schema.parse_list_attr_cloth(f)
 
 
 def test_check_file_detects_other_schema(tmp_path):
     f = tmp_path / "list_attr_cloth.txt"
     f.write_text(Schema((Attribute("a", ("x", "y")),)).to_list_attr_cloth())
-    with pytest.raises(SchemaError, match="classes per attribute"):
+    with pytest.raises(SchemaError,
+                       match=f"^{re.escape(f'{f}: classes per attribute (2,) != expected (7, 3, 3, 4, 6, 3)')}$"):
         FASHION_SCHEMA.check_file(f)
 
 
 def test_invalid_schema_rejected():
-    with pytest.raises(SchemaError):
+    with pytest.raises(SchemaError, match="^attribute 'a' has no classes$"):
         Attribute("a", ())
-    with pytest.raises(SchemaError):
+    with pytest.raises(SchemaError, match="^attribute 'a' has duplicate class names$"):
+        Attribute("a", ("x", "x"))
+    with pytest.raises(SchemaError, match="^duplicate attribute names$"):
         Schema((Attribute("a", ("x",)), Attribute("a", ("y",))))

@@ -5,6 +5,7 @@ import io
 import json
 import math
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -20,7 +21,7 @@ from fastfashion import FASHION_SCHEMA, cli
 from fastfashion.data import source as src_mod
 from fastfashion.format.dali_index import IndexEntry, IndexFormatError, entries_from_tar, format_index, read_index, \
     write_index
-from fastfashion.data.shard import ShardConfig, default_out_dir, write_shards
+from fastfashion.data.shard import BadImageError, ShardConfig, default_out_dir, write_shards
 from fastfashion.format.manifest import ManifestError, read_manifest, verify_shards
 from fastfashion.format.spec import decode_labels, encode_labels
 from fastfashion.data.validate import check_jpeg
@@ -141,7 +142,9 @@ def test_fast_header_scan_equals_tarfile(tiny_shards, tmp_path, monkeypatch):
     from fastfashion.format import dali_index
 
     fast = entries_from_tar(tiny_shards / "val-00000.tar")
-    assert dali_index._scan_plain_ustar(tiny_shards / "val-00000.tar") is not None  # the fast path was taken
+    with tarfile.open(tiny_shards / "val-00000.tar") as tf:
+        members = [(m.name, m.offset_data, m.size) for m in tf if m.isreg()]
+    assert dali_index._scan_plain_ustar(tiny_shards / "val-00000.tar") == members  # the fast path was taken
     odd = tmp_path / "odd.tar"  # a directory and a pax long name: not plain ustar, tarfile handles it
     with tarfile.open(odd, "w", format=tarfile.PAX_FORMAT) as tf:
         for name, data in (("d", None), ("x" * 120 + ".jpg", b"abc"), ("k.json", b"{}")):
@@ -169,7 +172,8 @@ def test_index_read_write_round_trip(tiny_shards, tmp_path):
     assert read_index(tmp_path / "e.idx") == subset
     assert format_index([IndexEntry("a", {"jpg": (512, 3)})]) == "v1.2 1\njpg 512 3 a.jpg\n"
     (tmp_path / "bad.idx").write_text("v1.2 2\njpg 512 3 a.jpg\n")
-    with pytest.raises(IndexFormatError, match="bad.idx:1"):
+    with pytest.raises(IndexFormatError,
+                       match=f"^{re.escape(str(tmp_path / 'bad.idx'))}:1: header says 2 samples, file has 1 lines$"):
         read_index(tmp_path / "bad.idx")
 
 
@@ -204,16 +208,20 @@ def test_same_seed_same_bytes_whatever_the_workers(tiny_dataset, tiny_shards, tm
 
 
 def test_read_manifest_errors(tiny_shards, tmp_path):
-    with pytest.raises(ManifestError, match="not a shard set"):
+    with pytest.raises(ManifestError, match=f"^{re.escape(str(tmp_path))}: not a shard set \\(no manifest\\.json\\)$"):
         read_manifest(tmp_path)
     d = Path(shutil.copytree(tiny_shards, tmp_path / "copy"))
     m = json.loads((d / "manifest.json").read_text())
     (d / "manifest.json").write_text(json.dumps({**m, "version": 99}))
-    with pytest.raises(ManifestError, match="version 99 is not supported"):
+    with pytest.raises(ManifestError, match=f"^{re.escape(str(d / 'manifest.json'))}: format version 99 is not "
+                                            rf"supported \(this fastfashion reads version {m['version']}\); re-shard "
+                                            "with this version$"):
         read_manifest(d)
     (d / "manifest.json").write_text(json.dumps(m))
     (d / "val-00000.tar").write_bytes(b"x")
-    with pytest.raises(ManifestError, match="val-00000.tar"):
+    size = m["splits"]["val"]["shards"][0]["bytes"]
+    with pytest.raises(ManifestError, match=f"^{re.escape(str(d / 'val-00000.tar'))}: missing or not {size} bytes "
+                                            "as the manifest records$"):
         read_manifest(d)
 
 
@@ -237,13 +245,20 @@ def _png() -> bytes:
     return buf.getvalue()
 
 
-BAD_IMAGES = {
-    "truncated": (lambda ok: ok[: len(ok) // 2], "truncated"),
-    "png": (lambda ok: _png(), "PNG data named .jpg"),
-    "text": (lambda ok: b"not an image at all", "not a JPEG"),
+BAD_IMAGES = {  # case: (make the bad bytes from the good ones, regex of the validation reason)
+    "truncated": (lambda ok: ok[: len(ok) // 2],
+                  r"cannot decode JPEG: OSError: image file is truncated \(\d+ bytes not processed\)"),
+    "png": (lambda ok: _png(), re.escape("PNG data named .jpg (not a JPEG)")),
+    "text": (lambda ok: b"not an image at all", re.escape("not a JPEG (no start-of-image marker)")),
     "empty": (lambda ok: b"", "empty file"),
-    "cmyk": (lambda ok: _jpeg("CMYK"), "CMYK JPEG rejected"),
+    "cmyk": (lambda ok: _jpeg("CMYK"),
+             re.escape("CMYK JPEG rejected (only RGB and grayscale: decoders disagree on CMYK/YCCK colours)")),
 }
+
+
+def _bad_image_message(root: Path, rel: str, line: int, reason: str) -> str:
+    """Regex of the whole message (and skip reason) for a bad image listed at ``val.txt:line``."""
+    return f"{re.escape(str(root / 'split' / 'val.txt'))}:{line}: image {re.escape(repr(rel))}: {reason}"
 
 
 def test_jpeg_policy_accepts_grayscale_and_progressive():
@@ -262,7 +277,7 @@ def test_bad_image_is_fatal_naming_file_and_line(src_copy, tmp_path, case):
     make, reason = BAD_IMAGES[case]
     (src_copy / rel).write_bytes(make((src_copy / rel).read_bytes()))
     out = tmp_path / "out"
-    with pytest.raises(src_mod.SourceError, match=reason) as e:
+    with pytest.raises(BadImageError, match=f"^{_bad_image_message(src_copy, rel, line, reason)}$") as e:
         write_shards(src_copy, out, _cfg())
     assert f"val.txt:{line}:" in str(e.value) and rel in str(e.value)
     assert not out.exists() and _leftovers(out) == []
@@ -276,10 +291,11 @@ def test_bad_image_skipped_and_recorded(src_copy, tmp_path, case):
     m = write_shards(src_copy, tmp_path / "out", _cfg(skip_bad=True))
     [k] = m["skipped"]
     assert (k["split"], k["path"], k["line"], k["key"]) == ("val", rel, line, Path(rel).stem)
-    assert reason in k["reason"]
+    assert re.fullmatch(_bad_image_message(src_copy, rel, line, reason), k["reason"]), k["reason"]
     assert m["splits"]["val"]["num_samples"] == 2 and m["splits"]["train"]["num_samples"] == 6
     keys = [e.key for e in read_index(tmp_path / "out" / "val-00000.idx")]
-    assert Path(rel).stem not in keys and len(keys) == 2
+    listed = [Path(r).stem for r in (src_copy / "split" / "val.txt").read_text().splitlines()]
+    assert Path(rel).stem not in keys and keys == [x for x in listed if x != Path(rel).stem]
 
 
 def test_grayscale_jpeg_is_accepted(src_copy, tmp_path):
@@ -300,23 +316,28 @@ def _remove_image(root: Path) -> None:
     (root / (root / "split" / "train.txt").read_text().splitlines()[2]).unlink()
 
 
-@pytest.mark.parametrize("breaker,error", [(_break_label, src_mod.LabelValueError),
-                                           (_remove_image, src_mod.MissingImageError)])
-def test_bad_label_and_missing_image(src_copy, tmp_path, breaker, error):
+@pytest.mark.parametrize("breaker,error,message", [
+    (_break_label, src_mod.LabelValueError, "{root}/split/train_attr.txt:3: neckline label 9 out of range 0..3"),
+    (_remove_image, src_mod.MissingImageError, "{root}/split/train.txt:3: image file '{rel}' does not exist")])
+def test_bad_label_and_missing_image(src_copy, tmp_path, breaker, error, message):
+    rel = (src_copy / "split" / "train.txt").read_text().splitlines()[2]
+    message = message.format(root=src_copy, rel=rel)
     breaker(src_copy)
-    with pytest.raises(error, match=r"train(_attr)?\.txt:3:"):
+    with pytest.raises(error, match=f"^{re.escape(message)}$"):
         write_shards(src_copy, tmp_path / "out", _cfg())
     assert not (tmp_path / "out").exists()
     m = write_shards(src_copy, tmp_path / "out", _cfg(skip_bad=True))
     [k] = m["skipped"]
     assert (k["split"], k["line"]) == ("train", 3) and ":3:" in k["reason"]
+    assert k["reason"] == message
     assert m["splits"]["train"]["num_samples"] == 5
     assert sum(m["splits"]["train"]["class_counts"]["pattern"]) == 5
 
 
 def test_structural_errors_stay_fatal_with_skip_bad(src_copy, tmp_path):
     (src_copy / "split" / "val_attr.txt").unlink()
-    with pytest.raises(src_mod.MissingSplitFileError):
+    with pytest.raises(src_mod.MissingSplitFileError,
+                       match=f"^{re.escape(str(src_copy / 'split' / 'val_attr.txt'))}: split file is missing$"):
         write_shards(src_copy, tmp_path / "out", _cfg(skip_bad=True))
 
 
@@ -336,7 +357,7 @@ def test_interrupted_write_leaves_nothing(src_copy, tmp_path, monkeypatch, exc):
 
     monkeypatch.setattr(wds.TarWriter, "write", write)
     out = tmp_path / "out"
-    with pytest.raises(exc):
+    with pytest.raises(exc, match="^boom$"):
         write_shards(src_copy, out, _cfg(samples_per_shard=4))
     assert calls["n"] == 8 and not out.exists() and _leftovers(out) == []
 
@@ -369,13 +390,15 @@ def test_sigterm_and_sigkill_mid_run(src_copy, tmp_path):
     out = tmp_path / "out"
     proc = _start_slow_writer(src_copy, out)
     proc.send_signal(signal.SIGTERM)  # cleaned up like Ctrl-C
-    assert proc.wait() != 0 and not out.exists() and _leftovers(out) == []
+    # SIGTERM becomes KeyboardInterrupt; Python ends on an uncaught one by killing itself with SIGINT
+    assert proc.wait() == -signal.SIGINT and not out.exists() and _leftovers(out) == []
     proc = _start_slow_writer(src_copy, out)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert not out.exists() and len(_leftovers(out)) == 1  # SIGKILL leaves a temp folder ...
-    with pytest.raises(ManifestError):
-        read_manifest(tmp_path / _leftovers(out)[0])  # ... that is not a shard set ...
+    tmp = tmp_path / _leftovers(out)[0]
+    with pytest.raises(ManifestError, match=f"^{re.escape(str(tmp))}: not a shard set \\(no manifest\\.json\\)$"):
+        read_manifest(tmp)  # ... that is not a shard set ...
     write_shards(src_copy, out, _cfg())  # ... and the next run removes it
     assert read_manifest(out)["splits"]["train"]["num_samples"] == 6 and _leftovers(out) == []
 
@@ -383,13 +406,14 @@ def test_sigterm_and_sigkill_mid_run(src_copy, tmp_path):
 def test_overwrite_semantics(src_copy, tmp_path, monkeypatch):
     out = tmp_path / "out"
     write_shards(src_copy, out, _cfg(seed=0))
-    with pytest.raises(FileExistsError, match="already holds a shard set.*overwrite=True"):
+    with pytest.raises(FileExistsError, match=f"^{re.escape(str(out))} already holds a shard set; refusing to "
+                                              r"replace it without overwrite=True$"):
         write_shards(src_copy, out, _cfg(seed=1))
     assert read_manifest(out)["options"]["seed"] == 0
     # a failing overwrite keeps the old set intact
     monkeypatch.setattr("fastfashion.format.writer.ShardSetWriter.commit", lambda self, m: (_ for _ in ()).throw(
         RuntimeError("disk full")))
-    with pytest.raises(RuntimeError, match="disk full"):
+    with pytest.raises(RuntimeError, match="^disk full$"):
         write_shards(src_copy, out, _cfg(seed=1, overwrite=True))
     monkeypatch.undo()
     assert read_manifest(out)["options"]["seed"] == 0 and _leftovers(out) == []
@@ -399,10 +423,12 @@ def test_overwrite_semantics(src_copy, tmp_path, monkeypatch):
     other = tmp_path / "notes"
     other.mkdir()
     (other / "keep.txt").write_text("mine")
-    with pytest.raises(FileExistsError, match="not a shard set"):
+    with pytest.raises(FileExistsError, match=f"^{re.escape(str(other))} exists and is not a shard set; refusing to "
+                                              "replace it$"):
         write_shards(src_copy, other, _cfg(overwrite=True))
     assert (other / "keep.txt").read_text() == "mine"
-    with pytest.raises(ValueError, match="inside the source"):
+    with pytest.raises(ValueError, match=f"^output folder {re.escape(str(src_copy / 'shards'))} must not contain or "
+                                         f"be inside the source {re.escape(str(src_copy))}$"):
         write_shards(src_copy, src_copy / "shards", _cfg())
 
 
@@ -429,9 +455,13 @@ def test_cli_errors_are_one_line(src_copy, tmp_path, capsys):
     assert cli.main(["-q", "shard", str(src_copy), str(tmp_path / "out"), "--workers", "1"]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "val.txt:2:" in err[0] and "--skip-bad" in err[0]
+    assert err == [f"fastfashion shard: error: {src_copy / 'split' / 'val.txt'}:2: image {rel!r}: PNG data named .jpg "
+                   "(not a JPEG); use --skip-bad to leave bad samples out"]
     assert cli.main(["-q", "shard", str(src_copy), str(tmp_path / "out"), "--workers", "1", "--skip-bad"]) == 0
     assert cli.main(["-q", "shard", str(src_copy), str(tmp_path / "out"), "--workers", "1"]) == 1
-    assert "--overwrite" in capsys.readouterr().err
+    assert capsys.readouterr().err.strip().splitlines() == [
+        f"fastfashion shard: error: {tmp_path / 'out'} already holds a shard set; refusing to replace it without "
+        "overwrite=True; pass --overwrite to replace it"]
 
 
 # --- the real data set -----------------------------------------------------------------------------------------
@@ -442,7 +472,7 @@ def test_real_dataset_counts(tmp_path):
     m = write_shards(REAL_DATA, tmp_path / "fashion", ShardConfig())
     assert {s: v["num_samples"] for s, v in m["splits"].items()} == {"train": 5000, "val": 1000, "test": 1000}
     assert [len(m["splits"][s]["shards"]) for s in SPLITS] == [10, 2, 2] and m["skipped"] == []
-    assert m["splits"]["train"]["class_counts"] == {  # DATA.md, "Train class counts"
+    assert m["splits"]["train"]["class_counts"] == {  # docs/data.md, "Train class counts"
         "pattern": [768, 853, 334, 422, 109, 2408, 106], "sleeve": [1523, 862, 2615],
         "length": [488, 951, 3561], "neckline": [2086, 826, 19, 2069],
         "fabric": [310, 702, 3399, 105, 48, 436], "fit": [749, 279, 3972]}
@@ -455,5 +485,6 @@ def test_hand_edited_manifest_missing_fields_is_a_clear_error(tiny_dataset, tmp_
     m = json.loads((out / "manifest.json").read_text())
     del m["splits"]["val"]["shards"][0]["bytes"]
     (out / "manifest.json").write_text(json.dumps(m))
-    with pytest.raises(ManifestError, match="split 'val' shard 0 lacks bytes"):
+    with pytest.raises(ManifestError, match=f"^{re.escape(str(out / 'manifest.json'))}: split 'val' shard 0 lacks "
+                                            "bytes$"):
         read_manifest(out)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import io
+import re
 from pathlib import Path
 
 import pytest
@@ -48,6 +49,11 @@ def _edit(path: Path, fn) -> None:
     _write_lines(path, fn(lines))
 
 
+def _at(root: Path, name: str, line: int | None = None) -> str:
+    """Regex of the start of an error message: the full path of ``split/name`` and the line, as errors name them."""
+    return "^" + re.escape(str(root / "split" / name)) + ("" if line is None else f":{line}")
+
+
 def test_reads_records(tmp_path):
     recs = src.read_source(write_set(tmp_path))
     assert [len(recs[s]) for s in src.SPLITS] == [3, 2, 2]
@@ -57,6 +63,9 @@ def test_reads_records(tmp_path):
     assert all(r.labels is None for r in recs["test"])
     counts = src.class_counts(recs["train"])
     assert counts["pattern"] == [1, 1, 1, 0, 0, 0, 0] and sum(counts["fit"]) == 3
+    # write_set labels image i with class (i + k) % K for attribute k
+    assert counts == {a.name: [sum((i + k) % a.num_classes == c for i in range(3)) for c in range(a.num_classes)]
+                      for k, a in enumerate(FASHION_SCHEMA)}
 
 
 @pytest.mark.parametrize("eol,final", [("\r\n", True), ("\n", False), ("\r\n", False)])
@@ -69,43 +78,47 @@ def test_crlf_and_missing_final_newline_accepted(tmp_path, eol, final):
 def test_missing_split_file(tmp_path):
     root = write_set(tmp_path)
     (root / "split" / "val_attr.txt").unlink()
-    with pytest.raises(src.MissingSplitFileError, match="val_attr.txt"):
+    with pytest.raises(src.MissingSplitFileError, match=_at(root, "val_attr.txt") + ": split file is missing$"):
         src.read_source(root)
 
 
 def test_line_count_mismatch(tmp_path):
     root = write_set(tmp_path)
     _edit(root / "split" / "train_attr.txt", lambda ls: ls[:-1])
-    with pytest.raises(src.LineCountMismatchError, match=r"train_attr.txt:3: 2 label lines but train.txt has 3"):
+    with pytest.raises(src.LineCountMismatchError,
+                       match=_at(root, "train_attr.txt", 3) + r": 2 label lines but train\.txt has 3 lines$"):
         src.read_source(root)
 
 
 def test_wrong_number_of_labels(tmp_path):
     root = write_set(tmp_path)
     _edit(root / "split" / "val_attr.txt", lambda ls: [ls[0], ls[1] + " 1"])
-    with pytest.raises(src.LabelCountError, match=r"val_attr.txt:2: expected 6 labels, got 7"):
+    with pytest.raises(src.LabelCountError,
+                       match=_at(root, "val_attr.txt", 2) + ": expected 6 labels, got 7: '4 2 0 3 2 0 1'$"):
         src.read_source(root)
 
 
 def test_non_integer_label(tmp_path):
     root = write_set(tmp_path)
     _edit(root / "split" / "train_attr.txt", lambda ls: [ls[0], "1 x 0 0 0 0", ls[2]])
-    with pytest.raises(src.LabelValueError, match=r"train_attr.txt:2: sleeve label 'x' is not an integer"):
+    with pytest.raises(src.LabelValueError,
+                       match=_at(root, "train_attr.txt", 2) + ": sleeve label 'x' is not an integer$"):
         src.read_source(root)
 
 
-@pytest.mark.parametrize("bad", ["7 0 0 0 0 0", "0 0 0 0 0 -1"])
-def test_out_of_range_label(tmp_path, bad):
+@pytest.mark.parametrize("bad,msg", [("7 0 0 0 0 0", "pattern label 7 out of range 0..6"),
+                                     ("0 0 0 0 0 -1", "fit label -1 out of range 0..2")])
+def test_out_of_range_label(tmp_path, bad, msg):
     root = write_set(tmp_path)
     _edit(root / "split" / "train_attr.txt", lambda ls: [bad] + ls[1:])
-    with pytest.raises(src.LabelValueError, match=r"train_attr.txt:1: .* out of range"):
+    with pytest.raises(src.LabelValueError, match=_at(root, "train_attr.txt", 1) + f": {re.escape(msg)}$"):
         src.read_source(root)
 
 
 def test_blank_line_inside(tmp_path):
     root = write_set(tmp_path)
     _edit(root / "split" / "train.txt", lambda ls: [ls[0], "", *ls[1:]])
-    with pytest.raises(src.BlankLineError, match=r"train.txt:2: blank line"):
+    with pytest.raises(src.BlankLineError, match=_at(root, "train.txt", 2) + ": blank line$"):
         src.read_source(root)
 
 
@@ -113,7 +126,9 @@ def test_non_utf8_split_file(tmp_path):
     root = write_set(tmp_path)
     f = root / "split" / "val.txt"
     f.write_bytes(b"img/00003.jpg\nimg/0000\xff4.jpg\n")
-    with pytest.raises(src.EncodingError, match=r"val.txt:2: not UTF-8 text: byte b'\\xff'"):
+    with pytest.raises(src.EncodingError,
+                       match=_at(root, "val.txt", 2) + r": not UTF-8 text: byte b'\\xff' at offset 22 "
+                                                       r"\(invalid start byte\)$"):
         src.read_source(root)
 
 
@@ -121,7 +136,8 @@ def test_key_with_dot_rejected(tmp_path):
     root = write_set(tmp_path)
     (root / "img" / "00001.jpg").rename(root / "img" / "a.b.jpg")
     _edit(root / "split" / "train.txt", lambda ls: [ls[0], "img/a.b.jpg", ls[2]])
-    with pytest.raises(src.BadKeyError, match=r"train.txt:2: key 'a.b' of 'img/a.b.jpg' contains a dot"):
+    with pytest.raises(src.BadKeyError, match=_at(root, "train.txt", 2) + r": key 'a\.b' of 'img/a\.b\.jpg' contains a "
+                       r"dot \(WebDataset would split the member name there: rename the image\)$"):
         src.read_source(root)
     dropped = []
     recs = src.read_source(root, on_error=lambda *a: dropped.append(a[:3]))  # per-sample: lenient mode drops it
@@ -132,7 +148,9 @@ def test_key_with_dot_rejected(tmp_path):
 def test_path_escaping_root(tmp_path, bad):
     root = write_set(tmp_path)
     _edit(root / "split" / "test.txt", lambda ls: [ls[0], bad])
-    with pytest.raises(src.UnsafePathError, match=r"test.txt:2: .*escapes the data set root"):
+    with pytest.raises(src.UnsafePathError,
+                       match=_at(root, "test.txt", 2) + f": image path {re.escape(repr(bad))} escapes the data set "
+                                                        "root$"):
         src.read_source(root)
 
 
@@ -143,7 +161,9 @@ def test_symlink_pointing_outside(tmp_path):
     link = root / "img" / "00001.jpg"
     link.unlink()
     link.symlink_to(outside)
-    with pytest.raises(src.UnsafePathError, match=r"train.txt:2: .*symlink pointing outside"):
+    with pytest.raises(src.UnsafePathError,
+                       match=_at(root, "train.txt", 2) + r": image path 'img/00001\.jpg' is a symlink pointing outside "
+                                                         "the root$"):
         src.read_source(root)
 
 
@@ -152,27 +172,31 @@ def test_symlink_inside_root_is_fine(tmp_path):
     link = root / "img" / "00001.jpg"
     link.unlink()
     link.symlink_to(root / "img" / "00000.jpg")
-    assert len(src.read_source(root)["train"]) == 3
+    assert [(r.key, r.path) for r in src.read_source(root)["train"]] == [
+        ("00000", "img/00000.jpg"), ("00001", "img/00001.jpg"), ("00002", "img/00002.jpg")]
 
 
 def test_missing_image(tmp_path):
     root = write_set(tmp_path)
     (root / "img" / "00004.jpg").unlink()
-    with pytest.raises(src.MissingImageError, match=r"val.txt:2: image file 'img/00004.jpg' does not exist"):
+    with pytest.raises(src.MissingImageError,
+                       match=_at(root, "val.txt", 2) + r": image file 'img/00004\.jpg' does not exist$"):
         src.read_source(root)
 
 
 def test_duplicate_key_within_split(tmp_path):
     root = write_set(tmp_path)
     _edit(root / "split" / "train.txt", lambda ls: [ls[0], ls[1], ls[0]])
-    with pytest.raises(src.DuplicateKeyError, match=r"train.txt:3: key '00000' already listed at line 1"):
+    with pytest.raises(src.DuplicateKeyError,
+                       match=_at(root, "train.txt", 3) + ": key '00000' already listed at line 1$"):
         src.read_source(root)
 
 
 def test_duplicate_key_across_splits(tmp_path):
     root = write_set(tmp_path)
     _edit(root / "split" / "test.txt", lambda ls: ["img/00002.jpg", ls[1]])
-    with pytest.raises(src.DuplicateKeyError, match=r"test.txt:1: key '00002' also in train.txt line 3"):
+    with pytest.raises(src.DuplicateKeyError,
+                       match=_at(root, "test.txt", 1) + r": key '00002' also in train\.txt line 3$"):
         src.read_source(root)
 
 
@@ -180,16 +204,19 @@ def test_schema_file_mismatch(tmp_path):
     root = write_set(tmp_path)
     f = root / "split" / "list_attr_cloth.txt"
     f.write_text(f.read_text().replace("floral ", "flower "))
-    with pytest.raises(src.SchemaMismatchError, match="pattern class 0 is 'flower', expected 'floral'"):
+    with pytest.raises(src.SchemaMismatchError, match=_at(root, "list_attr_cloth.txt")  # the schema's error, prefixed
+                       + f": {re.escape(str(f))}: pattern class 0 is 'flower', expected 'floral'$"):
         src.read_source(root)
 
 
 def test_errors_are_value_errors_with_location(tmp_path):
     root = write_set(tmp_path)
     _edit(root / "split" / "val_attr.txt", lambda ls: ["0 0 0"] + ls[1:])
-    with pytest.raises(ValueError) as info:
+    with pytest.raises(src.LabelCountError,
+                       match=_at(root, "val_attr.txt", 1) + ": expected 6 labels, got 3: '0 0 0'$") as info:
         src.read_source(root)
-    assert info.value.path.endswith("val_attr.txt") and info.value.line == 1
+    assert isinstance(info.value, ValueError) and isinstance(info.value, src.SourceError)
+    assert info.value.path == str(root / "split" / "val_attr.txt") and info.value.line == 1
 
 
 @pytest.mark.realdata

@@ -39,7 +39,8 @@ def run_demo(cfg: DemoConfig = DemoConfig()) -> dict:
     from ..format.spec import TEST, TRAIN, VAL
     from ..train.inference import evaluate, predict
     from ..train.trainer import TrainConfig, train
-    from .throughput import BenchConfig, run_bench
+    from .report import run_bench
+    from .throughput import BenchConfig
 
     out = Path(cfg.out)
     if out.exists() and any(out.iterdir()):
@@ -61,17 +62,17 @@ def run_demo(cfg: DemoConfig = DemoConfig()) -> dict:
                                                                       seed=cfg.seed)))
     records = stage("read", lambda: read_source(data))
     summary["class_counts"] = class_counts(records[TRAIN])
-    shards = out / "shards"
-    manifest = stage("shard", lambda: write_shards(data, shards, ShardConfig(seed=cfg.seed)))
+    shard_dir = out / "shards"
+    manifest = stage("shard", lambda: write_shards(data, shard_dir, ShardConfig(seed=cfg.seed)))
     summary["shards"] = {s: len(v["shards"]) for s, v in manifest["splits"].items()}
     summary["bench"] = stage("bench", lambda: run_bench(BenchConfig(
-        shard_dir=str(shards), source=str(data), batch_size=cfg.batch_size, image_size=cfg.image_size,
+        shard_dir=str(shard_dir), source=str(data), batch_size=cfg.batch_size, image_size=cfg.image_size,
         rounds=cfg.bench_rounds, batches=cfg.bench_batches, warmup=1, train_steps=10, seed=cfg.seed)))
     run = out / "run"
     summary["train"] = stage("train", lambda: train(TrainConfig(
-        shard_dir=str(shards), out=str(run), epochs=cfg.epochs, batch_size=cfg.batch_size, image_size=cfg.image_size,
+        shard_dir=str(shard_dir), out=str(run), epochs=cfg.epochs, batch_size=cfg.batch_size, image_size=cfg.image_size,
         lr=1e-3, seed=cfg.seed)))  # lr 1e-3: a from-scratch model on a few hundred images
-    summary["evaluate"] = stage("evaluate", lambda: evaluate(run / "best.pt", shards, split=VAL))
-    summary["prediction"] = str(stage("predict", lambda: predict(run / "best.pt", shards, out / "prediction.txt",
+    summary["evaluate"] = stage("evaluate", lambda: evaluate(run / "best.pt", shard_dir, split=VAL))
+    summary["prediction"] = str(stage("predict", lambda: predict(run / "best.pt", shard_dir, out / "prediction.txt",
                                                                   split=TEST)))
     return summary

@@ -44,7 +44,8 @@ def plot_class_histogram(class_counts: Mapping[str, Sequence[int]], schema: "Sch
 
 
 def plot_bench(result: dict, path: str | os.PathLike) -> Path:
-    """Bar chart of :func:`fastfashion.bench.throughput.run_bench`'s result: median images/s per backend with the min-max spread
+    """Bar chart of :func:`fastfashion.bench.report.run_bench`'s result: median images/s per backend with the
+    min-max spread
     as error bars and the ratio to the baseline above each bar; with CUDA a second panel shows end-to-end training."""
     plt = pyplot()
     path = Path(path)

@@ -8,7 +8,8 @@ rounds, the ratio to the baseline *in the same round* (median over rounds), host
 process and its worker processes), the peak resident memory of the process tree while that backend ran, and the time
 from constructing the loader to its first batch.
 
-With CUDA, :func:`run_bench` also runs the training benchmark (:mod:`fastfashion.bench.training`).
+:func:`fastfashion.bench.report.run_bench` runs this and, with CUDA, the training benchmark
+(:mod:`fastfashion.bench.training`).
 
 Names: ``seed`` is the seed-style baseline (:mod:`fastfashion.bench.baseline`); every other name is a loader backend
 of :data:`fastfashion.loading.backends.BACKENDS`, built with exactly that name.
@@ -16,14 +17,11 @@ of :data:`fastfashion.loading.backends.BACKENDS`, built with exactly that name.
 from __future__ import annotations
 
 import dataclasses
-import datetime
 import logging
-import os
-import platform
 import statistics
 import threading
 import time
-from typing import Callable, Iterator
+from typing import Iterator
 
 from ..format.spec import TRAIN
 from ..hardware import available_cpus
@@ -129,28 +127,6 @@ def _cpu_seconds() -> float:
     return total
 
 
-def machine_info() -> dict:
-    """What the figures were measured on: CPU, cores, memory, GPU, library versions."""
-    import torch
-    info = {
-        "platform": platform.platform(), "python": platform.python_version(), "cpu_count": os.cpu_count(),
-        "memory_gb": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
-        "torch": torch.__version__,
-        "cuda": torch.cuda.is_available(), "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-    }
-    try:
-        with open("/proc/cpuinfo") as f:
-            info["cpu"] = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), None)
-    except OSError:
-        info["cpu"] = platform.processor() or None
-    try:
-        from nvidia import dali
-        info["dali"] = dali.__version__
-    except ImportError:
-        info["dali"] = None
-    return info
-
-
 def make_bench_loader(name: str, cfg: BenchConfig, *, for_training: bool = False):
     """The loader for one name of :data:`ALL_BACKENDS`; raises RuntimeError when it cannot run here.
     ``for_training`` on CUDA: the torch backend delivers to the GPU from pinned memory, as for ``fastfashion
@@ -233,7 +209,8 @@ def run_loader_bench(cfg: BenchConfig) -> dict[str, dict]:
             res.update(status="skipped", reason=str(e).splitlines()[0])
             log.warning("bench: %s skipped: %s", name, res["reason"])
             continue
-        res.update(status="ok", backend=getattr(loader, "backend", name), time_to_first_batch_s=time.perf_counter() - t0,
+        res.update(status="ok", backend=getattr(loader, "backend", name),
+                   time_to_first_batch_s=time.perf_counter() - t0,
                    peak_rss=mem.peak)
         loaders[name] = loader
     bar = tqdm(total=cfg.rounds * len(loaders), desc="bench", unit="round")
@@ -260,43 +237,3 @@ def run_loader_bench(cfg: BenchConfig) -> dict[str, dict]:
             res["ratio_to_baseline"] = statistics.median(x / b for x, b in zip(rounds, base))
             res["ratio_to_baseline_rounds"] = [x / b for x, b in zip(rounds, base)]
     return results
-
-
-def run_bench(cfg: BenchConfig) -> dict:
-    """Loader benchmark, plus the end-to-end training benchmark when CUDA is present. Returns a JSON-able dict."""
-    import torch
-    result = {"date": datetime.datetime.now().isoformat(timespec="seconds"), "machine": machine_info(),
-              "config": dataclasses.asdict(cfg), "baseline": BASELINE, "loaders": run_loader_bench(cfg)}
-    ok = [n for n, r in result["loaders"].items() if r["status"] == "ok"]
-    if torch.cuda.is_available() and cfg.train_steps > 0 and ok:
-        from .training import run_train_bench
-        result["train"] = run_train_bench(cfg, ok)
-    return result
-
-
-def format_table(result: dict) -> str:
-    """A plain-text table of :func:`run_bench`'s result (what the CLI prints)."""
-    m = result["machine"]
-    lines = [f"{result['date']}  {m.get('cpu')} x{m['cpu_count']}  GPU: {m.get('gpu') or 'none'}  "
-             f"batch {result['config']['batch_size']}, {result['config']['image_size']} px, "
-             f"augment={'train' if result['config']['augment'] else 'eval'}, split {result['config']['split']}",
-             f"{'backend':<10} {'img/s':>8} {'min-max':>13} {'x seed':>7} {'CPU s/1k':>9} {'peak MB':>8} "
-             f"{'1st batch s':>11}"]
-    for name, r in result["loaders"].items():
-        if r["status"] != "ok":
-            lines.append(f"{name:<10} skipped: {r['reason']}")
-            continue
-        ratio = f"{r['ratio_to_baseline']:.2f}" if "ratio_to_baseline" in r else "-"
-        lines.append(f"{name:<10} {r['images_per_s']:>8.0f} {r['images_per_s_min']:>6.0f}-{r['images_per_s_max']:<6.0f}"
-                     f" {ratio:>7} {r['cpu_s_per_1000_images']:>9.2f} {r['peak_rss_mb']:>8.0f}"
-                     f" {r['time_to_first_batch_s']:>11.2f}")
-    if "train" in result:
-        lines.append("end-to-end ResNet-18 training (AMP, channels_last):")
-        for name, r in result["train"].items():
-            if "images_per_s" not in r:
-                lines.append(f"  {name:<20} failed: {r['reason']}")
-                continue
-            lines.append(f"  {name:<20} {r['images_per_s']:>8.0f} img/s  {100 * r['share_of_ceiling']:5.1f}% of "
-                         f"ceiling  data stall {100 * r['data_stall_share']:5.1f}%  host wait "
-                         f"{100 * r['host_wait_share']:5.1f}%")
-    return "\n".join(lines)

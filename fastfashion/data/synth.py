@@ -22,7 +22,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from ..format.atomic import make_temp_dir, replace_dir
-from ..format.spec import LABELLED_SPLITS
+from ..format.spec import LABELLED_SPLITS, SPLITS, TEST, TRAIN, VAL
 from ..hardware import available_cpus
 from ..schema import FASHION_SCHEMA, Schema
 from .synth_render import render_garment
@@ -65,7 +65,7 @@ class SynthConfig:
     schema: Schema = FASHION_SCHEMA
 
     def __post_init__(self) -> None:
-        for name in ("train", "val", "test"):
+        for name in SPLITS:  # the fields are named after the splits
             v = getattr(self, name)
             if not isinstance(v, int) or v < 0:
                 raise ValueError(f"synth: {name} must be a non-negative integer, got {v!r}")
@@ -87,8 +87,8 @@ class SynthConfig:
 
     def split_ranges(self) -> dict[str, range]:
         """Image indices per split: train first, then val, then test (continuous numbering, like the real set)."""
-        return {"train": range(0, self.train), "val": range(self.train, self.train + self.val),
-                "test": range(self.train + self.val, self.total)}
+        return {TRAIN: range(0, self.train), VAL: range(self.train, self.train + self.val),
+                TEST: range(self.train + self.val, self.total)}
 
 
 def class_probs(schema: Schema = FASHION_SCHEMA) -> list[np.ndarray]:
@@ -172,7 +172,8 @@ def _prepare_target(out: Path, overwrite: bool) -> None:
         raise FileExistsError(f"synth: {out} exists and is not a folder")
     if out.is_dir() and any(out.iterdir()):
         if not overwrite:
-            raise FileExistsError(f"synth: {out} exists and is not empty (use overwrite / --overwrite to replace it)")
+            raise FileExistsError(f"synth: {out} exists and is not empty; refusing to replace it without "
+                                  "overwrite=True")
         if not (out / "split").is_dir() or not (out / "img").is_dir():  # never wipe an unrelated folder
             raise FileExistsError(f"synth: {out} is not a data set folder (no img/ and split/); refusing to replace it")
     out.parent.mkdir(parents=True, exist_ok=True)

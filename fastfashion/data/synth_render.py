@@ -152,17 +152,34 @@ def render_garment(schema: Schema, labels, rng: np.random.Generator, size: tuple
     u = min(h * rng.uniform(0.82, 0.97), w * 1.35)  # garment height; narrow canvases get a smaller figure
     cx = w / 2 + rng.uniform(-0.07, 0.07) * w
     top = rng.uniform(0.01, 0.06) * h
-    ys = top + 0.17 * u                          # shoulder line
+    fig = _Figure(size, u, cx, top, ys=top + 0.17 * u,  # ys: the shoulder line
+                  half=u * FIT_HALF_WIDTH.get(look.get("fit"), FIT_HALF_WIDTH["conventional"]), arm=u * 0.045)
     img = _background(rng, w, h)
+    img = _draw_person(rng, fig, look, img)
+    mask, box = _garment_mask(fig, look)
+    img = _paint_garment(rng, fig, look, mask, box, img)
+    _badges(rng, schema, labels, img, u)
+    img += rng.uniform(0.004, 0.02) * _noise(rng, img.shape)  # sensor noise
+    return Image.fromarray((np.clip(img, 0, 1) * 255 + 0.5).astype(np.uint8), "RGB")
 
-    # The person: head, neck, arms and legs in a skin tone (shows through necklines, under short sleeves ...).
-    person = Image.new("L", size, 0)
+
+class _Figure:
+    """Where the figure stands: canvas ``size``, garment height ``u``, centre ``cx``, head ``top``, shoulder line
+    ``ys``, torso half width ``half`` (from the fit), arm width ``arm``, shoulder half width ``sh``."""
+
+    def __init__(self, size, u, cx, top, *, ys, half, arm):
+        self.size, self.u, self.cx, self.top, self.ys, self.half, self.arm = size, u, cx, top, ys, half, arm
+        self.sh = max(half, u * 0.13)  # shoulders do not shrink with a tight fit
+
+
+def _draw_person(rng, f: _Figure, look: dict, img: np.ndarray) -> np.ndarray:
+    """Head, neck, arms and legs in a skin tone (shows through necklines, under short sleeves ...), and trousers
+    under a top."""
+    u, cx, top, ys, sh, arm = f.u, f.cx, f.top, f.ys, f.sh, f.arm
+    person = Image.new("L", f.size, 0)
     pd = ImageDraw.Draw(person)
-    half = u * FIT_HALF_WIDTH.get(look.get("fit"), FIT_HALF_WIDTH["conventional"])
-    arm = u * 0.045
     pd.ellipse((cx - 0.07 * u, top, cx + 0.07 * u, top + 0.15 * u), fill=255)
     pd.rectangle((cx - 0.035 * u, top + 0.1 * u, cx + 0.035 * u, ys + 0.05 * u), fill=255)
-    sh = max(half, u * 0.13)                     # shoulders do not shrink with a tight fit
     for s in (-1, 1):
         pd.polygon([(cx + s * sh, ys), (cx + s * (sh + arm), ys + 0.02 * u), (cx + s * (sh + arm * 1.6), ys + 0.5 * u),
                     (cx + s * (sh + arm * 0.6), ys + 0.5 * u), (cx + s * (sh - arm * 0.3), ys + 0.1 * u)], fill=255)
@@ -172,14 +189,19 @@ def render_garment(schema: Schema, labels, rng: np.random.Generator, size: tuple
     pm = np.asarray(person, np.float32)[..., None] / 255.0
     img = img * (1 - pm) + skin * pm
     if look.get("length") == "no_dress":  # trousers under a top
-        pants = Image.new("L", size, 0)
+        pants = Image.new("L", f.size, 0)
         ImageDraw.Draw(pants).polygon([(cx - 0.11 * u, ys + 0.35 * u), (cx + 0.11 * u, ys + 0.35 * u),
                                        (cx + 0.1 * u, top + u), (cx - 0.1 * u, top + u)], fill=255)
         pm = np.asarray(pants, np.float32)[..., None] / 255.0
         img = img * (1 - pm) + _hsv(rng.random(), rng.uniform(0, 0.3), rng.uniform(0.1, 0.5)) * pm
+    return img
 
-    # The garment's outline: torso (fit), skirt (length), sleeves, then the neckline cut.
-    mask = Image.new("L", size, 0)
+
+def _garment_mask(f: _Figure, look: dict) -> tuple[Image.Image, tuple[float, float, float, float]]:
+    """The garment's outline (torso from the fit, skirt from the length, sleeves, then the neckline cut) and the
+    box a pattern fills."""
+    u, cx, top, ys, sh, arm, half = f.u, f.cx, f.top, f.ys, f.sh, f.arm, f.half
+    mask = Image.new("L", f.size, 0)
     md = ImageDraw.Draw(mask)
     fit = look.get("fit")
     waist = half * (0.78 if fit == "tight" else 1.0)
@@ -191,11 +213,11 @@ def render_garment(schema: Schema, labels, rng: np.random.Generator, size: tuple
                fill=255)
     end = SLEEVE_END.get(look.get("sleeve"))
     if end is not None:
-        f = end / 0.5
+        k = end / 0.5
         for s in (-1, 1):
             md.polygon([(cx + s * (sh - arm * 0.5), ys), (cx + s * (sh + arm * 1.2), ys + 0.01 * u),
-                        (cx + s * (sh + arm * (1.2 + 0.7 * f)), ys + end * u),
-                        (cx + s * (sh + arm * (0.4 + 0.3 * f) - arm * 0.5), ys + end * u),
+                        (cx + s * (sh + arm * (1.2 + 0.7 * k)), ys + end * u),
+                        (cx + s * (sh + arm * (0.4 + 0.3 * k) - arm * 0.5), ys + end * u),
                         (cx + s * (sh - arm * 0.5), ys + 0.12 * u)], fill=255)
     neck, nw = look.get("neckline"), 0.065 * u
     if neck == "crew_neckline":
@@ -206,23 +228,22 @@ def render_garment(schema: Schema, labels, rng: np.random.Generator, size: tuple
         md.rectangle((cx - nw * 1.1, ys - 1, cx + nw * 1.1, ys + 0.09 * u), fill=0)
     elif neck == "no_neckline":  # a high collar covering the neck
         md.rectangle((cx - 0.045 * u, top + 0.12 * u, cx + 0.045 * u, ys + 1), fill=255)
-    x0, y0, x1, y1 = cx - hem - arm * 2, ys, cx + hem + arm * 2, hem_y
+    return mask, (cx - hem - arm * 2, ys, cx + hem + arm * 2, hem_y)
 
+
+def _paint_garment(rng, f: _Figure, look: dict, mask: Image.Image, box, img: np.ndarray) -> np.ndarray:
+    """Fabric colour and texture, the pattern, and the garment composited over ``img``."""
     fabric = look.get("fabric", "cotton")
     base = _fabric_colour(rng, fabric)
-    alpha_p, shade = _pattern_layer(rng, look.get("pattern", "solid"), size, (x0, y0, x1, y1), mask, u)
-    tex = _fabric_texture(rng, fabric, size, u) * shade
+    alpha_p, shade = _pattern_layer(rng, look.get("pattern", "solid"), f.size, box, mask, f.u)
+    tex = _fabric_texture(rng, fabric, f.size, f.u) * shade
     cloth = base * (1 - alpha_p[..., None]) + _contrast(rng, base) * alpha_p[..., None]
     cloth = cloth * tex[..., None].astype(np.float32)
     m = mask.filter(ImageFilter.GaussianBlur(1.2)) if fabric == "faux" else mask   # fuzzy fur edges
     a = np.asarray(m, np.float32)[..., None] / 255.0
     if fabric == "chiffon":
         a = a * rng.uniform(0.55, 0.72)  # translucent: person and background show through
-    img = img * (1 - a) + cloth * a
-
-    _badges(rng, schema, labels, img, u)
-    img += rng.uniform(0.004, 0.02) * _noise(rng, img.shape)  # sensor noise
-    return Image.fromarray((np.clip(img, 0, 1) * 255 + 0.5).astype(np.uint8), "RGB")
+    return img * (1 - a) + cloth * a
 
 
 def _badges(rng, schema: Schema, labels, img: np.ndarray, u: float) -> None:

@@ -41,8 +41,8 @@ def split_name(name: str) -> tuple[str, str]:
 
 
 def entries_from_tar(tar_path: str | os.PathLike) -> list[IndexEntry]:
-    """Index entries of a tar, read from its headers only (regular files; hidden and extension-less names skipped,
-    as wds2idx does).
+    """Index entries of a tar, read from its headers only (regular files; a member whose key is empty, such as a
+    hidden ``.name``, or ends with ``/`` is skipped).
 
     Plain ustar headers (what webdataset's TarWriter writes for short ASCII names) are scanned directly, ~10x faster
     than :mod:`tarfile`; any other header type (pax, GNU long names, links ...) falls back to :mod:`tarfile`.

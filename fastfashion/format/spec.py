@@ -55,6 +55,6 @@ def decode_labels(data: bytes, schema: Schema) -> tuple[int, ...] | None:
 
 
 def sample_json(path: str, labels: Sequence[int] | None, schema: Schema) -> bytes:
-    """The ``.json`` member (compact, keys sorted; labels in schema order)."""
+    """The ``.json`` member: compact JSON ``{"labels": ..., "path": ...}``, labels in schema order."""
     doc = {"labels": None if labels is None else schema.label_names(labels), "path": path}
     return json.dumps(doc, separators=(",", ":")).encode("utf-8")

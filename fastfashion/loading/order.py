@@ -7,7 +7,8 @@ so every backend, every rank and every test computes the same order without talk
 Shuffle (train): a *blocked* full permutation. Each shard's samples are permuted, cut into blocks of ``block``
 consecutive samples, and all blocks of all shards are permuted together. ``block=1`` is a uniform permutation;
 larger blocks keep runs of samples from one shard together, which bounds the number of (tar, index file)
-entries the DALI reader needs per epoch to about ``N / block`` (see :mod:`fastfashion.loading.backends.dali`). Because the
+entries the DALI reader needs per epoch to about ``N / block`` (see :mod:`fastfashion.loading.backends.dali`).
+Because the
 per-shard permutation is redrawn every epoch, block membership changes every epoch too.
 
 Ranks: the epoch's order is cut into ``world_size`` contiguous shares (contiguous keeps the runs intact).

@@ -17,7 +17,7 @@ written as JSON (``metrics.json``, ``evaluate --json``) goes through :func:`json
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping, Sequence
+from typing import Any, Sequence
 
 import torch
 

@@ -1,15 +1,20 @@
 """Training :class:`~fastfashion.train.model.FashionNet` on a shard set; evaluate/predict: :mod:`.inference`.
 
+Pieces, as in torchvision's reference scripts: :class:`TrainStep` (one optimizer step), :func:`train_one_epoch`,
+:func:`evaluate` (metrics over a loader) and :func:`train`, the thin driver (setup, resume, the epoch loop, saving).
+
 The defaults are the seed report's recipe: Adam (lr 1e-4, weight decay 1e-3), ReduceLROnPlateau (factor 0.1,
 patience 5) on validation average class accuracy, dropout 0.5, class-weighted cross-entropy; batch 64. On CUDA the
-step runs under AMP with channels_last (dtype: :func:`~fastfashion.train.device.amp_dtype`; fp16 with a GradScaler); on the CPU in fp32.
+step runs under AMP with channels_last (dtype: :func:`~fastfashion.train.device.amp_dtype`; fp16 with a
+GradScaler); on the CPU in fp32.
 Under ``torchrun`` it runs DDP (see :mod:`fastfashion.train.distributed`): each rank reads its disjoint share of every
 split, metrics are summed confusion matrices over ranks, and only rank 0 writes files.
 
 Run directory: ``last.pt`` (every epoch), ``best.pt`` (best val average class accuracy), ``metrics.json`` (a list
 of per-epoch dicts ``{"epoch", "train", "val", "images_per_s", "data_wait_share", "lr", "step"}``) and
-``curves.png`` (loss and accuracy curves). Files are written atomically (temporary file beside, then
-``os.replace``); JSON holds ``null`` where a metric is undefined (see :func:`fastfashion.train.metrics.json_safe`).
+``curves.png`` (loss and accuracy curves, when matplotlib is installed). Files are written atomically (temporary
+file beside, then ``os.replace``); JSON holds ``null`` where a metric is undefined (see
+:func:`fastfashion.train.metrics.json_safe`).
 """
 from __future__ import annotations
 

@@ -1,0 +1,72 @@
+"""One benchmark run and its report: :func:`run_bench` (loader throughput, plus end-to-end training with CUDA),
+what it was measured on (:func:`machine_info`) and the plain-text table the CLI prints (:func:`format_table`)."""
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import os
+import platform
+
+from .throughput import BASELINE, BenchConfig, run_loader_bench
+
+
+def machine_info() -> dict:
+    """What the figures were measured on: CPU, cores, memory, GPU, library versions."""
+    import torch
+    info = {
+        "platform": platform.platform(), "python": platform.python_version(), "cpu_count": os.cpu_count(),
+        "memory_gb": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
+        "torch": torch.__version__,
+        "cuda": torch.cuda.is_available(), "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+    }
+    try:
+        with open("/proc/cpuinfo") as f:
+            info["cpu"] = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), None)
+    except OSError:
+        info["cpu"] = platform.processor() or None
+    try:
+        from nvidia import dali
+        info["dali"] = dali.__version__
+    except ImportError:
+        info["dali"] = None
+    return info
+
+
+def run_bench(cfg: BenchConfig) -> dict:
+    """Loader benchmark, plus the end-to-end training benchmark when CUDA is present. Returns a JSON-able dict."""
+    import torch
+    result = {"date": datetime.datetime.now().isoformat(timespec="seconds"), "machine": machine_info(),
+              "config": dataclasses.asdict(cfg), "baseline": BASELINE, "loaders": run_loader_bench(cfg)}
+    ok = [n for n, r in result["loaders"].items() if r["status"] == "ok"]
+    if torch.cuda.is_available() and cfg.train_steps > 0 and ok:
+        from .training import run_train_bench
+        result["train"] = run_train_bench(cfg, ok)
+    return result
+
+
+def format_table(result: dict) -> str:
+    """A plain-text table of :func:`run_bench`'s result (what the CLI prints)."""
+    m = result["machine"]
+    lines = [f"{result['date']}  {m.get('cpu')} x{m['cpu_count']}  GPU: {m.get('gpu') or 'none'}  "
+             f"batch {result['config']['batch_size']}, {result['config']['image_size']} px, "
+             f"augment={'train' if result['config']['augment'] else 'eval'}, split {result['config']['split']}",
+             f"{'backend':<10} {'img/s':>8} {'min-max':>13} {'x seed':>7} {'CPU s/1k':>9} {'peak MB':>8} "
+             f"{'1st batch s':>11}"]
+    for name, r in result["loaders"].items():
+        if r["status"] != "ok":
+            lines.append(f"{name:<10} skipped: {r['reason']}")
+            continue
+        ratio = f"{r['ratio_to_baseline']:.2f}" if "ratio_to_baseline" in r else "-"
+        lines.append(f"{name:<10} {r['images_per_s']:>8.0f} {r['images_per_s_min']:>6.0f}-{r['images_per_s_max']:<6.0f}"
+                     f" {ratio:>7} {r['cpu_s_per_1000_images']:>9.2f} {r['peak_rss_mb']:>8.0f}"
+                     f" {r['time_to_first_batch_s']:>11.2f}")
+    if "train" in result:
+        lines.append("end-to-end ResNet-18 training (AMP, channels_last):")
+        for name, r in result["train"].items():
+            if "images_per_s" not in r:
+                lines.append(f"  {name:<20} failed: {r['reason']}")
+                continue
+            lines.append(f"  {name:<20} {r['images_per_s']:>8.0f} img/s  {100 * r['share_of_ceiling']:5.1f}% of "
+                         f"ceiling  data stall {100 * r['data_stall_share']:5.1f}%  host wait "
+                         f"{100 * r['host_wait_share']:5.1f}%")
+    return "\n".join(lines)

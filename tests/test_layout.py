@@ -1,0 +1,138 @@
+"""The package layout: each layer imports only the layers below it, nothing imports the CLI, no import cycle.
+
+Imports are read from the source with ``ast`` (module level and inside functions alike), so a lazy import that
+breaks the layering fails here too.
+"""
+from __future__ import annotations
+
+import ast
+import re
+from pathlib import Path
+
+import pytest
+
+PKG = Path(__file__).resolve().parents[1] / "fastfashion"
+REPO = PKG.parent
+
+# layer (a top-level module or subpackage) -> the layers it may import. "" is the package itself (__version__).
+ALLOWED = {
+    "": {"schema"},
+    "schema": set(),
+    "hardware": set(),
+    "format": {"", "schema", "hardware"},
+    "data": {"", "schema", "hardware", "format"},
+    "loading": {"", "schema", "hardware", "format"},
+    "train": {"", "schema", "hardware", "format", "loading"},
+    "bench": {"", "schema", "hardware", "format", "data", "loading", "train"},
+    "cli": {"", "schema", "hardware", "format", "data", "loading", "train", "bench"},
+    "__main__": {"cli"},
+}
+
+
+def _modules() -> dict[str, Path]:
+    """``fastfashion.x.y`` -> file, for every module of the package."""
+    out = {}
+    for path in sorted(PKG.rglob("*.py")):
+        parts = ["fastfashion", *path.relative_to(PKG).with_suffix("").parts]
+        if parts[-1] == "__init__":
+            parts = parts[:-1]
+        out[".".join(parts)] = path
+    return out
+
+
+def _imports(name: str, path: Path, modules: dict[str, Path]) -> set[str]:
+    """The fastfashion modules ``name`` imports (absolute and relative, at any depth of the file)."""
+    package = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            targets = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")[:len(package.split(".")) - node.level + 1]
+                mod = ".".join(base + ([node.module] if node.module else []))
+            else:
+                mod = node.module or ""
+            targets = [mod] + [f"{mod}.{a.name}" for a in node.names]
+        else:
+            continue
+        found.update(t for t in targets if t in modules)
+    found.discard(name)
+    return found
+
+
+def _layer(module: str) -> str:
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else ""
+
+
+def _graph() -> dict[str, set[str]]:
+    modules = _modules()
+    return {name: _imports(name, path, modules) for name, path in modules.items()}
+
+
+def test_every_module_belongs_to_a_known_layer():
+    assert {_layer(m) for m in _graph()} == set(ALLOWED)
+
+
+def test_layers_import_only_the_layers_below():
+    bad = [f"{m} imports {t}" for m, targets in _graph().items() for t in sorted(targets)
+           if _layer(t) != _layer(m) and _layer(t) not in ALLOWED[_layer(m)]]
+    assert bad == []
+
+
+def test_nothing_imports_the_cli_but_main():
+    assert sorted(m for m, targets in _graph().items() if "fastfashion.cli" in targets) == ["fastfashion.__main__"]
+
+
+def test_no_import_cycle():
+    graph = _graph()
+    state: dict[str, int] = {}  # 1: on the stack, 2: done
+    cycles = []
+
+    def visit(m: str, stack: list[str]) -> None:
+        state[m] = 1
+        for t in sorted(graph[m]):
+            if state.get(t) == 1:
+                cycles.append(stack[stack.index(t):] + [t])
+            elif t not in state:
+                visit(t, stack + [t])
+        state[m] = 2
+
+    for m in sorted(graph):
+        if m not in state:
+            visit(m, [m])
+    # a package importing its own submodule is not a cycle unless the submodule imports the package back
+    assert cycles == []
+
+
+def test_the_checker_sees_a_violation(tmp_path):
+    """The import reader resolves relative imports (so a forbidden one cannot hide behind dots)."""
+    modules = {"fastfashion.format.x": tmp_path / "x.py", "fastfashion.train.trainer": tmp_path / "t.py"}
+    (tmp_path / "x.py").write_text("def f():\n    from ..train import trainer\n")
+    assert _imports("fastfashion.format.x", tmp_path / "x.py", modules) == {"fastfashion.train.trainer"}
+
+
+def _docstring_refs() -> list[tuple[Path, str]]:
+    refs = []
+    for path in [*PKG.rglob("*.py"), *(REPO / "benchmarks").glob("*.py"), *(REPO / "tests").glob("*.py")]:
+        for ref in re.findall(r"(?<![\w/.])((?:docs/)?[A-Za-z_][\w-]*\.md)\b", path.read_text(encoding="utf-8")):
+            refs.append((path, ref))
+    return refs
+
+
+@pytest.mark.parametrize("path,ref", _docstring_refs(), ids=lambda v: v.name if isinstance(v, Path) else v)
+def test_every_markdown_reference_resolves_inside_the_repository(path, ref):
+    assert (REPO / ref).is_file() or (REPO / "docs" / ref).is_file(), f"{path}: {ref} is not in the repository"
+
+
+def test_no_function_longer_than_60_lines_without_a_reason():
+    """A longer function must say why in a comment on its first line."""
+    long = []
+    for path in PKG.rglob("*.py"):
+        lines = path.read_text(encoding="utf-8").splitlines()
+        for node in ast.walk(ast.parse("\n".join(lines))):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno - node.lineno >= 60:
+                if "# long:" not in lines[node.lineno - 1]:
+                    long.append(f"{path.relative_to(REPO)}:{node.lineno} {node.name}")
+    assert long == []
