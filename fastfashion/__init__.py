@@ -7,14 +7,20 @@ the map.
 """
 from __future__ import annotations
 
-__version__ = "0.1.0"
-
+from ._version import __version__  # noqa: F401
 from .schema import FASHION_SCHEMA, Attribute, Schema  # noqa: F401  (light: no torch import)
 
 _LAZY = {  # public name -> module; imported on first use: `import fastfashion` must not import torch or DALI
     "make_loader": ".loading.loader", "FashionLoader": ".loading.loader", "LoaderConfig": ".loading.base",
     "Batch": ".loading.base", "LoaderError": ".loading.base", "AugmentConfig": ".loading.augment",
 }
+
+
+__all__ = ["__version__", "Attribute", "Schema", "FASHION_SCHEMA", *_LAZY]
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
 
 
 def __getattr__(name: str):

@@ -1,8 +1,9 @@
 """The thin command line: one subcommand per verb, each builds a config and calls one library function.
 
-Only this module prints results; the library logs and shows tqdm progress (only when stderr is a terminal: a log
-file gets the one summary line per epoch or stage instead of progress-bar frames). Library errors state what is
-wrong; :func:`_advice` adds the flag that fixes it.
+Only this module prints results; the library logs and shows progress bars (:mod:`fastfashion.progress`: only when
+stderr is a terminal, so a log file gets the one summary line per epoch or stage instead of bar frames). Library
+errors state what is wrong, tagged with the parameter that fixes them (:mod:`fastfashion.errors`); :data:`ADVICE`
+names the flag.
 """
 from __future__ import annotations
 
@@ -229,8 +230,14 @@ def _run_shard(args) -> int:
 def _run_inspect(args) -> int:
     from pathlib import Path
 
-    from .format.manifest import (manifest_schema, ordered_splits, read_manifest, summarize_manifest,
-                                  train_class_weights, verify_shards)
+    from .format.manifest import (
+        manifest_schema,
+        ordered_splits,
+        read_manifest,
+        summarize_manifest,
+        train_class_weights,
+        verify_shards,
+    )
     m = read_manifest(args.shard_dir)
     print(summarize_manifest(m))
     if args.verify:
@@ -270,8 +277,9 @@ def _run_train(args) -> int:
 def _run_evaluate(args) -> int:
     import json
 
-    from .train.inference import evaluate
-    m = evaluate(args.checkpoint, args.shard_dir, split=args.split, batch_size=args.batch_size, device=args.device,
+    from .train.inference import evaluate_checkpoint
+    m = evaluate_checkpoint(args.checkpoint, args.shard_dir, split=args.split, batch_size=args.batch_size,
+                            device=args.device,
                  backend=args.backend)
     if args.json:
         print(json.dumps(m, indent=1))
@@ -307,13 +315,12 @@ def _run_bench(args) -> int:
                       backends=tuple(b.strip() for b in args.backends.split(",") if b.strip()),
                       batch_size=args.batch_size, image_size=args.image_size, augment=not args.no_augment,
                       rounds=args.rounds, batches=args.batches, warmup=args.warmup,
-                      train_steps=args.train_steps, **({"workers": args.workers} if args.workers else {}))
+                      train_steps=args.train_steps, **({"workers": args.workers} if args.workers is not None else {}))
     result = run_bench(cfg)
     print(format_table(result))
     for name, r in result["loaders"].items():
-        if r["status"] != "ok":
-            print(f"fastfashion bench: {name} skipped: {_advice('bench', RuntimeError(r['reason']))}",
-                  file=sys.stderr)
+        if r["status"] != "ok" and r.get("fix") in ADVICE:
+            print(f"fastfashion bench: {name}: {ADVICE[r['fix']]}", file=sys.stderr)
     if not any(r["status"] == "ok" for r in result["loaders"].values()):
         print("fastfashion bench: error: no backend could run (see the reasons above)", file=sys.stderr)
         return 1
@@ -367,39 +374,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _quiet_requested(argv: list[str]) -> bool:
-    """-q/--quiet anywhere on the command line (tqdm reads TQDM_DISABLE once, when it is first imported, which
-    building the parser may already do)."""
-    options = argv[:argv.index("--")] if "--" in argv else argv
-    return any(a in ("-q", "--quiet") for a in options)
+ADVICE = {  # library parameter (errors.fixable) -> what to do on the command line
+    "overwrite": "pass --overwrite to replace it",
+    "skip_bad": "use --skip-bad to leave bad samples out",
+    "weights": "pass --weights PATH with a local ResNet-18 or FashionNet state dict",
+    "batch_size": "lower --batch-size",
+    "source": "pass --source SRC_DIR to measure the seed-style baseline",
+    "out": "choose another --out",
+    "split": "choose another --split (evaluate needs a labelled one; predict reads any)",
+    "shard_dir": "create one with 'fastfashion shard SRC_DIR SHARD_DIR'",
+}
 
 
-def _advice(verb: str, e: Exception) -> str:
-    """The library's message plus the command-line fix where there is one."""
-    from .data.shard import BadImageError
-    from .format.manifest import ManifestError
-    msg = str(e)
-    if isinstance(e, ManifestError) and "not a shard set" in msg:
-        return f"{msg}; create one with 'fastfashion shard SRC_DIR SHARD_DIR'"
-    if isinstance(e, BadImageError):
-        return f"{msg}; use --skip-bad to leave bad samples out"
-    if isinstance(e, FileExistsError) and "already holds a shard set" in msg:
-        return f"{msg}; pass --overwrite to replace it"
-    if "looks offline" in msg:
-        return f"{msg}; pass --weights PATH"
-    if "no full batch" in msg:
-        return f"{msg}; lower --batch-size"
-    if "smaller than one batch" in msg:
-        return f"{msg}; lower --batch-size"
-    if "no source folder was given" in msg:
-        return f"{msg}; pass --source SRC_DIR"
-    return msg
+def _advice(message: str, param: str | None) -> str:
+    """The library's message, plus the command-line fix for the parameter it names (see errors.fixable)."""
+    return f"{message}; {ADVICE[param]}" if param in ADVICE else message
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
-    if _quiet_requested(argv) or not sys.stderr.isatty():
-        os.environ["TQDM_DISABLE"] = "1"  # no progress-bar frames in a log file
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.verb is None:
@@ -408,6 +401,8 @@ def main(argv: list[str] | None = None) -> int:
     verbose, quiet = getattr(args, "verbose", False), getattr(args, "quiet", False)
     logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s")
+    from .progress import set_enabled
+    set_enabled(False if quiet else None)  # None: bars only when stderr is a terminal
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
@@ -416,7 +411,8 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, OSError, RuntimeError) as e:  # typed library errors are ValueError/OSError subclasses
         if verbose:
             raise
-        print(f"fastfashion {args.verb}: error: {_advice(args.verb, e)}", file=sys.stderr)
+        from .errors import fix_param
+        print(f"fastfashion {args.verb}: error: {_advice(str(e), fix_param(e))}", file=sys.stderr)
         return 1
 
 

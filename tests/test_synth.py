@@ -152,11 +152,11 @@ def test_refuses_non_empty_and_overwrites(tmp_path):
     out.mkdir()
     (out / "keep.txt").write_text("x")
     cfg = SynthConfig(train=2, val=1, test=1, workers=1)
-    with pytest.raises(FileExistsError, match=f"^synth: {re.escape(str(out))} exists and is not empty; refusing to "
+    with pytest.raises(FileExistsError, match=f"^{re.escape(str(out))} exists and is not empty; refusing to "
                                               "replace it without overwrite=True$"):
         synthesize(out, cfg)
     with pytest.raises(FileExistsError,  # --overwrite never wipes other folders
-                       match=f"^synth: {re.escape(str(out))} is not a data set folder \\(no img/ and split/\\); "
+                       match=f"^{re.escape(str(out))} is not a data set folder \\(no img/ and split/\\); "
                              "refusing to replace it$"):
         synthesize(out, cfg, overwrite=True)
     assert (out / "keep.txt").exists()
@@ -181,12 +181,12 @@ def test_failure_leaves_nothing(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("kw,msg", [
-    (dict(train=-1), "synth: train must be a non-negative integer, got -1"),
-    (dict(train=0, val=0, test=0), "synth: train + val + test must be at least 1"),
-    (dict(seed=-2), "synth: seed must be a non-negative integer, got -2"),
-    (dict(workers=0), "synth: workers must be >= 1, got 0"),
-    (dict(train=100_000), "synth: at most 100000 images (5-digit names), got 102000"),
-    (dict(quality=(90, 80)), "synth: quality range must satisfy 1 <= lo <= hi <= 100, got (90, 80)"),
+    (dict(train=-1), "train must be a non-negative integer, got -1"),
+    (dict(train=0, val=0, test=0), "train + val + test must be at least 1"),
+    (dict(seed=-2), "seed must be a non-negative integer, got -2"),
+    (dict(workers=0), "workers must be >= 1, got 0"),
+    (dict(train=100_000), "at most 100000 images (5-digit names), got 102000"),
+    (dict(quality=(90, 80)), "quality range must satisfy 1 <= lo <= hi <= 100, got (90, 80)"),
 ])
 def test_bad_config(kw, msg):
     with pytest.raises(ValueError, match=f"^{re.escape(msg)}$"):
@@ -198,5 +198,5 @@ def test_cli(tmp_path, capsys):
     assert main(["synth", str(tmp_path / "c"), "--train", "3", "--val", "1", "--test", "1", "--workers", "1"]) == 0
     assert capsys.readouterr().out == f"wrote 5 images to {tmp_path / 'c'}\n"
     assert main(["synth", str(tmp_path / "c"), "--train", "3"]) == 1
-    assert f"fastfashion synth: error: synth: {tmp_path / 'c'} exists and is not empty; refusing to replace it " \
-           "without overwrite=True\n" in capsys.readouterr().err
+    assert capsys.readouterr().err == (f"fastfashion synth: error: {tmp_path / 'c'} exists and is not empty; refusing "
+                                       "to replace it without overwrite=True; pass --overwrite to replace it\n")

@@ -19,7 +19,7 @@ from fastfashion.cli import main as cli_main
 from fastfashion.train.metrics import avg_class_accuracy
 from fastfashion.schema import FASHION_SCHEMA as S
 from fastfashion.format.manifest import read_manifest
-from fastfashion.train.inference import evaluate, predict
+from fastfashion.train.inference import evaluate_checkpoint, predict
 from fastfashion.train.trainer import TrainConfig, multi_head_loss, train
 from fastfashion.train.device import amp_dtype
 from fastfashion.format.reader import split_keys
@@ -209,7 +209,7 @@ def test_evaluate_and_predict_agree_with_the_split_files(run2, shards, tiny_data
                                                  "per_attribute", "class_recall", "absent_classes", "loss",
                                                  "num_samples"}
     assert (m["split"], m["checkpoint"]) == ("val", str(ckpt))
-    assert m["avg_class_accuracy"] == evaluate(ckpt, shards)["avg_class_accuracy"]
+    assert m["avg_class_accuracy"] == evaluate_checkpoint(ckpt, shards)["avg_class_accuracy"]
 
     # predictions for val, in split-file order, scored against val_attr.txt, give evaluate's number
     val_pred = predict(ckpt, shards, tmp_path / "val.txt", split="val")
@@ -257,7 +257,7 @@ def test_torchrun_two_processes_gloo(shards, tmp_path):
     assert proc.stdout.count("trained 1 epochs") == 1  # only rank 0 reports
     history = json.loads((out / "metrics.json").read_text())
     assert len(history) == 1 and history[0]["step"] == 2  # 40 train / 2 ranks / batch 8 -> 2 steps per rank
-    single = evaluate(out / "last.pt", shards)
+    single = evaluate_checkpoint(out / "last.pt", shards)
     assert history[0]["val"]["avg_class_accuracy"] == pytest.approx(single["avg_class_accuracy"], abs=1e-9)
     assert history[0]["val"]["per_attribute"] == pytest.approx(single["per_attribute"], abs=1e-9)
 

@@ -36,8 +36,9 @@ def run_demo(cfg: DemoConfig = DemoConfig()) -> dict:
     from ..data.shard import ShardConfig, write_shards
     from ..data.source import class_counts, read_source
     from ..data.synth import SynthConfig, synthesize
+    from ..errors import fixable
     from ..format.spec import TEST, TRAIN, VAL
-    from ..train.inference import evaluate, predict
+    from ..train.inference import evaluate_checkpoint, predict
     from ..train.trainer import TrainConfig, train
     from .report import run_bench
     from .throughput import BenchConfig
@@ -45,7 +46,8 @@ def run_demo(cfg: DemoConfig = DemoConfig()) -> dict:
     out = Path(cfg.out)
     if out.exists() and any(out.iterdir()):
         if not (out / MARKER).is_file():  # never wipe a folder the demo did not create
-            raise FileExistsError(f"{out} exists and was not written by the demo; refusing to replace it")
+            raise fixable(FileExistsError(f"{out} exists and was not written by the demo; refusing to replace it"),
+                          "out")
         shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
     (out / MARKER).write_text("written by `fastfashion demo`; the next demo run replaces this folder\n")
@@ -72,7 +74,7 @@ def run_demo(cfg: DemoConfig = DemoConfig()) -> dict:
     summary["train"] = stage("train", lambda: train(TrainConfig(
         shard_dir=str(shard_dir), out=str(run), epochs=cfg.epochs, batch_size=cfg.batch_size, image_size=cfg.image_size,
         lr=1e-3, seed=cfg.seed)))  # lr 1e-3: a from-scratch model on a few hundred images
-    summary["evaluate"] = stage("evaluate", lambda: evaluate(run / "best.pt", shard_dir, split=VAL))
+    summary["evaluate"] = stage("evaluate", lambda: evaluate_checkpoint(run / "best.pt", shard_dir, split=VAL))
     summary["prediction"] = str(stage("predict", lambda: predict(run / "best.pt", shard_dir, out / "prediction.txt",
                                                                   split=TEST)))
     return summary

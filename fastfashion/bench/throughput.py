@@ -23,9 +23,11 @@ import threading
 import time
 from typing import Iterator
 
+from ..errors import fix_param, fixable
 from ..format.spec import TRAIN
 from ..hardware import available_cpus
 from ..loading.backends import BACKENDS
+from ..progress import progress
 
 log = logging.getLogger(__name__)
 
@@ -135,13 +137,15 @@ def make_bench_loader(name: str, cfg: BenchConfig, *, for_training: bool = False
     if name == BASELINE:
         from .baseline import make_seed_loader
         if cfg.source is None:
-            raise RuntimeError("the seed-style baseline reads the raw image folder, and no source folder was given")
+            raise fixable(RuntimeError("the seed-style baseline reads the raw image folder, and no source folder "
+                                       "was given"), "source")
         schema = manifest_schema(read_manifest(cfg.shard_dir))
         return make_seed_loader(cfg.source, schema, cfg.split, batch_size=cfg.batch_size,
                                 image_size=cfg.image_size, workers=cfg.workers, augment=cfg.augment)
+    import torch
+
     from ..loading.base import LoaderConfig
     from ..loading.loader import FashionLoader
-    import torch
     if name == "dali-gpu" and not torch.cuda.is_available():
         raise RuntimeError("no CUDA device")
     to_gpu = name == "dali-gpu" or (for_training and name == "torch" and torch.cuda.is_available())
@@ -192,7 +196,6 @@ def _time_round(loader, cfg: BenchConfig, round_index: int) -> tuple[float, floa
 
 def run_loader_bench(cfg: BenchConfig) -> dict[str, dict]:
     """Loader throughput of every backend in ``cfg.backends``, rounds interleaved. See the module docstring."""
-    from tqdm.auto import tqdm  # lazy: `fastfashion -q` must set TQDM_DISABLE before tqdm is imported
     results: dict[str, dict] = {}
     loaders = {}
     for name in cfg.backends:
@@ -203,17 +206,18 @@ def run_loader_bench(cfg: BenchConfig) -> dict[str, dict]:
             with _PeakRSS() as mem:
                 first = next(iter(loader), None)
                 if first is None:
-                    raise RuntimeError(f"the {cfg.split} split is smaller than one batch of {cfg.batch_size}")
+                    raise fixable(RuntimeError(f"the {cfg.split} split is smaller than one batch of {cfg.batch_size}"),
+                                  "batch_size")
                 sync(first.images)
         except (RuntimeError, ImportError, OSError) as e:
-            res.update(status="skipped", reason=str(e).splitlines()[0])
+            res.update(status="skipped", reason=str(e).splitlines()[0], fix=fix_param(e))
             log.warning("bench: %s skipped: %s", name, res["reason"])
             continue
         res.update(status="ok", backend=getattr(loader, "backend", name),
                    time_to_first_batch_s=time.perf_counter() - t0,
                    peak_rss=mem.peak)
         loaders[name] = loader
-    bar = tqdm(total=cfg.rounds * len(loaders), desc="bench", unit="round")
+    bar = progress(total=cfg.rounds * len(loaders), desc="bench", unit="round")
     for r in range(cfg.rounds):
         for name, loader in loaders.items():
             bar.set_postfix_str(name)

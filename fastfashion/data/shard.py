@@ -26,10 +26,12 @@ import time
 from pathlib import Path
 from typing import Iterator
 
-from .. import __version__
+from .._version import __version__
+from ..errors import fixable
 from ..format.atomic import clean_stale, file_sha256
 from ..format.spec import FORMAT, LABELLED_SPLITS, SPLITS, TRAIN, VERSION, split_order
 from ..format.writer import Sample, ShardSetWriter, check_target
+from ..progress import progress
 from ..schema import FASHION_SCHEMA, Schema
 from .source import Record, SourceError, class_counts, read_source
 from .validate import JPEG_POLICY, check_files
@@ -124,7 +126,8 @@ def _validate_images(src: Path, records: dict[str, list[Record]], cfg: ShardConf
     if bad and not cfg.skip_bad:
         r, reason = bad[0]
         more = f" (and {len(bad) - 1} more bad images)" if len(bad) > 1 else ""
-        raise BadImageError(src / "split" / f"{r.split}.txt", r.line, f"image {r.path!r}: {reason}{more}")
+        raise fixable(BadImageError(src / "split" / f"{r.split}.txt", r.line, f"image {r.path!r}: {reason}{more}"),
+                      "skip_bad")
     for r, reason in bad:
         skipped.append(_skip_entry(r.split, r.line, r.path, f"{src / 'split' / f'{r.split}.txt'}:{r.line}: "
                                                             f"image {r.path!r}: {reason}"))
@@ -155,8 +158,6 @@ def write_shards(src_dir: str | os.PathLike, out_dir: str | os.PathLike | None =
     manifest; structural ones still raise), ``FileExistsError`` if ``out_dir`` exists without ``cfg.overwrite``.
     Nothing is left behind on failure.
     """
-    from tqdm.auto import tqdm
-
     src = Path(src_dir)
     out = Path(out_dir) if out_dir is not None else default_out_dir(src)
     _check_paths(src, out)
@@ -182,7 +183,7 @@ def write_shards(src_dir: str | os.PathLike, out_dir: str | os.PathLike | None =
         "options": cfg.manifest_options(), "jpeg_policy": JPEG_POLICY, "skipped": skipped, "splits": {},
     }
     with _sigterm_as_interrupt(), ShardSetWriter(out, cfg.schema, overwrite=cfg.overwrite) as writer, \
-            tqdm(total=sum(len(v) for v in good.values()), desc="write", unit="img", leave=False) as bar:
+            progress(total=sum(len(v) for v in good.values()), desc="write", unit="img", leave=False) as bar:
         for split in SPLITS:
             recs = good[split]
             labelled = split in LABELLED_SPLITS or any(r.labels is not None for r in records[split])

@@ -19,11 +19,12 @@ import shutil
 from pathlib import Path
 
 import numpy as np
-from tqdm.auto import tqdm
 
+from ..errors import fixable
 from ..format.atomic import make_temp_dir, replace_dir
 from ..format.spec import LABELLED_SPLITS, SPLITS, TEST, TRAIN, VAL
 from ..hardware import available_cpus
+from ..progress import progress
 from ..schema import FASHION_SCHEMA, Schema
 from .synth_render import render_garment
 
@@ -68,18 +69,18 @@ class SynthConfig:
         for name in SPLITS:  # the fields are named after the splits
             v = getattr(self, name)
             if not isinstance(v, int) or v < 0:
-                raise ValueError(f"synth: {name} must be a non-negative integer, got {v!r}")
+                raise ValueError(f"{name} must be a non-negative integer, got {v!r}")
         if self.total == 0:
-            raise ValueError("synth: train + val + test must be at least 1")
+            raise ValueError("train + val + test must be at least 1")
         if self.total > MAX_IMAGES:
-            raise ValueError(f"synth: at most {MAX_IMAGES} images (5-digit names), got {self.total}")
+            raise ValueError(f"at most {MAX_IMAGES} images (5-digit names), got {self.total}")
         if not isinstance(self.seed, int) or self.seed < 0:
-            raise ValueError(f"synth: seed must be a non-negative integer, got {self.seed!r}")
+            raise ValueError(f"seed must be a non-negative integer, got {self.seed!r}")
         if self.workers is not None and self.workers < 1:
-            raise ValueError(f"synth: workers must be >= 1, got {self.workers}")
+            raise ValueError(f"workers must be >= 1, got {self.workers}")
         lo, hi = self.quality
         if not 1 <= lo <= hi <= 100:
-            raise ValueError(f"synth: quality range must satisfy 1 <= lo <= hi <= 100, got {self.quality}")
+            raise ValueError(f"quality range must satisfy 1 <= lo <= hi <= 100, got {self.quality}")
 
     @property
     def total(self) -> int:
@@ -169,13 +170,13 @@ def _write_lines(path: Path, lines: list[str]) -> None:
 
 def _prepare_target(out: Path, overwrite: bool) -> None:
     if out.exists() and not out.is_dir():
-        raise FileExistsError(f"synth: {out} exists and is not a folder")
+        raise FileExistsError(f"{out} exists and is not a folder")
     if out.is_dir() and any(out.iterdir()):
         if not overwrite:
-            raise FileExistsError(f"synth: {out} exists and is not empty; refusing to replace it without "
-                                  "overwrite=True")
+            raise fixable(FileExistsError(f"{out} exists and is not empty; refusing to replace it without "
+                                          "overwrite=True"), "overwrite")
         if not (out / "split").is_dir() or not (out / "img").is_dir():  # never wipe an unrelated folder
-            raise FileExistsError(f"synth: {out} is not a data set folder (no img/ and split/); refusing to replace it")
+            raise FileExistsError(f"{out} is not a data set folder (no img/ and split/); refusing to replace it")
     out.parent.mkdir(parents=True, exist_ok=True)
 
 
@@ -185,11 +186,11 @@ def _write_images(cfg: SynthConfig, img_dir: Path) -> list[int]:
     jobs = [(cfg, str(img_dir), i) for i in range(cfg.total)]
     bar = dict(total=cfg.total, desc="synth", unit="img")
     if workers == 1:
-        return [_write_one(j) for j in tqdm(jobs, **bar)]
+        return [_write_one(j) for j in progress(jobs, **bar)]
     chunk = max(1, min(64, cfg.total // (workers * 8)))
     # spawn: safe even when the parent holds threads (torch, DALI); start-up cost is small next to rendering
     with mp.get_context("spawn").Pool(workers) as pool:
-        return list(tqdm(pool.imap(_write_one, jobs, chunksize=chunk), **bar))
+        return list(progress(pool.imap(_write_one, jobs, chunksize=chunk), **bar))
 
 
 def synthesize(out_dir: str | os.PathLike, cfg: SynthConfig = SynthConfig(), *, overwrite: bool = False) -> Path:

@@ -26,6 +26,7 @@ from typing import Sequence
 from PIL import Image
 
 from ..hardware import available_cpus
+from ..progress import progress
 
 log = logging.getLogger(__name__)
 
@@ -88,12 +89,11 @@ def _worker_init() -> None:
 
 def check_files(paths: Sequence[str | os.PathLike], workers: int | None = None, *,
                 desc: str = "validate") -> list[ImageCheck]:
-    """:func:`check_file` every path, in ``workers`` processes (None: all CPUs; 1: in this process), with a tqdm bar.
+    """:func:`check_file` every path, in ``workers`` processes (None: all CPUs; 1: in this process), with a
+    progress bar.
 
     Results are in the order of ``paths`` and never depend on ``workers``.
     """
-    from tqdm import tqdm
-
     paths = [str(p) for p in paths]
     workers = available_cpus() if workers is None else workers
     if workers < 1:
@@ -101,7 +101,7 @@ def check_files(paths: Sequence[str | os.PathLike], workers: int | None = None, 
     chunks = [paths[i:i + _CHUNK] for i in range(0, len(paths), _CHUNK)]
     workers = min(workers, len(chunks))
     out: list[ImageCheck] = []
-    with tqdm(total=len(paths), desc=desc, unit="img", leave=False) as bar:
+    with progress(total=len(paths), desc=desc, unit="img", leave=False) as bar:
         if workers <= 1:
             for chunk in chunks:
                 out.extend(_check_chunk(chunk))

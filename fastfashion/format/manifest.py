@@ -10,6 +10,7 @@ import os
 from pathlib import Path
 from typing import Mapping, Sequence
 
+from ..errors import fixable
 from ..schema import Schema
 from .atomic import file_sha256
 from .spec import FORMAT, MANIFEST, TRAIN, VERSION, split_order
@@ -32,7 +33,7 @@ def read_manifest(shard_dir: str | os.PathLike, *, check_files: bool = True) -> 
     d = Path(shard_dir)
     path = d / MANIFEST
     if not path.is_file():
-        raise ManifestError(f"{d}: not a shard set (no {MANIFEST})")
+        raise fixable(ManifestError(f"{d}: not a shard set (no {MANIFEST})"), "shard_dir")
     try:
         m = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:

@@ -12,6 +12,7 @@ import shutil
 from pathlib import Path
 from typing import Iterable
 
+from ..errors import fixable
 from ..schema import Schema
 from .atomic import clean_stale, file_sha256, fsync, make_temp_dir, replace_dir
 from .dali_index import entries_from_tar, write_index
@@ -31,7 +32,8 @@ def check_target(out_dir: Path, overwrite: bool) -> None:
     if not (out_dir / MANIFEST).is_file():
         raise FileExistsError(f"{out_dir} exists and is not a shard set; refusing to replace it")
     if not overwrite:
-        raise FileExistsError(f"{out_dir} already holds a shard set; refusing to replace it without overwrite=True")
+        raise fixable(FileExistsError(f"{out_dir} already holds a shard set; refusing to replace it without "
+                                      "overwrite=True"), "overwrite")
 
 
 # --- the writer ------------------------------------------------------------------------------------------------

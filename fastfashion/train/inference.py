@@ -11,8 +11,8 @@ import zipfile
 from pathlib import Path
 
 import torch
-from tqdm.auto import tqdm
 
+from ..errors import fixable
 from ..format.atomic import write_file
 from ..format.manifest import manifest_schema, read_manifest
 from ..format.reader import split_keys
@@ -20,14 +20,19 @@ from ..format.spec import TEST, VAL
 from ..hardware import resolve_device
 from ..loading.base import LoaderConfig
 from ..loading.loader import FashionLoader
+from ..progress import progress
 from ..schema import Schema
 from . import checkpoint as ckpt_io
 from .device import autocast, channels_last, to_device
 from .metrics import json_safe
 from .model import FashionNet
-from .trainer import TrainError, evaluate as evaluate_model
+from .trainer import evaluate
 
 log = logging.getLogger(__name__)
+
+
+class InferenceError(ValueError):
+    """A checkpoint cannot be applied to this shard set or split (another schema, a missing or unlabelled split)."""
 
 
 def load_model(checkpoint: str | os.PathLike, device: torch.device) -> tuple[FashionNet, dict]:
@@ -47,12 +52,12 @@ def _eval_setup(checkpoint, shard_dir, split, device, need_labels):
     model, ckpt = load_model(checkpoint, device)
     manifest = read_manifest(shard_dir)
     if manifest_schema(manifest) != model.schema:
-        raise TrainError(f"{checkpoint} was trained on another schema than {shard_dir}")
+        raise InferenceError(f"{checkpoint} was trained on another schema than {shard_dir}")
     info = manifest["splits"].get(split)
     if info is None:
-        raise TrainError(f"{shard_dir} has no split {split!r} (has: {', '.join(manifest['splits'])})")
+        raise fixable(InferenceError(f"{shard_dir}: no split {split!r} (has {sorted(manifest['splits'])})"), "split")
     if need_labels and not info.get("labelled", False):
-        raise TrainError(f"split {split!r} of {shard_dir} is unlabelled; evaluation needs labels")
+        raise fixable(InferenceError(f"split {split!r} of {shard_dir} is unlabelled; evaluation needs labels"), "split")
     return device, model, ckpt, manifest
 
 
@@ -64,8 +69,8 @@ def _loader_config(ckpt: dict, split: str, batch_size: int, backend: str, device
                         with_keys=with_keys)
 
 
-def evaluate(checkpoint: str | os.PathLike, shard_dir: str | os.PathLike, *, split: str = VAL,
-             batch_size: int = 64, device: str = "auto", backend: str = "auto") -> dict:
+def evaluate_checkpoint(checkpoint: str | os.PathLike, shard_dir: str | os.PathLike, *, split: str = VAL,
+                        batch_size: int = 64, device: str = "auto", backend: str = "auto") -> dict:
     """Metrics of a checkpoint on a labelled split (see :func:`fastfashion.train.metrics.summarize`; loss
     unweighted).
 
@@ -75,7 +80,7 @@ def evaluate(checkpoint: str | os.PathLike, shard_dir: str | os.PathLike, *, spl
     device, model, ckpt, _ = _eval_setup(checkpoint, shard_dir, split, device, need_labels=True)
     loader = FashionLoader(shard_dir, _loader_config(ckpt, split, batch_size, backend, device))
     ones = [torch.ones(k, device=device) for k in model.schema.num_classes]
-    m = evaluate_model(model, loader, model.schema, device, loss_weights=ones, desc=f"evaluate {split}")
+    m = evaluate(model, loader, model.schema, device, class_weights=ones, desc=f"evaluate {split}")
     return json_safe({"split": split, "checkpoint": str(checkpoint), **m})
 
 
@@ -86,19 +91,19 @@ def predict(checkpoint: str | os.PathLike, shard_dir: str | os.PathLike, out: st
     order, LF endings.
 
     With ``zip_`` also writes ``out`` with suffix ``.zip`` holding ``prediction.txt`` alone. Raises
-    :class:`~fastfashion.train.trainer.TrainError` when the shards lack samples of the split (skipped at shard
+    :class:`InferenceError` when the shards lack samples of the split (skipped at shard
     time), since the file must match the split line by line. Both files are written atomically (temporary file
     beside, then ``os.replace``). Returns the path of the text file.
     """
     device, model, ckpt, manifest = _eval_setup(checkpoint, shard_dir, split, device, need_labels=False)
     skipped = [s for s in manifest.get("skipped", []) if s.get("split") == split]
     if skipped:
-        raise TrainError(f"{len(skipped)} {split} samples were skipped when sharding (first: {skipped[0]}); "
+        raise InferenceError(f"{len(skipped)} {split} samples were skipped when sharding (first: {skipped[0]}); "
                          f"the predictions would not match split/{split}.txt line for line")
     loader = FashionLoader(shard_dir, _loader_config(ckpt, split, batch_size, backend, device, with_keys=True))
     preds: dict[str, list[int]] = {}
     with torch.inference_mode(), autocast(device)[0]():
-        for batch in tqdm(loader, desc=f"predict {split}", leave=False):
+        for batch in progress(loader, desc=f"predict {split}", leave=False):
             images, _ = to_device(batch, device, channels_last(device))
             p = torch.stack([lg.argmax(dim=1) for lg in model(images)], dim=1).cpu().tolist()
             preds.update(zip(batch.keys, p))

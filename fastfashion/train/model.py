@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..errors import fixable
 from ..schema import Schema
 
 log = logging.getLogger(__name__)
@@ -91,8 +92,8 @@ def _imagenet_state_dict() -> dict:
         state = w.get_state_dict(progress=False, check_hash=True)
     except Exception as e:  # URLError, OSError, hash mismatch, ...
         hub = torch.hub.get_dir()
-        raise WeightsError(
+        raise fixable(WeightsError(
             f"could not download torchvision's ImageNet ResNet-18 weights ({type(e).__name__}: {e}); "
             f"this machine looks offline. Put {w.url.rsplit('/', 1)[-1]} in {hub}/checkpoints, or load a local "
-            f"ResNet-18 or FashionNet state dict instead (weights=PATH)") from e
+            f"ResNet-18 or FashionNet state dict instead (weights=PATH)"), "weights") from e
     return {k: v for k, v in state.items() if not k.startswith("fc.")}

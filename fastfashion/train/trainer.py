@@ -28,14 +28,15 @@ from typing import Sequence
 
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
+from ..errors import fixable
 from ..format.atomic import write_file
 from ..format.manifest import manifest_schema, read_manifest, train_class_weights
 from ..format.spec import TRAIN, VAL
 from ..hardware import resolve_device
 from ..loading.base import LoaderConfig
 from ..loading.loader import FashionLoader
+from ..progress import progress
 from ..schema import Schema
 from . import checkpoint as ckpt_io
 from . import distributed
@@ -132,12 +133,6 @@ class TrainStep:
         return logits, labels, loss
 
 
-def _bar_off(off: bool) -> dict:
-    """tqdm kwargs: off only when asked; otherwise none at all, so that TQDM_DISABLE (``fastfashion -q``) applies
-    (an explicit ``disable=False`` would override it)."""
-    return {"disable": True} if off else {}
-
-
 @dataclasses.dataclass
 class EpochResult:
     metrics: dict            # train metrics (summed over ranks)
@@ -154,7 +149,7 @@ def train_one_epoch(step: TrainStep, loader: FashionLoader, schema: Schema, *, m
     acc = MetricAccumulator(schema)
     wait, images, steps, t_start = 0.0, 0, 0, time.perf_counter()
     it = iter(loader)
-    with tqdm(total=len(loader), desc=desc, leave=False, **_bar_off(disable_bar)) as bar:
+    with progress(total=len(loader), desc=desc, leave=False, off=disable_bar) as bar:
         while max_steps is None or steps < max_steps:
             t0 = time.perf_counter()
             batch = next(it, None)
@@ -174,18 +169,18 @@ def train_one_epoch(step: TrainStep, loader: FashionLoader, schema: Schema, *, m
     return EpochResult(acc.compute(), steps, images, elapsed, wait)
 
 
-def evaluate(model, loader, schema: Schema, device: torch.device, *, loss_weights=None, desc: str = "eval",
+def evaluate(model, loader, schema: Schema, device: torch.device, *, class_weights=None, desc: str = "eval",
              disable_bar: bool = False) -> dict:
     """Metrics of ``model`` over ``loader`` (this rank's share), summed over ranks (see
-    :mod:`fastfashion.train.metrics`); with ``loss_weights`` also the class-weighted loss."""
+    :mod:`fastfashion.train.metrics`); with ``class_weights`` (one tensor per attribute) also the weighted loss."""
     autocast, _ = make_autocast(device)
     acc = MetricAccumulator(schema)
     model.eval()
     with torch.inference_mode(), autocast():
-        for batch in tqdm(loader, desc=desc, leave=False, **_bar_off(disable_bar)):
+        for batch in progress(loader, desc=desc, leave=False, off=disable_bar):
             images, labels = to_device(batch, device, use_channels_last(device))
             logits = model(images)
-            loss = multi_head_loss(logits, labels, loss_weights) if loss_weights is not None else None
+            loss = multi_head_loss(logits, labels, class_weights) if class_weights is not None else None
             acc.update(logits, labels, loss)
     acc.all_reduce()
     return acc.compute()
@@ -266,7 +261,8 @@ def _start(cfg: TrainConfig, device: torch.device, dinfo: distributed.DistInfo) 
         common, split=VAL, augment=False, shuffle=False, drop_last=False))
     if len(train_loader) == 0:
         n = manifest["splits"][TRAIN]["num_samples"] // dinfo.world_size
-        raise TrainError(f"{cfg.shard_dir}: {n} train samples per rank make no full batch of {cfg.batch_size}")
+        raise fixable(TrainError(f"{cfg.shard_dir}: {n} train samples per rank make no full batch of {cfg.batch_size}"),
+                      "batch_size")
     log.info("training on %s (%s loader, %d rank(s)), %d train batches per epoch", device, train_loader.backend,
              dinfo.world_size, len(train_loader))
     run = _Run(cfg, Path(cfg.out), schema, device, dinfo, model, step, scheduler, train_loader, val_loader,
@@ -318,7 +314,7 @@ def _train(run: _Run) -> dict:
                               desc=f"epoch {epoch + 1}/{cfg.epochs}", disable_bar=bar_off)
         state.step += res.steps
         distributed.broadcast_buffers(run.model, dinfo)
-        val_m = evaluate(run.model, run.val_loader, run.schema, run.device, loss_weights=run.step.weights,
+        val_m = evaluate(run.model, run.val_loader, run.schema, run.device, class_weights=run.step.weights,
                          desc=f"val {epoch + 1}", disable_bar=bar_off)
         run.scheduler.step(val_m["avg_class_accuracy"])
         state.epoch = epoch + 1

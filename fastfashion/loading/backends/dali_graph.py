@@ -93,8 +93,8 @@ def _affine(box, r, cfg: AugmentConfig):
 def _eval_size(jpg, cfg: AugmentConfig):
     """(height, width) with the shorter side ``cfg.eval_resize`` and the longer one truncated as torchvision's
     Resize does (``resize_shorter`` rounds instead: a 0.3 % scale difference shows on fine textures)."""
-    from nvidia.dali import fn, types
     import nvidia.dali.math as dmath
+    from nvidia.dali import fn, types
     shape = fn.cast(fn.peek_image_shape(jpg), dtype=types.FLOAT)
     scale = cfg.eval_resize / dmath.min(shape[0], shape[1])
     return dmath.floor(shape[0] * scale + 1e-3), dmath.floor(shape[1] * scale + 1e-3)

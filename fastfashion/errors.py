@@ -1,0 +1,22 @@
+"""Errors a caller fixes by changing one parameter.
+
+Library errors say what is wrong in the library's terms; :func:`fixable` tags one with the parameter that would
+avoid it (``overwrite``, ``skip_bad``, ``batch_size`` ...), so that the command line can name its flag instead of
+the library naming flags it does not have.
+"""
+from __future__ import annotations
+
+from typing import TypeVar
+
+E = TypeVar("E", bound=BaseException)
+
+
+def fixable(err: E, param: str) -> E:
+    """``err`` with ``err.param = param`` (the library parameter that would avoid it); returns ``err``."""
+    err.param = param  # type: ignore[attr-defined]
+    return err
+
+
+def fix_param(err: BaseException) -> str | None:
+    """The parameter :func:`fixable` tagged ``err`` with, or None."""
+    return getattr(err, "param", None)
