@@ -24,11 +24,12 @@ def _add_synth(sub) -> None:
                                    "layout and byte formats, with the real image sizes and class imbalance. Each "
                                    "attribute is visibly rendered, so a model can learn it. Deterministic for --seed.")
     p.add_argument("out_dir", metavar="OUT_DIR", help="folder to create (must not exist or be empty)")
-    p.add_argument("--train", type=int, default=5000, help="train images (default: %(default)s, like the real set)")
-    p.add_argument("--val", type=int, default=1000, help="val images (default: %(default)s)")
-    p.add_argument("--test", type=int, default=1000, help="test images, unlabelled (default: %(default)s)")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
-    p.add_argument("--workers", type=int, default=None,
+    p.add_argument("--train", type=int, metavar="N", default=5000,
+                   help="train images (default: %(default)s, like the real set)")
+    p.add_argument("--val", type=int, metavar="N", default=1000, help="val images (default: %(default)s)")
+    p.add_argument("--test", type=int, metavar="N", default=1000, help="test images, unlabelled (default: %(default)s)")
+    p.add_argument("--seed", type=int, metavar="N", default=0, help="random seed (default: %(default)s)")
+    p.add_argument("--workers", type=int, metavar="N", default=None,
                    help="processes (default: all CPU cores); the output does not depend on it")
     p.add_argument("--overwrite", action="store_true", help="replace OUT_DIR if it exists")
     p.set_defaults(func=_run_synth)
@@ -50,15 +51,16 @@ def _add_shard(sub) -> None:
                "missing images and bad label lines\nare fatal (error names file:line) unless --skip-bad; structural "
                "problems (missing split files, line-count\nmismatch, duplicate keys) are always fatal.")
     p.add_argument("src_dir", metavar="SRC_DIR", help="a FashionDataset folder (img/, split/)")
-    p.add_argument("out_dir", metavar="SHARD_DIR", nargs="?", default=None,
+    p.add_argument("shard_dir", metavar="SHARD_DIR", nargs="?", default=None,
                    help="shard folder to create (default: shards/<name of SRC_DIR>)")
     from .data.shard import DEFAULT_SAMPLES_PER_SHARD
-    p.add_argument("--samples-per-shard", type=int, default=DEFAULT_SAMPLES_PER_SHARD,
+    p.add_argument("--samples-per-shard", type=int, metavar="N", default=DEFAULT_SAMPLES_PER_SHARD,
                    help="samples per tar (default: %(default)s: the real train split becomes 10 shards of ~6 MB, "
                         "enough to spread whole shards over ranks x loader workers)")
-    p.add_argument("--workers", type=int, default=None,
+    p.add_argument("--workers", type=int, metavar="N", default=None,
                    help="validation processes (default: all CPU cores); the output does not depend on it")
-    p.add_argument("--seed", type=int, default=0, help="seed of the train-order shuffle (default: %(default)s)")
+    p.add_argument("--seed", type=int, metavar="N", default=0,
+                   help="seed of the train-order shuffle (default: %(default)s)")
     p.add_argument("--skip-bad", action="store_true",
                    help="leave out bad samples (bad image, missing image, bad label line), listing each with its "
                         "reason under 'skipped' in manifest.json, instead of failing")
@@ -89,13 +91,16 @@ def _add_train(sub) -> None:
     p.add_argument("--shards", required=True, metavar="SHARD_DIR", dest="shard_dir",
                    help="a shard folder written by 'fastfashion shard'")
     p.add_argument("--out", required=True, metavar="RUN_DIR", help="run folder for checkpoints and metrics")
-    p.add_argument("--epochs", type=int, default=45, help="epochs (default: %(default)s)")
-    p.add_argument("--batch-size", type=int, default=64, help="batch size per process (default: %(default)s)")
-    p.add_argument("--lr", type=float, default=1e-4, help="Adam learning rate (default: %(default)s)")
-    p.add_argument("--weight-decay", type=float, default=1e-3, help="Adam weight decay (default: %(default)s)")
-    p.add_argument("--label-smoothing", type=float, default=0.0, help="cross-entropy label smoothing "
+    p.add_argument("--epochs", type=int, metavar="N", default=45, help="epochs (default: %(default)s)")
+    p.add_argument("--batch-size", type=int, metavar="N", default=64,
+                   help="batch size per process (default: %(default)s)")
+    p.add_argument("--lr", type=float, metavar="X", default=1e-4, help="Adam learning rate (default: %(default)s)")
+    p.add_argument("--weight-decay", type=float, metavar="X", default=1e-3,
+                   help="Adam weight decay (default: %(default)s)")
+    p.add_argument("--label-smoothing", type=float, metavar="X", default=0.0, help="cross-entropy label smoothing "
                                                                      "(default: %(default)s)")
-    p.add_argument("--image-size", type=int, default=224, help="square input size in pixels (default: %(default)s)")
+    p.add_argument("--image-size", type=int, metavar="N", default=224,
+                   help="square input size in pixels (default: %(default)s)")
     p.add_argument("--no-augment", action="store_true", help="no train-time augmentation")
     _add_device_backend(p)
     p.add_argument("--weights", metavar="PATH|imagenet", default=None,
@@ -103,9 +108,9 @@ def _add_train(sub) -> None:
                         "default: random init")
     p.add_argument("--resume", action="store_true", help="continue from RUN_DIR/last.pt")
     p.add_argument("--max-steps", type=int, default=None, metavar="N", help="stop after N optimizer steps in total")
-    p.add_argument("--seed", type=int, default=0, help="seed of init, data order and augmentation "
+    p.add_argument("--seed", type=int, metavar="N", default=0, help="seed of init, data order and augmentation "
                                                        "(default: %(default)s)")
-    p.add_argument("--workers", type=int, default=None,
+    p.add_argument("--workers", type=int, metavar="N", default=None,
                    help="DataLoader worker processes of the torch backend (default: the loader's choice)")
     p.set_defaults(func=_run_train)
 
@@ -124,8 +129,8 @@ def _add_eval_common(p, default_split: str) -> None:
     p.add_argument("--shards", required=True, metavar="SHARD_DIR", dest="shard_dir",
                    help="a shard folder written by 'fastfashion shard'")
     p.add_argument("--checkpoint", required=True, metavar="CKPT", help="a checkpoint written by train (best.pt)")
-    p.add_argument("--split", default=default_split, help="split (default: %(default)s)")
-    p.add_argument("--batch-size", type=int, default=64, help="batch size (default: %(default)s)")
+    p.add_argument("--split", default=default_split, metavar="SPLIT", help="split (default: %(default)s)")
+    p.add_argument("--batch-size", type=int, metavar="N", default=64, help="batch size (default: %(default)s)")
     _add_device_backend(p)
 
 
@@ -167,16 +172,19 @@ def _add_bench(sub) -> None:
                         "(without it the baseline is skipped and no ratios are reported)")
     p.add_argument("--backends", metavar="LIST", default=",".join(ALL_BACKENDS),
                    help="comma-separated subset of %(default)s (dali-gpu is skipped without CUDA)")
-    p.add_argument("--split", default=TRAIN, help="split to read (default: %(default)s)")
-    p.add_argument("--batch-size", type=int, default=64, help="default: %(default)s")
-    p.add_argument("--image-size", type=int, default=224, help="default: %(default)s")
+    p.add_argument("--split", default=TRAIN, metavar="SPLIT", help="split to read (default: %(default)s)")
+    p.add_argument("--batch-size", type=int, metavar="N", default=64, help="default: %(default)s")
+    p.add_argument("--image-size", type=int, metavar="N", default=224, help="default: %(default)s")
     p.add_argument("--no-augment", action="store_true", help="eval transform instead of the full train augmentation")
-    p.add_argument("--rounds", type=int, default=5, help="timed rounds per backend (default: %(default)s)")
-    p.add_argument("--batches", type=int, default=20, help="timed batches per round (default: %(default)s)")
-    p.add_argument("--warmup", type=int, default=3, help="batches dropped per round (default: %(default)s)")
-    p.add_argument("--workers", type=int, default=None,
+    p.add_argument("--rounds", type=int, metavar="N", default=5, help="timed rounds per backend (default: %(default)s)")
+    p.add_argument("--batches", type=int, metavar="N", default=20,
+                   help="timed batches per round (default: %(default)s)")
+    p.add_argument("--warmup", type=int, metavar="N", default=3,
+                   help="batches dropped per round (default: %(default)s)")
+    p.add_argument("--workers", type=int, metavar="N", default=None,
                    help="DataLoader workers of the seed and torch backends (default: the CPUs available)")
-    p.add_argument("--train-steps", type=int, default=30, help="CUDA only: training steps per backend (0: skip)")
+    p.add_argument("--train-steps", type=int, metavar="N", default=30,
+                   help="CUDA only: training steps per backend (0: skip)")
     p.add_argument("--json", metavar="FILE", help="write the full result as JSON")
     p.add_argument("--png", metavar="FILE", help="write a bar chart (default: beside --json, else none)")
     p.set_defaults(func=_run_bench)
@@ -188,9 +196,10 @@ def _add_demo(sub) -> None:
                        description="Run every stage once on a small synthetic data set (about a minute on 2 CPU "
                                    "cores): synthesize, read back, shard, benchmark the loaders side by side, train "
                                    "ResNet-18 briefly at 64 px, evaluate on val and write test predictions.")
-    p.add_argument("--out", default="demo_out", help="output folder, replaced on each run (default: %(default)s)")
-    p.add_argument("--train", type=int, default=512, help="synthetic train images (default: %(default)s)")
-    p.add_argument("--epochs", type=int, default=6, help="training epochs (default: %(default)s)")
+    p.add_argument("--out", default="demo_out", metavar="DIR",
+                   help="output folder, replaced on each run (default: %(default)s)")
+    p.add_argument("--train", type=int, metavar="N", default=512, help="synthetic train images (default: %(default)s)")
+    p.add_argument("--epochs", type=int, metavar="N", default=6, help="training epochs (default: %(default)s)")
     p.epilog = "The output folder is replaced on each run, but only if an earlier demo wrote it."
     p.set_defaults(func=_run_demo)
 
@@ -215,11 +224,11 @@ def _run_synth(args) -> int:
 def _run_shard(args) -> int:
     import time
 
-    from .data.shard import ShardConfig, default_out_dir, write_shards
+    from .data.shard import ShardConfig, default_shard_dir, write_shards
     from .format.manifest import ordered_splits
     cfg = ShardConfig(samples_per_shard=args.samples_per_shard, workers=args.workers, seed=args.seed,
                       skip_bad=args.skip_bad, overwrite=args.overwrite)
-    out = args.out_dir or default_out_dir(args.src_dir)
+    out = args.shard_dir or default_shard_dir(args.src_dir)
     t0 = time.perf_counter()
     m = write_shards(args.src_dir, out, cfg)
     splits = ", ".join(f"{k} {v['num_samples']} in {len(v['shards'])} shards" for k, v in ordered_splits(m))

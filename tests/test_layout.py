@@ -19,7 +19,7 @@ LEAVES = {"_version", "schema", "hardware", "errors", "progress"}  # import noth
 ALLOWED = {
     **{leaf: set() for leaf in LEAVES},
     "": {"_version", "schema"},  # the package root: the version, the schema, and lazily (by name) the loader
-    "format": {"schema", "errors"},
+    "format": {"_version", "schema", "errors"},
     "data": LEAVES | {"format"},
     "loading": LEAVES | {"format"},
     "train": LEAVES | {"format", "loading"},

@@ -21,7 +21,7 @@ from fastfashion import FASHION_SCHEMA, cli
 from fastfashion.data import source as src_mod
 from fastfashion.format.dali_index import IndexEntry, IndexFormatError, entries_from_tar, format_index, read_index, \
     write_index
-from fastfashion.data.shard import BadImageError, ShardConfig, default_out_dir, write_shards
+from fastfashion.data.shard import BadImageError, ShardConfig, default_shard_dir, write_shards
 from fastfashion.format.manifest import ManifestError, read_manifest, verify_shards
 from fastfashion.format.spec import decode_labels, encode_labels
 from fastfashion.data.validate import check_jpeg
@@ -411,7 +411,7 @@ def test_overwrite_semantics(src_copy, tmp_path, monkeypatch):
         write_shards(src_copy, out, _cfg(seed=1))
     assert read_manifest(out)["options"]["seed"] == 0
     # a failing overwrite keeps the old set intact
-    monkeypatch.setattr("fastfashion.format.writer.ShardSetWriter.commit", lambda self, m: (_ for _ in ()).throw(
+    monkeypatch.setattr("fastfashion.format.writer.ShardSetWriter.commit", lambda self, **kw: (_ for _ in ()).throw(
         RuntimeError("disk full")))
     with pytest.raises(RuntimeError, match="^disk full$"):
         write_shards(src_copy, out, _cfg(seed=1, overwrite=True))
@@ -432,8 +432,8 @@ def test_overwrite_semantics(src_copy, tmp_path, monkeypatch):
         write_shards(src_copy, src_copy / "shards", _cfg())
 
 
-def test_default_out_dir(tmp_path):
-    assert default_out_dir(tmp_path / "FashionDataset") == Path("shards") / "FashionDataset"
+def test_default_shard_dir(tmp_path):
+    assert default_shard_dir(tmp_path / "FashionDataset") == Path("shards") / "FashionDataset"
 
 
 # --- command line ----------------------------------------------------------------------------------------------

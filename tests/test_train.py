@@ -76,7 +76,7 @@ def test_config_is_keyword_only_and_validated():
         TrainConfig("shards", "out")  # noqa
     with pytest.raises(ValueError, match="^batch_size must be >= 1, got 0$"):
         TrainConfig(shard_dir="s", out="o", batch_size=0)
-    with pytest.raises(ValueError, match="^device must be auto, cpu or cuda, got 'tpu'$"):
+    with pytest.raises(ValueError, match="^device must be auto, cpu, cuda or cuda:N, got 'tpu'$"):
         TrainConfig(shard_dir="s", out="o", device="tpu")
 
 

@@ -1,6 +1,6 @@
 """Loader throughput, measured side by side in one run.
 
-Every backend (the seed-style folder baseline, torch/webdataset, DALI on CPU, DALI on GPU when CUDA is present) reads
+Every backend (the seed-style folder baseline, torch, DALI on CPU, DALI on GPU when CUDA is present) reads
 the same split with the same batch size and augmentation. Rounds are interleaved (round 1 of every backend, then
 round 2 ...) so that a noisy, shared machine slows all of them alike; each round starts a fresh epoch iterator, drops
 ``warmup`` batches, then times ``batches`` batches. Reported per backend: the median images/s and its spread over
@@ -12,7 +12,7 @@ from constructing the loader to its first batch.
 (:mod:`fastfashion.bench.training`).
 
 Names: ``seed`` is the seed-style baseline (:mod:`fastfashion.bench.baseline`); every other name is a loader backend
-of :data:`fastfashion.loading.backends.BACKENDS`, built with exactly that name.
+of :data:`fastfashion.loading.base.BACKENDS`, built with exactly that name.
 """
 from __future__ import annotations
 
@@ -26,19 +26,15 @@ from typing import Iterator
 from ..errors import fix_param, fixable
 from ..format.spec import TRAIN
 from ..hardware import available_cpus
-from ..loading.backends import BACKENDS
+from ..loading.base import BACKENDS
 from ..progress import progress
 
 log = logging.getLogger(__name__)
 
 BASELINE = "seed"
 ALL_BACKENDS = (BASELINE, *BACKENDS)
-DESCRIPTIONS = {
-    "seed": "seed-style baseline: PIL + torchvision transforms over the image folder, DataLoader workers",
-    "torch": "webdataset shards + torchvision transforms, DataLoader workers",
-    "dali-cpu": "DALI pipeline on CPU operators (device_id=None)",
-    "dali-gpu": "DALI pipeline, mixed JPEG decode + GPU augmentation",
-}
+DESCRIPTIONS = {BASELINE: "seed-style baseline: PIL + torchvision transforms over the image folder, DataLoader workers",
+                **{name: spec.description for name, spec in BACKENDS.items()}}
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -146,9 +142,10 @@ def make_bench_loader(name: str, cfg: BenchConfig, *, for_training: bool = False
 
     from ..loading.base import LoaderConfig
     from ..loading.loader import FashionLoader
-    if name == "dali-gpu" and not torch.cuda.is_available():
+    needs_cuda = BACKENDS[name].needs_cuda
+    if needs_cuda and not torch.cuda.is_available():
         raise RuntimeError("no CUDA device")
-    to_gpu = name == "dali-gpu" or (for_training and name == "torch" and torch.cuda.is_available())
+    to_gpu = needs_cuda or (for_training and name == "torch" and torch.cuda.is_available())
     device = "cuda" if to_gpu else "cpu"
     return FashionLoader(cfg.shard_dir, LoaderConfig(
         split=cfg.split, batch_size=cfg.batch_size, backend=name, device=device, augment=cfg.augment,

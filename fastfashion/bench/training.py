@@ -29,9 +29,9 @@ def _time_training(cfg: BenchConfig, batches: Callable[[], Iterator], make_step:
             torch.cuda.synchronize()
             t_start, wait, n = time.perf_counter(), 0.0, 0
         t0 = time.perf_counter()
-        batch = next(it)
+        images, labels = step.prepare(next(it))  # the host waits for the loader and the copy to the GPU
         wait += time.perf_counter() - t0
-        _, labels, _ = step(batch)
+        step.run(images, labels)
         n += labels.shape[0]
     torch.cuda.synchronize()
     total = time.perf_counter() - t_start
@@ -44,18 +44,15 @@ def run_train_bench(cfg: BenchConfig, names: list[str]) -> dict[str, dict]:
 
     from ..format.manifest import manifest_schema, read_manifest
     from ..loading.base import Batch
-    from ..train.model import FashionNet
-    from ..train.trainer import TrainConfig, TrainStep, loss_weights
+    from ..train.trainer import TrainStep, build_model, loss_weights
     manifest = read_manifest(cfg.shard_dir)
     schema = manifest_schema(manifest)
     dev = torch.device("cuda")
     weights = loss_weights(manifest, dev)
-    recipe = TrainConfig(shard_dir=cfg.shard_dir, out="")  # the trainer's default learning rate and weight decay
 
     def make_step() -> TrainStep:
         torch.manual_seed(cfg.seed)
-        model = FashionNet(schema).to(dev, memory_format=torch.channels_last)
-        return TrainStep(model, weights, dev, lr=recipe.lr, weight_decay=recipe.weight_decay)
+        return TrainStep(build_model(schema, dev), weights, dev)  # the trainer's default optimizer settings
 
     def synthetic():
         x = torch.randn(cfg.batch_size, 3, cfg.image_size, cfg.image_size, device=dev)

@@ -5,10 +5,10 @@
 :class:`~fastfashion.format.writer.ShardSetWriter` (tars, ``.idx`` files, and ``manifest.json`` last; the format is
 specified in ``docs/format.md``).
 
-Atomicity: everything is built in a hidden temporary folder beside ``OUT_DIR`` (``.NAME.tmp-PID-XXXX``) and renamed
+Atomicity: everything is built in a hidden temporary folder beside ``SHARD_DIR`` (``.NAME.tmp-PID-XXXX``) and renamed
 into place at the end. A failed, interrupted (Ctrl-C, SIGTERM) or killed run never leaves a folder that looks like a
 shard set: temporary folders have no manifest until they are complete, and those left by a dead process (SIGKILL)
-are removed by the next run. An existing ``OUT_DIR`` is replaced only with ``overwrite=True``, only if it is a shard
+are removed by the next run. An existing ``SHARD_DIR`` is replaced only with ``overwrite=True``, only if it is a shard
 set (or empty), and only after the new one is complete.
 """
 from __future__ import annotations
@@ -26,14 +26,13 @@ import time
 from pathlib import Path
 from typing import Iterator
 
-from .._version import __version__
 from ..errors import fixable
 from ..format.atomic import clean_stale, file_sha256
-from ..format.spec import FORMAT, LABELLED_SPLITS, SPLITS, TRAIN, VERSION, split_order
+from ..format.spec import LABELLED_SPLITS, SPLITS, TRAIN, split_order
 from ..format.writer import Sample, ShardSetWriter, check_target
 from ..progress import progress
 from ..schema import FASHION_SCHEMA, Schema
-from .source import Record, SourceError, class_counts, read_source
+from .source import Record, SourceError, read_source
 from .validate import JPEG_POLICY, check_files
 
 log = logging.getLogger(__name__)
@@ -68,7 +67,7 @@ class ShardConfig:
         return {"samples_per_shard": self.samples_per_shard, "seed": self.seed, "skip_bad": self.skip_bad}
 
 
-def default_out_dir(src_dir: str | os.PathLike) -> Path:
+def default_shard_dir(src_dir: str | os.PathLike) -> Path:
     """``shards/<name of SRC_DIR>`` (relative to the current directory)."""
     return Path("shards") / Path(src_dir).resolve().name
 
@@ -149,17 +148,17 @@ def _samples(src: Path, recs: list[Record], digests: dict[str, str], bar) -> Ite
         yield Sample(r.key, r.path, data, r.labels)
 
 
-def write_shards(src_dir: str | os.PathLike, out_dir: str | os.PathLike | None = None,
+def write_shards(src_dir: str | os.PathLike, shard_dir: str | os.PathLike | None = None,
                  cfg: ShardConfig = ShardConfig()) -> dict:
-    """Validate ``src_dir`` and write its shard set to ``out_dir`` (default :func:`default_out_dir`).
+    """Validate ``src_dir`` and write its shard set to ``shard_dir`` (default :func:`default_shard_dir`).
 
     Returns the manifest. Raises :class:`~fastfashion.data.source.SourceError` (naming file and line) for a bad
     source or image unless ``cfg.skip_bad`` (then per-sample problems are listed under ``"skipped"`` in the
-    manifest; structural ones still raise), ``FileExistsError`` if ``out_dir`` exists without ``cfg.overwrite``.
-    Nothing is left behind on failure.
+    manifest; structural ones still raise), ``FileExistsError`` if ``shard_dir`` holds a shard set and
+    ``cfg.overwrite`` is off. Nothing is left behind on failure.
     """
     src = Path(src_dir)
-    out = Path(out_dir) if out_dir is not None else default_out_dir(src)
+    out = Path(shard_dir) if shard_dir is not None else default_shard_dir(src)
     _check_paths(src, out)
     clean_stale(out)
     check_target(out, cfg.overwrite)  # fail fast, before minutes of validation
@@ -175,23 +174,16 @@ def write_shards(src_dir: str | os.PathLike, out_dir: str | os.PathLike | None =
     threading.Thread(target=importlib.import_module, args=("webdataset",), daemon=True).start()
     good, digests = _validate_images(src, records, cfg, skipped)
     t0 = time.perf_counter()
-    manifest = {
-        "format": FORMAT, "version": VERSION, "created_by": f"fastfashion {__version__}",
-        "schema": cfg.schema.to_dict(),
-        "source": {"name": src.resolve().name, "fingerprint": _fingerprint(src, records, digests),
-                   "num_listed": num_listed},
-        "options": cfg.manifest_options(), "jpeg_policy": JPEG_POLICY, "skipped": skipped, "splits": {},
-    }
+    source = {"name": src.resolve().name, "fingerprint": _fingerprint(src, records, digests),
+              "num_listed": num_listed}
     with _sigterm_as_interrupt(), ShardSetWriter(out, cfg.schema, overwrite=cfg.overwrite) as writer, \
             progress(total=sum(len(v) for v in good.values()), desc="write", unit="img", leave=False) as bar:
         for split in SPLITS:
-            recs = good[split]
             labelled = split in LABELLED_SPLITS or any(r.labels is not None for r in records[split])
-            manifest["splits"][split] = {
-                "num_samples": len(recs), "labelled": labelled,
-                "class_counts": class_counts(recs, cfg.schema) if labelled else None,
-                "shards": writer.write_split(split, _samples(src, recs, digests, bar), cfg.samples_per_shard)}
-        writer.commit(manifest)
+            writer.write_split(split, _samples(src, good[split], digests, bar), cfg.samples_per_shard,
+                               labelled=labelled)
+        manifest = writer.commit(source=source, options=cfg.manifest_options(), skipped=skipped,
+                                 extra={"jpeg_policy": JPEG_POLICY})
     n = sum(s["num_samples"] for s in manifest["splits"].values())
     log.info("wrote %d samples (%d skipped) to %s in %.1f s", n, len(skipped), out, time.perf_counter() - t0)
     return manifest

@@ -14,9 +14,27 @@ if TYPE_CHECKING:
 
     from ..format.reader import SplitIndex
 
-BACKEND_CHOICES = ("auto", "dali", "dali-gpu", "dali-cpu", "torch")
-"""What ``backend`` accepts: a backend name of :data:`fastfashion.loading.backends.BACKENDS`, ``dali`` (DALI on the
-loader's device: dali-gpu on CUDA, dali-cpu on the CPU) or ``auto`` (dali-gpu, else dali-cpu, else torch)."""
+@dataclasses.dataclass(frozen=True)
+class BackendSpec:
+    """One entry of the backend registry: where the class lives (imported only when built) and what it does."""
+
+    module: str
+    cls: str
+    description: str
+    needs_cuda: bool = False
+
+
+BACKENDS = {  # the one list of backend names, used by the API, the CLI, bench JSON and the docs
+    "dali-gpu": BackendSpec("fastfashion.loading.backends.dali", "DaliBackend",
+                            "DALI pipeline, mixed JPEG decode + GPU augmentation", needs_cuda=True),
+    "dali-cpu": BackendSpec("fastfashion.loading.backends.dali", "DaliBackend",
+                            "DALI pipeline on CPU operators (device_id=None)"),
+    "torch": BackendSpec("fastfashion.loading.backends.torch", "TorchBackend",
+                         "shards read by byte offset, PIL decode + torchvision transforms, DataLoader workers"),
+}
+BACKEND_CHOICES = ("auto", "dali", *BACKENDS)
+"""What ``backend`` accepts: a name of :data:`BACKENDS`, ``dali`` (DALI on the loader's device: dali-gpu on CUDA,
+dali-cpu on the CPU) or ``auto`` (dali-gpu, else dali-cpu, else torch)."""
 
 
 class LoaderError(RuntimeError):

@@ -64,7 +64,7 @@ def _eval_setup(checkpoint, shard_dir, split, device, need_labels):
 def _loader_config(ckpt: dict, split: str, batch_size: int, backend: str, device: torch.device,
                    with_keys: bool = False) -> LoaderConfig:
     """One pass over ``split`` in file order with the eval transform at the checkpoint's image size."""
-    return LoaderConfig(split=split, batch_size=batch_size, backend=backend, device=device.type, augment=False,
+    return LoaderConfig(split=split, batch_size=batch_size, backend=backend, device=device, augment=False,
                         shuffle=False, drop_last=False, image_size=ckpt["image_size"], rank=0, world_size=1,
                         with_keys=with_keys)
 

@@ -22,6 +22,7 @@ import dataclasses
 import json
 import logging
 import math
+import re
 import time
 from pathlib import Path
 from typing import Sequence
@@ -33,7 +34,7 @@ from ..errors import fixable
 from ..format.atomic import write_file
 from ..format.manifest import manifest_schema, read_manifest, train_class_weights
 from ..format.spec import TRAIN, VAL
-from ..hardware import resolve_device
+from ..hardware import DEVICES, resolve_device
 from ..loading.base import LoaderConfig
 from ..loading.loader import FashionLoader
 from ..progress import progress
@@ -49,6 +50,10 @@ from .model import FashionNet
 log = logging.getLogger(__name__)
 
 
+SEED_LR = 1e-4             # the seed report's Adam learning rate (tuned for an ImageNet-initialised trunk)
+SEED_WEIGHT_DECAY = 1e-3   # the seed report's Adam weight decay
+
+
 class TrainError(ValueError):
     """The shard set or run folder cannot be trained on as asked (no labelled val split, no full batch ...)."""
 
@@ -59,15 +64,15 @@ class TrainConfig:
     out: str                           # run directory: checkpoints, metrics.json, curves.png
     epochs: int = 45                   # the seed report trained 45 epochs
     batch_size: int = 64               # per rank
-    lr: float = 1e-4                   # Adam
-    weight_decay: float = 1e-3
+    lr: float = SEED_LR                # Adam
+    weight_decay: float = SEED_WEIGHT_DECAY
     dropout: float = 0.5               # in every head
     label_smoothing: float = 0.0
     lr_factor: float = 0.1             # ReduceLROnPlateau on val average class accuracy
     lr_patience: int = 5
     image_size: int = 224
     augment: bool = True               # train-split augmentation (flip/crop per AugmentConfig.train)
-    device: str = "auto"               # auto | cpu | cuda
+    device: str = "auto"               # auto | cpu | cuda | cuda:N (under torchrun: the local rank's GPU)
     backend: str = "auto"              # a loader backend choice (see LoaderConfig)
     weights: str | None = None         # None (random), "imagenet" or a state-dict path
     resume: bool = False               # continue from OUT/last.pt
@@ -81,8 +86,8 @@ class TrainConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.max_steps is not None and self.max_steps < 1:
             raise ValueError(f"max_steps must be >= 1, got {self.max_steps}")
-        if self.device not in ("auto", "cpu", "cuda"):
-            raise ValueError(f"device must be auto, cpu or cuda, got {self.device!r}")
+        if self.device not in DEVICES and not re.fullmatch(r"cuda:\d+", str(self.device)):
+            raise ValueError(f"device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
         if not 0.0 <= self.label_smoothing < 1.0:
             raise ValueError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
 
@@ -106,12 +111,19 @@ def loss_weights(manifest: dict, device: torch.device) -> list[torch.Tensor]:
     return [torch.tensor(w, dtype=torch.float32, device=device) for w in weights.values()]
 
 
+def build_model(schema: Schema, device: torch.device, *, weights=None, dropout: float = 0.5) -> FashionNet:
+    """:class:`FashionNet` on ``device`` (channels_last on CUDA), initial ``weights`` as :class:`FashionNet` takes."""
+    model = FashionNet(schema, weights=weights, dropout=dropout).to(device)
+    return model.to(memory_format=torch.channels_last) if use_channels_last(device) else model
+
+
 class TrainStep:
     """One optimizer step of the trainer: AMP autocast (GradScaler for fp16), class-weighted multi-head loss, Adam.
     :func:`train` and the training benchmark both run it."""
 
     def __init__(self, model: torch.nn.Module, weights: Sequence[torch.Tensor], device: torch.device, *,
-                 lr: float, weight_decay: float, label_smoothing: float = 0.0, net: torch.nn.Module | None = None):
+                 lr: float = SEED_LR, weight_decay: float = SEED_WEIGHT_DECAY, label_smoothing: float = 0.0,
+                 net: torch.nn.Module | None = None):
         self.model, self.net = model, net if net is not None else model  # net: the DDP wrapper, if any
         self.weights, self.device, self.label_smoothing = list(weights), device, label_smoothing
         self.channels_last = use_channels_last(device)
@@ -120,9 +132,12 @@ class TrainStep:
         self.autocast, needs_scaler = make_autocast(device)
         self.scaler = torch.amp.GradScaler("cuda", enabled=needs_scaler)
 
-    def __call__(self, batch) -> tuple[list[torch.Tensor], torch.Tensor, torch.Tensor]:
-        """Train on one batch; returns ``(logits, labels, loss)``."""
-        images, labels = to_device(batch, self.device, self.channels_last)
+    def prepare(self, batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(images, labels)`` of a batch on the step's device and memory format."""
+        return to_device(batch, self.device, self.channels_last)
+
+    def run(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor, torch.Tensor]:
+        """Forward, loss, backward and optimizer step on prepared tensors; returns ``(logits, labels, loss)``."""
         with self.autocast():
             logits = self.net(images)
             loss = multi_head_loss(logits, labels, self.weights, self.label_smoothing)
@@ -131,6 +146,10 @@ class TrainStep:
         self.scaler.step(self.optimizer)
         self.scaler.update()
         return logits, labels, loss
+
+    def __call__(self, batch) -> tuple[list[torch.Tensor], torch.Tensor, torch.Tensor]:
+        """Train on one batch: :meth:`prepare` then :meth:`run`."""
+        return self.run(*self.prepare(batch))
 
 
 @dataclasses.dataclass
@@ -233,17 +252,15 @@ def train(cfg: TrainConfig) -> dict:
 
 def _start(cfg: TrainConfig, device: torch.device, dinfo: distributed.DistInfo) -> _Run:
     """Build the model, the step, the loaders and the scheduler; resume from ``last.pt`` when asked."""
-    if device.type == "cuda":
-        device = torch.device("cuda", torch.cuda.current_device())
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", torch.cuda.current_device())  # under torchrun: the local rank's GPU
     manifest = read_manifest(cfg.shard_dir)
     schema = manifest_schema(manifest)
     if not manifest["splits"].get(VAL, {}).get("labelled", False):
         raise TrainError(f"{cfg.shard_dir}: the {VAL} split is missing or unlabelled; training validates every epoch")
     _seed_everything(cfg.seed)
     # resuming overwrites every weight: do not fetch the initial ones (e.g. imagenet while offline)
-    model = FashionNet(schema, weights=None if cfg.resume else cfg.weights, dropout=cfg.dropout).to(device)
-    if use_channels_last(device):
-        model = model.to(memory_format=torch.channels_last)
+    model = build_model(schema, device, weights=None if cfg.resume else cfg.weights, dropout=cfg.dropout)
     net = model
     if dinfo.enabled:
         net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.index is not None
@@ -252,7 +269,7 @@ def _start(cfg: TrainConfig, device: torch.device, dinfo: distributed.DistInfo) 
                      label_smoothing=cfg.label_smoothing, net=net)
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(step.optimizer, mode="max", factor=cfg.lr_factor,
                                                            patience=cfg.lr_patience)
-    common = LoaderConfig(batch_size=cfg.batch_size, backend=cfg.backend, device=device.type,
+    common = LoaderConfig(batch_size=cfg.batch_size, backend=cfg.backend, device=device,
                           image_size=cfg.image_size, seed=cfg.seed, rank=dinfo.rank, world_size=dinfo.world_size,
                           workers=cfg.workers)
     train_loader = FashionLoader(cfg.shard_dir, dataclasses.replace(

@@ -1,4 +1,5 @@
-"""The backend registry: every backend by its one name, the rule ``auto``/``dali`` follow, and lazy construction.
+"""Choosing and building backends: the rule ``auto``/``dali`` follow, and lazy construction from the registry
+(:data:`fastfashion.loading.base.BACKENDS`, the one list of names).
 
 * ``dali-gpu``: the DALI graph of :mod:`.dali_graph` with ``mixed`` decoding; images and labels arrive on the GPU,
   handed to torch zero-copy (DLPack, DALI's dynamic executor).
@@ -12,16 +13,9 @@ from __future__ import annotations
 import importlib
 import logging
 
-from ..base import Backend, BackendContext
+from ..base import BACKENDS, Backend, BackendContext
 
 log = logging.getLogger(__name__)
-
-BACKENDS = {  # name -> (module, class); the names used by the API, the CLI, bench JSON and the docs
-    "dali-gpu": ("fastfashion.loading.backends.dali", "DaliBackend"),
-    "dali-cpu": ("fastfashion.loading.backends.dali", "DaliBackend"),
-    "torch": ("fastfashion.loading.backends.torch", "TorchBackend"),
-}
-
 
 def choose_backend(backend: str, device, gpu_cache: bool | None = None) -> str:
     """The backend name for a requested ``backend`` (see :data:`fastfashion.loading.base.BACKEND_CHOICES`) and a
@@ -36,8 +30,8 @@ def _choose(backend: str, device) -> str:
     cuda = device.type == "cuda"
     if backend == "torch":
         return "torch"
-    if backend == "dali-gpu" and not cuda:
-        raise RuntimeError(f"backend 'dali-gpu' delivers batches on the GPU, but device is {str(device)!r}")
+    if backend in BACKENDS and BACKENDS[backend].needs_cuda and not cuda:
+        raise RuntimeError(f"backend {backend!r} delivers batches on the GPU, but device is {str(device)!r}")
     try:
         import nvidia.dali  # noqa: F401
     except ImportError as e:
@@ -55,8 +49,8 @@ def _choose(backend: str, device) -> str:
 
 
 def create_backend(name: str, ctx: BackendContext) -> Backend:
-    """Build backend ``name`` (a key of :data:`BACKENDS`) for ``ctx``."""
+    """Build backend ``name`` (a key of :data:`~fastfashion.loading.base.BACKENDS`) for ``ctx``."""
     if name not in BACKENDS:
         raise ValueError(f"unknown backend {name!r}; choose from {', '.join(BACKENDS)}")
-    module, cls = BACKENDS[name]
-    return getattr(importlib.import_module(module), cls)(name, ctx)
+    spec = BACKENDS[name]
+    return getattr(importlib.import_module(spec.module), spec.cls)(name, ctx)
