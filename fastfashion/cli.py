@@ -18,12 +18,15 @@ from .format.spec import TEST, TRAIN, VAL
 EXIT_USAGE = 2
 
 
+SYNTH_DESCRIPTION = ("Write a synthetic FashionDataset: img/*.jpg and split/*.txt in exactly the real layout and byte "
+                     "formats, with the real image sizes and class imbalance. Each attribute is visibly rendered, so a "
+                     "model can learn it. Deterministic for --seed.")
+
+
 def _add_synth(sub) -> None:
-    p = sub.add_parser("synth", help="write a learnable synthetic FashionDataset (same layout as the real one)",
-                       description="Write a synthetic FashionDataset: img/*.jpg and split/*.txt in exactly the real "
-                                   "layout and byte formats, with the real image sizes and class imbalance. Each "
-                                   "attribute is visibly rendered, so a model can learn it. Deterministic for --seed.")
-    p.add_argument("out_dir", metavar="OUT_DIR", help="folder to create (must not exist or be empty)")
+    p = sub.add_parser("synth", description=SYNTH_DESCRIPTION,
+                       help="write a learnable synthetic FashionDataset (same layout as the real one)")
+    p.add_argument("data_dir", metavar="DATA_DIR", help="data set folder to create (must not exist or be empty)")
     p.add_argument("--train", type=int, metavar="N", default=5000,
                    help="train images (default: %(default)s, like the real set)")
     p.add_argument("--val", type=int, metavar="N", default=1000, help="val images (default: %(default)s)")
@@ -31,7 +34,7 @@ def _add_synth(sub) -> None:
     p.add_argument("--seed", type=int, metavar="N", default=0, help="random seed (default: %(default)s)")
     p.add_argument("--workers", type=int, metavar="N", default=None,
                    help="processes (default: all CPU cores); the output does not depend on it")
-    p.add_argument("--overwrite", action="store_true", help="replace OUT_DIR if it exists")
+    p.add_argument("--overwrite", action="store_true", help="replace DATA_DIR if it exists")
     p.set_defaults(func=_run_synth)
 
 
@@ -216,7 +219,7 @@ def _run_synth(args) -> int:
     from .data.synth import SynthConfig, synthesize
     cfg = SynthConfig(train=args.train, val=args.val, test=args.test, seed=args.seed,
                       workers=args.workers)
-    out = synthesize(args.out_dir, cfg, overwrite=args.overwrite)
+    out = synthesize(args.data_dir, cfg, overwrite=args.overwrite)
     print(f"wrote {cfg.total} images to {out}")
     return 0
 

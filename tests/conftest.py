@@ -6,7 +6,6 @@ import os
 os.environ.setdefault("TQDM_DISABLE", "1")  # quiet tests
 
 import pytest  # noqa: E402
-
 from helpers import make_dataset  # noqa: E402,F401  (re-exported for tests that import it from conftest)
 
 

@@ -7,9 +7,9 @@ import pytest
 
 pytest.importorskip("nvidia.dali")
 
+from fastfashion.data.shard import ShardConfig, write_shards  # noqa: E402
 from fastfashion.loading.augment import AugmentConfig  # noqa: E402
 from fastfashion.loading.backends.dali_graph import RandomParams, fashion_pipeline  # noqa: E402
-from fastfashion.data.shard import ShardConfig, write_shards  # noqa: E402
 
 
 @pytest.fixture(scope="module")

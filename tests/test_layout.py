@@ -6,6 +6,7 @@ breaks the layering fails here too.
 from __future__ import annotations
 
 import ast
+import importlib
 import re
 from pathlib import Path
 
@@ -136,3 +137,52 @@ def test_no_function_longer_than_60_lines_without_a_reason():
                 if "# long:" not in lines[node.lineno - 1]:
                     long.append(f"{path.relative_to(REPO)}:{node.lineno} {node.name}")
     assert long == []
+
+
+ROLE = re.compile(r":(?:mod|func|class|data|meth|attr|exc):`~?([\w.]+)`")
+
+
+def _resolve(module: str, target: str) -> bool:
+    """Whether a Sphinx-style reference in ``module`` names something that exists (other packages are not checked)."""
+    if target.startswith("."):
+        package = module if (PKG / Path(*module.split(".")[1:]) / "__init__.py").exists() else module.rsplit(".", 1)[0]
+        depth = len(target) - len(target.lstrip("."))
+        target = ".".join(package.split(".")[:len(package.split(".")) - depth + 1]) + "." + target.lstrip(".")
+    elif not target.startswith("fastfashion"):
+        if "." in target and target.split(".")[0] not in {n.split(".")[0] for n in dir(importlib.import_module(module))}:
+            return True  # another package (torch, nvidia.dali ...): not ours to check
+        mod = importlib.import_module(module)
+        if "." not in target and not hasattr(mod, target):  # a method or attribute named inside its class
+            return any(hasattr(v, target) for v in vars(mod).values() if isinstance(v, type))
+        target = f"{module}.{target}"
+    parts = target.split(".")
+    for cut in range(len(parts), 0, -1):
+        try:
+            obj = importlib.import_module(".".join(parts[:cut]))
+        except ImportError:
+            continue
+        try:
+            for name in parts[cut:]:
+                obj = getattr(obj, name)
+        except AttributeError:
+            return False
+        return True
+    return False
+
+
+def _role_refs() -> list[tuple[str, str]]:
+    return [(name, ref) for name, path in _modules().items() if not name.endswith("__main__")
+            for ref in ROLE.findall(path.read_text(encoding="utf-8"))]
+
+
+@pytest.mark.parametrize("module,ref", _role_refs())
+def test_every_code_reference_in_a_docstring_resolves(module, ref):
+    assert _resolve(module, ref), f"{module}: {ref} does not exist"
+
+
+def test_the_reference_checker_sees_a_stale_name():
+    assert not _resolve("fastfashion.data.synth_render", "fastfashion.synth")  # a module before the layout change
+    assert not _resolve("fastfashion.loading.loader", "FashionLoader.no_such_method")
+    assert _resolve("fastfashion.loading.loader", "fastfashion.format.reader.ShardFiles")
+    assert not _resolve("fastfashion.loading.loader", "fastfashion.format.reader.NoSuchThing")
+    assert _resolve("fastfashion.train.inference", ".trainer")

@@ -20,15 +20,15 @@ import pytest
 import torch
 from PIL import Image
 
-from fastfashion.loading.augment import IMAGENET_MEAN, IMAGENET_STD, AugmentConfig
+from fastfashion.data.shard import ShardConfig, write_shards
 from fastfashion.format.manifest import ManifestError, read_manifest
 from fastfashion.format.reader import ShardFiles
+from fastfashion.loading.augment import IMAGENET_MEAN, IMAGENET_STD, AugmentConfig
 from fastfashion.loading.backends import create_backend
 from fastfashion.loading.backends.dali import CACHE_FRACTION, FORCED_CACHE_FRACTION, decoder_cache_mb
 from fastfashion.loading.base import LoaderError
 from fastfashion.loading.loader import make_loader
 from fastfashion.schema import FASHION_SCHEMA
-from fastfashion.data.shard import ShardConfig, write_shards
 
 try:
     import nvidia.dali  # noqa: F401
@@ -140,8 +140,8 @@ def test_full_decode_crop_box_path_keeps_alignment(shards, split):
         n, indices = 0, loader.indices(epoch)
         for images, labels in backend.epoch(indices, epoch):
             idx = indices[4 * n:4 * n + 4]
-            assert decode_index(images) == [int(loader.index.refs[i].key) for i in idx]
-            assert labels.tolist() == [labels_of(int(loader.index.refs[i].key)) for i in idx]
+            assert decode_index(images) == [int(loader.samples.refs[i].key) for i in idx]
+            assert labels.tolist() == [labels_of(int(loader.samples.refs[i].key)) for i in idx]
             n += 1
         assert n == len(loader)
     backend.close()
@@ -345,7 +345,7 @@ def test_shard_files_without_pread(shards, monkeypatch):
     loader = make_loader(shards, "val", batch_size=4, backend="torch", device="cpu", image_size=16, workers=0)
     with tarfile.open(shards / "val-00000.tar") as tf:
         expected = tf.extractfile("00029.jpg").read()
-    ref = next(r for r in loader.index.refs if r.key == "00029")
+    ref = next(r for r in loader.samples.refs if r.key == "00029")
     with ShardFiles() as files:
         assert files.sample(ref)[0] == expected
     monkeypatch.delattr(os, "pread", raising=False)

@@ -7,9 +7,8 @@ import pytest
 import torch
 
 from fastfashion.format.manifest import class_weights
-from fastfashion.train.metrics import (MetricAccumulator, avg_class_accuracy, confusion_matrices, json_safe,
-                                       summarize)
 from fastfashion.schema import FASHION_SCHEMA as S
+from fastfashion.train.metrics import MetricAccumulator, avg_class_accuracy, confusion_matrices, json_safe, summarize
 
 
 def reference_avg_class_accuracy(preds, targets, num_classes):

@@ -6,8 +6,8 @@ import re
 import pytest
 import torch
 
-from fastfashion.train.model import FashionNet, WeightsError
 from fastfashion.schema import FASHION_SCHEMA, Attribute, Schema
+from fastfashion.train.model import FashionNet, WeightsError
 
 
 def test_one_head_per_attribute():

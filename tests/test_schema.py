@@ -4,10 +4,9 @@ from __future__ import annotations
 import re
 
 import pytest
+from helpers import REAL_DATA as REAL
 
 from fastfashion.schema import FASHION_SCHEMA, Attribute, Schema, SchemaError
-
-from helpers import REAL_DATA as REAL
 
 
 def test_official_order_and_sizes():

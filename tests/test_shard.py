@@ -15,17 +15,23 @@ import time
 from pathlib import Path
 
 import pytest
+from helpers import REAL_DATA, make_dataset
 from PIL import Image
 
 from fastfashion import FASHION_SCHEMA, cli
 from fastfashion.data import source as src_mod
-from fastfashion.format.dali_index import IndexEntry, IndexFormatError, entries_from_tar, format_index, read_index, \
-    write_index
 from fastfashion.data.shard import BadImageError, ShardConfig, default_shard_dir, write_shards
+from fastfashion.data.validate import check_jpeg
+from fastfashion.format.dali_index import (
+    IndexEntry,
+    IndexFormatError,
+    entries_from_tar,
+    format_index,
+    read_index,
+    write_index,
+)
 from fastfashion.format.manifest import ManifestError, read_manifest, verify_shards
 from fastfashion.format.spec import decode_labels, encode_labels
-from fastfashion.data.validate import check_jpeg
-from helpers import REAL_DATA, make_dataset
 
 SPLITS = ("train", "val", "test")
 

@@ -6,12 +6,11 @@ import re
 from pathlib import Path
 
 import pytest
+from helpers import REAL_DATA as REAL
 from PIL import Image
 
 from fastfashion import FASHION_SCHEMA
 from fastfashion.data import source as src
-
-from helpers import REAL_DATA as REAL
 
 
 def _jpeg() -> bytes:

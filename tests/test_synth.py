@@ -7,13 +7,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import REAL_DATA, make_dataset
 from PIL import Image
 
 from fastfashion import FASHION_SCHEMA, Attribute, Schema
 from fastfashion.data.source import SPLITS, class_counts, read_source
 from fastfashion.data.synth import REAL_TRAIN_COUNTS, SynthConfig, class_probs, sample_labels, synthesize
 from fastfashion.data.synth_render import render_garment
-from helpers import REAL_DATA, make_dataset
 
 
 def _digest(root: Path) -> dict[str, str]:

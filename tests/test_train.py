@@ -12,17 +12,17 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from fastfashion.cli import main as cli_main
+from fastfashion.format.manifest import read_manifest
+from fastfashion.format.reader import split_keys
+from fastfashion.schema import FASHION_SCHEMA as S
 from fastfashion.train import checkpoint as ckpt_io
 from fastfashion.train import distributed
 from fastfashion.train import trainer as train_mod
-from fastfashion.cli import main as cli_main
-from fastfashion.train.metrics import avg_class_accuracy
-from fastfashion.schema import FASHION_SCHEMA as S
-from fastfashion.format.manifest import read_manifest
-from fastfashion.train.inference import evaluate_checkpoint, predict
-from fastfashion.train.trainer import TrainConfig, multi_head_loss, train
 from fastfashion.train.device import amp_dtype
-from fastfashion.format.reader import split_keys
+from fastfashion.train.inference import evaluate_checkpoint, predict
+from fastfashion.train.metrics import avg_class_accuracy
+from fastfashion.train.trainer import TrainConfig, multi_head_loss, train
 
 # torch backend in-process here: the cheapest on 2 busy cores (evaluate/predict and the learning check use "auto",
 # i.e. DALI on the CPU)

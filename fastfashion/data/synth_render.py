@@ -1,4 +1,4 @@
-"""Draw one synthetic garment image whose look encodes its labels (used by :mod:`fastfashion.synth`).
+"""Draw one synthetic garment image whose look encodes its labels (used by :mod:`fastfashion.data.synth`).
 
 The renderer looks classes up by attribute and class name (``pattern`` / ``floral`` ...): pattern is a texture,
 sleeve, length and fit are the garment's shape, neckline is the cut at the neck, fabric is a colour and texture

@@ -28,7 +28,7 @@ class SampleRef:
 
 
 @dataclasses.dataclass(frozen=True)
-class SplitIndex:
+class SplitSamples:
     """The samples of one split in manifest order: ``refs[i]`` is global sample ``i``; ``shards`` lists per shard
     ``(tar path, idx lines)`` where ``idx_lines[j]`` is the shard's ``.idx`` line of its ``j``-th sample (what a
     per-epoch DALI index file copies)."""
@@ -94,7 +94,7 @@ def sample_key(member_key: str) -> str:
     return member_key.rsplit("/", 1)[-1]
 
 
-def read_shard_index(idx_path: Path, tar_path: Path, width: int) -> tuple[list[str], list[SampleRef]]:
+def read_shard_samples(idx_path: Path, tar_path: Path, width: int) -> tuple[list[str], list[SampleRef]]:
     """The ``.idx`` lines of a shard's samples and their :class:`SampleRef`; checks them against the tar size and
     the label width (``width`` int64 per ``.lbl``). Raises :class:`ShardReadError` naming the file (and key)."""
     try:
@@ -123,18 +123,18 @@ def read_shard_index(idx_path: Path, tar_path: Path, width: int) -> tuple[list[s
     return lines, refs
 
 
-def read_split_index(shard_dir: str | os.PathLike, manifest: dict, split: str, width: int) -> SplitIndex:
-    """:class:`SplitIndex` of ``split`` (every shard's ``.idx`` read and checked against the manifest's counts).
+def read_split_samples(shard_dir: str | os.PathLike, manifest: dict, split: str, width: int) -> SplitSamples:
+    """:class:`SplitSamples` of ``split`` (every shard's ``.idx`` read and checked against the manifest's counts).
     Raises :class:`ShardReadError` naming the file."""
     d = Path(shard_dir)
     shards, refs = [], []
     for sh in manifest["splits"][split]["shards"]:
-        lines, shard_refs = read_shard_index(d / sh["idx"], d / sh["tar"], width)
+        lines, shard_refs = read_shard_samples(d / sh["idx"], d / sh["tar"], width)
         if len(shard_refs) != sh["num_samples"]:
             raise ShardReadError(f"{d / sh['idx']}: {len(shard_refs)} samples, manifest says {sh['num_samples']}")
         shards.append((str(d / sh["tar"]), lines))
         refs.extend(shard_refs)
-    return SplitIndex(shards, refs)
+    return SplitSamples(shards, refs)
 
 
 def split_keys(shard_dir: str | os.PathLike, manifest: dict, split: str) -> list[str]:

@@ -12,7 +12,7 @@ from .order import DEFAULT_BLOCK
 if TYPE_CHECKING:
     import numpy as np
 
-    from ..format.reader import SplitIndex
+    from ..format.reader import SplitSamples
 
 @dataclasses.dataclass(frozen=True)
 class BackendSpec:
@@ -109,7 +109,7 @@ class BackendContext:
     """What a backend is built from: the split's samples, the transform, the batch size, the device batches are
     delivered to, and ``order_of(epoch)`` (this rank's indices of any epoch, for backends that read ahead)."""
 
-    index: "SplitIndex"
+    samples: "SplitSamples"
     augment: AugmentConfig
     batch_size: int
     seed: int

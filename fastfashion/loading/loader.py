@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from ..format.manifest import manifest_schema, read_manifest
-from ..format.reader import ShardReadError, read_split_index
+from ..format.reader import ShardReadError, read_split_samples
 from ..hardware import available_cpus, resolve_device
 from .augment import AugmentConfig
 from .backends import choose_backend, create_backend
@@ -52,9 +52,10 @@ def _device(config: LoaderConfig):
 class FashionLoader:
     """An epoch-exact loader over one split of a shard folder, configured by a :class:`LoaderConfig`.
 
-    Raises :class:`~fastfashion.format.manifest.ManifestError` for a folder that is not a shard set,
-    :class:`LoaderError` for a missing or damaged shard, ValueError for a split the set lacks or a rank outside the
-    world size, RuntimeError when a requested backend or device cannot run.
+    Raises :class:`~fastfashion.format.manifest.ManifestError` for a folder that is not a shard set or a shard that
+    is missing or not the size the manifest records, :class:`LoaderError` for a damaged ``.idx``, ValueError for a
+    split the set lacks or a rank outside the world size, RuntimeError when a requested backend or device cannot
+    run.
     """
 
     def __init__(self, shard_dir: str | os.PathLike, config: LoaderConfig = LoaderConfig()):
@@ -72,7 +73,7 @@ class FashionLoader:
         self.augment: AugmentConfig = config.resolved_augment()
         self.with_keys, self.block, self.epoch = config.with_keys, config.block, 0
         try:
-            self.index = read_split_index(self.shard_dir, manifest, self.split, len(self.schema))
+            self.samples = read_split_samples(self.shard_dir, manifest, self.split, len(self.schema))
         except ShardReadError as e:
             raise LoaderError(str(e)) from e
         self.num_samples = len(self.indices(0))
@@ -86,7 +87,7 @@ class FashionLoader:
     # --- order -------------------------------------------------------------------------------------------
     def indices(self, epoch: int) -> np.ndarray:
         """Global sample indices this rank delivers in ``epoch``, in delivery order."""
-        return epoch_indices(self.index.sizes, seed=self.seed, epoch=epoch, shuffle=self.shuffle, rank=self.rank,
+        return epoch_indices(self.samples.sizes, seed=self.seed, epoch=epoch, shuffle=self.shuffle, rank=self.rank,
                              world_size=self.world_size, batch_size=self.batch_size, drop_last=self.drop_last,
                              block=self.block)
 
@@ -105,13 +106,13 @@ class FashionLoader:
 
     def keys(self, epoch: int | None = None) -> list[str]:
         """Sample keys of an epoch on this rank, in delivery order (what ``with_keys`` yields, batch by batch)."""
-        return [self.index.refs[i].key for i in self.indices(self.epoch if epoch is None else epoch)]
+        return [self.samples.refs[i].key for i in self.indices(self.epoch if epoch is None else epoch)]
 
     # --- iteration ---------------------------------------------------------------------------------------
     def backend_context(self, **overrides) -> BackendContext:
         """What this loader's backend is built from (``overrides``: fields of :class:`BackendContext`)."""
         workers = min(4, available_cpus()) if self.config.workers is None else self.config.workers
-        ctx = BackendContext(index=self.index, augment=self.augment, batch_size=self.batch_size, seed=self.seed,
+        ctx = BackendContext(samples=self.samples, augment=self.augment, batch_size=self.batch_size, seed=self.seed,
                              rank=self.rank, device=self.device, workers=workers, label_width=len(self.schema),
                              order_of=self.indices, gpu_cache=self.config.gpu_cache)
         return dataclasses.replace(ctx, **overrides)
@@ -129,7 +130,7 @@ class FashionLoader:
         a = 0
         for images, labels in self._backend.epoch(indices, epoch):
             k = len(labels)
-            keys = [self.index.refs[i].key for i in indices[a:a + k]] if self.with_keys else None
+            keys = [self.samples.refs[i].key for i in indices[a:a + k]] if self.with_keys else None
             a += k
             if images.device != self.device:
                 images = images.to(self.device, non_blocking=True)

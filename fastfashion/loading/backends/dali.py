@@ -61,7 +61,7 @@ def _index_dir() -> str | None:
 def size_hint(ctx: BackendContext, probe: int = 32) -> tuple[int, int]:
     """(max height, max width) over a few JPEG headers: decoder preallocation hints."""
     from PIL import Image
-    refs = ctx.index.refs
+    refs = ctx.samples.refs
     hw = [(0, 0)]
     with ShardFiles() as files:
         for r in refs[:: max(1, len(refs) // probe)][:probe]:
@@ -79,7 +79,7 @@ def _cache_mb(ctx: BackendContext, hint: tuple[int, int]) -> int:
     if ctx.gpu_cache is False:
         log.info("GPU decoder cache off (gpu_cache=False)")
         return 0
-    need = int(len(ctx.index.refs) * hint[0] * hint[1] * 3 * 1.1 / 2 ** 20) + 16
+    need = int(len(ctx.samples.refs) * hint[0] * hint[1] * 3 * 1.1 / 2 ** 20) + 16
     free = torch.cuda.mem_get_info(ctx.device)[0] // 2 ** 20
     mb = decoder_cache_mb(need, free, ctx.gpu_cache)
     if mb == 0:
@@ -131,8 +131,8 @@ class DaliBackend:
         for f in os.listdir(self._dir):
             os.unlink(os.path.join(self._dir, f))
         paths, index_paths = [], []
-        for j, (shard, local) in enumerate(runs(seq, self.ctx.index.sizes)):
-            tar, lines = self.ctx.index.shards[shard]
+        for j, (shard, local) in enumerate(runs(seq, self.ctx.samples.sizes)):
+            tar, lines = self.ctx.samples.shards[shard]
             ip = os.path.join(self._dir, f"{j:07d}.idx")
             with open(ip, "w") as f:
                 f.write(f"v1.2 {len(local)}\n")
@@ -186,7 +186,7 @@ class DaliBackend:
     def _culprit(self, batch_indices: np.ndarray, cause: BaseException) -> LoaderError:
         """Name the shard and key of the sample that made DALI fail (checked with PIL, by offset)."""
         from PIL import Image
-        refs, width = self.ctx.index.refs, self.ctx.label_width
+        refs, width = self.ctx.samples.refs, self.ctx.label_width
         with ShardFiles() as files:
             for i in batch_indices:
                 r = refs[int(i)]

@@ -120,7 +120,7 @@ class TorchBackend:
     def __init__(self, name: str, ctx: BackendContext):
         self.sampler = _EpochBatches(ctx.batch_size)
         self.seed, self.rank = ctx.seed, ctx.rank
-        self.dataset = ShardDataset(ctx.index.refs, ctx.augment)
+        self.dataset = ShardDataset(ctx.samples.refs, ctx.augment)
         workers = ctx.workers
         # workers end with each epoch's iterator: an abandoned epoch leaves nothing running in the background
         self.loader = DataLoader(self.dataset, batch_sampler=self.sampler, num_workers=workers,
