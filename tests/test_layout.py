@@ -149,9 +149,9 @@ def _resolve(module: str, target: str) -> bool:
         depth = len(target) - len(target.lstrip("."))
         target = ".".join(package.split(".")[:len(package.split(".")) - depth + 1]) + "." + target.lstrip(".")
     elif not target.startswith("fastfashion"):
-        if "." in target and target.split(".")[0] not in {n.split(".")[0] for n in dir(importlib.import_module(module))}:
-            return True  # another package (torch, nvidia.dali ...): not ours to check
         mod = importlib.import_module(module)
+        if "." in target and not hasattr(mod, target.split(".")[0]):
+            return True  # another package (torch, nvidia.dali ...): not ours to check
         if "." not in target and not hasattr(mod, target):  # a method or attribute named inside its class
             return any(hasattr(v, target) for v in vars(mod).values() if isinstance(v, type))
         target = f"{module}.{target}"
