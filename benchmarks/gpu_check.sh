@@ -2,15 +2,17 @@
 # One prepared GPU check, end to end, in under 8 minutes on a CUDA machine: synthesize a data set of the real size,
 # shard it, run the gpu-marked tests, then `fastfashion bench` over every backend (seed-style baseline, torch,
 # dali-cpu, dali-gpu) plus end-to-end ResNet-18 training fed by each, against a synthetic on-GPU batch; the GPU
-# decoder cache on vs off; and the trainer's CUDA path (train, resume, evaluate, predict).
+# decoder cache on vs off over full epochs (warm cache); and the trainer's CUDA path (train, resume, evaluate, predict).
+# The exit status is non-zero whenever any step failed or DALI did not actually run on the GPU.
 #
 #   usage: benchmarks/gpu_check.sh [RESULTS_DIR]        (default: $OUT when set, else ./gpu_results)
 #
-# Works without a package registry: when FASTFASHION_SITE names an unpacked folder of DALI + webdataset (made by
-# ../shared/offline/pack-dali.sh, plus tqdm/psutil from benchmarks/pack_extras.sh unpacked into the same folder), it is
-# put on PYTHONPATH and its CUDA libraries on LD_LIBRARY_PATH. The repository itself is used from source.
-# Environment: FASTFASHION_REAL_DATA=DIR benchmarks the real FashionDataset instead of a synthetic set;
-# FASTFASHION_GPU_N (default 5000) sets the synthetic train size.
+# Works without a package registry: FASTFASHION_SITE names a folder of unpacked wheels for the machine's Python
+# (nvidia-dali-cuda130 with its codecs nvidia-nvimgcodec-cu13, nvidia-libnvcomp-cu13, nvidia-nvjpeg and its Python
+# dependencies six, packaging, astunparse, gast, libcst, makefun, nvtx, optree; webdataset with braceexpand and
+# pyyaml; tqdm; psutil); it is put on PYTHONPATH and its CUDA libraries on LD_LIBRARY_PATH. The repository itself
+# is used from source. Environment: FASTFASHION_REAL_DATA=DIR benchmarks the real FashionDataset instead of a
+# synthetic set; FASTFASHION_GPU_N (default 5000) sets the synthetic train size.
 set -uo pipefail  # no -e: every step runs and reports; the exit status says whether any failed
 repo=$(cd "$(dirname "$0")/.." && pwd)
 res=${1:-${OUT:-$repo/gpu_results}}
@@ -24,15 +26,25 @@ log() { echo "[gpu_check $(date +%T)] $*" | tee -a "$res/log.txt"; }
 
 log "environment"
 $py - <<'PY' 2>&1 | tee "$res/env.txt"
-import importlib, torch
+import importlib, sys, torch
 print("torch", torch.__version__, "cuda", torch.cuda.is_available(),
       torch.cuda.get_device_name(0) if torch.cuda.is_available() else "")
-for m in ("nvidia.dali", "webdataset", "tqdm", "psutil", "matplotlib", "pytest", "PIL"):
+missing = []
+for m in ("nvidia.dali", "webdataset", "yaml", "tqdm", "psutil", "matplotlib", "pytest", "PIL"):
     try:
-        mod = importlib.import_module(m); print(m, getattr(mod, "__version__", "?"))
+        mod = importlib.import_module(m)
+        print(m, getattr(mod, "__version__", "?"), "from", getattr(mod, "__file__", "?"))
     except Exception as e:
         print(m, "MISSING:", e)
+        if m in ("nvidia.dali", "webdataset", "yaml", "tqdm"):
+            missing.append(m)
+if not missing:
+    from fastfashion.loading.backends.dali_check import gather_facts, gpu_problem
+    facts = gather_facts()
+    print("DALI/CUDA facts:", facts, "->", gpu_problem(facts) or "DALI can run on the GPU")
+sys.exit(f"required for this check, not importable: {', '.join(missing)}" if missing else 0)
 PY
+[ "${PIPESTATUS[0]}" -eq 0 ] || { log "stopping: a required package is missing (see env.txt)"; exit 1; }
 $py -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 'no CUDA device: this script is for a GPU machine')" || exit 1
 
 work=$(mktemp -d); trap 'rm -rf "$work"' EXIT
@@ -63,6 +75,12 @@ timeout 180 $py -m fastfashion bench --shards "$work/shards" --source "$data" \
   --backends seed,torch,dali-cpu,dali-gpu --batch-size 64 --rounds 5 --batches 30 \
   --json "$res/bench.json" --png "$res/bench.png" > "$res/bench.txt" 2>&1
 rc=$?; cat "$res/bench.txt"; log "bench exit status $rc"; [ $rc -eq 0 ] || status=1
+$py - "$res/bench.json" <<'PY' || { log "a DALI backend did not run: see bench.txt"; status=1; }
+import json, sys
+loaders = json.load(open(sys.argv[1]))["loaders"]
+bad = {n: r.get("reason") for n, r in loaders.items() if n.startswith("dali") and r.get("status") != "ok"}
+sys.exit(f"DALI backends skipped: {bad}" if bad else 0)
+PY
 
 log "decoder cache on vs off (3 full epochs each)"
 timeout 60 $py "$repo/benchmarks/gpu_cache.py" "$work/shards" --epochs 3 --json "$res/gpu_cache.json" \

@@ -33,3 +33,28 @@ def resolve_device(device) -> "torch.device":
     if dev.startswith("cuda") and not cuda:
         raise RuntimeError(f"device {dev!r} requested but CUDA is not available")
     return torch.device(("cuda" if cuda else "cpu") if dev == "auto" else dev)
+
+
+def local_world_size() -> int:
+    """Processes sharing this machine in a distributed run (``LOCAL_WORLD_SIZE``, set by torchrun), else 1."""
+    try:
+        return max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    except ValueError:
+        return 1
+
+
+def cuda_device_for(local_rank: int, device_count: int) -> int:
+    """The CUDA device index for process ``local_rank`` of a node that shows ``device_count`` devices to it.
+
+    ``local_rank`` itself when it is in range; 0 when the process sees exactly one device (a launcher that gives every
+    process its own GPU through ``CUDA_VISIBLE_DEVICES``). Raises RuntimeError naming both numbers otherwise (more
+    processes than GPUs), instead of CUDA's "invalid device ordinal".
+    """
+    if device_count < 1:
+        raise RuntimeError("no CUDA device is visible to this process")
+    if 0 <= local_rank < device_count:
+        return local_rank
+    if device_count == 1:
+        return 0
+    raise RuntimeError(f"LOCAL_RANK={local_rank}, but this process sees only {device_count} CUDA devices: start at "
+                       f"most {device_count} processes per node, or give each process its own GPU")

@@ -12,6 +12,7 @@ from torch.utils.data import DataLoader, Dataset
 from ..data.source import read_split
 from ..format.spec import TRAIN
 from ..loading.augment import AugmentConfig
+from ..loading.backends.torch import worker_context
 from ..loading.base import Batch
 from ..schema import Schema
 
@@ -60,4 +61,4 @@ def make_seed_loader(src_dir: str | os.PathLike, schema: Schema, split: str = TR
     """The seed-style baseline loader over the raw folder; yields :class:`~fastfashion.loading.base.Batch`."""
     ds = SeedFolderDataset(src_dir, split, schema, seed_transforms(image_size, augment))
     return DataLoader(ds, batch_size=batch_size, shuffle=augment, num_workers=workers, collate_fn=_collate,
-                      drop_last=augment)
+                      drop_last=augment, multiprocessing_context=worker_context() if workers > 0 else None)

@@ -59,7 +59,8 @@ class LoaderConfig:
     for train, off otherwise. ``rank``/``world_size``: None = from ``torch.distributed`` when initialized, else 0/1.
     ``workers``: DataLoader workers of the torch backend (None: min(4, CPUs)). ``block``: shuffle block size
     (:mod:`fastfashion.loading.order`). ``gpu_cache`` (dali-gpu only): the decoder cache policy (None: automatic,
-    see :mod:`fastfashion.loading.backends.dali`). Raises ValueError for a bad value.
+    see :mod:`fastfashion.loading.backends.dali`). ``dali_threads``: CPU threads of each DALI pipeline (None: the
+    backend's default, :func:`fastfashion.loading.backends.dali.dali_threads`). Raises ValueError for a bad value.
     """
 
     split: str = TRAIN
@@ -77,6 +78,7 @@ class LoaderConfig:
     workers: int | None = None
     block: int = DEFAULT_BLOCK
     gpu_cache: bool | None = None
+    dali_threads: int | None = None    # DALI CPU threads per pipeline (None: see backends/dali.py dali_threads)
 
     def __post_init__(self) -> None:
         for name in ("batch_size", "image_size", "block"):
@@ -91,6 +93,8 @@ class LoaderConfig:
             raise ValueError(f"gpu_cache must be None, True or False, got {self.gpu_cache!r}")
         if self.workers is not None and self.workers < 0:
             raise ValueError(f"workers must be >= 0, got {self.workers}")
+        if self.dali_threads is not None and self.dali_threads < 1:
+            raise ValueError(f"dali_threads must be >= 1, got {self.dali_threads}")
 
     @property
     def is_train_split(self) -> bool:
@@ -119,6 +123,8 @@ class BackendContext:
     label_width: int                             # int64 labels per sample (the schema's length)
     order_of: Callable[[int], "np.ndarray"]
     gpu_cache: bool | None = None                # dali-gpu: decoder cache policy
+    world_size: int = 1                          # ranks reading the split (dali-gpu: the automatic cache policy)
+    dali_threads: int | None = None              # DALI: CPU threads per pipeline (None: dali_threads())
     roi_decode: bool | None = None               # DALI train crop strategy (None: decode the crop only on CPU)
     horizon: int | None = None                   # DALI: epochs per pipeline (None: the backend's default)
 

@@ -114,7 +114,8 @@ class FashionLoader:
         workers = min(4, available_cpus()) if self.config.workers is None else self.config.workers
         ctx = BackendContext(samples=self.samples, augment=self.augment, batch_size=self.batch_size, seed=self.seed,
                              rank=self.rank, device=self.device, workers=workers, label_width=len(self.schema),
-                             order_of=self.indices, gpu_cache=self.config.gpu_cache)
+                             order_of=self.indices, gpu_cache=self.config.gpu_cache, world_size=self.world_size,
+                             dali_threads=self.config.dali_threads)
         return dataclasses.replace(ctx, **overrides)
 
     @property
@@ -156,7 +157,8 @@ def make_loader(shard_dir: str | os.PathLike, split: str = "train", batch_size: 
                 device="auto", augment: AugmentConfig | bool | None = None, shuffle: bool | None = None,
                 image_size: int = 224, seed: int = 0, rank: int | None = None, world_size: int | None = None,
                 with_keys: bool = False, drop_last: bool | None = None, *, workers: int | None = None,
-                block: int = DEFAULT_BLOCK, gpu_cache: bool | None = None) -> FashionLoader:
+                block: int = DEFAULT_BLOCK, gpu_cache: bool | None = None,
+                dali_threads: int | None = None) -> FashionLoader:
     """An epoch-exact loader over ``split`` of a shard folder: ``FashionLoader(shard_dir, LoaderConfig(...))``.
 
     Every argument is a field of :class:`LoaderConfig` (which documents them); ``backend`` is one of ``auto``,
@@ -166,4 +168,4 @@ def make_loader(shard_dir: str | os.PathLike, split: str = "train", batch_size: 
     return FashionLoader(shard_dir, LoaderConfig(
         split=split, batch_size=batch_size, backend=backend, device=device, augment=augment, shuffle=shuffle,
         image_size=image_size, seed=seed, rank=rank, world_size=world_size, with_keys=with_keys,
-        drop_last=drop_last, workers=workers, block=block, gpu_cache=gpu_cache))
+        drop_last=drop_last, workers=workers, block=block, gpu_cache=gpu_cache, dali_threads=dali_threads))

@@ -17,6 +17,8 @@ import os
 import torch
 import torch.distributed as dist
 
+from ..hardware import cuda_device_for
+
 log = logging.getLogger(__name__)
 
 # How long a collective waits for the other ranks. Ranks run in lockstep (DDP all-reduces every step), so the longest
@@ -49,7 +51,8 @@ def setup(device_type: str) -> DistInfo:
         return DistInfo()
     local_rank = int(os.environ.get("LOCAL_RANK", 0))
     if device_type == "cuda":
-        torch.cuda.set_device(local_rank)  # before NCCL init, so each rank owns one GPU
+        # before NCCL init, so each rank owns one GPU; a clear error when there are more ranks than GPUs
+        torch.cuda.set_device(cuda_device_for(local_rank, torch.cuda.device_count()))
     backend = "nccl" if device_type == "cuda" else "gloo"
     dist.init_process_group(backend=backend, timeout=TIMEOUT)
     info = DistInfo(dist.get_rank(), dist.get_world_size(), owns_group=True)

@@ -17,16 +17,20 @@ from ..base import BACKENDS, Backend, BackendContext
 
 log = logging.getLogger(__name__)
 
-def choose_backend(backend: str, device, gpu_cache: bool | None = None) -> str:
+def choose_backend(backend: str, device, gpu_cache: bool | None = None, *, facts=None) -> str:
     """The backend name for a requested ``backend`` (see :data:`fastfashion.loading.base.BACKEND_CHOICES`) and a
-    resolved torch ``device``. Raises RuntimeError when a requested DALI backend cannot run."""
-    name = _choose(backend, device)
+    resolved torch ``device``. ``facts`` (a :class:`~.dali_check.DaliCudaFacts`; default: this machine's) decide
+    whether DALI can run on the GPU. Raises RuntimeError when a requested backend cannot run."""
+    name = _choose(backend, device, facts)
     if gpu_cache is not None and name != "dali-gpu":
         log.debug("gpu_cache=%s ignored: backend %s has no GPU decoder cache", gpu_cache, name)
     return name
 
 
-def _choose(backend: str, device) -> str:
+def _choose(backend: str, device, facts) -> str:
+    """``auto``: dali-gpu with CUDA, else dali-cpu, else torch; ``dali``: DALI on ``device``. A GPU DALI cannot
+    use (driver too old for the build, no device) makes ``auto`` fall back to dali-cpu with a warning, and is an
+    error for ``dali`` or ``dali-gpu`` on CUDA (the user asked for the GPU explicitly)."""
     cuda = device.type == "cuda"
     if backend == "torch":
         return "torch"
@@ -39,13 +43,20 @@ def _choose(backend: str, device) -> str:
             raise RuntimeError(f"backend {backend!r} requested but NVIDIA DALI cannot be imported: {e}") from e
         log.warning("loader backend: torch (NVIDIA DALI is not importable: %s)", e)
         return "torch"
-    if backend in ("dali-gpu", "dali-cpu"):
-        name, why = backend, "requested"
-    else:
-        name = "dali-gpu" if cuda else "dali-cpu"
-        why = ("CUDA is available" if cuda else "no CUDA device") if backend == "auto" else f"device {str(device)!r}"
-    log.info("loader backend: %s (%s)", name, why)
-    return name
+    if backend == "dali-cpu" or not cuda:
+        why = "requested" if backend == "dali-cpu" else "no CUDA device" if backend == "auto" else f"device {device}"
+        log.info("loader backend: dali-cpu (%s)", why)
+        return "dali-cpu"
+    from .dali_check import gather_facts, gpu_problem
+    problem = gpu_problem(facts if facts is not None else gather_facts())
+    if problem is not None:
+        if backend != "auto":
+            raise RuntimeError(f"backend {backend!r} on {device}: DALI cannot run on the GPU: {problem}")
+        log.warning("loader backend: dali-cpu, batches copied to %s (DALI cannot run on the GPU: %s)", device,
+                    problem)
+        return "dali-cpu"
+    log.info("loader backend: dali-gpu (%s)", "CUDA is available" if backend == "auto" else "requested")
+    return "dali-gpu"
 
 
 def create_backend(name: str, ctx: BackendContext) -> Backend:

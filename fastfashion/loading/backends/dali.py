@@ -12,8 +12,13 @@ batches (the padding is trimmed, never delivered), so a pipeline lives across ep
 decoder cache.
 
 GPU decoder cache (``gpu_cache``, dali-gpu only): nvJPEG's cache keeps decoded images on the GPU across the epochs
-of a pipeline. None = on when the split's decoded images fit in :data:`CACHE_FRACTION` of free GPU memory; False =
-off; True = on regardless, capped at :data:`FORCED_CACHE_FRACTION` of free GPU memory.
+of a pipeline. None = on for a single-rank run when the split's decoded images fit in :data:`CACHE_FRACTION` of
+free GPU memory (under DDP each rank reads a different share every epoch, so about 1/world_size of its lookups
+hit: off); False = off; True = on regardless, capped at :data:`FORCED_CACHE_FRACTION` of free GPU memory. It pays
+only across complete passes: a pass abandoned mid-epoch (``max_steps``, a benchmark round) rebuilds the pipeline.
+DALI keeps one cache per device per process and refuses a second size (:func:`process_cache_mb`).
+
+Threads: :func:`dali_threads`.
 """
 from __future__ import annotations
 
@@ -26,7 +31,7 @@ import tempfile
 import numpy as np
 
 from ...format.reader import ShardFiles
-from ...hardware import available_cpus
+from ...hardware import available_cpus, local_world_size
 from ..base import BackendContext, LoaderError
 from ..order import pad_to_batch, runs
 from .dali_graph import RandomParams, fashion_pipeline
@@ -37,17 +42,41 @@ GPU_HORIZON = 8  # epochs per GPU pipeline: it (and its decoder cache) lives tha
 CPU_HORIZON = 4  # epochs per CPU pipeline: amortizes a rebuild (~0.3 s, mostly the old pipeline's shutdown)
 CACHE_FRACTION = 0.25  # automatic GPU decoder cache: on only when the split fits in this share of free GPU memory
 FORCED_CACHE_FRACTION = 0.5  # gpu_cache=True: the cache may take up to this share, leaving the rest to the model
+GPU_MAX_THREADS = 8  # CPU threads per GPU pipeline: the GPU does the decoding and augmentation; each mixed-decoder
+#                     thread reserves 16 MB of GPU and 2 x 8 MB of pinned memory, so all cores of a big node cost GBs
+_PROCESS_CACHE_MB: dict[int, int] = {}  # device index -> the decoder cache size this process fixed for it
 
 
-def decoder_cache_mb(need_mb: int, free_mb: int, gpu_cache: bool | None) -> int:
+def dali_threads(gpu: bool, cpus: int, local_world_size: int = 1) -> int:
+    """CPU threads for one DALI pipeline: the process's share of the cores (``cpus // local_world_size``), on the
+    GPU at most :data:`GPU_MAX_THREADS` (reading, JPEG headers and the CPU half of the hybrid decode need few)."""
+    share = max(1, cpus // max(1, local_world_size))
+    return min(GPU_MAX_THREADS, share) if gpu else share
+
+
+def process_cache_mb(device: int, wanted_mb: int, fixed: dict[int, int] = _PROCESS_CACHE_MB) -> int:
+    """The decoder cache size a pipeline on ``device`` must use: DALI keeps one cache per device per process and
+    raises "Cache for device N was already initialized with other parameters" for a second size. The first loader
+    that turns the cache on fixes its size; later loaders reuse it (entries are keyed by file and offset, so a train
+    and a val split share it safely); a loader without the cache (0) stays without."""
+    if wanted_mb <= 0:
+        return 0
+    size = fixed.setdefault(device, wanted_mb)
+    if size != wanted_mb:
+        log.info("GPU decoder cache of device %d: %d MB, as fixed by this process's first loader (this split "
+                 "would take ~%d MB)", device, size, wanted_mb)
+    return size
+
+
+def decoder_cache_mb(need_mb: int, free_mb: int, gpu_cache: bool | None, world_size: int = 1) -> int:
     """Size in MB of the GPU decoder cache for a split whose decoded images take ``need_mb``, given ``free_mb`` of
-    free GPU memory: ``gpu_cache`` None = ``need_mb`` if it fits in CACHE_FRACTION of free memory, else 0 (off);
-    False = 0; True = ``need_mb`` capped at FORCED_CACHE_FRACTION of free memory (DALI's threshold cache stops
-    adding images once full, so a capped cache holds the first images it sees)."""
+    free GPU memory: ``gpu_cache`` None = ``need_mb`` if one rank reads the split and it fits in CACHE_FRACTION of
+    free memory, else 0 (off); False = 0; True = ``need_mb`` capped at FORCED_CACHE_FRACTION of free memory (DALI's
+    threshold cache stops adding images once full, so a capped cache holds the first images it sees)."""
     if gpu_cache is False:
         return 0
     if gpu_cache is None:
-        return need_mb if need_mb <= CACHE_FRACTION * free_mb else 0
+        return need_mb if world_size == 1 and need_mb <= CACHE_FRACTION * free_mb else 0
     return max(0, min(need_mb, int(FORCED_CACHE_FRACTION * free_mb)))
 
 
@@ -81,8 +110,11 @@ def _cache_mb(ctx: BackendContext, hint: tuple[int, int]) -> int:
         return 0
     need = int(len(ctx.samples.refs) * hint[0] * hint[1] * 3 * 1.1 / 2 ** 20) + 16
     free = torch.cuda.mem_get_info(ctx.device)[0] // 2 ** 20
-    mb = decoder_cache_mb(need, free, ctx.gpu_cache)
-    if mb == 0:
+    mb = decoder_cache_mb(need, free, ctx.gpu_cache, ctx.world_size)
+    if mb == 0 and ctx.world_size > 1:
+        log.info("GPU decoder cache off: %d ranks read different shares each epoch (gpu_cache=True forces it)",
+                 ctx.world_size)
+    elif mb == 0:
         log.info("GPU decoder cache off: ~%d MB needed, %d MB free", need, free)
     elif mb < need:
         log.info("GPU decoder cache on (gpu_cache=True): %d MB of ~%d MB needed (capped at %.0f%% of %d MB "
@@ -105,8 +137,8 @@ class DaliBackend:
         self.device_id = ctx.device.index if gpu else None
         self.horizon = max(1, ctx.horizon or (GPU_HORIZON if gpu else CPU_HORIZON))
         self.size_hint = size_hint(ctx)
-        self.cache_mb = _cache_mb(ctx, self.size_hint) if gpu else 0
-        self.num_threads = available_cpus()  # on CPU: one thread per core
+        self.cache_mb = process_cache_mb(self.device_id, _cache_mb(ctx, self.size_hint)) if gpu else 0
+        self.num_threads = ctx.dali_threads or dali_threads(gpu, available_cpus(), local_world_size())
         self._pipe = None
         self._plan: dict[int, int] = {}  # epoch -> its index in the current pipeline's sequence of epochs
         self._next: int | None = None  # the epoch whose first batch the pipeline produces next (None: unknown)

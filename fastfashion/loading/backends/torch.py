@@ -112,6 +112,21 @@ def collate(samples) -> tuple | _Failed:
     return torch.stack(images), torch.stack(labels), list(keys)
 
 
+def worker_context():
+    """The multiprocessing context for DataLoader workers: ``forkserver`` where it exists (workers fork from a clean
+    server process that preloaded torch, not from this process), else the platform default.
+
+    Forking this process is unsafe once DALI (or any library) runs threads here: a forked worker inherits locks held
+    by threads that do not exist in it, and DataLoader workers were seen to die with a segmentation fault when forked
+    after a DALI pipeline had run in the same process. The server costs one start per process (~2 s: torch)."""
+    import multiprocessing as mp
+    if "forkserver" not in mp.get_all_start_methods():
+        return None
+    ctx = mp.get_context("forkserver")
+    ctx.set_forkserver_preload(["torch", "PIL.Image", "torchvision.transforms.v2", __name__])
+    return ctx
+
+
 class TorchBackend:
     """Yields the batches of one epoch's order (global sample indices) through a DataLoader with ``ctx.workers``.
 
@@ -126,7 +141,8 @@ class TorchBackend:
         self.loader = DataLoader(self.dataset, batch_sampler=self.sampler, num_workers=workers,
                                  collate_fn=collate, pin_memory=ctx.device.type == "cuda",
                                  prefetch_factor=4 if workers > 0 else None,
-                                 worker_init_fn=_seed_worker, generator=torch.Generator())
+                                 worker_init_fn=_seed_worker, generator=torch.Generator(),
+                                 multiprocessing_context=worker_context() if workers > 0 else None)
 
     @property
     def pin_memory(self) -> bool:

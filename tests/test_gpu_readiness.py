@@ -1,0 +1,142 @@
+"""The GPU path's rules, tested on the CPU with the CUDA facts injected: one decoder cache size per device per
+process, DALI thread defaults, the device of each rank, and when ``auto`` can use DALI on the GPU. The last test
+runs a train and a val loader alternately on a real GPU (marker ``gpu``)."""
+from __future__ import annotations
+
+import logging
+
+import pytest
+import torch
+from helpers import make_dataset
+
+from fastfashion.hardware import cuda_device_for
+from fastfashion.loading.backends import choose_backend
+from fastfashion.loading.backends.dali import (
+    CACHE_FRACTION,
+    GPU_MAX_THREADS,
+    dali_threads,
+    decoder_cache_mb,
+    process_cache_mb,
+)
+from fastfashion.loading.backends.dali_check import DaliCudaFacts, gpu_problem
+from fastfashion.loading.base import LoaderConfig
+
+try:
+    import nvidia.dali  # noqa: F401
+    HAVE_DALI = True
+except ImportError:
+    HAVE_DALI = False
+needs_dali = pytest.mark.skipif(not HAVE_DALI, reason="NVIDIA DALI is not installed")
+
+GOOD = DaliCudaFacts(dali_cuda=13, driver_cuda=13000, devices=1)
+OLD_DRIVER = DaliCudaFacts(dali_cuda=13, driver_cuda=12020, devices=1)  # a T4 on driver 535 with the CUDA 13 build
+
+
+def test_one_decoder_cache_size_per_device_per_process():
+    fixed: dict[int, int] = {}
+    assert process_cache_mb(0, 0, fixed) == 0 and fixed == {}  # a loader without the cache fixes nothing
+    assert process_cache_mb(0, 900, fixed) == 900  # the first loader with the cache fixes the size ...
+    assert process_cache_mb(0, 120, fixed) == 900  # ... a later one (the val split) reuses it
+    assert process_cache_mb(0, 0, fixed) == 0  # ... one with the cache off stays off
+    assert process_cache_mb(1, 120, fixed) == 120 and fixed == {0: 900, 1: 120}  # another device, its own size
+
+
+def test_automatic_cache_is_off_under_ddp():
+    need, free = 1000, 10_000
+    assert need <= CACHE_FRACTION * free
+    assert decoder_cache_mb(need, free, None, world_size=1) == need
+    assert decoder_cache_mb(need, free, None, world_size=2) == 0  # each rank reads another share every epoch
+    assert decoder_cache_mb(need, free, True, world_size=2) == need  # forced on, the user's choice
+
+
+@pytest.mark.parametrize("gpu,cpus,local_world_size,expected", [
+    (True, 192, 8, GPU_MAX_THREADS),  # a big node: 24 cores per GPU, but the GPU does the work
+    (True, 16, 8, 2),
+    (True, 2, 1, 2),
+    (False, 192, 8, 24),  # CPU pipelines: each process its share of the cores
+    (False, 2, 1, 2),
+    (False, 1, 4, 1),
+])
+def test_dali_threads(gpu, cpus, local_world_size, expected):
+    assert dali_threads(gpu, cpus, local_world_size) == expected
+
+
+def test_dali_threads_override_is_validated():
+    assert LoaderConfig(dali_threads=3).dali_threads == 3
+    with pytest.raises(ValueError, match="^dali_threads must be >= 1, got 0$"):
+        LoaderConfig(dali_threads=0)
+
+
+def test_device_of_each_rank():
+    assert cuda_device_for(1, 2) == 1
+    assert cuda_device_for(3, 1) == 0  # one visible GPU per process (CUDA_VISIBLE_DEVICES set per rank)
+    with pytest.raises(RuntimeError, match="^LOCAL_RANK=3, but this process sees only 2 CUDA devices: start at most "
+                                           "2 processes per node, or give each process its own GPU$"):
+        cuda_device_for(3, 2)
+    with pytest.raises(RuntimeError, match="^no CUDA device is visible to this process$"):
+        cuda_device_for(0, 0)
+
+
+def test_gpu_problem_decisions():
+    assert gpu_problem(GOOD) is None
+    assert gpu_problem(DaliCudaFacts(dali_cuda=12, driver_cuda=12020, devices=2)) is None
+    assert gpu_problem(OLD_DRIVER) == ("the installed DALI is built for CUDA 13, but the NVIDIA driver supports CUDA "
+                                       "12.2 only; install fastfashion[dali-cu12] (the DALI build for CUDA 12)")
+    assert gpu_problem(DaliCudaFacts(dali_cuda=13, driver_cuda=None, devices=0)) == \
+        "no NVIDIA driver library (libcuda) could be loaded"
+    assert gpu_problem(DaliCudaFacts(dali_cuda=None, driver_cuda=13000, devices=0)) == \
+        "DALI sees no CUDA device (driver CUDA 13.0)"
+
+
+@needs_dali
+def test_auto_falls_back_to_dali_cpu_when_dali_cannot_use_the_gpu(caplog):
+    cuda = torch.device("cuda", 0)  # a device object needs no GPU; the facts say what the machine has
+    assert choose_backend("auto", cuda, facts=GOOD) == "dali-gpu"
+    with caplog.at_level(logging.WARNING, logger="fastfashion.loading"):
+        assert choose_backend("auto", cuda, facts=OLD_DRIVER) == "dali-cpu"
+    assert "loader backend: dali-cpu, batches copied to cuda:0 (DALI cannot run on the GPU: the installed DALI is " \
+           "built for CUDA 13" in caplog.text and "fastfashion[dali-cu12]" in caplog.text
+    for explicit in ("dali", "dali-gpu"):  # the GPU asked for by name: the advice is an error
+        with pytest.raises(RuntimeError, match=f"^backend '{explicit}' on cuda:0: DALI cannot run on the GPU: the "
+                                               "installed DALI is built for CUDA 13.*fastfashion\\[dali-cu12\\]"):
+            choose_backend(explicit, cuda, facts=OLD_DRIVER)
+    assert choose_backend("dali-cpu", cuda, facts=OLD_DRIVER) == "dali-cpu"  # no GPU decoding asked for
+
+
+@pytest.mark.gpu
+@needs_dali
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_train_and_val_loaders_alternate_with_the_decoder_cache_on(tmp_path):
+    """DALI keeps one decoder cache per device per process: a val loader built while the train loader lives must
+    reuse the train loader's cache size instead of failing at its build (what train does every epoch)."""
+    from fastfashion.data.shard import ShardConfig, write_shards
+    from fastfashion.loading.loader import make_loader
+    shard_dir = tmp_path / "shards"
+    write_shards(make_dataset(tmp_path / "data", train=24, val=12, test=4), shard_dir, ShardConfig(workers=1))
+    train = make_loader(shard_dir, "train", batch_size=4, device="cuda", image_size=32, gpu_cache=True)
+    val = make_loader(shard_dir, "val", batch_size=4, device="cuda", image_size=32, gpu_cache=True)
+    for epoch in range(2):
+        train.set_epoch(epoch)
+        assert sum(b.images.shape[0] for b in train) == 24
+        assert sum(b.images.shape[0] for b in val) == 12
+    assert train.backend == val.backend == "dali-gpu"
+    assert train.active_backend.cache_mb == val.active_backend.cache_mb > 0
+    train.close()
+    val.close()
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_train_step_lets_cudnn_pick_kernels():
+    from fastfashion import FASHION_SCHEMA
+    from fastfashion.loading.base import Batch
+    from fastfashion.train.trainer import TrainStep, build_model
+    dev = torch.device("cuda")
+    step = TrainStep(build_model(FASHION_SCHEMA, dev), [torch.ones(k, device=dev) for k in FASHION_SCHEMA.num_classes],
+                     dev)
+    assert torch.backends.cudnn.benchmark  # fixed input size: cuDNN times the kernels once and keeps the fastest
+    x = torch.randn(4, 3, 64, 64)
+    y = torch.zeros(4, len(FASHION_SCHEMA), dtype=torch.int64)
+    logits, labels, loss = step(Batch(x, y))
+    assert labels.is_cuda and torch.isfinite(loss) and [lg.shape for lg in logits] == \
+        [(4, k) for k in FASHION_SCHEMA.num_classes]
