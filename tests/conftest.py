@@ -3,7 +3,11 @@ from __future__ import annotations
 
 import os
 
+import tempfile
+
 os.environ.setdefault("TQDM_DISABLE", "1")  # quiet tests
+# the library's caches (verified shards, owners of temporary files) in a folder of this test session, not the user's
+os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="fastfashion-test-cache-")
 
 import pytest  # noqa: E402
 from helpers import make_dataset  # noqa: E402,F401  (re-exported for tests that import it from conftest)

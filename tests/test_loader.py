@@ -296,33 +296,38 @@ def _corrupt_copy(shards, tmp_path):
     return dst
 
 
-def _garble_member(tar_path, name):
-    """Overwrite one member's bytes in place (same size: the index stays valid, the JPEG does not)."""
+def _garble_member(tar_path, name, keep: int = 0):
+    """Overwrite one member's bytes in place after its first ``keep`` bytes (same size: the index stays valid, the
+    JPEG does not)."""
     with tarfile.open(tar_path) as tf:
         m = tf.getmember(name)
         off, size = m.offset_data, m.size
     with open(tar_path, "r+b") as f:
-        f.seek(off)
-        f.write(b"\x00" * size)
+        f.seek(off + keep)
+        f.write(b"\x00" * (size - keep))
 
 
 @pytest.mark.parametrize("backend", [pytest.param("dali", marks=needs_dali), "torch"])
 def test_corrupt_sample_names_shard_and_key(shards, tmp_path, backend):
     dst = _corrupt_copy(shards, tmp_path)
     _garble_member(dst / "val-00001.tar", "00034.jpg")  # val shards hold 4 samples each: 29..32, 33..36
-    loader = make_loader(dst, "val", batch_size=4, backend=backend, device="cpu", image_size=16, workers=0)
-    # torch: "<tar>: sample '00034': <decoder error>"; DALI: "<tar>: sample '00034' cannot be loaded: <PIL error>"
-    with pytest.raises(LoaderError, match=f"^{re.escape(str(dst / 'val-00001.tar'))}: sample '00034'"
-                                          r"(: | cannot be loaded: )\S"):
-        list(loader)
+    tar = re.escape(str(dst / "val-00001.tar"))
+    with pytest.raises(ManifestError, match=f"^{tar}: sha256 differs from the manifest \\(corrupted or modified\\)$"):
+        make_loader(dst, "val", batch_size=4, backend=backend, device="cpu", image_size=16, workers=0)
+    # without the checksum check, the per-sample check still names shard and key before any decoder sees the bytes
+    with pytest.raises(LoaderError, match=f"^{tar}: sample '00034': the .jpg member is not JPEG data \\(starts with "
+                                          "000000\\)$"):
+        make_loader(dst, "val", batch_size=4, backend=backend, device="cpu", image_size=16, workers=0, verify=False)
 
 
 def test_torch_worker_error_is_one_line(shards, tmp_path):
     """A sample failing in a DataLoader worker surfaces as our one-line LoaderError, not torch's multi-line
-    "Caught LoaderError in DataLoader worker process" re-wrap."""
+    "Caught LoaderError in DataLoader worker process" re-wrap (a JPEG that starts right but does not decode:
+    what a file changed after the checks would give)."""
     dst = _corrupt_copy(shards, tmp_path)
-    _garble_member(dst / "val-00001.tar", "00034.jpg")
-    loader = make_loader(dst, "val", batch_size=4, backend="torch", device="cpu", image_size=16, workers=1)
+    _garble_member(dst / "val-00001.tar", "00034.jpg", keep=3)
+    loader = make_loader(dst, "val", batch_size=4, backend="torch", device="cpu", image_size=16, workers=1,
+                         verify=False)
     with pytest.raises(LoaderError, match=f"^{re.escape(str(dst / 'val-00001.tar'))}: sample '00034': ") as info:
         list(loader)
     msg = str(info.value)

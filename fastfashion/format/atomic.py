@@ -4,9 +4,14 @@ A writer builds into ``.NAME.tmp-PID-HEX`` beside the target and calls :func:`re
 either keeps its old content or gets the complete new one. An existing target is first renamed to
 ``.NAME.old-PID-HEX`` and deleted only after the new folder is in place. :func:`clean_stale` removes what a killed
 process (SIGKILL) left behind, and puts an ``.old-`` folder back when the kill came between the two renames.
+
+Owners: every temporary folder or file is recorded under the creating process's ID (:func:`register_temp`, in
+``$XDG_CACHE_HOME/fastfashion/owners/PID``), so that the next start of any command removes what dead processes
+left anywhere (:func:`clean_dead_owners`), not only in the folder it writes to. A normal exit leaves none.
 """
 from __future__ import annotations
 
+import atexit
 import hashlib
 import logging
 import os
@@ -25,6 +30,62 @@ def _pid_alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def owners_dir() -> Path:
+    """``$XDG_CACHE_HOME/fastfashion/owners`` (default ``~/.cache/...``): one file per process listing its temps."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "fastfashion" / "owners"
+
+
+def register_temp(path: str | os.PathLike) -> None:
+    """Record that this process owns the temporary ``path`` (removed by :func:`clean_dead_owners` once this
+    process is gone, if it is still there). Failure to record is logged, never raised."""
+    own = owners_dir() / str(os.getpid())
+    try:
+        own.parent.mkdir(parents=True, exist_ok=True)
+        with open(own, "a", encoding="utf-8") as f:
+            f.write(os.path.abspath(path) + "\n")
+    except OSError as e:
+        log.debug("could not record temporary %s: %s", path, e)
+        return
+    if not _REGISTERED:
+        _REGISTERED.append(own)
+        atexit.register(_forget_own, own)
+
+
+_REGISTERED: list[Path] = []
+
+
+def _forget_own(own: Path) -> None:
+    """At a normal exit: the temps are gone (each writer removes its own), so is their record."""
+    own.unlink(missing_ok=True)
+
+
+def clean_dead_owners() -> int:
+    """Remove the temporary files and folders recorded by processes that no longer run; returns how many."""
+    removed = 0
+    try:
+        records = list(owners_dir().iterdir())
+    except OSError:
+        return 0
+    for own in records:
+        if not own.name.isdigit() or _pid_alive(int(own.name)):
+            continue
+        try:
+            paths = own.read_text(encoding="utf-8").splitlines()
+        except OSError:
+            continue
+        for p in map(Path, paths):
+            if p.exists() and (".tmp" in p.name or p.name.startswith("fastfashion-")):  # only temps we name
+                log.info("removing %s left by an interrupted run (process %s)", p, own.name)
+                if p.is_dir():
+                    shutil.rmtree(p, ignore_errors=True)
+                else:
+                    p.unlink(missing_ok=True)
+                removed += 1
+        own.unlink(missing_ok=True)
+    return removed
 
 
 def _side_name(out_dir: Path, kind: str) -> Path:
@@ -56,6 +117,7 @@ def make_temp_dir(out_dir: Path) -> Path:
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = _side_name(out_dir, "tmp")
     tmp.mkdir()
+    register_temp(tmp)
     return tmp
 
 
@@ -90,14 +152,35 @@ def replace_dir(tmp: Path, out_dir: Path) -> None:
 
 
 def write_file(path: str | os.PathLike, write) -> None:
-    """``write(tmp)`` to a temporary file beside ``path``, then ``os.replace`` it: a crash never leaves half a file."""
+    """``write(tmp)`` to a temporary file beside ``path``, then ``os.replace`` it: a crash never leaves half a file
+    (and the next write to ``path`` removes a temporary a dead process left). An OSError without a file name (a
+    full disk) is raised again naming ``path``."""
     path = Path(path)
+    clean_stale_files(path)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     try:
+        register_temp(tmp)
         write(tmp)
         os.replace(tmp, path)
+    except OSError as e:
+        if e.filename is None and e.errno is not None:
+            raise OSError(e.errno, e.strerror or os.strerror(e.errno), str(path)) from e
+        raise
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def clean_stale_files(path: Path) -> None:
+    """Remove ``.NAME.tmpPID`` files beside ``path`` whose process is gone (a kill during :func:`write_file`)."""
+    try:
+        stale = list(path.parent.glob(f".{path.name}.tmp*"))
+    except OSError:
+        return
+    for p in stale:
+        pid = p.name[len(path.name) + 5:]
+        if pid.isdigit() and not _pid_alive(int(pid)):
+            log.info("removing %s left by an interrupted run", p)
+            p.unlink(missing_ok=True)
 
 
 def file_sha256(path: str | os.PathLike) -> str:

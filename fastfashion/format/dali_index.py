@@ -113,10 +113,16 @@ def read_index(path: str | os.PathLike) -> list[IndexEntry]:
 
     Raises :class:`IndexFormatError` naming file and line.
     """
-    with open(path, "r", encoding="utf-8", newline="") as f:
-        lines = f.read().split("\n")
-    if lines and lines[-1] == "":
-        lines.pop()
+    with open(path, "rb") as f:
+        raw = f.read().split(b"\n")
+    if raw and raw[-1] == b"":
+        raw.pop()
+    lines = []
+    for lineno, b in enumerate(raw, start=1):
+        try:
+            lines.append(b.decode("utf-8"))
+        except UnicodeDecodeError:
+            raise IndexFormatError(f"{path}:{lineno}: not an index line (binary data)") from None
     if not lines:
         raise IndexFormatError(f"{path}:1: empty index file")
     head = lines[0].split()

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 from typing import Mapping, Sequence
 
@@ -21,53 +22,90 @@ class ManifestError(ValueError):
 
 
 SHARD_FIELDS = ("tar", "idx", "num_samples", "bytes", "sha256", "idx_sha256")  # every shard entry holds these
+_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")  # a plain file name inside the set's folder: no "/", no ".."
+_SPLIT = re.compile(r"[A-Za-z0-9_-]+")
+_SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
 def read_manifest(shard_dir: str | os.PathLike, *, check_files: bool = True) -> dict:
-    """Load and validate ``shard_dir/manifest.json``.
+    """Load and validate ``shard_dir/manifest.json`` as untrusted input.
 
-    Checks the format name and version, the required fields, that per-shard counts add up, and (``check_files``)
-    that every listed tar and idx exists with the recorded tar size. Raises :class:`ManifestError` with a clear
-    message (e.g. a folder that is not a shard set, or one written by a newer fastfashion).
+    Checks the format name and version, that every field the readers use has the right type and a sane range,
+    that shard files are plain names inside ``shard_dir`` (no ``/``, no ``..``, not absolute), that per-shard
+    counts add up, and (``check_files``) that every listed tar and idx exists with the recorded tar size. Raises
+    :class:`ManifestError` naming the file and the field (e.g. a folder that is not a shard set, or one written by
+    a newer fastfashion). Checksums are :func:`fastfashion.format.verify.verify_split`'s job.
     """
     d = Path(shard_dir)
     path = d / MANIFEST
     if not path.is_file():
         raise fixable(ManifestError(f"{d}: not a shard set (no {MANIFEST})"), "shard_dir")
     try:
-        m = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        m = json.loads(path.read_bytes().decode("utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
         raise ManifestError(f"{path}: unreadable manifest: {e}") from None
     if not isinstance(m, dict) or m.get("format") != FORMAT:
         raise ManifestError(f"{path}: not a {FORMAT} manifest")
     if m.get("version") != VERSION:
         raise ManifestError(f"{path}: format version {m.get('version')!r} is not supported (this fastfashion reads "
                             f"version {VERSION}); re-shard with this version")
-    for field in ("schema", "splits", "options", "source", "skipped"):
-        if field not in m:
-            raise ManifestError(f"{path}: missing field {field!r}")
+    for field, kind in (("schema", dict), ("splits", dict), ("options", dict), ("source", dict), ("skipped", list)):
+        if not isinstance(m.get(field), kind):
+            raise ManifestError(f"{path}: field {field!r} is missing or not a JSON {kind.__name__}")
     try:
-        Schema.from_dict(m["schema"])
+        schema = Schema.from_dict(m["schema"])
     except (KeyError, TypeError, ValueError) as e:
         raise ManifestError(f"{path}: bad schema: {e}") from None
     for split, s in m["splits"].items():
-        shards = s.get("shards", []) if isinstance(s, dict) else None
-        if not isinstance(shards, list) or "num_samples" not in s:
-            raise ManifestError(f"{path}: split {split!r} lacks 'shards' or 'num_samples'")
-        for i, sh in enumerate(shards):
-            missing = [k for k in SHARD_FIELDS if not isinstance(sh, dict) or k not in sh]
-            if missing:
-                raise ManifestError(f"{path}: split {split!r} shard {i} lacks {', '.join(missing)}")
-        if sum(sh["num_samples"] for sh in shards) != s.get("num_samples"):
-            raise ManifestError(f"{path}: split {split!r}: shard sample counts do not add up to num_samples")
+        _check_split(path, split, s, schema)
         if check_files:
-            for sh in shards:
+            for sh in s["shards"]:
                 tar, idx = d / sh["tar"], d / sh["idx"]
                 if not idx.is_file():
                     raise ManifestError(f"{idx}: listed in the manifest but missing")
                 if not tar.is_file() or tar.stat().st_size != sh["bytes"]:
                     raise ManifestError(f"{tar}: missing or not {sh['bytes']} bytes as the manifest records")
     return m
+
+
+def _count(value, low: int = 0) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= low
+
+
+def _check_split(path: Path, split: str, s, schema: Schema) -> None:
+    """One ``splits`` entry: every field the readers use, with the right type and range."""
+    where = f"{path}: split {split!r}"
+    if not isinstance(split, str) or not _SPLIT.fullmatch(split):
+        raise ManifestError(f"{path}: split name {split!r} is not a plain name")
+    if not isinstance(s, dict) or not isinstance(s.get("shards"), list) or not _count(s.get("num_samples")):
+        raise ManifestError(f"{where}: needs a list 'shards' and a non-negative integer 'num_samples'")
+    if not isinstance(s.get("labelled", False), bool):
+        raise ManifestError(f"{where}: 'labelled' is not true or false")
+    counts = s.get("class_counts")
+    if counts is not None and (not isinstance(counts, dict) or any(
+            not isinstance(counts.get(a.name), list) or len(counts[a.name]) != a.num_classes
+            or not all(_count(c) for c in counts[a.name]) for a in schema)):
+        raise ManifestError(f"{where}: 'class_counts' does not match the schema (non-negative counts per class)")
+    for i, sh in enumerate(s["shards"]):
+        _check_shard(f"{where} shard {i}", sh)
+    if sum(sh["num_samples"] for sh in s["shards"]) != s["num_samples"]:
+        raise ManifestError(f"{where}: shard sample counts do not add up to num_samples")
+
+
+def _check_shard(where: str, sh) -> None:
+    missing = [k for k in SHARD_FIELDS if not isinstance(sh, dict) or k not in sh]
+    if missing:
+        raise ManifestError(f"{where} lacks {', '.join(missing)}")
+    for key, ext in (("tar", ".tar"), ("idx", ".idx")):
+        name = sh[key]
+        if not isinstance(name, str) or not _NAME.fullmatch(name) or not name.endswith(ext):
+            raise ManifestError(f"{where}: {key} {name!r} is not a plain *{ext} file name inside the shard folder")
+    for key, low in (("num_samples", 0), ("bytes", 0)):
+        if not _count(sh[key], low):
+            raise ManifestError(f"{where}: {key} {sh[key]!r} is not a non-negative integer")
+    for key in ("sha256", "idx_sha256"):
+        if not isinstance(sh[key], str) or not _SHA256.fullmatch(sh[key]):
+            raise ManifestError(f"{where}: {key} {sh[key]!r} is not a hex sha256")
 
 
 def ordered_splits(manifest: dict) -> list[tuple[str, dict]]:

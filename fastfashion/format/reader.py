@@ -6,9 +6,12 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import struct
 from pathlib import Path
 
+from ..schema import Schema
 from .dali_index import IndexFormatError, index_line, read_index
+from .spec import JPEG_START, label_problem
 
 
 class ShardReadError(RuntimeError):
@@ -123,18 +126,38 @@ def read_shard_samples(idx_path: Path, tar_path: Path, width: int) -> tuple[list
     return lines, refs
 
 
-def read_split_samples(shard_dir: str | os.PathLike, manifest: dict, split: str, width: int) -> SplitSamples:
-    """:class:`SplitSamples` of ``split`` (every shard's ``.idx`` read and checked against the manifest's counts).
-    Raises :class:`ShardReadError` naming the file."""
+def read_split_samples(shard_dir: str | os.PathLike, manifest: dict, split: str, schema: Schema) -> SplitSamples:
+    """:class:`SplitSamples` of ``split``: every shard's ``.idx`` read and checked against the manifest's counts and
+    the tar's size, then every sample's JPEG start marker and labels (range per ``schema``) read by offset (a few
+    bytes per sample). Raises :class:`ShardReadError` naming the file and the key."""
     d = Path(shard_dir)
     shards, refs = [], []
     for sh in manifest["splits"][split]["shards"]:
-        lines, shard_refs = read_shard_samples(d / sh["idx"], d / sh["tar"], width)
+        lines, shard_refs = read_shard_samples(d / sh["idx"], d / sh["tar"], len(schema))
         if len(shard_refs) != sh["num_samples"]:
             raise ShardReadError(f"{d / sh['idx']}: {len(shard_refs)} samples, manifest says {sh['num_samples']}")
         shards.append((str(d / sh["tar"]), lines))
         refs.extend(shard_refs)
+    check_samples(refs, schema)
     return SplitSamples(shards, refs)
+
+
+def check_samples(refs: list[SampleRef], schema: Schema) -> None:
+    """Raise :class:`ShardReadError` for the first sample whose ``.jpg`` does not start like a JPEG or whose
+    labels are out of range: bytes a decoder would choke on (or crash on) never reach it."""
+    with ShardFiles() as files:
+        for r in refs:
+            try:
+                head = files.read(r.tar, r.jpg_offset, min(len(JPEG_START), r.jpg_size))
+                values = struct.unpack(f"<{len(schema)}q", files.read(r.tar, r.lbl_offset, r.lbl_size))
+            except OSError as e:
+                raise ShardReadError(f"{r.tar}: sample {r.key!r} cannot be read: {e}") from e
+            if head != JPEG_START:
+                raise ShardReadError(f"{r.tar}: sample {r.key!r}: the .jpg member is not JPEG data "
+                                     f"(starts with {head.hex()})")
+            problem = label_problem(values, schema)
+            if problem:
+                raise ShardReadError(f"{r.tar}: sample {r.key!r}: {problem}")
 
 
 def split_keys(shard_dir: str | os.PathLike, manifest: dict, split: str) -> list[str]:

@@ -58,3 +58,17 @@ def sample_json(path: str, labels: Sequence[int] | None, schema: Schema) -> byte
     """The ``.json`` member: compact JSON ``{"labels": ..., "path": ...}``, labels in schema order."""
     doc = {"labels": None if labels is None else schema.label_names(labels), "path": path}
     return json.dumps(doc, separators=(",", ":")).encode("utf-8")
+
+
+JPEG_START = b"\xff\xd8\xff"  # every .jpg member starts with a JPEG start-of-image marker and a segment marker
+
+
+def label_problem(values: Sequence[int], schema: Schema) -> str | None:
+    """Why decoded ``.lbl`` values are invalid for ``schema`` (None when valid): each a class id in range, or all
+    :data:`UNLABELLED`."""
+    if all(v == UNLABELLED for v in values):
+        return None
+    for a, v in zip(schema, values):
+        if not 0 <= v < a.num_classes:
+            return f"label {v} out of range for {a.name} (0..{a.num_classes - 1})"
+    return None

@@ -13,6 +13,7 @@ if TYPE_CHECKING:
     import numpy as np
 
     from ..format.reader import SplitSamples
+    from ..schema import Schema
 
 @dataclasses.dataclass(frozen=True)
 class BackendSpec:
@@ -60,7 +61,10 @@ class LoaderConfig:
     ``workers``: DataLoader workers of the torch backend (None: min(4, CPUs)). ``block``: shuffle block size
     (:mod:`fastfashion.loading.order`). ``gpu_cache`` (dali-gpu only): the decoder cache policy (None: automatic,
     see :mod:`fastfashion.loading.backends.dali`). ``dali_threads``: CPU threads of each DALI pipeline (None: the
-    backend's default, :func:`fastfashion.loading.backends.dali.dali_threads`). Raises ValueError for a bad value.
+    backend's default, :func:`fastfashion.loading.backends.dali.dali_threads`). ``verify``: check every tar and
+    ``.idx`` of the split against the manifest's size and sha256 before the first read
+    (:mod:`fastfashion.format.verify`; remembered per file, so a warm start does not hash again); False skips it, at
+    the risk of delivering corrupted bytes. Raises ValueError for a bad value.
     """
 
     split: str = TRAIN
@@ -79,6 +83,7 @@ class LoaderConfig:
     block: int = DEFAULT_BLOCK
     gpu_cache: bool | None = None
     dali_threads: int | None = None    # DALI CPU threads per pipeline (None: see backends/dali.py dali_threads)
+    verify: bool = True                # check the split's files against the manifest's sha256 before reading
 
     def __post_init__(self) -> None:
         for name in ("batch_size", "image_size", "block"):
@@ -120,7 +125,7 @@ class BackendContext:
     rank: int
     device: Any                                  # torch.device
     workers: int                                 # torch backend: DataLoader workers
-    label_width: int                             # int64 labels per sample (the schema's length)
+    schema: "Schema"                             # of the shard set: labels per sample and their ranges
     order_of: Callable[[int], "np.ndarray"]
     gpu_cache: bool | None = None                # dali-gpu: decoder cache policy
     world_size: int = 1                          # ranks reading the split (dali-gpu: the automatic cache policy)

@@ -14,12 +14,15 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import threading
 from pathlib import Path
 
 import numpy as np
 
 from ..format.manifest import manifest_schema, read_manifest
 from ..format.reader import ShardReadError, read_split_samples
+from ..format.spec import MANIFEST
+from ..format.verify import file_identity, verify_split
 from ..hardware import available_cpus, resolve_device
 from .augment import AugmentConfig
 from .backends import choose_backend, create_backend
@@ -39,6 +42,13 @@ def _dist(rank, world_size) -> tuple[int, int]:
         return (dist.get_rank() if rank is None else int(rank),
                 dist.get_world_size() if world_size is None else int(world_size))
     return (0 if rank is None else int(rank)), (1 if world_size is None else int(world_size))
+
+
+def _manifest_identity(shard_dir: Path) -> list[int] | None:
+    try:
+        return file_identity(shard_dir / MANIFEST)
+    except OSError:
+        return None
 
 
 def _device(config: LoaderConfig):
@@ -61,8 +71,11 @@ class FashionLoader:
     def __init__(self, shard_dir: str | os.PathLike, config: LoaderConfig = LoaderConfig()):
         self.shard_dir, self.config = Path(shard_dir), config
         manifest = read_manifest(self.shard_dir)
+        self._manifest_id = _manifest_identity(self.shard_dir)
         if config.split not in manifest["splits"]:
             raise ValueError(f"{self.shard_dir}: no split {config.split!r} (has {sorted(manifest['splits'])})")
+        if config.verify:
+            verify_split(self.shard_dir, manifest, config.split)  # sizes and sha256 before the first read
         self.schema = manifest_schema(manifest)
         self.split, self.batch_size, self.seed = config.split, config.batch_size, config.seed
         self.shuffle = config.is_train_split if config.shuffle is None else bool(config.shuffle)
@@ -73,7 +86,7 @@ class FashionLoader:
         self.augment: AugmentConfig = config.resolved_augment()
         self.with_keys, self.block, self.epoch = config.with_keys, config.block, 0
         try:
-            self.samples = read_split_samples(self.shard_dir, manifest, self.split, len(self.schema))
+            self.samples = read_split_samples(self.shard_dir, manifest, self.split, self.schema)
         except ShardReadError as e:
             raise LoaderError(str(e)) from e
         self.num_samples = len(self.indices(0))
@@ -83,6 +96,8 @@ class FashionLoader:
         self.device = _device(config)
         self.backend = choose_backend(config.backend, self.device, config.gpu_cache)
         self._backend: Backend | None = None
+        self._generation = 0  # bumped by every iter(): only the newest iterator may run
+        self._lock = threading.Lock()  # one batch at a time, whatever the thread
 
     # --- order -------------------------------------------------------------------------------------------
     def indices(self, epoch: int) -> np.ndarray:
@@ -113,7 +128,7 @@ class FashionLoader:
         """What this loader's backend is built from (``overrides``: fields of :class:`BackendContext`)."""
         workers = min(4, available_cpus()) if self.config.workers is None else self.config.workers
         ctx = BackendContext(samples=self.samples, augment=self.augment, batch_size=self.batch_size, seed=self.seed,
-                             rank=self.rank, device=self.device, workers=workers, label_width=len(self.schema),
+                             rank=self.rank, device=self.device, workers=workers, schema=self.schema,
                              order_of=self.indices, gpu_cache=self.config.gpu_cache, world_size=self.world_size,
                              dali_threads=self.config.dali_threads)
         return dataclasses.replace(ctx, **overrides)
@@ -124,12 +139,37 @@ class FashionLoader:
         return self._backend
 
     def __iter__(self):
+        """A new pass over the current epoch. It supersedes any earlier iterator of this loader: using that one
+        again raises :class:`LoaderError` (the backend, a DALI pipeline, serves one pass at a time)."""
+        with self._lock:
+            self._generation += 1
+            return self._pass(self._generation)
+
+    def _check_current(self, generation: int) -> None:
+        if generation != self._generation:
+            raise LoaderError(f"{self.shard_dir} split {self.split!r}: this iterator was superseded by a newer iter() "
+                              "on the same loader (one pass at a time per loader; make a second loader to read twice)")
+        if _manifest_identity(self.shard_dir) != self._manifest_id:
+            raise LoaderError(f"{self.shard_dir}: the shard set was replaced or changed since this loader was made "
+                              "(manifest.json differs); make a new loader")
+
+    def _next_batch(self, batches, generation: int):
+        """The backend's next ``(images, labels)`` (None at the end), one thread at a time, for the newest pass."""
+        with self._lock:
+            self._check_current(generation)
+            return next(batches, None)
+
+    def _pass(self, generation: int):
         epoch = self.epoch
         indices = self.indices(epoch)
-        if self._backend is None:
-            self._backend = create_backend(self.backend, self.backend_context())
+        with self._lock:
+            self._check_current(generation)
+            if self._backend is None:
+                self._backend = create_backend(self.backend, self.backend_context())
+            batches = self._backend.epoch(indices, epoch)
         a = 0
-        for images, labels in self._backend.epoch(indices, epoch):
+        while (out := self._next_batch(batches, generation)) is not None:
+            images, labels = out
             k = len(labels)
             keys = [self.samples.refs[i].key for i in indices[a:a + k]] if self.with_keys else None
             a += k
@@ -158,7 +198,7 @@ def make_loader(shard_dir: str | os.PathLike, split: str = "train", batch_size: 
                 image_size: int = 224, seed: int = 0, rank: int | None = None, world_size: int | None = None,
                 with_keys: bool = False, drop_last: bool | None = None, *, workers: int | None = None,
                 block: int = DEFAULT_BLOCK, gpu_cache: bool | None = None,
-                dali_threads: int | None = None) -> FashionLoader:
+                dali_threads: int | None = None, verify: bool = True) -> FashionLoader:
     """An epoch-exact loader over ``split`` of a shard folder: ``FashionLoader(shard_dir, LoaderConfig(...))``.
 
     Every argument is a field of :class:`LoaderConfig` (which documents them); ``backend`` is one of ``auto``,
@@ -168,4 +208,5 @@ def make_loader(shard_dir: str | os.PathLike, split: str = "train", batch_size: 
     return FashionLoader(shard_dir, LoaderConfig(
         split=split, batch_size=batch_size, backend=backend, device=device, augment=augment, shuffle=shuffle,
         image_size=image_size, seed=seed, rank=rank, world_size=world_size, with_keys=with_keys,
-        drop_last=drop_last, workers=workers, block=block, gpu_cache=gpu_cache, dali_threads=dali_threads))
+        drop_last=drop_last, workers=workers, block=block, gpu_cache=gpu_cache, dali_threads=dali_threads,
+        verify=verify))

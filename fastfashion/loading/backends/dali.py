@@ -22,6 +22,7 @@ Threads: :func:`dali_threads`.
 """
 from __future__ import annotations
 
+import atexit
 import io
 import logging
 import os
@@ -30,6 +31,7 @@ import tempfile
 
 import numpy as np
 
+from ...format.atomic import register_temp
 from ...format.reader import ShardFiles
 from ...hardware import available_cpus, local_world_size
 from ..base import BackendContext, LoaderError
@@ -44,6 +46,8 @@ CACHE_FRACTION = 0.25  # automatic GPU decoder cache: on only when the split fit
 FORCED_CACHE_FRACTION = 0.5  # gpu_cache=True: the cache may take up to this share, leaving the rest to the model
 GPU_MAX_THREADS = 8  # CPU threads per GPU pipeline: the GPU does the decoding and augmentation; each mixed-decoder
 #                     thread reserves 16 MB of GPU and 2 x 8 MB of pinned memory, so all cores of a big node cost GBs
+_LIVE_DIRS: set[str] = set()  # index folders of open backends, removed at exit even if a loader is never closed
+atexit.register(lambda: [shutil.rmtree(d, ignore_errors=True) for d in list(_LIVE_DIRS)])
 _PROCESS_CACHE_MB: dict[int, int] = {}  # device index -> the decoder cache size this process fixed for it
 
 
@@ -142,7 +146,9 @@ class DaliBackend:
         self._pipe = None
         self._plan: dict[int, int] = {}  # epoch -> its index in the current pipeline's sequence of epochs
         self._next: int | None = None  # the epoch whose first batch the pipeline produces next (None: unknown)
-        self._dir = tempfile.mkdtemp(prefix="fastfashion-dali-", dir=_index_dir())
+        self._dir = tempfile.mkdtemp(prefix=f"fastfashion-dali-{os.getpid()}-", dir=_index_dir())
+        register_temp(self._dir)  # removed by the next command if this process is killed
+        _LIVE_DIRS.add(self._dir)
 
     @property
     def epochs_planned(self) -> list[int]:
@@ -153,6 +159,7 @@ class DaliBackend:
         self._pipe = None
         self._plan, self._next = {}, None
         shutil.rmtree(self._dir, ignore_errors=True)
+        _LIVE_DIRS.discard(self._dir)
 
     def __del__(self):
         self.close()
@@ -160,6 +167,7 @@ class DaliBackend:
     def _write_index_files(self, seq: np.ndarray) -> tuple[list[str], list[str]]:
         """One index file per run of consecutive samples of one shard: (tar paths, index paths) for the reader."""
         os.makedirs(self._dir, exist_ok=True)
+        _LIVE_DIRS.add(self._dir)
         for f in os.listdir(self._dir):
             os.unlink(os.path.join(self._dir, f))
         paths, index_paths = [], []
@@ -218,7 +226,7 @@ class DaliBackend:
     def _culprit(self, batch_indices: np.ndarray, cause: BaseException) -> LoaderError:
         """Name the shard and key of the sample that made DALI fail (checked with PIL, by offset)."""
         from PIL import Image
-        refs, width = self.ctx.samples.refs, self.ctx.label_width
+        refs, width = self.ctx.samples.refs, len(self.ctx.schema)
         with ShardFiles() as files:
             for i in batch_indices:
                 r = refs[int(i)]

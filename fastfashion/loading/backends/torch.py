@@ -23,6 +23,8 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from ...format.reader import SampleRef, ShardFiles
+from ...format.spec import label_problem
+from ...schema import Schema
 from ..augment import AugmentConfig
 from ..base import BackendContext, LoaderError
 
@@ -52,8 +54,8 @@ def torchvision_transform(cfg: AugmentConfig):
 class ShardDataset(Dataset):
     """Samples of one split by global index (manifest order), read by offset from the tars."""
 
-    def __init__(self, refs: Sequence[SampleRef], cfg: AugmentConfig):
-        self.refs, self.cfg = list(refs), cfg
+    def __init__(self, refs: Sequence[SampleRef], cfg: AugmentConfig, schema: Schema):
+        self.refs, self.cfg, self.schema = list(refs), cfg, schema
         self.transform = torchvision_transform(cfg)
         self.files = ShardFiles()  # per worker process: descriptors opened lazily, in the worker
 
@@ -71,8 +73,11 @@ class ShardDataset(Dataset):
         except (OSError, RuntimeError, ValueError) as e:
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise LoaderError(f"{r.tar}: sample {r.key!r}: {first}") from e
-        labels = torch.from_numpy(np.frombuffer(lbl, dtype="<i8").astype(np.int64))
-        return self.transform(img), labels, r.key
+        values = np.frombuffer(lbl, dtype="<i8").astype(np.int64)
+        problem = label_problem(values.tolist(), self.schema)  # checked at load time too; the file may change
+        if problem:
+            raise LoaderError(f"{r.tar}: sample {r.key!r}: {problem}")
+        return self.transform(img), torch.from_numpy(values), r.key
 
     def __getitems__(self, indices: Sequence[int]):
         """The DataLoader's batch fetch: a :class:`LoaderError` becomes a :class:`_Failed` batch (plain data), so
@@ -135,7 +140,7 @@ class TorchBackend:
     def __init__(self, name: str, ctx: BackendContext):
         self.sampler = _EpochBatches(ctx.batch_size)
         self.seed, self.rank = ctx.seed, ctx.rank
-        self.dataset = ShardDataset(ctx.samples.refs, ctx.augment)
+        self.dataset = ShardDataset(ctx.samples.refs, ctx.augment, ctx.schema)
         workers = ctx.workers
         # workers end with each epoch's iterator: an abandoned epoch leaves nothing running in the background
         self.loader = DataLoader(self.dataset, batch_sampler=self.sampler, num_workers=workers,
