@@ -16,6 +16,8 @@ import textwrap
 from .format.spec import TEST, TRAIN, VAL
 
 EXIT_USAGE = 2
+EXIT_SIGINT = 130  # 128 + SIGINT, as a shell reports it
+EXIT_SIGTERM = 143  # 128 + SIGTERM: schedulers treat it as 'terminated', not 'failed'
 
 
 SYNTH_DESCRIPTION = ("Write a synthetic FashionDataset: img/*.jpg and split/*.txt in exactly the real layout and byte "
@@ -123,6 +125,9 @@ def _add_device_backend(p) -> None:
     from .loading.base import BACKEND_CHOICES
     p.add_argument("--device", choices=DEVICES, default="auto",
                    help="auto: CUDA if available, else the CPU (default: %(default)s)")
+    p.add_argument("--no-verify", dest="verify", action="store_false",
+                   help="skip checking the shard files against the manifest's sha256 before reading (faster first "
+                        "start on a huge set; corrupted shards may then deliver wrong data)")
     p.add_argument("--backend", choices=BACKEND_CHOICES, default="auto",
                    help="loader backend; auto: dali-gpu with CUDA, else dali-cpu, else torch; dali: DALI on "
                         "--device (default: %(default)s)")
@@ -186,6 +191,8 @@ def _add_bench(sub) -> None:
                    help="batches dropped per round (default: %(default)s)")
     p.add_argument("--workers", type=int, metavar="N", default=None,
                    help="DataLoader workers of the seed and torch backends (default: the CPUs available)")
+    p.add_argument("--no-verify", dest="verify", action="store_false",
+                   help="skip checking the shard files against the manifest's sha256 before reading")
     p.add_argument("--train-steps", type=int, metavar="N", default=30,
                    help="CUDA only: training steps per backend (0: skip)")
     p.add_argument("--json", metavar="FILE", help="write the full result as JSON")
@@ -248,12 +255,12 @@ def _run_inspect(args) -> int:
         read_manifest,
         summarize_manifest,
         train_class_weights,
-        verify_shards,
     )
     m = read_manifest(args.shard_dir)
     print(summarize_manifest(m))
     if args.verify:
-        verify_shards(args.shard_dir, m)
+        from .format.verify import verify_shard_set
+        verify_shard_set(args.shard_dir, m)
         print("verify: every tar and idx matches its sha256")
     try:
         from .bench.plots import plot_class_histogram
@@ -278,7 +285,7 @@ def _run_train(args) -> int:
                       weight_decay=args.weight_decay, label_smoothing=args.label_smoothing,
                       image_size=args.image_size, augment=not args.no_augment, device=args.device,
                       backend=args.backend, weights=args.weights, resume=args.resume, max_steps=args.max_steps,
-                      seed=args.seed, workers=args.workers)
+                      seed=args.seed, workers=args.workers, verify=args.verify)
     result = train(cfg)
     if int(os.environ.get("RANK", 0)) == 0:
         print(f"trained {result['epochs']} epochs ({result['steps']} steps); best val average class accuracy "
@@ -291,8 +298,7 @@ def _run_evaluate(args) -> int:
 
     from .train.inference import evaluate_checkpoint
     m = evaluate_checkpoint(args.checkpoint, args.shard_dir, split=args.split, batch_size=args.batch_size,
-                            device=args.device,
-                 backend=args.backend)
+                            device=args.device, backend=args.backend, verify=args.verify)
     if args.json:
         print(json.dumps(m, indent=1))
         return 0
@@ -313,7 +319,7 @@ def _run_evaluate(args) -> int:
 def _run_predict(args) -> int:
     from .train.inference import predict
     out = predict(args.checkpoint, args.shard_dir, args.out, split=args.split, zip_=args.zip,
-                  batch_size=args.batch_size, device=args.device, backend=args.backend)
+                  batch_size=args.batch_size, device=args.device, backend=args.backend, verify=args.verify)
     print(f"wrote {out}" + (f" and {out.with_suffix('.zip')}" if args.zip else ""))
     return 0
 
@@ -327,7 +333,8 @@ def _run_bench(args) -> int:
                       backends=tuple(b.strip() for b in args.backends.split(",") if b.strip()),
                       batch_size=args.batch_size, image_size=args.image_size, augment=not args.no_augment,
                       rounds=args.rounds, batches=args.batches, warmup=args.warmup,
-                      train_steps=args.train_steps, **({"workers": args.workers} if args.workers is not None else {}))
+                      train_steps=args.train_steps, verify=args.verify,
+                      **({"workers": args.workers} if args.workers is not None else {}))
     result = run_bench(cfg)
     print(format_table(result))
     for name, r in result["loaders"].items():
@@ -413,13 +420,20 @@ def main(argv: list[str] | None = None) -> int:
     verbose, quiet = getattr(args, "verbose", False), getattr(args, "quiet", False)
     logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s")
+    from .errors import Terminated, terminate_on_sigterm
+    from .format.atomic import clean_dead_owners
     from .progress import set_enabled
     set_enabled(False if quiet else None)  # None: bars only when stderr is a terminal
     try:
+        terminate_on_sigterm()  # SIGTERM cleans up like Ctrl-C
+        clean_dead_owners()  # temporaries of killed runs (only those whose process is gone)
         return int(args.func(args) or 0)
+    except Terminated:
+        print(f"fastfashion {args.verb}: terminated (SIGTERM); temporary files removed", file=sys.stderr)
+        return EXIT_SIGTERM
     except KeyboardInterrupt:
-        print("fastfashion: interrupted", file=sys.stderr)
-        return 130
+        print(f"fastfashion {args.verb}: interrupted; temporary files removed", file=sys.stderr)
+        return EXIT_SIGINT
     except (ValueError, OSError, RuntimeError) as e:  # typed library errors are ValueError/OSError subclasses
         if verbose:
             raise

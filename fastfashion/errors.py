@@ -20,3 +20,21 @@ def fixable(err: E, param: str) -> E:
 def fix_param(err: BaseException) -> str | None:
     """The parameter :func:`fixable` tagged ``err`` with, or None."""
     return getattr(err, "param", None)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a scheduler, ``kill``), raised like Ctrl-C so that every ``finally`` and cleanup runs; the command
+    line exits with 143 (128 + SIGTERM) after one line."""
+
+
+def terminate_on_sigterm() -> None:
+    """From now on SIGTERM raises :class:`Terminated` in the main thread (no-op elsewhere)."""
+    import signal
+    import threading
+    if threading.current_thread() is not threading.main_thread():
+        return
+
+    def handler(signum, frame):
+        raise Terminated(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, handler)

@@ -51,6 +51,7 @@ class BenchConfig:
     warmup: int = 3                           # batches dropped at the start of every round (pipeline fill)
     workers: int = dataclasses.field(default_factory=available_cpus)  # CPUs this process may use
     train_steps: int = 30                     # end-to-end training steps per backend (CUDA only; 0: skip)
+    verify: bool = True                       # loaders check the shards' sha256 before reading
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -150,7 +151,7 @@ def make_bench_loader(name: str, cfg: BenchConfig, *, for_training: bool = False
     return FashionLoader(cfg.shard_dir, LoaderConfig(
         split=cfg.split, batch_size=cfg.batch_size, backend=name, device=device, augment=cfg.augment,
         image_size=cfg.image_size, seed=cfg.seed, rank=0, world_size=1,
-        workers=cfg.workers))  # the same worker count as the baseline
+        workers=cfg.workers, verify=cfg.verify))  # the same worker count as the baseline
 
 
 def endless(loader, start_epoch: int) -> Iterator:

@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 from typing import Iterator
 
-from ..errors import fixable
+from ..errors import Terminated, fixable
 from ..format.atomic import clean_stale, file_sha256
 from ..format.spec import LABELLED_SPLITS, SPLITS, TRAIN, split_order
 from ..format.writer import Sample, ShardSetWriter, check_target
@@ -74,13 +74,14 @@ def default_shard_dir(src_dir: str | os.PathLike) -> Path:
 
 @contextlib.contextmanager
 def _sigterm_as_interrupt() -> Iterator[None]:
-    """Turn SIGTERM into KeyboardInterrupt while writing, so ``kill`` cleans up like Ctrl-C (main thread only)."""
+    """Turn SIGTERM into :class:`~fastfashion.errors.Terminated` (a KeyboardInterrupt) while writing, so ``kill``
+    cleans up like Ctrl-C (main thread only)."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
 
     def handler(signum, frame):
-        raise KeyboardInterrupt(f"signal {signum}")
+        raise Terminated(f"signal {signum}")
 
     old = signal.signal(signal.SIGTERM, handler)
     try:

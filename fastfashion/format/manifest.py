@@ -13,7 +13,6 @@ from typing import Mapping, Sequence
 
 from ..errors import fixable
 from ..schema import Schema
-from .atomic import file_sha256
 from .spec import FORMAT, MANIFEST, TRAIN, VERSION, split_order
 
 
@@ -142,17 +141,6 @@ def summarize_manifest(manifest: dict) -> str:
     if len(skipped) > 20:
         lines.append(f"  ... and {len(skipped) - 20} more (see manifest.json)")
     return "\n".join(lines)
-
-
-def verify_shards(shard_dir: str | os.PathLike, manifest: dict | None = None) -> None:
-    """Recompute every tar's and idx's sha256; raise :class:`ManifestError` naming the first mismatch."""
-    d = Path(shard_dir)
-    m = read_manifest(d) if manifest is None else manifest
-    for s in m["splits"].values():
-        for sh in s["shards"]:
-            for name, want in ((sh["tar"], sh["sha256"]), (sh["idx"], sh["idx_sha256"])):
-                if file_sha256(d / name) != want:
-                    raise ManifestError(f"{d / name}: sha256 differs from the manifest (corrupted or modified)")
 
 
 def class_weights(class_counts: Mapping[str, Sequence[int]], schema: Schema) -> dict[str, list[float]]:

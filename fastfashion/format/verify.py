@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 from .atomic import file_sha256, write_file
+from .dali_index import IndexFormatError, read_index
 from .manifest import ManifestError
 
 log = logging.getLogger(__name__)
@@ -83,9 +84,10 @@ class VerifiedFiles:
 _PROCESS = VerifiedFiles()  # this process's memory of files that passed
 
 
-def verify_file(path: str | os.PathLike, size: int, sha256: str, known: VerifiedFiles | None = None) -> bool:
+def verify_file(path: str | os.PathLike, size: int, sha256: str, known: VerifiedFiles | None = None, *,
+                force: bool = False) -> bool:
     """Check ``path`` against ``size`` and ``sha256``; returns True when it was hashed, False when its identity had
-    already passed. Raises :class:`IntegrityError` naming the file."""
+    already passed (``force``: hash anyway). Raises :class:`IntegrityError` naming the file."""
     real = os.path.realpath(path)
     try:
         identity = file_identity(real)
@@ -94,7 +96,7 @@ def verify_file(path: str | os.PathLike, size: int, sha256: str, known: Verified
     if identity[2] != size:
         raise IntegrityError(f"{path}: {identity[2]} bytes, the manifest records {size} (truncated or replaced)")
     for memory in (_PROCESS, known):
-        if memory is not None and memory.passed(real, identity, sha256):
+        if memory is not None and memory.passed(real, identity, sha256) and not force:
             return False
     if file_sha256(real) != sha256:
         raise IntegrityError(f"{path}: sha256 differs from the manifest (corrupted or modified)")
@@ -124,3 +126,23 @@ def verify_split(shard_dir: str | os.PathLike, manifest: dict, split: str, *, re
     if hashed:
         log.info("verified %d files of %s split %r (%.0f MB) in %.2f s", hashed, d, split, nbytes / 1e6,
                  time.perf_counter() - t0)
+
+
+def verify_shard_set(shard_dir: str | os.PathLike, manifest: dict) -> int:
+    """Hash every tar and ``.idx`` of every split again (nothing taken from memory) and check each ``.idx``'s
+    sample count against the manifest: what ``fastfashion inspect --verify`` does. Returns the number of files
+    checked; raises :class:`IntegrityError` naming the first bad file."""
+    d, n = Path(shard_dir), 0
+    for split, s in manifest["splits"].items():
+        for sh in s["shards"]:
+            verify_file(d / sh["tar"], sh["bytes"], sh["sha256"], force=True)
+            idx = d / sh["idx"]
+            verify_file(idx, os.path.getsize(idx) if idx.is_file() else -1, sh["idx_sha256"], force=True)
+            try:
+                count = len(read_index(idx))
+            except IndexFormatError as e:
+                raise IntegrityError(str(e)) from None
+            if count != sh["num_samples"]:
+                raise IntegrityError(f"{idx}: {count} samples, the manifest records {sh['num_samples']}")
+            n += 2
+    return n

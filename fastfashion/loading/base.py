@@ -6,7 +6,7 @@ import dataclasses
 from typing import TYPE_CHECKING, Any, Callable, Iterator, NamedTuple, Protocol
 
 from ..format.spec import TRAIN
-from .augment import AugmentConfig
+from .augment import MAX_IMAGE_SIZE, MIN_IMAGE_SIZE, AugmentConfig
 from .order import DEFAULT_BLOCK
 
 if TYPE_CHECKING:
@@ -90,6 +90,8 @@ class LoaderConfig:
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise ValueError(f"{name} must be a positive integer, got {v!r}")
+        if not MIN_IMAGE_SIZE <= self.image_size <= MAX_IMAGE_SIZE:
+            raise ValueError(f"image_size must be in {MIN_IMAGE_SIZE}..{MAX_IMAGE_SIZE}, got {self.image_size}")
         if self.backend not in BACKEND_CHOICES:
             raise ValueError(f"unknown backend {self.backend!r}; choose from {', '.join(BACKEND_CHOICES)}")
         if self.augment is not None and not isinstance(self.augment, (bool, AugmentConfig)):

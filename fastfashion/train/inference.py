@@ -62,15 +62,16 @@ def _eval_setup(checkpoint, shard_dir, split, device, need_labels):
 
 
 def _loader_config(ckpt: dict, split: str, batch_size: int, backend: str, device: torch.device,
-                   with_keys: bool = False) -> LoaderConfig:
+                   with_keys: bool = False, verify: bool = True) -> LoaderConfig:
     """One pass over ``split`` in file order with the eval transform at the checkpoint's image size."""
     return LoaderConfig(split=split, batch_size=batch_size, backend=backend, device=device, augment=False,
                         shuffle=False, drop_last=False, image_size=ckpt["image_size"], rank=0, world_size=1,
-                        with_keys=with_keys)
+                        with_keys=with_keys, verify=verify)
 
 
 def evaluate_checkpoint(checkpoint: str | os.PathLike, shard_dir: str | os.PathLike, *, split: str = VAL,
-                        batch_size: int = 64, device: str = "auto", backend: str = "auto") -> dict:
+                        batch_size: int = 64, device: str = "auto", backend: str = "auto",
+                        verify: bool = True) -> dict:
     """Metrics of a checkpoint on a labelled split (see :func:`fastfashion.train.metrics.summarize`; loss
     unweighted).
 
@@ -78,7 +79,7 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, shard_dir: str | os.PathL
     (see :func:`fastfashion.train.metrics.json_safe`).
     """
     device, model, ckpt, _ = _eval_setup(checkpoint, shard_dir, split, device, need_labels=True)
-    loader = FashionLoader(shard_dir, _loader_config(ckpt, split, batch_size, backend, device))
+    loader = FashionLoader(shard_dir, _loader_config(ckpt, split, batch_size, backend, device, verify=verify))
     ones = [torch.ones(k, device=device) for k in model.schema.num_classes]
     m = evaluate(model, loader, model.schema, device, class_weights=ones, desc=f"evaluate {split}")
     return json_safe({"split": split, "checkpoint": str(checkpoint), **m})
@@ -86,7 +87,7 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, shard_dir: str | os.PathL
 
 def predict(checkpoint: str | os.PathLike, shard_dir: str | os.PathLike, out: str | os.PathLike, *,
             split: str = TEST, zip_: bool = False, batch_size: int = 64, device: str = "auto",
-            backend: str = "auto") -> Path:
+            backend: str = "auto", verify: bool = True) -> Path:
     """Write ``out`` in the submission format: one line of class ids per sample (schema order) in split-file
     order, LF endings.
 
@@ -100,7 +101,8 @@ def predict(checkpoint: str | os.PathLike, shard_dir: str | os.PathLike, out: st
     if skipped:
         raise InferenceError(f"{len(skipped)} {split} samples were skipped when sharding (first: {skipped[0]}); "
                          f"the predictions would not match split/{split}.txt line for line")
-    loader = FashionLoader(shard_dir, _loader_config(ckpt, split, batch_size, backend, device, with_keys=True))
+    loader = FashionLoader(shard_dir, _loader_config(ckpt, split, batch_size, backend, device, with_keys=True,
+                                                     verify=verify))
     preds: dict[str, list[int]] = {}
     with torch.inference_mode(), autocast(device)[0]():
         for batch in progress(loader, desc=f"predict {split}", leave=False):

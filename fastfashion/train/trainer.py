@@ -22,6 +22,7 @@ import dataclasses
 import json
 import logging
 import math
+import os
 import re
 import time
 from pathlib import Path
@@ -79,6 +80,7 @@ class TrainConfig:
     max_steps: int | None = None       # stop after this many optimizer steps in total
     seed: int = 0                      # model init, data order, augmentation
     workers: int | None = None         # loader worker processes of the torch backend (None: the loader's default)
+    verify: bool = True                # check the shards against the manifest's sha256 before reading
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "image_size"):
@@ -256,6 +258,7 @@ def _start(cfg: TrainConfig, device: torch.device, dinfo: distributed.DistInfo) 
     """Build the model, the step, the loaders and the scheduler; resume from ``last.pt`` when asked."""
     if device.type == "cuda" and device.index is None:
         device = torch.device("cuda", torch.cuda.current_device())  # under torchrun: the local rank's GPU
+    _check_out(Path(cfg.out), dinfo)
     manifest = read_manifest(cfg.shard_dir)
     schema = manifest_schema(manifest)
     if not manifest["splits"].get(VAL, {}).get("labelled", False):
@@ -273,7 +276,7 @@ def _start(cfg: TrainConfig, device: torch.device, dinfo: distributed.DistInfo) 
                                                            patience=cfg.lr_patience)
     common = LoaderConfig(batch_size=cfg.batch_size, backend=cfg.backend, device=device,
                           image_size=cfg.image_size, seed=cfg.seed, rank=dinfo.rank, world_size=dinfo.world_size,
-                          workers=cfg.workers)
+                          workers=cfg.workers, verify=cfg.verify)
     train_loader = FashionLoader(cfg.shard_dir, dataclasses.replace(
         common, split=TRAIN, augment=cfg.augment, shuffle=True, drop_last=True))
     val_loader = FashionLoader(cfg.shard_dir, dataclasses.replace(
@@ -291,6 +294,20 @@ def _start(cfg: TrainConfig, device: torch.device, dinfo: distributed.DistInfo) 
     elif dinfo.is_main and (run.out / "last.pt").exists():
         log.warning("%s exists and will be overwritten (resume=True continues it)", run.out / "last.pt")
     return run
+
+
+def _check_out(out: Path, dinfo: distributed.DistInfo) -> None:
+    """The run folder can be written: checked before any work, not after the first epoch."""
+    if out.exists() and not out.is_dir():
+        raise fixable(TrainError(f"{out} exists and is not a folder (the run folder for checkpoints)"), "out")
+    if not dinfo.is_main:
+        return
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise fixable(TrainError(f"{out}: cannot create the run folder: {e.strerror or e}"), "out") from None
+    if not os.access(out, os.W_OK):
+        raise fixable(TrainError(f"{out}: the run folder is not writable"), "out")
 
 
 def _resume(run: _Run) -> None:
