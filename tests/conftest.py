@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import os
-
 import tempfile
 
 os.environ.setdefault("TQDM_DISABLE", "1")  # quiet tests

@@ -31,8 +31,8 @@ from fastfashion.format.dali_index import (
     write_index,
 )
 from fastfashion.format.manifest import ManifestError, read_manifest
-from fastfashion.format.verify import verify_shard_set
 from fastfashion.format.spec import decode_labels, encode_labels
+from fastfashion.format.verify import verify_shard_set
 
 SPLITS = ("train", "val", "test")
 

@@ -102,8 +102,10 @@ def read_shard_samples(idx_path: Path, tar_path: Path, width: int) -> tuple[list
     the label width (``width`` int64 per ``.lbl``). Raises :class:`ShardReadError` naming the file (and key)."""
     try:
         entries = read_index(idx_path)
-    except (OSError, IndexFormatError) as e:
-        raise ShardReadError(f"{idx_path}: cannot read the index: {e}") from e
+    except IndexFormatError as e:  # its message names the file and the line
+        raise ShardReadError(str(e)) from e
+    except OSError as e:
+        raise ShardReadError(f"{idx_path}: cannot read the index: {e.strerror or e}") from e
     try:
         tar_size = os.path.getsize(tar_path)
     except OSError as e:
