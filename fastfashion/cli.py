@@ -329,6 +329,12 @@ def _run_bench(args) -> int:
 
     from .bench.report import format_table, run_bench
     from .bench.throughput import BenchConfig
+    from .format.atomic import unwritable
+    for path in filter(None, (args.json, args.png)):  # checked before minutes of measuring, not after
+        if unwritable(path):
+            print(f"fastfashion bench: error: cannot write {path}: {unwritable(path)}; choose another --json/--png",
+                  file=sys.stderr)
+            return 1
     cfg = BenchConfig(shard_dir=args.shard_dir, source=args.source, split=args.split,
                       backends=tuple(b.strip() for b in args.backends.split(",") if b.strip()),
                       batch_size=args.batch_size, image_size=args.image_size, augment=not args.no_augment,

@@ -117,3 +117,15 @@ def test_errors_advise_the_flag_that_fixes_them(tiny_dataset, tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert err == (f"fastfashion shard: error: {out} already holds a shard set; refusing to replace it without "
                    "overwrite=True; pass --overwrite to replace it")
+
+
+def test_outputs_are_checked_before_the_work(tmp_path, capsys):
+    """An output that cannot be written fails at once, not after minutes of work."""
+    assert cli.main(["bench", "--shards", str(tmp_path), "--json", str(tmp_path)]) == 1
+    assert capsys.readouterr().err == (f"fastfashion bench: error: cannot write {tmp_path}: it is a folder; choose "
+                                       "another --json/--png\n")
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    assert cli.main(["train", "--shards", str(tmp_path), "--out", str(blocker)]) == 1
+    assert capsys.readouterr().err == (f"fastfashion train: error: {blocker} exists and is not a folder (the run "
+                                       "folder for checkpoints); choose another --out\n")

@@ -190,3 +190,20 @@ def file_sha256(path: str | os.PathLike) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
+
+
+def unwritable(path: str | os.PathLike) -> str | None:
+    """Why a file cannot be written at ``path`` (None when it can): checked before long work, so that an output
+    that cannot be written fails at once, not after it was computed. Missing parent folders count as writable
+    when the nearest existing one is."""
+    p = Path(path).absolute()
+    if p.is_dir():
+        return "it is a folder"
+    parent = p.parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        return f"{parent} is not a folder"
+    if not os.access(parent, os.W_OK | os.X_OK):
+        return f"{parent} is not writable"
+    return None

@@ -105,10 +105,20 @@ class ShardSetWriter:
         return entry
 
     def _write_shard(self, split: str, index: int, batch: list[Sample]) -> dict:
-        """One tar and its ``.idx``; returns the shard's manifest entry."""
-        import webdataset as wds
+        """One tar and its ``.idx``; returns the shard's manifest entry. An OSError without a file name (a full
+        disk) is raised again naming the tar."""
         tar_name, idx_name = shard_names(split, index)
         tar_path, idx_path = self.tmp / tar_name, self.tmp / idx_name
+        try:
+            return self._write_files(batch, tar_path, idx_path)
+        except OSError as e:
+            if e.filename is None and e.errno is not None:
+                raise OSError(e.errno, e.strerror or os.strerror(e.errno), str(tar_path)) from e
+            raise
+
+    def _write_files(self, batch: list[Sample], tar_path: Path, idx_path: Path) -> dict:
+        import webdataset as wds
+        tar_name, idx_name = tar_path.name, idx_path.name
         with wds.TarWriter(str(tar_path), encoder=False, mtime=TAR_MTIME) as tw:
             for s in batch:
                 tw.write({"__key__": s.key, "jpg": s.jpeg, "lbl": encode_labels(s.labels, self.schema),

@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 from ..errors import fixable
-from ..format.atomic import write_file
+from ..format.atomic import unwritable, write_file
 from ..format.manifest import manifest_schema, read_manifest
 from ..format.reader import split_keys
 from ..format.spec import TEST, VAL
@@ -96,6 +96,9 @@ def predict(checkpoint: str | os.PathLike, shard_dir: str | os.PathLike, out: st
     time), since the file must match the split line by line. Both files are written atomically (temporary file
     beside, then ``os.replace``). Returns the path of the text file.
     """
+    problem = unwritable(out)
+    if problem:
+        raise fixable(InferenceError(f"{out}: cannot write the predictions there: {problem}"), "out")
     device, model, ckpt, manifest = _eval_setup(checkpoint, shard_dir, split, device, need_labels=False)
     skipped = [s for s in manifest.get("skipped", []) if s.get("split") == split]
     if skipped:
