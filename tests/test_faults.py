@@ -109,7 +109,7 @@ def test_a_second_iterator_supersedes_the_first(base, backend):
                          with_keys=True)
     a = iter(loader)
     first = next(a)
-    b = iter(loader)
+    b = iter(loader)  # a val pass starts over (evaluation passes are not resumed mid-way)
     assert [k for batch in b for k in batch.keys] == loader.keys(0)  # the new pass is whole and in order
     with pytest.raises(LoaderError, match=r"this iterator was superseded by a newer iter\(\) on the same loader"):
         next(a)

@@ -3,6 +3,7 @@ arguments at definition time, so CI catches a wrong argument of the mixed decode
 cannot build or run the pipeline (the `gpu`-marked test in test_loader.py does that where CUDA exists)."""
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 pytest.importorskip("nvidia.dali")
@@ -24,7 +25,7 @@ def shard(tiny_dataset, tmp_path_factory):
 def test_gpu_graph_is_defined(shard, mode, fp16, cache_mb):
     from nvidia.dali.pipeline import Pipeline
     cfg = AugmentConfig(image_size=64, mode=mode, fp16=fp16)
-    rp = RandomParams(cfg, seed=0, rank=0, batch_size=4, plan=[(0, 10)]) if mode == "train" else None
+    rp = RandomParams(cfg, seed=0, batch_size=4, plan=[(0, np.arange(40))]) if mode == "train" else None
     pipe = fashion_pipeline(paths=[shard[0]], index_paths=[shard[1]], cfg=cfg, batch_size=4, device_id=0,
                             num_threads=1, seed=0, cache_mb=cache_mb, size_hint=(300, 300), random_params=rp)
     assert isinstance(pipe, Pipeline)

@@ -18,6 +18,7 @@ import tarfile
 import numpy as np
 import pytest
 import torch
+from helpers import make_dataset
 from PIL import Image
 
 from fastfashion.data.shard import ShardConfig, write_shards
@@ -25,7 +26,11 @@ from fastfashion.format.manifest import ManifestError, read_manifest
 from fastfashion.format.reader import ShardFiles
 from fastfashion.loading.augment import IMAGENET_MEAN, IMAGENET_STD, AugmentConfig
 from fastfashion.loading.backends import create_backend
-from fastfashion.loading.backends.dali import CACHE_FRACTION, FORCED_CACHE_FRACTION, decoder_cache_mb
+from fastfashion.loading.backends.dali import (
+    CACHE_FRACTION,
+    FORCED_CACHE_FRACTION,
+    decoder_cache_mb,
+)
 from fastfashion.loading.base import LoaderError
 from fastfashion.loading.loader import make_loader
 from fastfashion.schema import FASHION_SCHEMA
@@ -226,7 +231,8 @@ def test_epoch_advances_and_state_dict(shards):
     assert first != second and second == loader.keys(1)
     other = make_loader(shards, "train", batch_size=4, backend="dali", device="cpu", with_keys=True,
                         image_size=16)
-    other.load_state_dict({"epoch": 1})
+    other.load_state_dict(loader_state_at_epoch_1 := {**loader.state_dict(), "epoch": 1, "consumed": 0})
+    assert loader_state_at_epoch_1["version"] == 1
     assert [k for b in other for k in b.keys] == second
 
 
@@ -427,3 +433,68 @@ def test_torch_backend_on_cuda_pins_memory(shards):
         assert [f"{k:05d}" for k in decode_index(b.images)] == b.keys
     # non_blocking host->device copies are asynchronous only from pinned memory
     assert loader.active_backend.pin_memory is True
+
+
+@pytest.mark.parametrize("backend,device", BACKENDS)
+def test_resume_mid_epoch_gives_the_same_batches(shards, backend, device):
+    """Stopped after 3 batches, the state through JSON, a new loader: the rest of the epoch, with the same keys,
+    labels and augmented pixels as an uninterrupted loader (augmentation is a function of seed, epoch, sample)."""
+    import json
+    kw = dict(batch_size=3, backend=backend, device=device, image_size=16, with_keys=True, workers=0, seed=4)
+    whole = make_loader(shards, "train", **kw)
+    whole.set_epoch(2)
+    expected = [(b.keys, b.labels.clone(), b.images.clone()) for b in whole]
+    first = make_loader(shards, "train", **kw)
+    first.set_epoch(2)
+    it = iter(first)
+    got = [next(it) for _ in range(3)]
+    state = json.loads(json.dumps(first.state_dict()))
+    assert state["epoch"] == 2 and state["consumed"] == 9
+    second = make_loader(shards, "train", **kw)
+    second.load_state_dict(state)
+    got += list(second)
+    assert [b.keys for b in got] == [k for k, _, _ in expected]
+    for b, (_, labels, images) in zip(got, expected):
+        assert torch.equal(b.labels, labels) and torch.equal(b.images, images)
+    assert second.state_dict()["epoch"] == 3  # the epoch was completed
+
+
+def test_break_then_iterate_again_continues_the_epoch(shards):
+    loader = make_loader(shards, "train", batch_size=2, backend="torch", device="cpu", with_keys=True, image_size=16,
+                         workers=0)
+    it = iter(loader)
+    head = [k for _ in range(3) for k in next(it).keys]
+    del it
+    rest = [k for b in loader for k in b.keys]
+    assert head + rest == loader.keys(0) and loader.epoch == 1
+
+
+@pytest.mark.parametrize("old,new", [(2, 1), (2, 3)])
+def test_elastic_resume_delivers_each_sample_of_the_epoch_once(shards, old, new):
+    kw = dict(batch_size=2, backend="torch", device="cpu", image_size=16, with_keys=True, workers=0)
+    loaders = [make_loader(shards, "train", rank=r, world_size=old, **kw) for r in range(old)]
+    seen = []
+    for loader in loaders:  # 2 steps in lockstep
+        it = iter(loader)
+        seen += [k for _ in range(2) for k in next(it).keys]
+    state = loaders[0].state_dict()
+    assert state["consumed"] == 2 * 2 * old and all(ld.state_dict() == state for ld in loaders)
+    for r in range(new):
+        resumed = make_loader(shards, "train", rank=r, world_size=new, **kw)
+        resumed.load_state_dict(state)
+        seen += [k for b in resumed for k in b.keys]
+    assert len(seen) == len(set(seen))  # none twice
+    missing = set(f"{k:05d}" for k in range(N_TRAIN)) - set(seen)
+    assert len(missing) < new * 2  # none skipped but the drop_last tail
+
+
+def test_a_state_of_other_data_is_refused(shards, tmp_path):
+    other = tmp_path / "other"
+    write_shards(make_dataset(tmp_path / "data", train=12, val=4, test=4), other, ShardConfig(workers=1))
+    state = make_loader(other, "train", batch_size=2, backend="torch", device="cpu").state_dict()
+    loader = make_loader(shards, "train", batch_size=2, backend="torch", device="cpu")
+    with pytest.raises(ValueError, match="^the loader state is for data 'sha256:[0-9a-f]{64}', this loader has "
+                                         "'sha256:[0-9a-f]{64}'$"):
+        loader.load_state_dict(state)
+    with pytest.raises(ValueError, match="^the loader state is for batch_size 3, this loader has 2$"):
+        loader.load_state_dict({**loader.state_dict(), "batch_size": 3})

@@ -60,9 +60,10 @@ def test_drop_last_equal_disjoint_and_remainder_moves(world_size):
         assert [len(s) for s in shares] == [n] * world_size
         allidx = np.concatenate(shares)
         assert len(set(allidx.tolist())) == len(allidx)  # disjoint
-        # contiguous shares of the epoch's permutation; the dropped remainder is its tail
+        # whole batches of the epoch's permutation dealt out in turn; the dropped remainder is its tail
         perm = order.permutation(SIZES, seed=0, epoch=epoch)
-        assert np.array_equal(allidx, perm[:world_size * n])
+        dealt = np.stack([s.reshape(-1, bs) for s in shares], axis=1).reshape(-1)  # batch 0 of each rank, batch 1 ...
+        assert np.array_equal(dealt, perm[:world_size * n])
         dropped.append(frozenset(perm[world_size * n:].tolist()))
         assert len(dropped[-1]) == N - world_size * n
     assert len(set(dropped)) > 1  # the dropped remainder differs between epochs
@@ -91,3 +92,27 @@ def test_runs_roundtrip_and_pad():
 def test_rank_out_of_range():
     with pytest.raises(ValueError, match="^rank 2 out of range for world_size 2$"):
         order.rank_share(np.arange(4), rank=2, world_size=2, batch_size=1, drop_last=False)
+
+
+@pytest.mark.parametrize("old,new", [(2, 1), (2, 3), (3, 2), (1, 1)])
+def test_resume_on_another_number_of_ranks_delivers_each_sample_once(old, new):
+    """Interrupted after c batches per rank on ``old`` ranks, resumed from the delivered prefix on ``new`` ranks:
+    the epoch's samples are delivered once each, apart from the drop_last tail (< new * batch_size)."""
+    bs, c = 3, 2
+    kw = dict(seed=5, epoch=1, shuffle=True, batch_size=bs, drop_last=True)
+    before = [order.epoch_indices(SIZES, rank=r, world_size=old, **kw)[:c * bs] for r in range(old)]
+    start = c * old * bs
+    perm = order.permutation(SIZES, seed=5, epoch=1)
+    assert sorted(np.concatenate(before).tolist()) == sorted(perm[:start].tolist())  # a prefix was delivered
+    after = [order.epoch_indices(SIZES, rank=r, world_size=new, start=start, **kw) for r in range(new)]
+    delivered = np.concatenate(before + after).tolist()
+    assert len(delivered) == len(set(delivered))  # none twice
+    dropped = set(range(N)) - set(delivered)
+    assert dropped == set(perm[len(delivered):].tolist()) and len(dropped) < new * bs  # only the tail
+
+
+def test_start_is_checked():
+    with pytest.raises(ValueError, match="^start 99 outside the epoch's 4 samples$"):
+        order.rank_share(np.arange(4), rank=0, world_size=1, batch_size=1, drop_last=True, start=99)
+    with pytest.raises(ValueError, match=r"^resuming mid-epoch \(start > 0\) needs drop_last"):
+        order.rank_share(np.arange(4), rank=0, world_size=1, batch_size=1, drop_last=False, start=1)

@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import dataclasses
 
+import numpy as np
+
 MIN_IMAGE_SIZE = 8
 MAX_IMAGE_SIZE = 1024  # a 1024 px float32 batch of 64 is already 800 MB; the data set's images are 300 px tall
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -98,3 +100,43 @@ class AugmentConfig:
     def photometric(self) -> bool:
         """Whether any colour jitter is on."""
         return bool(self.brightness or self.contrast or self.saturation or self.hue)
+
+
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+_FIELDS_MAX = 64  # random numbers per sample at most (the DALI graph draws 10)
+
+
+def _mix(z: np.ndarray) -> np.ndarray:
+    """splitmix64's finalizer: a bijective scramble of uint64 values (wrapping arithmetic)."""
+    with np.errstate(over="ignore"):
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        return z ^ (z >> np.uint64(31))
+
+
+def _base(seed: int, epoch: int) -> np.uint64:
+    with np.errstate(over="ignore"):
+        return _mix(np.array([(seed & 0xFFFFFFFF) << 32 | (epoch & 0xFFFFFFFF)], dtype=np.uint64) * _GOLDEN)[0]
+
+
+def sample_uniforms(seed: int, epoch: int, indices, n: int) -> np.ndarray:
+    """``[len(indices), n]`` uniforms in [0, 1): the augmentation randomness of each sample, a pure function of
+    ``(seed, epoch, sample index)``. It does not depend on the rank, the batch a sample lands in, the worker that
+    decodes it or where a run was resumed, so a resumed or re-sharded run augments every sample as an uninterrupted
+    one would (counter-based: splitmix64 of a per-sample counter, vectorised)."""
+    if not 0 < n <= _FIELDS_MAX:
+        raise ValueError(f"n must be in 1..{_FIELDS_MAX}, got {n}")
+    idx = np.asarray(indices, dtype=np.uint64).reshape(-1, 1)
+    with np.errstate(over="ignore"):
+        counter = (idx * np.uint64(_FIELDS_MAX) + np.arange(n, dtype=np.uint64)[None, :]) * _GOLDEN + _base(seed, epoch)
+        z = _mix(counter)
+    return (z >> np.uint64(11)).astype(np.float64) / float(1 << 53)
+
+
+def sample_seed(seed: int, epoch: int, index: int) -> int:
+    """A 63-bit seed for sample ``index`` in ``epoch`` (for libraries that draw their own random numbers, such as
+    torchvision's transforms), from the same counter as :func:`sample_uniforms`."""
+    with np.errstate(over="ignore"):
+        z = _mix(np.array([index], dtype=np.uint64) * np.uint64(_FIELDS_MAX) * _GOLDEN + _base(seed, epoch)
+                 + np.uint64(_FIELDS_MAX - 1))
+    return int(z[0] >> np.uint64(1))

@@ -12,6 +12,8 @@ After a complete pass the loader moves to the next epoch by itself; ``set_epoch(
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import logging
 import os
 import threading
@@ -42,6 +44,15 @@ def _dist(rank, world_size) -> tuple[int, int]:
         return (dist.get_rank() if rank is None else int(rank),
                 dist.get_world_size() if world_size is None else int(world_size))
     return (0 if rank is None else int(rank)), (1 if world_size is None else int(world_size))
+
+
+STATE_VERSION = 1
+
+
+def _data_fingerprint(manifest: dict, split: str) -> str:
+    """What a split's samples are: the sha256 of its shards' checksums (a loader state is only for these)."""
+    shards = [(sh["tar"], sh["sha256"], sh["idx_sha256"]) for sh in manifest["splits"][split]["shards"]]
+    return "sha256:" + hashlib.sha256(json.dumps(shards).encode()).hexdigest()
 
 
 def _manifest_identity(shard_dir: Path) -> list[int] | None:
@@ -85,6 +96,9 @@ class FashionLoader:
             raise ValueError(f"rank {self.rank} out of range for world_size {self.world_size}")
         self.augment: AugmentConfig = config.resolved_augment()
         self.with_keys, self.block, self.epoch = config.with_keys, config.block, 0
+        self._start = 0       # samples of self.epoch (all ranks) delivered before the next pass (a resumed run)
+        self._delivered = 0   # batches this rank delivered in the current pass
+        self._fingerprint = _data_fingerprint(manifest, config.split)
         try:
             self.samples = read_split_samples(self.shard_dir, manifest, self.split, self.schema)
         except ShardReadError as e:
@@ -100,24 +114,50 @@ class FashionLoader:
         self._lock = threading.Lock()  # one batch at a time, whatever the thread
 
     # --- order -------------------------------------------------------------------------------------------
-    def indices(self, epoch: int) -> np.ndarray:
+    def indices(self, epoch: int, start: int = 0) -> np.ndarray:
         """Global sample indices this rank delivers in ``epoch``, in delivery order."""
         return epoch_indices(self.samples.sizes, seed=self.seed, epoch=epoch, shuffle=self.shuffle, rank=self.rank,
                              world_size=self.world_size, batch_size=self.batch_size, drop_last=self.drop_last,
+                             start=start,
                              block=self.block)
 
     def __len__(self) -> int:
         return num_batches(self.num_samples, self.batch_size, self.drop_last)
 
     def set_epoch(self, epoch: int) -> None:
-        """Choose the epoch the next iteration delivers (order = f(seed, epoch, rank, world_size))."""
+        """Choose the epoch the next iteration delivers (order = f(seed, epoch)); a resumed position applies only
+        to the epoch it was saved in."""
+        if int(epoch) != self.epoch:
+            self._start = 0
         self.epoch = int(epoch)
 
     def state_dict(self) -> dict:
-        return {"epoch": self.epoch, "seed": self.seed}
+        """Where this loader stands, as plain JSON values (torchdata's ``Stateful`` protocol): the epoch, the samples
+        of it all ranks delivered (``consumed``: a prefix of the epoch's order, see :mod:`.order`), and what the
+        order depends on. :meth:`load_state_dict` on a loader of the same data continues from there, on any number
+        of ranks."""
+        consumed = self._start + self._delivered * self.batch_size * self.world_size if self.drop_last else 0
+        return {"version": STATE_VERSION, "epoch": self.epoch, "consumed": consumed, "seed": self.seed,
+                "world_size": self.world_size, "batch_size": self.batch_size, "shuffle": self.shuffle,
+                "drop_last": self.drop_last, "block": self.block, "split": self.split,
+                "num_samples": len(self.samples.refs), "data": self._fingerprint}
 
     def load_state_dict(self, state: dict) -> None:
-        self.epoch = int(state["epoch"])
+        """Continue from :meth:`state_dict`'s position: the next batch is the one an uninterrupted loader would
+        deliver (same samples; same augmentation, a function of (seed, epoch, sample)). Raises ValueError naming
+        both values when the state belongs to other data or another order."""
+        if not isinstance(state, dict) or state.get("version") != STATE_VERSION:
+            raise ValueError(f"not a loader state of version {STATE_VERSION}: {state!r:.200}")
+        mine = self.state_dict()
+        for key in ("data", "split", "num_samples", "seed", "batch_size", "shuffle", "drop_last", "block"):
+            if state.get(key) != mine[key]:
+                raise ValueError(f"the loader state is for {key} {state.get(key)!r}, this loader has {mine[key]!r}")
+        consumed = state.get("consumed")
+        if not isinstance(consumed, int) or consumed < 0 or consumed % self.batch_size or \
+                consumed > len(self.samples.refs):
+            raise ValueError(f"the loader state's position {consumed!r} is not a whole number of batches of the "
+                             f"split's {len(self.samples.refs)} samples")
+        self.epoch, self._start, self._delivered = int(state["epoch"]), consumed, 0
 
     def keys(self, epoch: int | None = None) -> list[str]:
         """Sample keys of an epoch on this rank, in delivery order (what ``with_keys`` yields, batch by batch)."""
@@ -139,8 +179,10 @@ class FashionLoader:
         return self._backend
 
     def __iter__(self):
-        """A new pass over the current epoch. It supersedes any earlier iterator of this loader: using that one
-        again raises :class:`LoaderError` (the backend, a DALI pipeline, serves one pass at a time)."""
+        """A pass over the rest of the current epoch: after a complete pass the next epoch; after an abandoned one
+        (``break``) the samples it did not deliver (train; an evaluation pass starts over). It supersedes any
+        earlier iterator of this loader: using that one again raises :class:`LoaderError` (the backend, a DALI
+        pipeline, serves one pass at a time)."""
         with self._lock:
             self._generation += 1
             return self._pass(self._generation)
@@ -161,7 +203,10 @@ class FashionLoader:
 
     def _pass(self, generation: int):
         epoch = self.epoch
-        indices = self.indices(epoch)
+        if self._delivered and self.drop_last:  # an abandoned pass: continue after what it delivered
+            self._start += self._delivered * self.batch_size * self.world_size
+        self._delivered = 0
+        indices = self.indices(epoch, self._start)
         with self._lock:
             self._check_current(generation)
             if self._backend is None:
@@ -176,12 +221,13 @@ class FashionLoader:
             if images.device != self.device:
                 images = images.to(self.device, non_blocking=True)
                 labels = labels.to(self.device, non_blocking=True)
+            self._delivered += 1
             yield Batch(images, labels, keys)
         if a != len(indices):
             raise LoaderError(f"{self.shard_dir} split {self.split!r}: backend {self.backend} delivered {a} of "
                               f"{len(indices)} samples")
-        if self.epoch == epoch:
-            self.epoch = epoch + 1  # a complete pass: the next iteration reshuffles
+        if self.epoch == epoch:  # a complete pass: the next iteration reshuffles
+            self.epoch, self._start, self._delivered = epoch + 1, 0, 0
 
     def close(self) -> None:
         if self._backend is not None:

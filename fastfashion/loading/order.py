@@ -8,16 +8,18 @@ Shuffle (train): a *blocked* full permutation. Each shard's samples are permuted
 consecutive samples, and all blocks of all shards are permuted together. ``block=1`` is a uniform permutation;
 larger blocks keep runs of samples from one shard together, which bounds the number of (tar, index file)
 entries the DALI reader needs per epoch to about ``N / block`` (see :mod:`fastfashion.loading.backends.dali`).
-Because the
-per-shard permutation is redrawn every epoch, block membership changes every epoch too.
+Because the per-shard permutation is redrawn every epoch, block membership changes every epoch too.
 
-Ranks: the epoch's order is cut into ``world_size`` contiguous shares (contiguous keeps the runs intact).
+Ranks, training (``drop_last=True``): the epoch's order is cut into batches dealt out to the ranks in turn (batch
+``g`` to rank ``g % world_size``), so that every rank gets the same number of whole batches and, after each rank
+took ``c`` batches, the samples delivered are exactly a prefix of the order. That prefix is what a checkpoint
+records (``start``): a run resumes from it on the same or another number of ranks with no sample delivered twice
+or skipped. The remainder dropped (fewer than ``world_size * batch_size`` samples) is the tail of this epoch's
+permutation, so a different set of samples each epoch.
 
-* ``drop_last=True``: every rank gets the same ``(N // world_size) // batch_size * batch_size`` samples; the
-  remainder dropped is the tail of this epoch's permutation, so a different set of samples each epoch.
-* ``drop_last=False``: shares are ``numpy.array_split`` of the order — all ``N`` samples, each exactly once,
-  share sizes differing by at most one sample (so ranks may yield a different number of batches; the last batch
-  may be smaller). This is the evaluation setting: no sample is padded or duplicated.
+Ranks, evaluation (``drop_last=False``): shares are contiguous ``numpy.array_split`` of the order, all ``N`` samples
+each exactly once, share sizes differing by at most one sample (so ranks may yield a different number of batches;
+the last batch may be smaller): no sample is padded or duplicated.
 """
 from __future__ import annotations
 
@@ -56,22 +58,45 @@ def permutation(sizes: Sequence[int], *, seed: int, epoch: int, block: int = DEF
     return np.concatenate([blocks[i] for i in order]).astype(np.int64)
 
 
-def rank_share(order: np.ndarray, *, rank: int, world_size: int, batch_size: int, drop_last: bool) -> np.ndarray:
-    """This rank's contiguous share of an epoch's ``order`` (see module docstring for the two policies)."""
+def rank_share(order: np.ndarray, *, rank: int, world_size: int, batch_size: int, drop_last: bool,
+               start: int = 0) -> np.ndarray:
+    """This rank's share of an epoch's ``order`` from position ``start`` on (see the module docstring).
+
+    ``drop_last``: whole batches dealt out in turn (global batch ``g`` of the remaining order goes to rank
+    ``g % world_size``), the tail that does not fill a batch on every rank dropped; after each rank took ``c``
+    batches, exactly the first ``start + c * world_size * batch_size`` samples of ``order`` were delivered, so a run
+    can resume from that prefix on any number of ranks. Otherwise ``numpy.array_split`` (every sample once;
+    ``start`` must be 0).
+    """
     if not 0 <= rank < world_size:
         raise ValueError(f"rank {rank} out of range for world_size {world_size}")
+    if not 0 <= start <= len(order):
+        raise ValueError(f"start {start} outside the epoch's {len(order)} samples")
     if drop_last:
-        n = (len(order) // world_size) // batch_size * batch_size
-        return order[rank * n:(rank + 1) * n]
+        rest = order[start:]
+        per_round = world_size * batch_size
+        batches = rest[:len(rest) // per_round * per_round].reshape(-1, batch_size)
+        return batches[rank::world_size].reshape(-1)
+    if start:
+        raise ValueError("resuming mid-epoch (start > 0) needs drop_last (evaluation passes are not resumed)")
     return np.array_split(order, world_size)[rank]
 
 
-def epoch_indices(sizes: Sequence[int], *, seed: int, epoch: int, shuffle: bool, rank: int = 0,
-                  world_size: int = 1, batch_size: int, drop_last: bool, block: int = DEFAULT_BLOCK) -> np.ndarray:
-    """Global sample indices this rank delivers in ``epoch``, in delivery order (int64)."""
+def epoch_order(sizes: Sequence[int], *, seed: int, epoch: int, shuffle: bool, block: int = DEFAULT_BLOCK
+                ) -> np.ndarray:
+    """The whole epoch's order of global sample indices, before it is shared among ranks."""
     total = int(np.sum(np.asarray(sizes, dtype=np.int64))) if len(sizes) else 0
-    order = permutation(sizes, seed=seed, epoch=epoch, block=block) if shuffle else np.arange(total, dtype=np.int64)
-    return rank_share(order, rank=rank, world_size=world_size, batch_size=batch_size, drop_last=drop_last)
+    return permutation(sizes, seed=seed, epoch=epoch, block=block) if shuffle else np.arange(total, dtype=np.int64)
+
+
+def epoch_indices(sizes: Sequence[int], *, seed: int, epoch: int, shuffle: bool, rank: int = 0,
+                  world_size: int = 1, batch_size: int, drop_last: bool, block: int = DEFAULT_BLOCK,
+                  start: int = 0) -> np.ndarray:
+    """Global sample indices this rank delivers in ``epoch`` from the epoch's position ``start`` on (the samples
+    all ranks delivered before an interruption), in delivery order (int64)."""
+    order = epoch_order(sizes, seed=seed, epoch=epoch, shuffle=shuffle, block=block)
+    return rank_share(order, rank=rank, world_size=world_size, batch_size=batch_size, drop_last=drop_last,
+                      start=start)
 
 
 def locate(indices: np.ndarray, sizes: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:

@@ -188,8 +188,8 @@ class DaliBackend:
         padded = [pad_to_batch(idx, b) for _, idx in epochs]
         paths, index_paths = self._write_index_files(np.concatenate(padded))
         first = epochs[0][0]
-        plan = [(e, len(p) // b) for (e, _), p in zip(epochs, padded)]
-        rand = RandomParams(ctx.augment, seed=ctx.seed, rank=ctx.rank, batch_size=b, plan=plan)
+        rand = RandomParams(ctx.augment, seed=ctx.seed, batch_size=b,
+                            plan=[(e, p) for (e, _), p in zip(epochs, padded)])
         self._pipe = fashion_pipeline(paths=paths, index_paths=index_paths, cfg=ctx.augment, batch_size=b,
                                       device_id=self.device_id, num_threads=self.num_threads,
                                       seed=(ctx.seed * 1_000_003 + first * 7919 + ctx.rank) % (2 ** 31),

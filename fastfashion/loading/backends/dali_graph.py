@@ -17,37 +17,40 @@ from typing import Sequence
 
 import numpy as np
 
-from ..augment import AugmentConfig
+from ..augment import AugmentConfig, sample_uniforms
 
 CONTRAST_CENTER = 128.0  # contrast blends towards mid-grey (DALI's convention; torchvision: the image's mean grey)
 
 
-# Per-sample random parameters, drawn in numpy once per batch (one callback per batch, none per sample) from
-# (seed, rank, epoch, batch): augmentation is a pure function of those, whichever pipeline (horizon) produces it.
+# Per-sample random parameters, drawn in numpy once per batch (one callback per batch, none per sample): each
+# sample's from (seed, epoch, sample index) (augment.sample_uniforms), so augmentation does not depend on the rank,
+# the pipeline (horizon) that produces it or where a run resumed.
 RAND_FIELDS = ("area", "logratio", "x", "y", "flip", "angle", "brightness", "contrast", "saturation", "hue")
 
 
 class RandomParams:
-    """The ``external_source`` callback: iteration ``i`` of the pipeline -> ``[B, len(RAND_FIELDS)]`` float32."""
+    """The ``external_source`` callback: iteration ``i`` of the pipeline -> ``[B, len(RAND_FIELDS)]`` float32.
 
-    def __init__(self, cfg: AugmentConfig, *, seed: int, rank: int, batch_size: int,
-                 plan: Sequence[tuple[int, int]]):
-        self.cfg, self.seed, self.rank, self.batch_size = cfg, seed, rank, batch_size
-        self.plan = list(plan)  # (epoch, batches in that epoch) in pipeline order
+    ``plan``: ``(epoch, padded indices)`` of each epoch the pipeline reads, in order (what its index files list)."""
 
-    def where(self, iteration: int) -> tuple[int, int]:
-        """(epoch, batch within the epoch) of a pipeline iteration (past the plan: the last epoch continues)."""
-        for epoch, n in self.plan:
+    def __init__(self, cfg: AugmentConfig, *, seed: int, batch_size: int, plan: Sequence[tuple[int, np.ndarray]]):
+        self.cfg, self.seed, self.batch_size = cfg, seed, batch_size
+        self.plan = [(e, np.asarray(idx, dtype=np.int64)) for e, idx in plan]
+
+    def where(self, iteration: int) -> tuple[int, np.ndarray]:
+        """(epoch, sample indices) of a pipeline iteration (past the plan, prefetching: the last batch again)."""
+        b = self.batch_size
+        for epoch, idx in self.plan:
+            n = len(idx) // b
             if iteration < n:
-                return epoch, iteration
+                return epoch, idx[iteration * b:(iteration + 1) * b]
             iteration -= n
-        epoch, n = self.plan[-1]
-        return epoch, n + iteration
+        epoch, idx = self.plan[-1]
+        return epoch, idx[-b:]
 
-    def draw(self, epoch: int, batch: int) -> np.ndarray:
+    def draw(self, epoch: int, indices: np.ndarray) -> np.ndarray:
         c = self.cfg
-        rng = np.random.default_rng([self.seed & 0xFFFFFFFF, self.rank, epoch, batch, 0xA06])
-        u = rng.random((self.batch_size, len(RAND_FIELDS)))
+        u = sample_uniforms(self.seed, epoch, indices, len(RAND_FIELDS))
         out = u.copy()  # area, logratio, x, y stay uniforms: the graph maps them with each image's shape
         out[:, 1] = math.log(c.ratio[0]) + u[:, 1] * (math.log(c.ratio[1]) - math.log(c.ratio[0]))
         out[:, 0] = c.scale[0] + u[:, 0] * (c.scale[1] - c.scale[0])

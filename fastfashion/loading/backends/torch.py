@@ -25,7 +25,7 @@ from torch.utils.data import DataLoader, Dataset
 from ...format.reader import SampleRef, ShardFiles
 from ...format.spec import label_problem
 from ...schema import Schema
-from ..augment import AugmentConfig
+from ..augment import AugmentConfig, sample_seed
 from ..base import BackendContext, LoaderError
 
 log = logging.getLogger(__name__)
@@ -54,17 +54,20 @@ def torchvision_transform(cfg: AugmentConfig):
 class ShardDataset(Dataset):
     """Samples of one split by global index (manifest order), read by offset from the tars."""
 
-    def __init__(self, refs: Sequence[SampleRef], cfg: AugmentConfig, schema: Schema):
-        self.refs, self.cfg, self.schema = list(refs), cfg, schema
+    def __init__(self, refs: Sequence[SampleRef], cfg: AugmentConfig, schema: Schema, seed: int = 0):
+        self.refs, self.cfg, self.schema, self.seed = list(refs), cfg, schema, seed
         self.transform = torchvision_transform(cfg)
         self.files = ShardFiles()  # per worker process: descriptors opened lazily, in the worker
 
     def __len__(self) -> int:
         return len(self.refs)
 
-    def __getitem__(self, i: int):
-        """``(image, labels, key)`` of global sample ``i``. Raises :class:`LoaderError` naming shard and key."""
+    def __getitem__(self, item: int | tuple[int, int]):
+        """``(image, labels, key)`` of global sample ``i`` (``item``: ``i`` or ``(i, epoch)``); the random
+        transform is seeded from ``(seed, epoch, i)``, so it does not depend on the worker or the batch. Raises
+        :class:`LoaderError` naming shard and key."""
         from PIL import Image
+        i, epoch = item if isinstance(item, tuple) else (item, 0)
         r = self.refs[i]
         try:
             jpg, lbl = self.files.sample(r)
@@ -77,6 +80,7 @@ class ShardDataset(Dataset):
         problem = label_problem(values.tolist(), self.schema)  # checked at load time too; the file may change
         if problem:
             raise LoaderError(f"{r.tar}: sample {r.key!r}: {problem}")
+        torch.manual_seed(sample_seed(self.seed, epoch, i))
         return self.transform(img), torch.from_numpy(values), r.key
 
     def __getitems__(self, indices: Sequence[int]):
@@ -96,14 +100,14 @@ class _Failed:
 
 
 class _EpochBatches:
-    """A batch sampler whose batches the loader replaces each epoch."""
+    """A batch sampler whose batches the loader replaces each epoch: ``(sample index, epoch)`` items."""
 
     def __init__(self, batch_size: int):
-        self.batch_size, self.indices = batch_size, np.zeros(0, dtype=np.int64)
+        self.batch_size, self.indices, self.epoch = batch_size, np.zeros(0, dtype=np.int64), 0
 
     def __iter__(self):
         for a in range(0, len(self.indices), self.batch_size):
-            yield self.indices[a:a + self.batch_size].tolist()
+            yield [(int(i), self.epoch) for i in self.indices[a:a + self.batch_size]]
 
     def __len__(self) -> int:
         return -(-len(self.indices) // self.batch_size)
@@ -140,7 +144,7 @@ class TorchBackend:
     def __init__(self, name: str, ctx: BackendContext):
         self.sampler = _EpochBatches(ctx.batch_size)
         self.seed, self.rank = ctx.seed, ctx.rank
-        self.dataset = ShardDataset(ctx.samples.refs, ctx.augment, ctx.schema)
+        self.dataset = ShardDataset(ctx.samples.refs, ctx.augment, ctx.schema, ctx.seed)
         workers = ctx.workers
         # workers end with each epoch's iterator: an abandoned epoch leaves nothing running in the background
         self.loader = DataLoader(self.dataset, batch_sampler=self.sampler, num_workers=workers,
@@ -157,9 +161,8 @@ class TorchBackend:
     def epoch(self, indices: np.ndarray, epoch: int):
         """Yield ``(images, labels)`` of ``indices``; raises :class:`LoaderError` (one line, naming shard and key)
         for a sample that cannot be loaded, whether it failed in a worker or here."""
-        self.sampler.indices = indices
-        # worker RNG seeds from (seed, epoch, rank): with workers, augmentation is a function of those
-        self.loader.generator.manual_seed(hash((self.seed, epoch, self.rank)) & 0x7FFFFFFF)
+        self.sampler.indices, self.sampler.epoch = indices, epoch
+        self.loader.generator.manual_seed(hash((self.seed, epoch, self.rank)) & 0x7FFFFFFF)  # worker base seeds
         for batch in self.loader:
             if isinstance(batch, _Failed):
                 raise LoaderError(batch.message)
