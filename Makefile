@@ -11,13 +11,16 @@ EXTRAS := dev,dali-cu13
 endif
 endif
 
-.PHONY: demo test bench clean
+.PHONY: demo test test-long bench clean
 
 demo: $(STAMP)
 	$(VENV)/bin/fastfashion demo --out demo_out
 
 test: $(STAMP)
-	$(PY) -m pytest tests
+	$(PY) -m pytest tests -m "not long"
+
+test-long: $(STAMP)
+	$(PY) -m pytest tests -m long
 
 bench: $(STAMP)
 	$(PY) -m pytest benchmarks --benchmark-only --benchmark-json=benchmarks/results/bench-$$(date +%Y%m%d-%H%M%S).json

@@ -111,7 +111,15 @@ def _add_train(sub) -> None:
     p.add_argument("--weights", metavar="PATH|imagenet", default=None,
                    help="initial weights: 'imagenet' (torchvision, needs the network) or a local state dict; "
                         "default: random init")
-    p.add_argument("--resume", action="store_true", help="continue from RUN_DIR/last.pt")
+    p.add_argument("--resume", action="store_true",
+                   help="continue from RUN_DIR/last.pt at the exact step it was written (same or another number of "
+                        "processes)")
+    p.add_argument("--overwrite", action="store_true", help="start over in a RUN_DIR that already holds a run")
+    p.add_argument("--checkpoint-minutes", type=float, metavar="M", default=10.0,
+                   help="also write last.pt during an epoch every M minutes (0: only at epoch ends; default: "
+                        "%(default)s). SIGTERM/Ctrl-C: finish the step, write last.pt, exit 143/130")
+    p.add_argument("--checkpoint-every", type=int, metavar="N", default=None,
+                   help="also write last.pt every N optimizer steps")
     p.add_argument("--max-steps", type=int, default=None, metavar="N", help="stop after N optimizer steps in total")
     p.add_argument("--seed", type=int, metavar="N", default=0, help="seed of init, data order and augmentation "
                                                        "(default: %(default)s)")
@@ -285,7 +293,9 @@ def _run_train(args) -> int:
                       weight_decay=args.weight_decay, label_smoothing=args.label_smoothing,
                       image_size=args.image_size, augment=not args.no_augment, device=args.device,
                       backend=args.backend, weights=args.weights, resume=args.resume, max_steps=args.max_steps,
-                      seed=args.seed, workers=args.workers, verify=args.verify)
+                      seed=args.seed, workers=args.workers, verify=args.verify,
+                      checkpoint_minutes=args.checkpoint_minutes or None, checkpoint_every=args.checkpoint_every,
+                      overwrite=args.overwrite)
     result = train(cfg)
     if int(os.environ.get("RANK", 0)) == 0:
         print(f"trained {result['epochs']} epochs ({result['steps']} steps); best val average class accuracy "
@@ -408,6 +418,7 @@ ADVICE = {  # library parameter (errors.fixable) -> what to do on the command li
     "out": "choose another --out",
     "split": "choose another --split (evaluate needs a labelled one; predict reads any)",
     "shard_dir": "create one with 'fastfashion shard SRC_DIR SHARD_DIR'",
+    "resume_or_overwrite": "pass --resume to continue it, or --overwrite to start over",
 }
 
 
@@ -434,7 +445,10 @@ def main(argv: list[str] | None = None) -> int:
         terminate_on_sigterm()  # SIGTERM cleans up like Ctrl-C
         clean_dead_owners()  # temporaries of killed runs (only those whose process is gone)
         return int(args.func(args) or 0)
-    except Terminated:
+    except Terminated as e:
+        if hasattr(e, "signum"):  # training stopped cleanly after writing a checkpoint (train.preemption)
+            print(f"fastfashion {args.verb}: {e}", file=sys.stderr)
+            return 128 + int(e.signum)
         print(f"fastfashion {args.verb}: terminated (SIGTERM); temporary files removed", file=sys.stderr)
         return EXIT_SIGTERM
     except KeyboardInterrupt:

@@ -5,6 +5,7 @@ import json
 import os
 import re
 import subprocess
+import types
 import sys
 import zipfile
 
@@ -138,7 +139,8 @@ def test_teardown_barriers_only_after_a_normal_exit(monkeypatch, tmp_path):
 
     def fail(*args):
         raise ValueError("this rank failed")
-    monkeypatch.setattr(train_mod, "_start", lambda *args: None)
+    from fastfashion.train.preemption import StopFlag
+    monkeypatch.setattr(train_mod, "_start", lambda *args: types.SimpleNamespace(stop=StopFlag()))
     monkeypatch.setattr(train_mod, "_train", fail)
     with pytest.raises(ValueError, match="^this rank failed$"):
         train(TrainConfig(shard_dir="s", out=str(tmp_path / "r"), device="cpu"))

@@ -17,7 +17,7 @@ import torch
 from ..format.atomic import write_file
 
 FORMAT = "fastfashion-checkpoint"
-VERSION = 1
+VERSION = 2  # 2: the loader's position within an epoch ("loader") and the epoch's progress
 
 
 class CheckpointError(ValueError):

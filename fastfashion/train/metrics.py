@@ -139,12 +139,38 @@ class MetricAccumulator:
         self._flat = [torch.zeros(k * k + 1, dtype=torch.int64, device=device) for k in self.schema.num_classes]
         self._scalars = torch.zeros(3, dtype=torch.float64, device=device)
 
+    def state_dict(self) -> dict | None:
+        """The accumulated counts as CPU tensors (None before the first batch): saved by a mid-epoch checkpoint."""
+        if self._flat is None:
+            return None
+        return {"flat": [f.cpu() for f in self._flat], "scalars": self._scalars.cpu()}
+
+    def load_state_dict(self, state: dict | None) -> None:
+        """Continue from :meth:`state_dict` (moved to the device of the next batch)."""
+        if state is None:
+            self._flat = self._scalars = None
+            return
+        self._flat = [f.clone() for f in state["flat"]]
+        self._scalars = state["scalars"].clone()
+
+    def reduced_state(self) -> dict | None:
+        """:meth:`state_dict` summed over ranks, leaving this rank's own counts as they are (every rank calls it)."""
+        copy = MetricAccumulator(self.schema)
+        copy.load_state_dict(self.state_dict())
+        if copy._flat is None:
+            copy._init(torch.device("cpu"))
+        copy.all_reduce()
+        return copy.state_dict()
+
     def update(self, logits: Sequence[torch.Tensor], targets: torch.Tensor, loss: torch.Tensor | float | None = None
                ) -> None:
         """Add a batch: ``logits`` one ``[B, K_i]`` per attribute, ``targets`` ``[B, len(schema)]``, mean ``loss``."""
         preds = torch.stack([lg.detach().argmax(dim=1) for lg in logits], dim=1)
         if self._flat is None:
             self._init(preds.device)
+        elif self._flat[0].device != preds.device:  # restored from a checkpoint
+            self._flat = [f.to(preds.device) for f in self._flat]
+            self._scalars = self._scalars.to(preds.device)
         targets = targets.to(preds.device)
         for i, (k, flat) in enumerate(zip(self.schema.num_classes, self._flat)):
             t = targets[:, i]

@@ -24,6 +24,7 @@ import logging
 import math
 import os
 import re
+import signal
 import time
 from pathlib import Path
 from typing import Sequence
@@ -47,6 +48,7 @@ from .device import channels_last as use_channels_last
 from .device import to_device
 from .metrics import MetricAccumulator, json_safe
 from .model import FashionNet
+from .preemption import CheckpointPolicy, Preempted, StopFlag, agree
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +83,9 @@ class TrainConfig:
     seed: int = 0                      # model init, data order, augmentation
     workers: int | None = None         # loader worker processes of the torch backend (None: the loader's default)
     verify: bool = True                # check the shards against the manifest's sha256 before reading
+    checkpoint_minutes: float | None = 10.0  # also write last.pt during an epoch after this much wall time
+    checkpoint_every: int | None = None      # ... and/or every this many steps (None: only by time and per epoch)
+    overwrite: bool = False            # replace a run already in ``out`` instead of refusing (resume continues it)
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "image_size"):
@@ -92,6 +97,10 @@ class TrainConfig:
             raise ValueError(f"device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
         if not 0.0 <= self.label_smoothing < 1.0:
             raise ValueError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
+        if self.checkpoint_every is not None and self.checkpoint_every < 1:
+            raise ValueError(f"checkpoint_every must be >= 1, got {self.checkpoint_every}")
+        if self.resume and self.overwrite:
+            raise ValueError("resume and overwrite exclude each other")
 
 
 def multi_head_loss(logits: Sequence[torch.Tensor], labels: torch.Tensor, weights: Sequence[torch.Tensor],
@@ -166,14 +175,19 @@ class EpochResult:
 
 
 def train_one_epoch(step: TrainStep, loader: FashionLoader, schema: Schema, *, max_steps: int | None = None,
+                    acc: MetricAccumulator | None = None, on_step=None, carried: dict | None = None,
                     desc: str = "train", disable_bar: bool = False) -> EpochResult:
-    """One pass over ``loader`` (at most ``max_steps`` steps) with ``step``; metrics summed over ranks."""
+    """One pass over the rest of ``loader``'s epoch (at most ``max_steps`` steps) with ``step``; metrics summed
+    over ranks. ``acc`` and ``carried`` (``{"steps", "images", "seconds", "wait"}``) continue an epoch resumed from a
+    checkpoint; ``on_step(acc, partial EpochResult)`` runs after every step (the trainer's checkpoints)."""
     step.net.train()
-    acc = MetricAccumulator(schema)
-    wait, images, steps, t_start = 0.0, 0, 0, time.perf_counter()
-    it = iter(loader)
-    with progress(total=len(loader), desc=desc, leave=False, off=disable_bar) as bar:
-        while max_steps is None or steps < max_steps:
+    acc = acc if acc is not None else MetricAccumulator(schema)
+    c = carried or {}
+    wait, images, steps = c.get("wait", 0.0), c.get("images", 0), c.get("steps", 0)
+    t_start = time.perf_counter() - c.get("seconds", 0.0)
+    done, it = steps, iter(loader)
+    with progress(total=len(loader), initial=steps, desc=desc, leave=False, off=disable_bar) as bar:
+        while max_steps is None or steps - done < max_steps:
             t0 = time.perf_counter()
             batch = next(it, None)
             wait += time.perf_counter() - t0
@@ -186,6 +200,8 @@ def train_one_epoch(step: TrainStep, loader: FashionLoader, schema: Schema, *, m
             bar.update(1)
             if steps % 10 == 0:
                 bar.set_postfix(loss=f"{loss.item():.3f}")
+            if on_step is not None:
+                on_step(acc, EpochResult({}, steps, images, time.perf_counter() - t_start, wait))
     del it
     elapsed = time.perf_counter() - t_start
     acc.all_reduce()
@@ -232,6 +248,9 @@ class _Run:
     train_loader: FashionLoader
     val_loader: FashionLoader
     state: TrainState
+    stop: StopFlag = dataclasses.field(default_factory=StopFlag)
+    policy: CheckpointPolicy | None = None
+    progress: dict | None = None  # a mid-epoch checkpoint's epoch progress, to continue that epoch
 
 
 def train(cfg: TrainConfig) -> dict:
@@ -245,7 +264,9 @@ def train(cfg: TrainConfig) -> dict:
     device = resolve_device(cfg.device)
     dinfo = distributed.setup(device.type)
     try:
-        result = _train(_start(cfg, device, dinfo))
+        run = _start(cfg, device, dinfo)
+        with run.stop.installed():
+            result = _train(run)
     except BaseException:
         # no barrier: the other ranks may be blocked in a collective this rank will never join
         distributed.teardown(dinfo, failed=True)
@@ -288,11 +309,12 @@ def _start(cfg: TrainConfig, device: torch.device, dinfo: distributed.DistInfo) 
     log.info("training on %s (%s loader, %d rank(s)), %d train batches per epoch", device, train_loader.backend,
              dinfo.world_size, len(train_loader))
     run = _Run(cfg, Path(cfg.out), schema, device, dinfo, model, step, scheduler, train_loader, val_loader,
-               TrainState())
+               TrainState(), policy=CheckpointPolicy(minutes=cfg.checkpoint_minutes, every=cfg.checkpoint_every))
     if cfg.resume:
         _resume(run)
-    elif dinfo.is_main and (run.out / "last.pt").exists():
-        log.warning("%s exists and will be overwritten (resume=True continues it)", run.out / "last.pt")
+    elif (run.out / "last.pt").exists() and not cfg.overwrite:
+        raise fixable(TrainError(f"{run.out} already holds a run (last.pt); refusing to overwrite it"),
+                      "resume_or_overwrite")
     return run
 
 
@@ -316,15 +338,24 @@ def _resume(run: _Run) -> None:
     last = ckpt_io.load_checkpoint(path)
     if Schema.from_dict(last["schema"]) != run.schema:
         raise TrainError(f"{path} was trained on another schema than {run.cfg.shard_dir}")
+    for key in ("batch_size", "image_size"):
+        if last["config"].get(key) != getattr(run.cfg, key):
+            raise TrainError(f"cannot resume {path}: it was trained with {key} {last['config'].get(key)}, this run "
+                             f"asks for {getattr(run.cfg, key)}")
     run.model.load_state_dict(last["model"])
     run.step.optimizer.load_state_dict(last["optimizer"])
     run.scheduler.load_state_dict(last["scheduler"])
     _load_scaler_state(run.step.scaler, last["scaler"])
     run.state = TrainState(last["epoch"], last["step"], last["best"], list(last["history"]))
-    run.train_loader.load_state_dict(last["loader"])
+    try:
+        run.train_loader.load_state_dict(last["loader"])
+    except ValueError as e:  # another shard set, split or order: name both values
+        raise TrainError(f"cannot resume {path} on {run.cfg.shard_dir}: {e}") from None
+    run.progress = last.get("progress")
     rngs = last["rng"]
     ckpt_io.set_rng_state(rngs[run.dinfo.rank] if len(rngs) == run.dinfo.world_size else rngs[0])
-    log.info("resumed from %s after epoch %d (step %d)", path, run.state.epoch, run.state.step)
+    log.info("resumed from %s at epoch %d, step %d%s", path, run.state.epoch + 1, run.state.step,
+             f" ({run.progress['steps']} steps into the epoch)" if run.progress else "")
 
 
 def _load_scaler_state(scaler: torch.amp.GradScaler, state: dict) -> None:
@@ -345,32 +376,71 @@ def _train(run: _Run) -> dict:
             break
         lr = run.step.optimizer.param_groups[0]["lr"]
         run.train_loader.set_epoch(epoch)
+        acc, carried = MetricAccumulator(run.schema), None
+        if run.progress is not None and run.progress["epoch"] == epoch:  # a checkpoint taken during this epoch
+            carried = run.progress
+            if dinfo.is_main:  # the saved counts are the sum over ranks: one rank carries them
+                acc.load_state_dict(carried["acc"])
+        run.progress = None
         left = None if cfg.max_steps is None else cfg.max_steps - state.step
-        res = train_one_epoch(run.step, run.train_loader, run.schema, max_steps=left,
+        res = train_one_epoch(run.step, run.train_loader, run.schema, max_steps=left, acc=acc, carried=carried,
+                              on_step=lambda a, partial: _after_step(run, epoch, a, partial),
                               desc=f"epoch {epoch + 1}/{cfg.epochs}", disable_bar=bar_off)
-        state.step += res.steps
         distributed.broadcast_buffers(run.model, dinfo)
         val_m = evaluate(run.model, run.val_loader, run.schema, run.device, class_weights=run.step.weights,
                          desc=f"val {epoch + 1}", disable_bar=bar_off)
         run.scheduler.step(val_m["avg_class_accuracy"])
         state.epoch = epoch + 1
-        row = {"epoch": state.epoch, "step": state.step, "lr": lr, "train": _slim(res.metrics), "val": _slim(val_m),
-               "images_per_s": res.images * dinfo.world_size / res.seconds if res.seconds > 0 else math.nan,
-               "data_wait_share": res.data_wait / res.seconds if res.seconds > 0 else math.nan}
-        state.history.append(row)
-        is_best = val_m["avg_class_accuracy"] > state.best
-        if is_best:
-            state.best = val_m["avg_class_accuracy"]
-        rngs = distributed.all_gather_object(ckpt_io.rng_state(), dinfo)
-        if dinfo.is_main:
-            _save(run, rngs, is_best)
-        log.info("epoch %d/%d: train loss %.4f acc %.4f | val loss %.4f acc %.4f avg class acc %.4f | %.0f img/s, "
-                 "data wait %.0f%%", state.epoch, cfg.epochs, res.metrics["loss"], res.metrics["accuracy"],
-                 val_m["loss"], val_m["accuracy"], val_m["avg_class_accuracy"], row["images_per_s"],
-                 100 * row["data_wait_share"])
+        _end_epoch(run, lr, res, val_m)
     distributed.barrier(dinfo)
     return {"best_avg_class_accuracy": state.best, "epochs": state.epoch, "steps": state.step, "out": str(run.out),
             "history": state.history}
+
+
+def _after_step(run: _Run, epoch: int, acc: MetricAccumulator, partial: EpochResult) -> None:
+    """After every optimizer step: count it; write a checkpoint when one is due; stop after one on a signal."""
+    run.state.step += 1
+    stop, due = agree([bool(run.stop.signum), run.policy.due(run.state.step)], run.dinfo)
+    if not (stop or due):
+        return
+    progress = {"epoch": epoch, "acc": acc.reduced_state(), "steps": partial.steps, "images": partial.images,
+                "seconds": partial.seconds, "wait": partial.data_wait}
+    _checkpoint(run, is_best=False, progress=progress)
+    if stop:
+        _stop(run)
+
+
+def _stop(run: _Run) -> None:
+    signum = run.stop.signum or signal.SIGTERM  # another rank's signal: stop as if terminated
+    raise Preempted(f"stopped by {signal.Signals(signum).name} after step {run.state.step}; checkpoint "
+                    f"{run.out / 'last.pt'} written; run the same command with --resume to continue", signum)
+
+
+def _end_epoch(run: _Run, lr: float, res: EpochResult, val_m: dict) -> None:
+    """The epoch's metrics row, best score, checkpoint and log line; then stop if a signal came meanwhile."""
+    state, dinfo = run.state, run.dinfo
+    row = {"epoch": state.epoch, "step": state.step, "lr": lr, "train": _slim(res.metrics), "val": _slim(val_m),
+           "images_per_s": res.images * dinfo.world_size / res.seconds if res.seconds > 0 else math.nan,
+           "data_wait_share": res.data_wait / res.seconds if res.seconds > 0 else math.nan}
+    state.history.append(row)
+    is_best = val_m["avg_class_accuracy"] > state.best
+    if is_best:
+        state.best = val_m["avg_class_accuracy"]
+    _checkpoint(run, is_best=is_best)
+    log.info("epoch %d/%d: train loss %.4f acc %.4f | val loss %.4f acc %.4f avg class acc %.4f | %.0f img/s, "
+             "data wait %.0f%%", state.epoch, run.cfg.epochs, res.metrics["loss"], res.metrics["accuracy"],
+             val_m["loss"], val_m["accuracy"], val_m["avg_class_accuracy"], row["images_per_s"],
+             100 * row["data_wait_share"])
+    if agree([bool(run.stop.signum)], dinfo)[0]:
+        _stop(run)
+
+
+def _checkpoint(run: _Run, *, is_best: bool, progress: dict | None = None) -> None:
+    """Every rank's RNG state to rank 0, which writes ``last.pt`` (and ``best.pt``)."""
+    rngs = distributed.all_gather_object(ckpt_io.rng_state(), run.dinfo)
+    if run.dinfo.is_main:
+        _save(run, rngs, is_best, progress)
+    run.policy.saved()
 
 
 def _slim(m: dict) -> dict:
@@ -386,19 +456,22 @@ def _seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _save(run: _Run, rngs: list, is_best: bool) -> None:
+def _save(run: _Run, rngs: list, is_best: bool, progress: dict | None = None) -> None:
     """``last.pt`` (and ``best.pt``), ``metrics.json`` and, when matplotlib is there, ``curves.png``."""
     state, step = run.state, run.step
     ckpt = {"format": ckpt_io.FORMAT, "version": ckpt_io.VERSION, "model": run.model.state_dict(),
             "optimizer": step.optimizer.state_dict(), "scheduler": run.scheduler.state_dict(),
             "scaler": step.scaler.state_dict(), "epoch": state.epoch, "step": state.step, "best": state.best,
             "history": state.history, "rng": rngs, "config": dataclasses.asdict(run.cfg),
-            "schema": run.schema.to_dict(), "image_size": run.cfg.image_size, "loader": run.train_loader.state_dict()}
+            "schema": run.schema.to_dict(), "image_size": run.cfg.image_size, "loader": run.train_loader.state_dict(),
+            "progress": progress}
     ckpt_io.save_atomic(ckpt, run.out / "last.pt")
     if is_best:
         ckpt_io.save_atomic(ckpt, run.out / "best.pt")
     text = json.dumps(json_safe(state.history), indent=1, allow_nan=False) + "\n"
     write_file(run.out / "metrics.json", lambda tmp: tmp.write_text(text, encoding="utf-8"))
+    if progress is not None:
+        return  # a checkpoint during an epoch: the figure changes only with the epoch's row
     try:
         from .curves import plot_training_curves
         plot_training_curves(state.history, run.out / "curves.png")

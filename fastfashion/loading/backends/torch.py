@@ -80,8 +80,10 @@ class ShardDataset(Dataset):
         problem = label_problem(values.tolist(), self.schema)  # checked at load time too; the file may change
         if problem:
             raise LoaderError(f"{r.tar}: sample {r.key!r}: {problem}")
-        torch.manual_seed(sample_seed(self.seed, epoch, i))
-        return self.transform(img), torch.from_numpy(values), r.key
+        with torch.random.fork_rng(devices=[]):  # without workers this runs in the trainer's process: keep its RNG
+            torch.manual_seed(sample_seed(self.seed, epoch, i))
+            image = self.transform(img)
+        return image, torch.from_numpy(values), r.key
 
     def __getitems__(self, indices: Sequence[int]):
         """The DataLoader's batch fetch: a :class:`LoaderError` becomes a :class:`_Failed` batch (plain data), so

@@ -1,0 +1,113 @@
+"""Preemption-safe training through the command line (CPU, torch backend without workers: deterministic): a run
+killed at random steps and resumed ends with the weights of an uninterrupted run; SIGTERM writes a checkpoint and
+exits 143; unsafe resumes and overwrites are refused."""
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from helpers import make_dataset
+
+from fastfashion.data.shard import ShardConfig, write_shards
+
+ARGS = ["--epochs", "2", "--batch-size", "4", "--image-size", "16", "--backend", "torch", "--workers", "0",
+        "--lr", "1e-3", "--checkpoint-every", "2", "-q"]  # a checkpoint every 2 steps (each writes ~135 MB)
+
+
+@pytest.fixture(scope="module")
+def shard_dir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("resume")
+    write_shards(make_dataset(root / "data", train=24, val=8, test=4), root / "shards", ShardConfig(workers=1))
+    return root / "shards"
+
+
+def _train(shard_dir, out, *extra) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "fastfashion", "train", "--shards", str(shard_dir), "--out",
+                             str(out), *ARGS, *extra], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "TQDM_DISABLE": "1"})
+
+
+def _step(out: Path) -> int:
+    """The step of the last checkpoint (0: none yet)."""
+    try:
+        return torch.load(out / "last.pt", map_location="cpu", weights_only=True)["step"]
+    except Exception:  # noqa: BLE001 - missing, or being replaced right now
+        return 0
+
+
+def _wait_for_step(proc, out: Path, step: int) -> None:
+    deadline = time.monotonic() + 120
+    while _step(out) < step:
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        time.sleep(0.05)
+
+
+@pytest.mark.long  # ~80 s: four training processes (make test-long)
+def test_killed_twice_and_resumed_equals_an_uninterrupted_run(shard_dir, tmp_path):
+    whole = tmp_path / "whole"
+    p = _train(shard_dir, whole)
+    assert p.wait(timeout=300) == 0, p.communicate()
+    cut = tmp_path / "cut"
+    rng = random.Random(7)
+    p = _train(shard_dir, cut)
+    for k in sorted(rng.sample(range(2, 11, 2), 2)):  # 6 steps per epoch, 12 in all: kill twice, at random
+        _wait_for_step(p, cut, k)
+        time.sleep(rng.random())  # somewhere after the checkpoint of step k: the resumed run replays from it
+        p.send_signal(signal.SIGKILL)
+        p.wait()
+        p = _train(shard_dir, cut, "--resume")
+    assert p.wait(timeout=300) == 0, p.communicate()
+    a = torch.load(whole / "last.pt", map_location="cpu", weights_only=True)
+    b = torch.load(cut / "last.pt", map_location="cpu", weights_only=True)
+    assert a["step"] == b["step"] == 12 and a["epoch"] == b["epoch"] == 2
+    assert a["model"].keys() == b["model"].keys()
+    assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])  # bitwise
+    assert [r["val"] for r in a["history"]] == [r["val"] for r in b["history"]]
+
+
+def test_sigterm_writes_a_checkpoint_exits_143_and_resumes(shard_dir, tmp_path):
+    out = tmp_path / "run"
+    p = _train(shard_dir, out)
+    _wait_for_step(p, out, 2)
+    p.send_signal(signal.SIGTERM)
+    _, err = p.communicate(timeout=120)
+    assert p.returncode == 143
+    step = _step(out)
+    assert err.strip().splitlines()[-1] == (f"fastfashion train: stopped by SIGTERM after step {step}; checkpoint "
+                                            f"{out / 'last.pt'} written; run the same command with --resume to "
+                                            "continue")
+    ckpt = torch.load(out / "last.pt", map_location="cpu", weights_only=True)
+    assert ckpt["loader"]["consumed"] == (step % 6) * 4  # the position within the epoch
+    p = _train(shard_dir, out, "--resume")
+    assert p.wait(timeout=300) == 0, p.communicate()
+    assert _step(out) == 12
+
+
+def test_unsafe_resumes_and_overwrites_are_refused(shard_dir, tmp_path):
+    out = tmp_path / "run"
+    p = _train(shard_dir, out, "--max-steps", "2")
+    assert p.wait(timeout=300) == 0, p.communicate()
+    p = _train(shard_dir, out)
+    _, err = p.communicate(timeout=120)
+    assert p.returncode == 1 and err.strip().splitlines()[-1] == (
+        f"fastfashion train: error: {out} already holds a run (last.pt); refusing to overwrite it; pass --resume to "
+        "continue it, or --overwrite to start over")
+    p = subprocess.run([sys.executable, "-m", "fastfashion", "train", "--shards", str(shard_dir), "--out", str(out),
+                        *[a if a != "4" else "2" for a in ARGS], "--resume"], capture_output=True, text=True)
+    assert p.returncode == 1 and p.stderr.strip().splitlines()[-1] == (
+        f"fastfashion train: error: cannot resume {out / 'last.pt'}: it was trained with batch_size 4, this run "
+        "asks for 2")
+    other = tmp_path / "other"
+    write_shards(make_dataset(tmp_path / "data2", train=24, val=8, test=4, seed=3), other, ShardConfig(workers=1))
+    p = _train(other, out, "--resume")
+    _, err = p.communicate(timeout=120)
+    assert p.returncode == 1 and err.strip().splitlines()[-1].startswith(
+        f"fastfashion train: error: cannot resume {out / 'last.pt'} on {other}: the loader state is for data "
+        "'sha256:")
