@@ -111,3 +111,31 @@ def test_unsafe_resumes_and_overwrites_are_refused(shard_dir, tmp_path):
     assert p.returncode == 1 and err.strip().splitlines()[-1].startswith(
         f"fastfashion train: error: cannot resume {out / 'last.pt'} on {other}: the loader state is for data "
         "'sha256:")
+
+
+def _torchrun(nproc: int, shard_dir, out, *extra) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+                             "-m", "fastfashion", "train", "--shards", str(shard_dir), "--out", str(out), *ARGS,
+                             "--epochs", "1", "--batch-size", "2", "--device", "cpu", *extra], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            env={**os.environ, "OMP_NUM_THREADS": "1", "TQDM_DISABLE": "1"})
+
+
+@pytest.mark.long  # ~2 minutes: three torchrun launches (make test-long)
+@pytest.mark.parametrize("new", [1, 3])
+def test_torchrun_stopped_mid_epoch_resumes_on_another_number_of_processes(shard_dir, tmp_path, new):
+    """2 processes stopped by SIGTERM mid-epoch (torchrun passes it on; the ranks agree on the step), resumed with
+    ``new`` processes: the epoch ends after exactly the batches its remaining samples make on ``new`` ranks."""
+    out = tmp_path / "run"
+    p = _torchrun(2, shard_dir, out)
+    _wait_for_step(p, out, 2)  # 24 train samples, 2 ranks x batch 2: 6 steps per epoch; checkpoints every 2
+    os.killpg(p.pid, signal.SIGTERM)
+    p.communicate(timeout=120)
+    ckpt = torch.load(out / "last.pt", map_location="cpu", weights_only=True)
+    step, consumed = ckpt["step"], ckpt["loader"]["consumed"]
+    assert ckpt["epoch"] == 0 and ckpt["loader"]["world_size"] == 2 and consumed == step * 2 * 2 and 0 < consumed < 24
+    p = _torchrun(new, shard_dir, out, "--resume")
+    _, err = p.communicate(timeout=240)
+    assert p.returncode == 0, err[-3000:]
+    done = torch.load(out / "last.pt", map_location="cpu", weights_only=True)
+    assert done["epoch"] == 1 and done["step"] == step + (24 - consumed) // (new * 2)  # the rest, dealt to `new`

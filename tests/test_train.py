@@ -5,8 +5,8 @@ import json
 import os
 import re
 import subprocess
-import types
 import sys
+import types
 import zipfile
 
 import pytest
