@@ -41,10 +41,13 @@ for m in ("nvidia.dali", "webdataset", "yaml", "tqdm", "psutil", "matplotlib", "
 if not missing:
     from fastfashion.loading.backends.dali_check import gather_facts, gpu_problem
     facts = gather_facts()
-    print("DALI/CUDA facts:", facts, "->", gpu_problem(facts) or "DALI can run on the GPU")
+    problem = gpu_problem(facts)
+    print("DALI/CUDA facts:", facts, "->", problem or "DALI can run on the GPU")
+    if problem:
+        sys.exit(f"DALI cannot run on this GPU: {problem}")
 sys.exit(f"required for this check, not importable: {', '.join(missing)}" if missing else 0)
 PY
-[ "${PIPESTATUS[0]}" -eq 0 ] || { log "stopping: a required package is missing (see env.txt)"; exit 1; }
+[ "${PIPESTATUS[0]}" -eq 0 ] || { log "stopping: a required package is missing or DALI cannot use the GPU (see env.txt)"; exit 1; }
 $py -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 'no CUDA device: this script is for a GPU machine')" || exit 1
 
 work=$(mktemp -d); trap 'rm -rf "$work"' EXIT

@@ -437,14 +437,17 @@ def main(argv: list[str] | None = None) -> int:
     verbose, quiet = getattr(args, "verbose", False), getattr(args, "quiet", False)
     logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s")
-    from .errors import Terminated, terminate_on_sigterm
+    from .errors import Terminated, terminate_on_sigterm, terminated
     from .format.atomic import clean_dead_owners
     from .progress import set_enabled
     set_enabled(False if quiet else None)  # None: bars only when stderr is a terminal
     try:
         terminate_on_sigterm()  # SIGTERM cleans up like Ctrl-C
         clean_dead_owners()  # temporaries of killed runs (only those whose process is gone)
-        return int(args.func(args) or 0)
+        rc = int(args.func(args) or 0)
+        if terminated():  # the exception was swallowed (raised inside a __del__): still a terminated run
+            raise Terminated("signal 15")
+        return rc
     except Terminated as e:
         if hasattr(e, "signum"):  # training stopped cleanly after writing a checkpoint (train.preemption)
             print(f"fastfashion {args.verb}: {e}", file=sys.stderr)

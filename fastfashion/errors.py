@@ -27,14 +27,27 @@ class Terminated(KeyboardInterrupt):
     line exits with 143 (128 + SIGTERM) after one line."""
 
 
+_TERMINATED: list[int] = []  # the signal, once received (the command line checks it even if the raise was lost)
+
+
 def terminate_on_sigterm() -> None:
-    """From now on SIGTERM raises :class:`Terminated` in the main thread (no-op elsewhere)."""
+    """From now on SIGTERM raises :class:`Terminated` in the main thread (no-op elsewhere), once: a second SIGTERM
+    during the cleanup the first one started is ignored. Python drops an exception raised inside a ``__del__``
+    (a DataLoader iterator's shutdown, say), so :func:`terminated` tells whether one came anyway."""
     import signal
     import threading
     if threading.current_thread() is not threading.main_thread():
         return
 
     def handler(signum, frame):
+        if _TERMINATED:
+            return
+        _TERMINATED.append(signum)
         raise Terminated(f"signal {signum}")
 
     signal.signal(signal.SIGTERM, handler)
+
+
+def terminated() -> bool:
+    """Whether SIGTERM arrived since :func:`terminate_on_sigterm` (even if its exception was swallowed)."""
+    return bool(_TERMINATED)

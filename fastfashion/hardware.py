@@ -46,15 +46,16 @@ def local_world_size() -> int:
 def cuda_device_for(local_rank: int, device_count: int) -> int:
     """The CUDA device index for process ``local_rank`` of a node that shows ``device_count`` devices to it.
 
-    ``local_rank`` itself when it is in range; 0 when the process sees exactly one device (a launcher that gives every
-    process its own GPU through ``CUDA_VISIBLE_DEVICES``). Raises RuntimeError naming both numbers otherwise (more
-    processes than GPUs), instead of CUDA's "invalid device ordinal".
+    ``local_rank`` itself when it is in range; 0 when ``CUDA_VISIBLE_DEVICES`` gives this process exactly one device
+    (a launcher that isolates every process's GPU). Raises RuntimeError naming both numbers otherwise (more
+    processes than GPUs), instead of CUDA's "invalid device ordinal" or NCCL's "Duplicate GPU detected".
     """
     if device_count < 1:
         raise RuntimeError("no CUDA device is visible to this process")
     if 0 <= local_rank < device_count:
         return local_rank
-    if device_count == 1:
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES", "")
+    if device_count == 1 and visible and "," not in visible:  # the launcher gave this process its own GPU
         return 0
     raise RuntimeError(f"LOCAL_RANK={local_rank}, but this process sees only {device_count} CUDA devices: start at "
                        f"most {device_count} processes per node, or give each process its own GPU")

@@ -244,3 +244,35 @@ def test_sigterm_during_shard_is_one_line_and_143(tmp_path):
     assert [ln for ln in err.splitlines() if not ln.startswith("INFO")] == \
         ["fastfashion shard: terminated (SIGTERM); temporary files removed"]  # no worker tracebacks
     assert sorted(p.name for p in tmp_path.iterdir()) == ["data"]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_shard_changed_after_the_loader_was_made_is_refused(base, tmp_path, backend):
+    """Backends open the shards again by path (a DALI pipeline rebuild, torch workers): a file replaced after the
+    loader verified it is refused at the next pass, even with its size and mtime kept."""
+    import shutil
+    d = tmp_path / "shards"
+    shutil.copytree(base, d)
+    loader = make_loader(d, "val", batch_size=4, backend=backend, device="cpu", image_size=16, workers=0)
+    assert sum(1 for _ in loader) == 3
+    st = os.stat(d / "val-00000.tar")
+    data = bytearray((d / "val-00000.tar").read_bytes())
+    data[-2000] ^= 0xFF
+    (d / "new.tar").write_bytes(bytes(data))
+    os.utime(d / "new.tar", ns=(st.st_atime_ns, st.st_mtime_ns))  # cp -p style: same size, same mtime
+    os.replace(d / "new.tar", d / "val-00000.tar")
+    with pytest.raises(LoaderError, match=f"^{re.escape(str(d / 'val-00000.tar'))}: changed since this loader "
+                                          "verified it; make a new loader$"):
+        next(iter(loader))
+    loader.close()
+
+
+def test_labels_out_of_range_in_a_batch_name_the_sample(base):
+    import torch
+    loader = make_loader(base, "val", batch_size=4, backend="torch", device="cpu", image_size=16, workers=0)
+    ref = loader.samples.refs[5]
+    labels = torch.zeros(2, 6, dtype=torch.int64)
+    labels[1, 0] = 133
+    with pytest.raises(LoaderError, match=f"^{re.escape(ref.tar)}: sample '{ref.key}': a label is out of range for "
+                                          r"the schema \(\[133, 0, 0, 0, 0, 0\]\)$"):
+        loader._check_labels(labels, [4, 5])

@@ -67,9 +67,13 @@ def test_dali_threads_override_is_validated():
         LoaderConfig(dali_threads=0)
 
 
-def test_device_of_each_rank():
+def test_device_of_each_rank(monkeypatch):
     assert cuda_device_for(1, 2) == 1
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3")
     assert cuda_device_for(3, 1) == 0  # one visible GPU per process (CUDA_VISIBLE_DEVICES set per rank)
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
+    with pytest.raises(RuntimeError, match="^LOCAL_RANK=1, but this process sees only 1 CUDA devices"):
+        cuda_device_for(1, 1)  # two ranks on one GPU: NCCL would fail with "Duplicate GPU detected"
     with pytest.raises(RuntimeError, match="^LOCAL_RANK=3, but this process sees only 2 CUDA devices: start at most "
                                            "2 processes per node, or give each process its own GPU$"):
         cuda_device_for(3, 2)

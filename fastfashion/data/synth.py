@@ -180,6 +180,12 @@ def _prepare_target(out: Path, overwrite: bool) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
 
 
+def _ignore_sigint() -> None:
+    """Pool workers leave Ctrl-C to the parent, which terminates them and cleans up (no worker tracebacks)."""
+    import signal
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def _write_images(cfg: SynthConfig, img_dir: Path) -> list[int]:
     """Render every image into ``img_dir`` with ``cfg.workers`` processes; returns the byte size of each."""
     workers = min(cfg.workers or available_cpus(), cfg.total)
@@ -189,7 +195,7 @@ def _write_images(cfg: SynthConfig, img_dir: Path) -> list[int]:
         return [_write_one(j) for j in progress(jobs, **bar)]
     chunk = max(1, min(64, cfg.total // (workers * 8)))
     # spawn: safe even when the parent holds threads (torch, DALI); start-up cost is small next to rendering
-    with mp.get_context("spawn").Pool(workers) as pool:
+    with mp.get_context("spawn").Pool(workers, initializer=_ignore_sigint) as pool:
         return list(progress(pool.imap(_write_one, jobs, chunksize=chunk), **bar))
 
 

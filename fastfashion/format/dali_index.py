@@ -126,7 +126,7 @@ def read_index(path: str | os.PathLike) -> list[IndexEntry]:
     if not lines:
         raise IndexFormatError(f"{path}:1: empty index file")
     head = lines[0].split()
-    if len(head) != 2 or head[0] != INDEX_VERSION or not head[1].isdigit():
+    if len(head) != 2 or head[0] != INDEX_VERSION or not (head[1].isascii() and head[1].isdigit()):
         raise IndexFormatError(f"{path}:1: expected '{INDEX_VERSION} <num_samples>', got {lines[0]!r}")
     if int(head[1]) != len(lines) - 1:
         raise IndexFormatError(f"{path}:1: header says {head[1]} samples, file has {len(lines) - 1} lines")
@@ -140,7 +140,8 @@ def read_index(path: str | os.PathLike) -> list[IndexEntry]:
         for i in range(0, len(parts), 4):
             ext, off, size, name = parts[i:i + 4]
             k, e = split_name(name)
-            if not (off.isdigit() and size.isdigit()) or e != ext or (key is not None and k != key):
+            numbers = off.isascii() and off.isdigit() and size.isascii() and size.isdigit()  # not '²'
+            if not numbers or e != ext or (key is not None and k != key):
                 raise IndexFormatError(f"{path}:{lineno}: malformed member {' '.join(parts[i:i + 4])!r}")
             key = k
             members[ext] = (int(off), int(size))

@@ -41,7 +41,7 @@ def read_manifest(shard_dir: str | os.PathLike, *, check_files: bool = True) -> 
         raise fixable(ManifestError(f"{d}: not a shard set (no {MANIFEST})"), "shard_dir")
     try:
         m = json.loads(path.read_bytes().decode("utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
+    except (OSError, ValueError, RecursionError) as e:  # ValueError: JSON syntax, encoding, a 5,000-digit number
         raise ManifestError(f"{path}: unreadable manifest: {e}") from None
     if not isinstance(m, dict) or m.get("format") != FORMAT:
         raise ManifestError(f"{path}: not a {FORMAT} manifest")
@@ -55,6 +55,10 @@ def read_manifest(shard_dir: str | os.PathLike, *, check_files: bool = True) -> 
         schema = Schema.from_dict(m["schema"])
     except (KeyError, TypeError, ValueError) as e:
         raise ManifestError(f"{path}: bad schema: {e}") from None
+    for i, k in enumerate(m["skipped"]):
+        if not isinstance(k, dict) or not all(isinstance(k.get(f), t) for f, t in (
+                ("split", str), ("key", str), ("path", str), ("line", int), ("reason", str))):
+            raise ManifestError(f"{path}: skipped entry {i} needs split, key, path, reason (text) and line (integer)")
     for split, s in m["splits"].items():
         _check_split(path, split, s, schema)
         if check_files:
@@ -78,8 +82,8 @@ def _check_split(path: Path, split: str, s, schema: Schema) -> None:
         raise ManifestError(f"{path}: split name {split!r} is not a plain name")
     if not isinstance(s, dict) or not isinstance(s.get("shards"), list) or not _count(s.get("num_samples")):
         raise ManifestError(f"{where}: needs a list 'shards' and a non-negative integer 'num_samples'")
-    if not isinstance(s.get("labelled", False), bool):
-        raise ManifestError(f"{where}: 'labelled' is not true or false")
+    if not isinstance(s.get("labelled"), bool):
+        raise ManifestError(f"{where}: 'labelled' is missing or not true or false")
     counts = s.get("class_counts")
     if counts is not None and (not isinstance(counts, dict) or any(
             not isinstance(counts.get(a.name), list) or len(counts[a.name]) != a.num_classes

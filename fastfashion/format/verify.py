@@ -37,9 +37,10 @@ def verified_cache_path() -> Path:
 
 
 def file_identity(path: str | os.PathLike) -> list[int]:
-    """``[device, inode, size, mtime_ns]`` of a file (raises OSError when it is missing)."""
+    """``[device, inode, size, mtime_ns, ctime_ns]`` of a file (raises OSError when it is missing). The change time
+    cannot be set back by tools that preserve mtime (``cp -p``, ``rsync -a``), so a replaced file never matches."""
     st = os.stat(path)
-    return [st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns]
+    return [st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns]
 
 
 class VerifiedFiles:
@@ -54,8 +55,10 @@ class VerifiedFiles:
         if path is not None:
             try:
                 loaded = json.loads(path.read_text(encoding="utf-8"))
-                self.entries = loaded if isinstance(loaded, dict) else {}
-            except (OSError, ValueError):  # missing or damaged: start empty (it is only a cache)
+                self.entries = {k: v for k, v in loaded.items()  # keep well-formed entries only
+                                if isinstance(v, dict) and isinstance(v.get("t"), (int, float))
+                                and isinstance(v.get("id"), list) and isinstance(v.get("sha256"), str)}
+            except (OSError, ValueError, AttributeError):  # missing or damaged: start empty (it is only a cache)
                 self.entries = {}
 
     def passed(self, path: str, identity: list[int], sha256: str) -> bool:

@@ -55,11 +55,15 @@ def _data_fingerprint(manifest: dict, split: str) -> str:
     return "sha256:" + hashlib.sha256(json.dumps(shards).encode()).hexdigest()
 
 
-def _manifest_identity(shard_dir: Path) -> list[int] | None:
+def _identity(path) -> list[int] | None:
     try:
-        return file_identity(shard_dir / MANIFEST)
+        return file_identity(path)
     except OSError:
         return None
+
+
+def _manifest_identity(shard_dir: Path) -> list[int] | None:
+    return _identity(shard_dir / MANIFEST)
 
 
 def _device(config: LoaderConfig):
@@ -87,7 +91,12 @@ class FashionLoader:
             raise ValueError(f"{self.shard_dir}: no split {config.split!r} (has {sorted(manifest['splits'])})")
         if config.verify:
             verify_split(self.shard_dir, manifest, config.split)  # sizes and sha256 before the first read
+        self._files = {str(self.shard_dir / sh[k]): None for sh in manifest["splits"][config.split]["shards"]
+                       for k in ("tar", "idx")}
+        self._files = {p: _identity(p) for p in self._files}  # what was verified: checked before every pass
         self.schema = manifest_schema(manifest)
+        import torch
+        self._label_limits = torch.tensor(self.schema.num_classes, dtype=torch.int64)
         self.split, self.batch_size, self.seed = config.split, config.batch_size, config.seed
         self.shuffle = config.is_train_split if config.shuffle is None else bool(config.shuffle)
         self.drop_last = config.is_train_split if config.drop_last is None else bool(config.drop_last)
@@ -195,6 +204,23 @@ class FashionLoader:
             raise LoaderError(f"{self.shard_dir}: the shard set was replaced or changed since this loader was made "
                               "(manifest.json differs); make a new loader")
 
+    def _check_files(self) -> None:
+        """Every shard file is the one verified when the loader was made (backends open them again by path)."""
+        for path, identity in self._files.items():
+            if _identity(path) != identity:
+                raise LoaderError(f"{path}: changed since this loader verified it; make a new loader")
+
+    def _check_labels(self, labels, indices) -> None:
+        """Labels on the CPU are range-checked per batch (on the GPU that would stall the stream: the load-time
+        check of every sample stands)."""
+        if labels.device.type != "cpu" or labels.numel() == 0:
+            return
+        bad = ((labels < -1) | (labels >= self._label_limits)).any(dim=1)
+        if bool(bad.any()):
+            ref = self.samples.refs[int(indices[int(bad.nonzero()[0, 0])])]
+            raise LoaderError(f"{ref.tar}: sample {ref.key!r}: a label is out of range for the schema "
+                              f"({labels[int(bad.nonzero()[0, 0])].tolist()})")
+
     def _next_batch(self, batches, generation: int):
         """The backend's next ``(images, labels)`` (None at the end), one thread at a time, for the newest pass."""
         with self._lock:
@@ -209,6 +235,7 @@ class FashionLoader:
         indices = self.indices(epoch, self._start)
         with self._lock:
             self._check_current(generation)
+            self._check_files()
             if self._backend is None:
                 self._backend = create_backend(self.backend, self.backend_context())
             batches = self._backend.epoch(indices, epoch)
@@ -216,6 +243,7 @@ class FashionLoader:
         while (out := self._next_batch(batches, generation)) is not None:
             images, labels = out
             k = len(labels)
+            self._check_labels(labels, indices[a:a + k])
             keys = [self.samples.refs[i].key for i in indices[a:a + k]] if self.with_keys else None
             a += k
             if images.device != self.device:

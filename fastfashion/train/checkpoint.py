@@ -7,6 +7,7 @@ It carries the config, schema and image size, so evaluate/predict rebuild the mo
 """
 from __future__ import annotations
 
+import io
 import os
 import random
 from pathlib import Path
@@ -28,7 +29,9 @@ def save_atomic(obj: dict, path: str | os.PathLike) -> Path:
     """``torch.save`` through :func:`~fastfashion.format.atomic.write_file` (a crash never leaves half a file)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    write_file(path, lambda tmp: torch.save(obj, tmp))
+    buf = io.BytesIO()
+    torch.save(obj, buf)  # in memory first: a full disk then raises OSError naming the path, not a zip-writer error
+    write_file(path, lambda tmp: tmp.write_bytes(buf.getbuffer()))
     return path
 
 

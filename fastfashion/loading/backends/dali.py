@@ -100,7 +100,7 @@ def size_hint(ctx: BackendContext, probe: int = 32) -> tuple[int, int]:
         for r in refs[:: max(1, len(refs) // probe)][:probe]:
             try:
                 w, h = Image.open(io.BytesIO(files.read(r.tar, r.jpg_offset, r.jpg_size))).size
-            except OSError:
+            except Exception:  # noqa: BLE001 - only a hint: a bad header is reported by the decoder, naming the key
                 continue
             hw.append((h, w))
     return max(h for h, _ in hw), max(w for _, w in hw)
@@ -136,6 +136,7 @@ class DaliBackend:
     """
 
     def __init__(self, name: str, ctx: BackendContext):
+        self._dir: str | None = None  # close() may run on a half-built object
         self.ctx = ctx
         gpu = name == "dali-gpu"
         self.device_id = ctx.device.index if gpu else None
@@ -158,8 +159,9 @@ class DaliBackend:
     def close(self) -> None:
         self._pipe = None
         self._plan, self._next = {}, None
-        shutil.rmtree(self._dir, ignore_errors=True)
-        _LIVE_DIRS.discard(self._dir)
+        if self._dir is not None:
+            shutil.rmtree(self._dir, ignore_errors=True)
+            _LIVE_DIRS.discard(self._dir)
 
     def __del__(self):
         self.close()

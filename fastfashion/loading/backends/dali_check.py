@@ -45,6 +45,13 @@ def gpu_problem(facts: DaliCudaFacts) -> str | None:
 
 
 def _dali_cuda_major() -> int | None:
+    try:  # the imported build's own record (e.g. 13492 for CUDA 13.x), whatever package installed it
+        import nvidia.dali as dali
+        version = int(getattr(dali, "__cuda_version__", 0))
+        if version > 0:
+            return version // 1000
+    except (ImportError, ValueError, TypeError):
+        pass
     for name, major in DALI_PACKAGES.items():
         try:
             metadata.version(name)

@@ -14,8 +14,12 @@
 """
 from __future__ import annotations
 
+import functools
 import io
 import logging
+import os
+import threading
+import time
 from typing import Sequence
 
 import numpy as np
@@ -73,7 +77,7 @@ class ShardDataset(Dataset):
             jpg, lbl = self.files.sample(r)
             with Image.open(io.BytesIO(jpg)) as im:
                 img = im.convert("RGB")
-        except (OSError, RuntimeError, ValueError) as e:
+        except Exception as e:  # noqa: BLE001 - untrusted bytes: any decoder failure (DecompressionBombError ...)
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise LoaderError(f"{r.tar}: sample {r.key!r}: {first}") from e
         values = np.frombuffer(lbl, dtype="<i8").astype(np.int64)
@@ -124,14 +128,16 @@ def collate(samples) -> tuple | _Failed:
 
 
 def worker_context():
-    """The multiprocessing context for DataLoader workers: ``forkserver`` where it exists (workers fork from a clean
-    server process that preloaded torch, not from this process), else the platform default.
+    """The multiprocessing context for DataLoader workers: ``forkserver`` once DALI is loaded in this process
+    (workers fork from a clean server process that preloaded torch), else the platform default (fork on Linux).
 
-    Forking this process is unsafe once DALI (or any library) runs threads here: a forked worker inherits locks held
-    by threads that do not exist in it, and DataLoader workers were seen to die with a segmentation fault when forked
-    after a DALI pipeline had run in the same process. The server costs one start per process (~2 s: torch)."""
+    Forking a process in which DALI runs threads is unsafe: a forked worker inherits locks held by threads that do
+    not exist in it, and DataLoader workers were seen to die with a segmentation fault when forked after a DALI
+    pipeline had run in the same process. The server costs one start per process (~2 s: torch); like ``spawn``, it
+    needs a script's top-level code under ``if __name__ == "__main__":``."""
     import multiprocessing as mp
-    if "forkserver" not in mp.get_all_start_methods():
+    import sys
+    if "forkserver" not in mp.get_all_start_methods() or "nvidia.dali" not in sys.modules:
         return None
     ctx = mp.get_context("forkserver")
     ctx.set_forkserver_preload(["torch", "PIL.Image", "torchvision.transforms.v2", __name__])
@@ -152,7 +158,8 @@ class TorchBackend:
         self.loader = DataLoader(self.dataset, batch_sampler=self.sampler, num_workers=workers,
                                  collate_fn=collate, pin_memory=ctx.device.type == "cuda",
                                  prefetch_factor=4 if workers > 0 else None,
-                                 worker_init_fn=_seed_worker, generator=torch.Generator(),
+                                 worker_init_fn=functools.partial(_seed_worker, main_pid=os.getpid()),
+                                 generator=torch.Generator(),
                                  multiprocessing_context=worker_context() if workers > 0 else None)
 
     @property
@@ -174,7 +181,26 @@ class TorchBackend:
         self.dataset.files.close()
 
 
-def _seed_worker(worker_id: int) -> None:
+def _seed_worker(worker_id: int, main_pid: int | None = None) -> None:
+    """Seed a worker's numpy and random from torch's per-worker seed; and exit with the loading process even when
+    the worker's parent is a forkserver (torch's own watchdog watches the parent, which outlives a killed loader)."""
+    if main_pid is not None:
+        threading.Thread(target=_exit_with, args=(main_pid,), daemon=True).start()
+    _seed_numpy_and_random()
+
+
+def _exit_with(pid: int) -> None:
+    while True:
+        time.sleep(1.0)
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            os._exit(0)
+        except PermissionError:
+            pass
+
+
+def _seed_numpy_and_random() -> None:
     import random
     s = torch.initial_seed() % 2 ** 32  # DataLoader derives it from the generator + worker id
     random.seed(s)
