@@ -210,8 +210,9 @@ def test_leftovers_of_killed_runs_are_removed_by_the_next_command(base, tmp_path
     proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True,
                             env={**os.environ, "TQDM_DISABLE": "1"})
     assert proc.stdout.readline().strip() == "ready"
-    from fastfashion.format.atomic import owners_dir
-    recorded = (owners_dir() / str(proc.pid)).read_text().splitlines()
+    from fastfashion.format.atomic import owner_record
+    record = owner_record(proc.pid)  # named by host, boot, PID and start time
+    recorded = record.read_text().splitlines()
     assert recorded and all(Path(p).exists() for p in recorded)  # its temporaries, recorded under its PID
     proc.kill()
     proc.wait()
@@ -220,7 +221,7 @@ def test_leftovers_of_killed_runs_are_removed_by_the_next_command(base, tmp_path
     r.communicate(timeout=120)
     assert r.returncode == 0
     assert [p for p in recorded if Path(p).exists()] == []
-    assert not (owners_dir() / str(proc.pid)).exists()
+    assert not record.exists()
 
 
 def test_sigterm_during_shard_is_one_line_and_143(tmp_path):
@@ -276,3 +277,15 @@ def test_labels_out_of_range_in_a_batch_name_the_sample(base):
     with pytest.raises(LoaderError, match=f"^{re.escape(ref.tar)}: sample '{ref.key}': a label is out of range for "
                                           r"the schema \(\[133, 0, 0, 0, 0, 0\]\)$"):
         loader._check_labels(labels, [4, 5])
+
+
+def test_owner_records_of_live_or_foreign_processes_are_kept(tmp_path):
+    """Only a record of this machine whose process is gone (or whose PID now belongs to a process started at
+    another time) is cleaned; another host's record, possibly on a shared cache folder, is left alone."""
+    from fastfashion.format.atomic import _owner_gone, owner_record
+    me = owner_record().name
+    host, boot, pid, start = me.split("_")
+    assert not _owner_gone(me)  # this process
+    assert _owner_gone(f"{host}_{boot}_{pid}_{int(start) + 1}")  # the same PID, another start: a reused PID
+    assert _owner_gone(f"{host}_otherboo_{pid}_{start}")  # an earlier boot of this machine
+    assert not _owner_gone(f"another-host_{boot}_1_1")  # someone else's machine

@@ -5,8 +5,9 @@ either keeps its old content or gets the complete new one. An existing target is
 ``.NAME.old-PID-HEX`` and deleted only after the new folder is in place. :func:`clean_stale` removes what a killed
 process (SIGKILL) left behind, and puts an ``.old-`` folder back when the kill came between the two renames.
 
-Owners: every temporary folder or file is recorded under the creating process's ID (:func:`register_temp`, in
-``$XDG_CACHE_HOME/fastfashion/owners/PID``), so that the next start of any command removes what dead processes
+Owners: every temporary folder or file is recorded under the creating process (:func:`register_temp`, in
+``$XDG_CACHE_HOME/fastfashion/owners/HOST_BOOT_PID_START``),
+so that the next start of any command removes what dead processes
 left anywhere (:func:`clean_dead_owners`), not only in the folder it writes to. A normal exit leaves none.
 """
 from __future__ import annotations
@@ -17,6 +18,7 @@ import logging
 import os
 import secrets
 import shutil
+import socket
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -38,10 +40,35 @@ def owners_dir() -> Path:
     return Path(base) / "fastfashion" / "owners"
 
 
+def _boot_id() -> str:
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()[:8]
+    except OSError:
+        return "noboot"
+
+
+def _start_time(pid: int) -> str | None:
+    """When process ``pid`` started (clock ticks since boot, from ``/proc``); None when it does not exist."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None if not _pid_alive(pid) else "0"  # no /proc (not Linux): alive or not is all we know
+    return stat.rsplit(")", 1)[1].split()[19]  # field 22, counted after the command name
+
+
+def owner_record(pid: int | None = None) -> Path:
+    """The file listing the temporaries of process ``pid`` (default: this one): named by host, boot, PID and
+    start time, so that another machine sharing the cache folder, a reused PID or a PID of another container is
+    never taken for the owner."""
+    pid = os.getpid() if pid is None else pid
+    host = socket.gethostname().replace("_", "-") or "host"
+    return owners_dir() / f"{host}_{_boot_id()}_{pid}_{_start_time(pid) or 0}"
+
+
 def register_temp(path: str | os.PathLike) -> None:
     """Record that this process owns the temporary ``path`` (removed by :func:`clean_dead_owners` once this
     process is gone, if it is still there). Failure to record is logged, never raised."""
-    own = owners_dir() / str(os.getpid())
+    own = owner_record()
     try:
         own.parent.mkdir(parents=True, exist_ok=True)
         with open(own, "a", encoding="utf-8") as f:
@@ -62,15 +89,28 @@ def _forget_own(own: Path) -> None:
     own.unlink(missing_ok=True)
 
 
+def _owner_gone(name: str) -> bool:
+    """Whether the process a record names is certainly gone: this host, and either another boot or no process
+    with that PID and start time. Records of other hosts are left alone (their owners may be running)."""
+    parts = name.split("_")
+    if len(parts) != 4 or not parts[2].isdigit():
+        return False
+    host, boot, pid, start = parts
+    if host != (socket.gethostname().replace("_", "-") or "host"):
+        return False
+    return boot != _boot_id() or _start_time(int(pid)) != start
+
+
 def clean_dead_owners() -> int:
-    """Remove the temporary files and folders recorded by processes that no longer run; returns how many."""
+    """Remove the temporary files and folders recorded by processes that no longer run on this machine; returns
+    how many."""
     removed = 0
     try:
         records = list(owners_dir().iterdir())
     except OSError:
         return 0
     for own in records:
-        if not own.name.isdigit() or _pid_alive(int(own.name)):
+        if not _owner_gone(own.name):
             continue
         try:
             paths = own.read_text(encoding="utf-8").splitlines()
@@ -78,7 +118,7 @@ def clean_dead_owners() -> int:
             continue
         for p in map(Path, paths):
             if p.exists() and (".tmp" in p.name or p.name.startswith("fastfashion-")):  # only temps we name
-                log.info("removing %s left by an interrupted run (process %s)", p, own.name)
+                log.info("removing %s left by an interrupted run (%s)", p, own.name)
                 if p.is_dir():
                     shutil.rmtree(p, ignore_errors=True)
                 else:
