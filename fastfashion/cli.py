@@ -105,7 +105,7 @@ def _add_train(sub) -> None:
     p.add_argument("--label-smoothing", type=float, metavar="X", default=0.0, help="cross-entropy label smoothing "
                                                                      "(default: %(default)s)")
     p.add_argument("--image-size", type=int, metavar="N", default=224,
-                   help="square input size in pixels (default: %(default)s)")
+                   help="square input size in pixels, 8..1024 (default: %(default)s)")
     p.add_argument("--no-augment", action="store_true", help="no train-time augmentation")
     _add_device_backend(p)
     p.add_argument("--weights", metavar="PATH|imagenet", default=None,
@@ -190,7 +190,7 @@ def _add_bench(sub) -> None:
                    help="comma-separated subset of %(default)s (dali-gpu is skipped without CUDA)")
     p.add_argument("--split", default=TRAIN, metavar="SPLIT", help="split to read (default: %(default)s)")
     p.add_argument("--batch-size", type=int, metavar="N", default=64, help="default: %(default)s")
-    p.add_argument("--image-size", type=int, metavar="N", default=224, help="default: %(default)s")
+    p.add_argument("--image-size", type=int, metavar="N", default=224, help="8..1024 (default: %(default)s)")
     p.add_argument("--no-augment", action="store_true", help="eval transform instead of the full train augmentation")
     p.add_argument("--rounds", type=int, metavar="N", default=5, help="timed rounds per backend (default: %(default)s)")
     p.add_argument("--batches", type=int, metavar="N", default=20,
