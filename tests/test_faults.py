@@ -289,3 +289,34 @@ def test_owner_records_of_live_or_foreign_processes_are_kept(tmp_path):
     assert _owner_gone(f"{host}_{boot}_{pid}_{int(start) + 1}")  # the same PID, another start: a reused PID
     assert _owner_gone(f"{host}_otherboo_{pid}_{start}")  # an earlier boot of this machine
     assert not _owner_gone(f"another-host_{boot}_1_1")  # someone else's machine
+
+
+def test_one_iterator_read_by_two_threads_or_after_close(base):
+    import threading
+    loader = make_loader(base, "val", batch_size=4, backend="torch", device="cpu", image_size=16, workers=0)
+    it = iter(loader)
+    errors: list[Exception] = []
+    hold = threading.Event()
+    release = threading.Event()
+
+    def slow_check(labels, indices, _real=loader._check_labels):
+        hold.set()
+        release.wait(5)
+        return _real(labels, indices)
+
+    loader._check_labels = slow_check  # make the first next() stay inside the iterator for a while
+    t = threading.Thread(target=lambda: next(it))
+    t.start()
+    hold.wait(5)
+    try:
+        next(it)
+    except LoaderError as e:
+        errors.append(e)
+    release.set()
+    t.join()
+    assert [str(e) for e in errors] == ["this iterator is being read by another thread; give each thread its own "
+                                        "iter() (or its own loader)"]
+    loader.close()
+    with pytest.raises(LoaderError, match=r"this iterator was superseded by a newer iter\(\) on the same loader or by "
+                                          r"close\(\)"):
+        next(it)

@@ -194,12 +194,13 @@ class FashionLoader:
         pipeline, serves one pass at a time)."""
         with self._lock:
             self._generation += 1
-            return self._pass(self._generation)
+            return _Pass(self._pass(self._generation))
 
     def _check_current(self, generation: int) -> None:
         if generation != self._generation:
             raise LoaderError(f"{self.shard_dir} split {self.split!r}: this iterator was superseded by a newer iter() "
-                              "on the same loader (one pass at a time per loader; make a second loader to read twice)")
+                              "on the same loader or by close() (one pass at a time per loader; make a second loader "
+                              "to read twice)")
         if _manifest_identity(self.shard_dir) != self._manifest_id:
             raise LoaderError(f"{self.shard_dir}: the shard set was replaced or changed since this loader was made "
                               "(manifest.json differs); make a new loader")
@@ -258,13 +259,39 @@ class FashionLoader:
             self.epoch, self._start, self._delivered = epoch + 1, 0, 0
 
     def close(self) -> None:
-        if self._backend is not None:
-            self._backend.close()
-        self._backend = None
+        """Release the backend (pipelines, workers, temporary files); a live iterator then raises LoaderError."""
+        with self._lock:
+            self._generation += 1
+            if self._backend is not None:
+                self._backend.close()
+            self._backend = None
 
     def __repr__(self) -> str:
         return (f"FashionLoader({str(self.shard_dir)!r}, split={self.split!r}, backend={self.backend!r}, "
                 f"device={str(self.device)!r}, batches={len(self)}, rank={self.rank}/{self.world_size})")
+
+
+class _Pass:
+    """One pass of a loader: refuses, with a clear error, to be read by two threads at once (a generator would
+    raise "generator already executing")."""
+
+    def __init__(self, batches):
+        self._batches, self._lock = batches, threading.Lock()
+
+    def __iter__(self) -> "_Pass":
+        return self
+
+    def __next__(self) -> Batch:
+        if not self._lock.acquire(blocking=False):
+            raise LoaderError("this iterator is being read by another thread; give each thread its own iter() "
+                              "(or its own loader)")
+        try:
+            return next(self._batches)
+        finally:
+            self._lock.release()
+
+    def close(self) -> None:
+        self._batches.close()
 
 
 def make_loader(shard_dir: str | os.PathLike, split: str = "train", batch_size: int = 64, backend: str = "auto",
