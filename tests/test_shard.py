@@ -496,3 +496,12 @@ def test_hand_edited_manifest_missing_fields_is_a_clear_error(tiny_dataset, tmp_
     with pytest.raises(ManifestError, match=f"^{re.escape(str(out / 'manifest.json'))}: split 'val' shard 0 lacks "
                                             "bytes$"):
         read_manifest(out)
+
+
+def test_a_full_disk_names_the_file():
+    """ENOSPC carries no file name of its own; the library's writers add it."""
+    from fastfashion.format.atomic import with_path
+    err = with_path(OSError(28, "No space left on device"), "/data/run/last.pt")
+    assert str(err) == "[Errno 28] No space left on device: '/data/run/last.pt'"
+    named = OSError(2, "No such file or directory", "/x")
+    assert with_path(named, "/y") is named

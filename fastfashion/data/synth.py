@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import fixable
-from ..format.atomic import make_temp_dir, replace_dir
+from ..format.atomic import make_temp_dir, replace_dir, with_path
 from ..format.spec import LABELLED_SPLITS, SPLITS, TEST, TRAIN, VAL
 from ..hardware import available_cpus
 from ..progress import progress
@@ -157,8 +157,12 @@ def _write_one(job: tuple[SynthConfig, str, int]) -> int:
     """Worker: render image ``index`` into ``img_dir``; returns its size in bytes."""
     cfg, img_dir, index = job
     data, _ = render_sample(cfg, index)
-    with open(os.path.join(img_dir, f"{index:05d}.jpg"), "wb") as f:
-        f.write(data)
+    path = os.path.join(img_dir, f"{index:05d}.jpg")
+    try:
+        with open(path, "wb") as f:
+            f.write(data)
+    except OSError as e:
+        raise with_path(e, path) from e
     return len(data)
 
 

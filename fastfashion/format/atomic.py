@@ -203,9 +203,7 @@ def write_file(path: str | os.PathLike, write) -> None:
         write(tmp)
         os.replace(tmp, path)
     except OSError as e:
-        if e.filename is None and e.errno is not None:
-            raise OSError(e.errno, e.strerror or os.strerror(e.errno), str(path)) from e
-        raise
+        raise with_path(e, path) from e
     finally:
         tmp.unlink(missing_ok=True)
 
@@ -247,3 +245,10 @@ def unwritable(path: str | os.PathLike) -> str | None:
     if not os.access(parent, os.W_OK | os.X_OK):
         return f"{parent} is not writable"
     return None
+
+
+def with_path(err: OSError, path: str | os.PathLike) -> OSError:
+    """``err`` naming ``path`` when it names no file (a full disk raises ``[Errno 28]`` without one)."""
+    if err.filename is None and err.errno is not None:
+        return OSError(err.errno, err.strerror or os.strerror(err.errno), str(path))
+    return err

@@ -15,7 +15,7 @@ from typing import Iterable, Sequence
 from .._version import __version__
 from ..errors import fixable
 from ..schema import Schema
-from .atomic import clean_stale, file_sha256, fsync, make_temp_dir, replace_dir
+from .atomic import clean_stale, file_sha256, fsync, make_temp_dir, replace_dir, with_path
 from .dali_index import entries_from_tar, write_index
 from .spec import FORMAT, MANIFEST, VERSION, encode_labels, sample_json, shard_names
 
@@ -112,9 +112,7 @@ class ShardSetWriter:
         try:
             return self._write_files(batch, tar_path, idx_path)
         except OSError as e:
-            if e.filename is None and e.errno is not None:
-                raise OSError(e.errno, e.strerror or os.strerror(e.errno), str(tar_path)) from e
-            raise
+            raise with_path(e, tar_path) from e
 
     def _write_files(self, batch: list[Sample], tar_path: Path, idx_path: Path) -> dict:
         import webdataset as wds
@@ -140,7 +138,10 @@ class ShardSetWriter:
                     "schema": self.schema.to_dict(), "source": source, "options": options, "skipped": list(skipped),
                     "splits": self.splits}
         path = self.tmp / MANIFEST
-        path.write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n", encoding="utf-8")
+        try:
+            path.write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n", encoding="utf-8")
+        except OSError as e:
+            raise with_path(e, path) from e
         fsync(path)
         check_target(self.shard_dir, self.overwrite)  # re-check: someone may have created it meanwhile
         replace_dir(self.tmp, self.shard_dir)

@@ -31,7 +31,7 @@ import tempfile
 
 import numpy as np
 
-from ...format.atomic import register_temp
+from ...format.atomic import register_temp, with_path
 from ...format.reader import ShardFiles
 from ...hardware import available_cpus, local_world_size
 from ..base import BackendContext, LoaderError
@@ -176,9 +176,12 @@ class DaliBackend:
         for j, (shard, local) in enumerate(runs(seq, self.ctx.samples.sizes)):
             tar, lines = self.ctx.samples.shards[shard]
             ip = os.path.join(self._dir, f"{j:07d}.idx")
-            with open(ip, "w") as f:
-                f.write(f"v1.2 {len(local)}\n")
-                f.write("".join(lines[i] + "\n" for i in local))
+            try:
+                with open(ip, "w") as f:
+                    f.write(f"v1.2 {len(local)}\n")
+                    f.write("".join(lines[i] + "\n" for i in local))
+            except OSError as e:  # a full /dev/shm (64 MB in a default Docker container) names the file
+                raise with_path(e, ip) from e
             paths.append(tar)
             index_paths.append(ip)
         return paths, index_paths
