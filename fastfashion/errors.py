@@ -6,7 +6,10 @@ the library naming flags it does not have.
 """
 from __future__ import annotations
 
-from typing import TypeVar
+import contextlib
+import signal
+import threading
+from typing import Iterator, TypeVar
 
 E = TypeVar("E", bound=BaseException)
 
@@ -30,22 +33,35 @@ class Terminated(KeyboardInterrupt):
 _TERMINATED: list[int] = []  # the signal, once received (the command line checks it even if the raise was lost)
 
 
+def _raise_terminated(signum, frame) -> None:
+    if _TERMINATED:  # a second SIGTERM during the cleanup the first one started
+        return
+    _TERMINATED.append(signum)
+    raise Terminated(f"signal {signum}")
+
+
+@contextlib.contextmanager
+def sigterm_as_terminated() -> Iterator[None]:
+    """Inside the block SIGTERM raises :class:`Terminated`, so ``kill`` cleans up like Ctrl-C; the previous handler
+    is put back afterwards (main thread only; elsewhere a no-op). For library code that writes files."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    _TERMINATED.clear()  # a SIGTERM handled earlier in this process does not silence this block
+    old = signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
+
+
 def terminate_on_sigterm() -> None:
     """From now on SIGTERM raises :class:`Terminated` in the main thread (no-op elsewhere), once: a second SIGTERM
     during the cleanup the first one started is ignored. Python drops an exception raised inside a ``__del__``
     (a DataLoader iterator's shutdown, say), so :func:`terminated` tells whether one came anyway."""
-    import signal
-    import threading
     if threading.current_thread() is not threading.main_thread():
         return
-
-    def handler(signum, frame):
-        if _TERMINATED:
-            return
-        _TERMINATED.append(signum)
-        raise Terminated(f"signal {signum}")
-
-    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGTERM, _raise_terminated)
 
 
 def terminated() -> bool:

@@ -13,20 +13,18 @@ set (or empty), and only after the new one is complete.
 """
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import hashlib
 import importlib
 import logging
 import os
 import random
-import signal
 import threading
 import time
 from pathlib import Path
 from typing import Iterator
 
-from ..errors import Terminated, fixable
+from ..errors import fixable, sigterm_as_terminated
 from ..format.atomic import clean_stale, file_sha256
 from ..format.spec import LABELLED_SPLITS, SPLITS, TRAIN, split_order
 from ..format.writer import Sample, ShardSetWriter, check_target
@@ -70,24 +68,6 @@ class ShardConfig:
 def default_shard_dir(src_dir: str | os.PathLike) -> Path:
     """``shards/<name of SRC_DIR>`` (relative to the current directory)."""
     return Path("shards") / Path(src_dir).resolve().name
-
-
-@contextlib.contextmanager
-def _sigterm_as_interrupt() -> Iterator[None]:
-    """Turn SIGTERM into :class:`~fastfashion.errors.Terminated` (a KeyboardInterrupt) while writing, so ``kill``
-    cleans up like Ctrl-C (main thread only)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def handler(signum, frame):
-        raise Terminated(f"signal {signum}")
-
-    old = signal.signal(signal.SIGTERM, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, old)
 
 
 # --- the whole job ---------------------------------------------------------------------------------------------
@@ -177,7 +157,7 @@ def write_shards(src_dir: str | os.PathLike, shard_dir: str | os.PathLike | None
     t0 = time.perf_counter()
     source = {"name": src.resolve().name, "fingerprint": _fingerprint(src, records, digests),
               "num_listed": num_listed}
-    with _sigterm_as_interrupt(), ShardSetWriter(out, cfg.schema, overwrite=cfg.overwrite) as writer, \
+    with sigterm_as_terminated(), ShardSetWriter(out, cfg.schema, overwrite=cfg.overwrite) as writer, \
             progress(total=sum(len(v) for v in good.values()), desc="write", unit="img", leave=False) as bar:
         for split in SPLITS:
             labelled = split in LABELLED_SPLITS or any(r.labels is not None for r in records[split])

@@ -96,9 +96,10 @@ def predict(checkpoint: str | os.PathLike, shard_dir: str | os.PathLike, out: st
     time), since the file must match the split line by line. Both files are written atomically (temporary file
     beside, then ``os.replace``). Returns the path of the text file.
     """
-    problem = unwritable(out)
-    if problem:
-        raise fixable(InferenceError(f"{out}: cannot write the predictions there: {problem}"), "out")
+    for target in (out, Path(out).with_suffix(".zip")) if zip_ else (out,):
+        problem = unwritable(target)
+        if problem:
+            raise fixable(InferenceError(f"{target}: cannot write the predictions there: {problem}"), "out")
     device, model, ckpt, manifest = _eval_setup(checkpoint, shard_dir, split, device, need_labels=False)
     skipped = [s for s in manifest.get("skipped", []) if s.get("split") == split]
     if skipped:
