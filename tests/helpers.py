@@ -4,7 +4,16 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import pytest
+
 from fastfashion.data.synth import SynthConfig, synthesize
+
+try:
+    import nvidia.dali  # noqa: F401
+    HAVE_DALI = True
+except ImportError:  # the torch backend's tests run without it
+    HAVE_DALI = False
+needs_dali = pytest.mark.skipif(not HAVE_DALI, reason="NVIDIA DALI is not installed")
 
 # The real data set, when present (tests that use it skip otherwise).
 REAL_DATA = Path(os.environ.get("FASTFASHION_REAL_DATA",

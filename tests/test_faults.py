@@ -13,17 +13,11 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import make_dataset
+from helpers import HAVE_DALI, make_dataset
 
 from fastfashion.data.shard import ShardConfig, write_shards
 from fastfashion.loading.base import LoaderError
 from fastfashion.loading.loader import make_loader
-
-try:
-    import nvidia.dali  # noqa: F401
-    HAVE_DALI = True
-except ImportError:
-    HAVE_DALI = False
 
 HERE = Path(__file__).resolve().parent
 INTEGRITY = r"IntegrityError: {d}/val-00001\.{ext}: sha256 differs from the manifest \(corrupted or modified\)"

@@ -7,7 +7,7 @@ import logging
 
 import pytest
 import torch
-from helpers import make_dataset
+from helpers import make_dataset, needs_dali
 
 from fastfashion.hardware import cuda_device_for
 from fastfashion.loading.backends import choose_backend
@@ -20,13 +20,6 @@ from fastfashion.loading.backends.dali import (
 )
 from fastfashion.loading.backends.dali_check import DaliCudaFacts, gpu_problem
 from fastfashion.loading.base import LoaderConfig
-
-try:
-    import nvidia.dali  # noqa: F401
-    HAVE_DALI = True
-except ImportError:
-    HAVE_DALI = False
-needs_dali = pytest.mark.skipif(not HAVE_DALI, reason="NVIDIA DALI is not installed")
 
 GOOD = DaliCudaFacts(dali_cuda=13, driver_cuda=13000, devices=1)
 OLD_DRIVER = DaliCudaFacts(dali_cuda=13, driver_cuda=12020, devices=1)  # a T4 on driver 535 with the CUDA 13 build

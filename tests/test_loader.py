@@ -18,7 +18,7 @@ import tarfile
 import numpy as np
 import pytest
 import torch
-from helpers import make_dataset
+from helpers import make_dataset, needs_dali
 from PIL import Image
 
 from fastfashion.data.shard import ShardConfig, write_shards
@@ -34,13 +34,6 @@ from fastfashion.loading.backends.dali import (
 from fastfashion.loading.base import LoaderError
 from fastfashion.loading.loader import make_loader
 from fastfashion.schema import FASHION_SCHEMA
-
-try:
-    import nvidia.dali  # noqa: F401
-    HAVE_DALI = True
-except ImportError:
-    HAVE_DALI = False
-needs_dali = pytest.mark.skipif(not HAVE_DALI, reason="NVIDIA DALI is not installed")
 
 N_TRAIN, N_VAL, N_TEST = 29, 11, 7
 BACKENDS = [pytest.param("dali", "cpu", marks=needs_dali), ("torch", "cpu")]
