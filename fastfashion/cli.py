@@ -341,8 +341,9 @@ def _run_bench(args) -> int:
     from .bench.throughput import BenchConfig
     from .format.atomic import unwritable
     for path in filter(None, (args.json, args.png)):  # checked before minutes of measuring, not after
-        if unwritable(path):
-            print(f"fastfashion bench: error: cannot write {path}: {unwritable(path)}; choose another --json/--png",
+        problem = unwritable(path)
+        if problem:
+            print(f"fastfashion bench: error: cannot write {path}: {problem}; choose another --json/--png",
                   file=sys.stderr)
             return 1
     cfg = BenchConfig(shard_dir=args.shard_dir, source=args.source, split=args.split,

@@ -109,6 +109,18 @@ def verify_file(path: str | os.PathLike, size: int, sha256: str, known: Verified
     return True
 
 
+def _verify_shard(d: Path, sh: dict, known: VerifiedFiles | None = None, *, force: bool = False
+                  ) -> tuple[int, int]:
+    """:func:`verify_file` one shard's tar and ``.idx``; returns (files hashed, bytes hashed)."""
+    hashed = nbytes = 0
+    idx = d / sh["idx"]
+    idx_size = os.path.getsize(idx) if idx.is_file() else -1  # no .idx size in the manifest: the digest decides
+    for p, size, sha in ((d / sh["tar"], sh["bytes"], sh["sha256"]), (idx, idx_size, sh["idx_sha256"])):
+        if verify_file(p, size, sha, known, force=force):
+            hashed, nbytes = hashed + 1, nbytes + size
+    return hashed, nbytes
+
+
 def verify_split(shard_dir: str | os.PathLike, manifest: dict, split: str, *, remember: bool = True) -> None:
     """:func:`verify_file` every tar and ``.idx`` of ``split``; with ``remember`` the results persist across
     processes in :func:`verified_cache_path`. Raises :class:`IntegrityError` naming the first bad file."""
@@ -117,12 +129,8 @@ def verify_split(shard_dir: str | os.PathLike, manifest: dict, split: str, *, re
     t0, hashed, nbytes = time.perf_counter(), 0, 0
     try:
         for sh in manifest["splits"][split]["shards"]:
-            for name, size, sha in ((sh["tar"], sh["bytes"], sh["sha256"]), (sh["idx"], None, sh["idx_sha256"])):
-                p = d / name
-                if size is None:  # the manifest records no .idx size: take the file's, the digest decides
-                    size = os.path.getsize(p) if p.is_file() else -1
-                if verify_file(p, size, sha, known):
-                    hashed, nbytes = hashed + 1, nbytes + size
+            h, b = _verify_shard(d, sh, known)
+            hashed, nbytes = hashed + h, nbytes + b
     finally:
         if known is not None:
             known.save()
@@ -136,16 +144,14 @@ def verify_shard_set(shard_dir: str | os.PathLike, manifest: dict) -> int:
     sample count against the manifest: what ``fastfashion inspect --verify`` does. Returns the number of files
     checked; raises :class:`IntegrityError` naming the first bad file."""
     d, n = Path(shard_dir), 0
-    for split, s in manifest["splits"].items():
+    for s in manifest["splits"].values():
         for sh in s["shards"]:
-            verify_file(d / sh["tar"], sh["bytes"], sh["sha256"], force=True)
-            idx = d / sh["idx"]
-            verify_file(idx, os.path.getsize(idx) if idx.is_file() else -1, sh["idx_sha256"], force=True)
+            _verify_shard(d, sh, force=True)
             try:
-                count = len(read_index(idx))
+                count = len(read_index(d / sh["idx"]))
             except IndexFormatError as e:
                 raise IntegrityError(str(e)) from None
             if count != sh["num_samples"]:
-                raise IntegrityError(f"{idx}: {count} samples, the manifest records {sh['num_samples']}")
+                raise IntegrityError(f"{d / sh['idx']}: {count} samples, the manifest records {sh['num_samples']}")
             n += 2
     return n

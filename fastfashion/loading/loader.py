@@ -62,10 +62,6 @@ def _identity(path) -> list[int] | None:
         return None
 
 
-def _manifest_identity(shard_dir: Path) -> list[int] | None:
-    return _identity(shard_dir / MANIFEST)
-
-
 def _device(config: LoaderConfig):
     import torch
     device = resolve_device(config.device)
@@ -86,14 +82,13 @@ class FashionLoader:
     def __init__(self, shard_dir: str | os.PathLike, config: LoaderConfig = LoaderConfig()):
         self.shard_dir, self.config = Path(shard_dir), config
         manifest = read_manifest(self.shard_dir)
-        self._manifest_id = _manifest_identity(self.shard_dir)
         if config.split not in manifest["splits"]:
             raise ValueError(f"{self.shard_dir}: no split {config.split!r} (has {sorted(manifest['splits'])})")
         if config.verify:
             verify_split(self.shard_dir, manifest, config.split)  # sizes and sha256 before the first read
-        self._files = {str(self.shard_dir / sh[k]): None for sh in manifest["splits"][config.split]["shards"]
-                       for k in ("tar", "idx")}
-        self._files = {p: _identity(p) for p in self._files}  # what was verified: checked before every pass
+        # the manifest and the files verified: checked again before every pass (backends reopen them by path)
+        self._files = {str(p): _identity(p) for p in [self.shard_dir / MANIFEST, *(
+            self.shard_dir / sh[k] for sh in manifest["splits"][config.split]["shards"] for k in ("tar", "idx"))]}
         self.schema = manifest_schema(manifest)
         import torch
         self._label_limits = torch.tensor(self.schema.num_classes, dtype=torch.int64)
@@ -201,15 +196,17 @@ class FashionLoader:
             raise LoaderError(f"{self.shard_dir} split {self.split!r}: this iterator was superseded by a newer iter() "
                               "on the same loader or by close() (one pass at a time per loader; make a second loader "
                               "to read twice)")
-        if _manifest_identity(self.shard_dir) != self._manifest_id:
-            raise LoaderError(f"{self.shard_dir}: the shard set was replaced or changed since this loader was made "
-                              "(manifest.json differs); make a new loader")
 
     def _check_files(self) -> None:
-        """Every shard file is the one verified when the loader was made (backends open them again by path)."""
+        """The manifest and every shard file are the ones of when the loader was made (a replaced set, a changed
+        file)."""
         for path, identity in self._files.items():
-            if _identity(path) != identity:
-                raise LoaderError(f"{path}: changed since this loader verified it; make a new loader")
+            if _identity(path) == identity:
+                continue
+            if path.endswith(MANIFEST):
+                raise LoaderError(f"{self.shard_dir}: the shard set was replaced or changed since this loader was "
+                                  "made (manifest.json differs); make a new loader")
+            raise LoaderError(f"{path}: changed since this loader verified it; make a new loader")
 
     def _check_labels(self, labels, indices) -> None:
         """Labels on the CPU are range-checked per batch (on the GPU that would stall the stream: the load-time
