@@ -135,6 +135,17 @@ class FashionLoader:
             self._start = 0
         self.epoch = int(epoch)
 
+    def set_image_size(self, image_size: int) -> None:
+        """Deliver images of ``image_size`` from the next pass on (progressive resizing: the trainer grows the size
+        between epochs). The order and the augmentation's random draws do not change; the backend is rebuilt for the
+        new size, which ends a live iterator (as :meth:`close` does)."""
+        augment = dataclasses.replace(self.augment, image_size=image_size)  # validates the size
+        if augment == self.augment:
+            return
+        self.close()
+        self.augment = augment
+        log.debug("%s split %r: image size now %s", self.shard_dir, self.split, image_size)
+
     def state_dict(self) -> dict:
         """Where this loader stands, as plain JSON values (torchdata's ``Stateful`` protocol): the epoch, the samples
         of it all ranks delivered (``consumed``: a prefix of the epoch's order, see :mod:`.order`), and what the

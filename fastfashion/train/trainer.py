@@ -11,7 +11,8 @@ Under ``torchrun`` it runs DDP (see :mod:`fastfashion.train.distributed`): each 
 split, metrics are summed confusion matrices over ranks, and only rank 0 writes files.
 
 Run directory: ``last.pt`` (every epoch), ``best.pt`` (best val average class accuracy), ``metrics.json`` (a list
-of per-epoch dicts ``{"epoch", "train", "val", "images_per_s", "data_wait_share", "lr", "step"}``) and
+of per-epoch dicts ``{"epoch", "train", "val", "images_per_s", "data_wait_share", "lr", "step", "train_seconds",
+"val_seconds", "minutes"}``; ``minutes``: training plus validation wall time so far, across resumes) and
 ``curves.png`` (loss and accuracy curves, when matplotlib is installed). Files are written atomically (temporary
 file beside, then ``os.replace``); JSON holds ``null`` where a metric is undefined (see
 :func:`fastfashion.train.metrics.json_safe`).
@@ -387,11 +388,12 @@ def _train(run: _Run) -> dict:
                               on_step=lambda a, partial: _after_step(run, epoch, a, partial),
                               desc=f"epoch {epoch + 1}/{cfg.epochs}", disable_bar=bar_off)
         distributed.broadcast_buffers(run.model, dinfo)
+        t_val = time.perf_counter()
         val_m = evaluate(run.model, run.val_loader, run.schema, run.device, class_weights=run.step.weights,
                          desc=f"val {epoch + 1}", disable_bar=bar_off)
         run.scheduler.step(val_m["avg_class_accuracy"])
         state.epoch = epoch + 1
-        _end_epoch(run, lr, res, val_m)
+        _end_epoch(run, lr, res, val_m, time.perf_counter() - t_val)
     distributed.barrier(dinfo)
     return {"best_avg_class_accuracy": state.best, "epochs": state.epoch, "steps": state.step, "out": str(run.out),
             "history": state.history}
@@ -416,12 +418,15 @@ def _stop(run: _Run) -> None:
                     f"{run.out / 'last.pt'} written; run the same command with --resume to continue", signum)
 
 
-def _end_epoch(run: _Run, lr: float, res: EpochResult, val_m: dict) -> None:
+def _end_epoch(run: _Run, lr: float, res: EpochResult, val_m: dict, val_seconds: float) -> None:
     """The epoch's metrics row, best score, checkpoint and log line; then stop if a signal came meanwhile."""
     state, dinfo = run.state, run.dinfo
+    before = state.history[-1].get("minutes", 0.0) if state.history else 0.0
     row = {"epoch": state.epoch, "step": state.step, "lr": lr, "train": _slim(res.metrics), "val": _slim(val_m),
            "images_per_s": res.images * dinfo.world_size / res.seconds if res.seconds > 0 else math.nan,
-           "data_wait_share": res.data_wait / res.seconds if res.seconds > 0 else math.nan}
+           "data_wait_share": res.data_wait / res.seconds if res.seconds > 0 else math.nan,
+           "train_seconds": res.seconds, "val_seconds": val_seconds,
+           "minutes": before + (res.seconds + val_seconds) / 60}
     state.history.append(row)
     is_best = val_m["avg_class_accuracy"] > state.best
     if is_best:
