@@ -6,12 +6,14 @@ manifest, the synthetic generator) asks a :class:`Schema`; nothing else hard-cod
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 from typing import Iterable, Sequence
 
 
 class SchemaError(ValueError):
-    """A schema file (``list_attr_cloth.txt``) is malformed or disagrees with the expected schema."""
+    """A schema file (``schema.json`` or ``list_attr_cloth.txt``) is malformed or disagrees with the expected
+    schema."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -88,12 +90,59 @@ class Schema:
         """Inverse of :meth:`label_names`."""
         return tuple(a.classes.index(names[a.name]) for a in self.attributes)
 
+    def parse_labels(self, values) -> tuple[int, ...]:
+        """Class ids from ``values``: a sequence of ids or class names in schema order, or a mapping
+        ``{attribute: id or class name}`` naming every attribute. Raises :class:`SchemaError` saying which value."""
+        if isinstance(values, dict):
+            missing = [n for n in self.names if n not in values]
+            if missing:
+                raise SchemaError(f"no value for attribute {missing[0]!r} (labels name {sorted(values)})")
+            values = [values[n] for n in self.names]
+        values = list(values)
+        if len(values) != len(self.attributes):
+            raise SchemaError(f"expected {len(self.attributes)} labels, got {len(values)}")
+        return tuple(_class_id(a, v) for a, v in zip(self.attributes, values))
+
     def to_dict(self) -> dict:
         return {"attributes": [{"name": a.name, "classes": list(a.classes)} for a in self.attributes]}
 
     @classmethod
     def from_dict(cls, d: dict) -> "Schema":
-        return cls(tuple(Attribute(a["name"], tuple(a["classes"])) for a in d["attributes"]))
+        """Inverse of :meth:`to_dict`; also accepts ``{attribute: [class names]}`` (attributes in file order).
+        Raises :class:`SchemaError` for any other shape."""
+        if isinstance(d, dict) and "attributes" not in d and all(isinstance(v, list) for v in d.values()):
+            d = {"attributes": [{"name": k, "classes": v} for k, v in d.items()]}
+        attrs = d.get("attributes") if isinstance(d, dict) else None
+        if not isinstance(attrs, list) or not attrs or not all(
+                isinstance(a, dict) and isinstance(a.get("name"), str) and isinstance(a.get("classes"), list)
+                and all(isinstance(c, str) for c in a["classes"]) for a in attrs):
+            raise SchemaError('expected {"attributes": [{"name": NAME, "classes": [CLASS, ...]}, ...]} with at '
+                              "least one attribute (or {NAME: [CLASS, ...], ...})")
+        return cls(tuple(Attribute(a["name"], tuple(a["classes"])) for a in attrs))
+
+    def to_json(self) -> str:
+        """The text of a ``schema.json`` (what :meth:`load` reads)."""
+        return json.dumps(self.to_dict(), indent=1) + "\n"
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "Schema":
+        """A schema from a file: JSON (``schema.json``, see :meth:`from_dict`) or, for any other suffix, a
+        ``list_attr_cloth.txt`` (:meth:`parse_list_attr_cloth`). Raises :class:`SchemaError` naming the file (and
+        line), FileNotFoundError for a missing file."""
+        if not str(path).endswith(".json"):
+            return cls.parse_list_attr_cloth(path)
+        with open(path, "rb") as f:
+            raw = f.read()
+        try:
+            doc = json.loads(raw.decode("utf-8"))
+        except UnicodeDecodeError as e:
+            raise SchemaError(f"{path}: not UTF-8 text ({e.reason})") from None
+        except json.JSONDecodeError as e:
+            raise SchemaError(f"{path}:{e.lineno}: not JSON: {e.msg}") from None
+        try:
+            return cls.from_dict(doc)
+        except SchemaError as e:
+            raise SchemaError(f"{path}: {e}") from None
 
     # --- list_attr_cloth.txt -------------------------------------------------------------------------------
     def to_list_attr_cloth(self) -> str:
@@ -156,6 +205,19 @@ class Schema:
             for i, (x, y) in enumerate(zip(a.classes, b.classes)):
                 if x != y:
                     raise SchemaError(f"{path}: {a.name} class {i} is {y!r}, expected {x!r}")
+
+
+def _class_id(attr: Attribute, value) -> int:
+    """The class id of ``value`` (an id, a class name, or an id written as text) for ``attr``."""
+    if isinstance(value, str) and value in attr.classes:
+        return attr.classes.index(value)
+    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+        value = int(value.strip())
+    if isinstance(value, int) and not isinstance(value, bool):
+        if 0 <= value < attr.num_classes:
+            return value
+        raise SchemaError(f"{attr.name} label {value} out of range 0..{attr.num_classes - 1}")
+    raise SchemaError(f"{attr.name} label {value!r} is neither a class id nor one of its class names")
 
 
 def _count_types(path: str | os.PathLike) -> int:

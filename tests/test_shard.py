@@ -198,7 +198,7 @@ def test_shard_counts_follow_samples_per_shard(tiny_dataset, tmp_path, sps):
             assert len(read_index(tmp_path / "out" / s["idx"])) == s["num_samples"]
     verify_shard_set(tmp_path / "out", read_manifest(tmp_path / "out"))
     assert sorted(p.name for p in (tmp_path / "out").iterdir() if p.suffix not in (".tar", ".idx")) == \
-        ["manifest.json"]
+        ["manifest.json", "test.wids.json", "train.wids.json", "val.wids.json"]
 
 
 def test_same_seed_same_bytes_whatever_the_workers(tiny_dataset, tiny_shards, tmp_path):

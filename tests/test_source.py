@@ -9,7 +9,7 @@ import pytest
 from helpers import REAL_DATA as REAL
 from PIL import Image
 
-from fastfashion import FASHION_SCHEMA
+from fastfashion import FASHION_SCHEMA, Attribute, Schema
 from fastfashion.data import source as src
 
 
@@ -203,9 +203,24 @@ def test_schema_file_mismatch(tmp_path):
     root = write_set(tmp_path)
     f = root / "split" / "list_attr_cloth.txt"
     f.write_text(f.read_text().replace("floral ", "flower "))
-    with pytest.raises(src.SchemaMismatchError, match=_at(root, "list_attr_cloth.txt")  # the schema's error, prefixed
-                       + f": {re.escape(str(f))}: pattern class 0 is 'flower', expected 'floral'$"):
-        src.read_source(root)
+    with pytest.raises(src.SchemaMismatchError, match=_at(root, "list_attr_cloth.txt")  # the path once
+                       + ": pattern class 0 is 'flower', expected 'floral'$"):
+        src.read_source(root, FASHION_SCHEMA)
+    assert src.source_schema(root)[0].classes[0] == "flower"  # without a given schema: the folder's own
+
+
+def test_schema_from_the_folder(tmp_path):
+    root = write_set(tmp_path)
+    (root / "split" / "list_attr_cloth.txt").unlink()
+    two = Schema((Attribute("colour", tuple(f"c{i}" for i in range(7))), *FASHION_SCHEMA.attributes[1:]))
+    (root / "split" / "schema.json").write_text(two.to_json())
+    assert src.source_schema(root) == two
+    assert src.read_source(root)["train"][0].labels is not None
+    with pytest.raises(src.SchemaMismatchError, match=_at(root, "schema.json") + ": schema colour"):
+        src.read_source(root, FASHION_SCHEMA)
+    (root / "split" / "schema.json").write_text('{"attributes": [\n  {"name": 3}]}')
+    with pytest.raises(src.SchemaMismatchError, match=_at(root, "schema.json") + r': expected \{"attributes"'):
+        src.source_schema(root)
 
 
 def test_errors_are_value_errors_with_location(tmp_path):

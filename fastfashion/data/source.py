@@ -5,7 +5,7 @@ Layout (``docs/data.md`` describes the real data set)::
     ROOT/img/00000.jpg ...
     ROOT/split/{train,val,test}.txt          one relative image path per line
     ROOT/split/{train,val}_attr.txt          one label vector per line, aligned with the .txt
-    ROOT/split/list_attr_cloth.txt           the schema
+    ROOT/split/list_attr_cloth.txt           the schema (or ROOT/split/schema.json, see Schema.load)
 
 Every problem raises a subclass of :class:`SourceError` whose message names the file and (1-based) line.
 Split files are UTF-8; CRLF line endings and a missing final newline are accepted; blank lines inside a file are
@@ -75,7 +75,8 @@ class DuplicateKeyError(SourceError):
 
 
 class SchemaMismatchError(SourceError):
-    """``split/list_attr_cloth.txt`` disagrees with the expected schema."""
+    """The source's schema file (``split/list_attr_cloth.txt``, ``split/schema.json``) is malformed or disagrees
+    with the given schema."""
 
 
 PER_SAMPLE_ERRORS = (LabelCountError, LabelValueError, UnsafePathError, MissingImageError, BadKeyError)
@@ -90,13 +91,15 @@ OnError = Callable[[str, int, str, SourceError], None]
 @dataclasses.dataclass(frozen=True)
 class Record:
     """One sample: ``key`` is the image file stem, ``path`` is relative to the root (POSIX style),
-    ``labels`` the class id per schema attribute, or None for an unlabelled split. ``line`` is 1-based."""
+    ``labels`` the class id per schema attribute, or None for an unlabelled split. ``line`` is 1-based, in
+    ``file``: the file that lists the sample (the split file, or a CSV)."""
 
     key: str
     path: str
     labels: tuple[int, ...] | None
     split: str
     line: int
+    file: str = dataclasses.field(default="", compare=False)  # not part of what a sample is
 
 
 def read_lines(path: Path) -> list[str]:
@@ -197,14 +200,45 @@ def read_split(root: str | os.PathLike, split: str, schema: Schema = FASHION_SCH
         if key in seen:
             raise DuplicateKeyError(list_file, i, f"key {key!r} already listed at line {seen[key]}")
         seen[key] = i
-        records.append(Record(key, rel, labels[i - 1] if labels is not None else None, split, i))
+        records.append(Record(key, rel, labels[i - 1] if labels is not None else None, split, i, str(list_file)))
     return records
 
 
-def read_source(root: str | os.PathLike, schema: Schema = FASHION_SCHEMA, *,
+SCHEMA_FILES = ("schema.json", "list_attr_cloth.txt")  # in split/, in this order of preference
+
+
+def source_schema(root: str | os.PathLike, schema: Schema | None = None) -> Schema:
+    """The schema of a source folder: ``split/schema.json``, else ``split/list_attr_cloth.txt`` (six attribute
+    types get the fashion names, others ``attr1`` ...), else :data:`~fastfashion.schema.FASHION_SCHEMA` (logged).
+    With ``schema`` given, the folder's schema file, if any, must agree with it: :class:`SchemaMismatchError`
+    names the file."""
+    split_dir = Path(root) / "split"
+    found = next((split_dir / f for f in SCHEMA_FILES if (split_dir / f).is_file()), None)
+    if found is None:
+        if schema is None:
+            log.warning("%s has no schema file (%s); assuming the fashion schema", split_dir, " or ".join(SCHEMA_FILES))
+        return schema or FASHION_SCHEMA
+    try:
+        if schema is not None and found.name == "list_attr_cloth.txt":
+            schema.check_file(found)
+            return schema
+        own = Schema.load(found)
+    except SchemaError as e:  # its message names the file already
+        raise SchemaMismatchError(found, None, str(e).removeprefix(f"{found}: ").removeprefix(f"{found}")) from None
+    if schema is not None and own != schema:
+        raise SchemaMismatchError(found, None, f"schema {_short(own)} differs from the given {_short(schema)}")
+    return own
+
+
+def _short(schema: Schema) -> str:
+    return ", ".join(f"{a.name}({a.num_classes})" for a in schema)
+
+
+def read_source(root: str | os.PathLike, schema: Schema | None = None, *,
                 splits: Iterable[str] = SPLITS, check_images: bool = True,
                 on_error: OnError | None = None) -> dict[str, list[Record]]:
-    """Read every split of a FashionDataset folder, checking the schema file and keys across splits.
+    """Read every split of a FashionDataset folder, checking keys across splits; the schema is ``schema`` or the
+    folder's own (:func:`source_schema`, which also checks that the two agree).
 
     Raises a :class:`SourceError` subclass naming the file and line of the first problem found; with ``on_error``,
     per-sample problems (:data:`PER_SAMPLE_ERRORS`) are passed to it and those samples dropped (see
@@ -213,14 +247,7 @@ def read_source(root: str | os.PathLike, schema: Schema = FASHION_SCHEMA, *,
     root = Path(root)
     if not root.is_dir():
         raise SourceError(root, None, "data set folder does not exist")
-    schema_file = root / "split" / "list_attr_cloth.txt"
-    if schema_file.exists():
-        try:
-            schema.check_file(schema_file)
-        except SchemaError as e:
-            raise SchemaMismatchError(schema_file, None, str(e)) from None
-    else:
-        log.warning("%s is missing; assuming the given schema", schema_file)
+    schema = source_schema(root, schema)
     out: dict[str, list[Record]] = {}
     owner: dict[str, Record] = {}
     for split in splits:

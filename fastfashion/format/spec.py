@@ -5,8 +5,8 @@ A shard set is a folder holding ``manifest.json`` and, per split, ``{split}-{ind
 order:
 
 * ``KEY.jpg``  -- the original JPEG bytes, untouched;
-* ``KEY.json`` -- ``{"labels": {"pattern": "solid", ...}, "path": "img/00042.jpg"}`` (class names, schema order;
-  ``"labels": null`` for an unlabelled split, i.e. test);
+* ``KEY.json`` -- ``{"label_ids": {"pattern": 5, ...}, "labels": {"pattern": "solid", ...}, "path":
+  "img/00042.jpg"}`` (class ids and class names, schema order; both ``null`` for an unlabelled sample);
 * ``KEY.lbl``  -- the labels as raw little-endian int64 x len(schema) (48 bytes for a six-attribute schema), read
   by DALI natively with ``dtypes=types.INT64``; all -1 for an unlabelled sample.
 """
@@ -38,6 +38,19 @@ def shard_names(split: str, index: int) -> tuple[str, str]:
     return f"{split}-{index:05d}.tar", f"{split}-{index:05d}.idx"
 
 
+def wids_name(split: str) -> str:
+    """``"train.wids.json"``: the split's shard list for ``wids.ShardListDataset``."""
+    return f"{split}.wids.json"
+
+
+def wids_index(split: str, shards: Sequence[dict]) -> str:
+    """The text of a wids shard index (``wids_version`` 1): the split's tars, relative to the index file, with
+    their sample counts."""
+    doc = {"__kind__": "wids-shard-index-v1", "wids_version": 1, "name": split,
+           "shardlist": [{"url": sh["tar"], "nsamples": sh["num_samples"]} for sh in shards]}
+    return json.dumps(doc, indent=1, sort_keys=True) + "\n"
+
+
 def encode_labels(labels: Sequence[int] | None, schema: Schema) -> bytes:
     """The ``.lbl`` member: little-endian int64 per attribute, or all :data:`UNLABELLED` for ``None``."""
     values = [UNLABELLED] * len(schema) if labels is None else [int(v) for v in labels]
@@ -55,8 +68,10 @@ def decode_labels(data: bytes, schema: Schema) -> tuple[int, ...] | None:
 
 
 def sample_json(path: str, labels: Sequence[int] | None, schema: Schema) -> bytes:
-    """The ``.json`` member: compact JSON ``{"labels": ..., "path": ...}``, labels in schema order."""
-    doc = {"labels": None if labels is None else schema.label_names(labels), "path": path}
+    """The ``.json`` member: compact JSON ``{"label_ids": ..., "labels": ..., "path": ...}``: class ids and class
+    names per attribute in schema order (both null for an unlabelled sample)."""
+    ids = None if labels is None else {a.name: int(v) for a, v in zip(schema, labels)}
+    doc = {"label_ids": ids, "labels": None if labels is None else schema.label_names(labels), "path": path}
     return json.dumps(doc, separators=(",", ":")).encode("utf-8")
 
 

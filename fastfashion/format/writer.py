@@ -17,7 +17,7 @@ from ..errors import fixable
 from ..schema import Schema
 from .atomic import clean_stale, file_sha256, fsync, make_temp_dir, replace_dir, with_path
 from .dali_index import entries_from_tar, write_index
-from .spec import FORMAT, MANIFEST, VERSION, encode_labels, sample_json, shard_names
+from .spec import FORMAT, MANIFEST, VERSION, encode_labels, sample_json, shard_names, wids_index, wids_name
 
 TAR_MTIME = 0  # fixed member mtime: the same samples and options give byte-identical tars (and manifest)
 
@@ -69,6 +69,7 @@ class ShardSetWriter:
         self.overwrite = overwrite
         self.tmp: Path | None = None
         self.splits: dict[str, dict] = {}
+        self._open: dict[str, dict] = {}  # split -> pending samples, written shards, class counts
 
     def __enter__(self) -> "ShardSetWriter":
         clean_stale(self.shard_dir)
@@ -81,28 +82,45 @@ class ShardSetWriter:
             shutil.rmtree(self.tmp, ignore_errors=True)
             self.tmp = None
 
+    def add(self, split: str, sample: Sample, samples_per_shard: int) -> None:
+        """Append one sample to ``split``: a shard is written each time ``samples_per_shard`` are pending (the
+        incremental form of :meth:`write_split`; :meth:`finish_split` writes the rest)."""
+        if self.tmp is None:
+            raise RuntimeError("ShardSetWriter.add outside its with block")
+        if split in self.splits:
+            raise RuntimeError(f"split {split!r} was already finished")
+        st = self._open.setdefault(split, {"pending": [], "shards": [],
+                                           "counts": {a.name: [0] * a.num_classes for a in self.schema}})
+        st["pending"].append(sample)
+        for a, v in zip(self.schema, sample.labels or ()):
+            st["counts"][a.name][v] += 1
+        if len(st["pending"]) >= samples_per_shard:
+            st["shards"].append(self._write_shard(split, len(st["shards"]), st["pending"]))
+            st["pending"] = []
+
+    def finish_split(self, split: str, *, labelled: bool) -> dict:
+        """Write ``split``'s last (smaller) shard and record its manifest entry (returned): ``num_samples``,
+        ``labelled``, ``class_counts`` (counted from the labels written; None when unlabelled) and ``shards``. A
+        split that got no sample gets an entry without shards."""
+        st = self._open.pop(split, None) or {"pending": [], "shards": [],
+                                              "counts": {a.name: [0] * a.num_classes for a in self.schema}}
+        if st["pending"]:
+            st["shards"].append(self._write_shard(split, len(st["shards"]), st["pending"]))
+        shards = st["shards"]
+        entry = {"num_samples": sum(sh["num_samples"] for sh in shards), "labelled": labelled,
+                 "class_counts": st["counts"] if labelled else None, "shards": shards}
+        self.splits[split] = entry
+        return entry
+
     def write_split(self, split: str, samples: Iterable[Sample], samples_per_shard: int, *,
                     labelled: bool) -> dict:
         """Write ``samples`` (in order) into ``{split}-{i:05d}.tar`` + ``.idx`` of ``samples_per_shard`` each (the
-        last may be smaller) and record the split's manifest entry (returned): ``num_samples``, ``labelled``,
-        ``class_counts`` (counted from the labels written; None when unlabelled) and ``shards``."""
+        last may be smaller) and record the split's manifest entry (returned, see :meth:`finish_split`)."""
         if self.tmp is None:
             raise RuntimeError("ShardSetWriter.write_split outside its with block")
-        counts = {a.name: [0] * a.num_classes for a in self.schema}
-        shards: list[dict] = []
-        it = iter(samples)
-        while True:
-            batch = [s for _, s in zip(range(samples_per_shard), it)]
-            if not batch:
-                break
-            shards.append(self._write_shard(split, len(shards), batch))
-            for s in batch:
-                for a, v in zip(self.schema, s.labels or ()):
-                    counts[a.name][v] += 1
-        entry = {"num_samples": sum(sh["num_samples"] for sh in shards), "labelled": labelled,
-                 "class_counts": counts if labelled else None, "shards": shards}
-        self.splits[split] = entry
-        return entry
+        for s in samples:
+            self.add(split, s, samples_per_shard)
+        return self.finish_split(split, labelled=labelled)
 
     def _write_shard(self, split: str, index: int, batch: list[Sample]) -> dict:
         """One tar and its ``.idx``; returns the shard's manifest entry. An OSError without a file name (a full
@@ -131,9 +149,13 @@ class ShardSetWriter:
                 "sha256": file_sha256(tar_path), "idx_sha256": file_sha256(idx_path)}
 
     def commit(self, *, source: dict, options: dict, skipped: Sequence[dict] = (), extra: dict | None = None) -> dict:
-        """Write ``manifest.json`` (sorted keys) and move the folder into place; returns the manifest."""
+        """Write each split's wids index (:func:`~fastfashion.format.spec.wids_index`), ``manifest.json`` (sorted
+        keys) and move the folder into place; returns the manifest."""
         if self.tmp is None:
             raise RuntimeError("ShardSetWriter.commit called twice or outside its with block")
+        if self._open:
+            raise RuntimeError(f"split(s) {sorted(self._open)} not finished (finish_split)")
+        write_wids_indexes(self.tmp, self.splits)
         manifest = {**(extra or {}), "format": FORMAT, "version": VERSION, "created_by": f"fastfashion {__version__}",
                     "schema": self.schema.to_dict(), "source": source, "options": options, "skipped": list(skipped),
                     "splits": self.splits}
@@ -147,3 +169,15 @@ class ShardSetWriter:
         replace_dir(self.tmp, self.shard_dir)
         self.tmp = None
         return manifest
+
+
+def write_wids_indexes(shard_dir: Path, splits: dict[str, dict]) -> None:
+    """``{split}.wids.json`` for every split with shards (what ``wids.ShardListDataset`` opens)."""
+    for split, entry in splits.items():
+        if entry["shards"]:
+            path = shard_dir / wids_name(split)
+            try:
+                path.write_text(wids_index(split, entry["shards"]), encoding="utf-8")
+            except OSError as e:
+                raise with_path(e, path) from e
+            fsync(path)
