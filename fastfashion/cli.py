@@ -42,22 +42,35 @@ def _add_synth(sub) -> None:
 
 def _add_shard(sub) -> None:
     p = sub.add_parser(
-        "shard", help="pack a FashionDataset folder into validated WebDataset shards with DALI indexes and a manifest",
+        "shard", help="pack a folder (FashionDataset layout) or a CSV into validated WebDataset shards with DALI "
+                      "indexes and a manifest",
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        description="Validate SRC_DIR completely, then write per split {split}-NNNNN.tar (webdataset), a DALI\n"
-                    "index {split}-NNNNN.idx beside each, and manifest.json. Train samples are shuffled by --seed;\n"
-                    "val and test keep split-file order. Built in a temporary folder and renamed at the end: a\n"
-                    "failed or interrupted run leaves nothing behind.",
-        epilog="Samples: KEY.jpg (original JPEG bytes), KEY.lbl (labels, little-endian int64 per category; all -1\n"
-               "for the unlabelled test split), KEY.json ({\"path\": ..., \"labels\": {category: class} or null}).\n\n"
+        description="Validate SRC completely, then write per split {split}-NNNNN.tar (webdataset), a DALI\n"
+                    "index {split}-NNNNN.idx beside each, {split}.wids.json and manifest.json. SRC is a folder with\n"
+                    "img/ and split/ (the FashionDataset layout; schema: split/schema.json or\n"
+                    "split/list_attr_cloth.txt) or a CSV with a header path,ATTRIBUTE,...[,split] (values: class\n"
+                    "names or ids; schema: schema.json beside it, else inferred from the values). Train samples are\n"
+                    "shuffled by --seed; val and test keep file order. Built in a temporary folder and renamed at\n"
+                    "the end: a failed or interrupted run leaves nothing behind.",
+        epilog="Samples: KEY.jpg (original JPEG bytes), KEY.lbl (labels, little-endian int64 per attribute; all -1\n"
+               "for an unlabelled sample), KEY.json ({\"path\": ..., \"labels\": {attribute: class name},\n"
+               "\"label_ids\": {attribute: class id}}, null labels when unlabelled).\n\n"
                "JPEG policy: every image is fully decoded once. Accepted: baseline or progressive JPEG, RGB or "
                "grayscale\n(decoders expand grayscale to R=G=B). Rejected: truncated or corrupt data, non-JPEG data "
                "(e.g. PNG named .jpg),\nCMYK/YCCK JPEGs (decoders disagree on their colours). Rejected images, "
                "missing images and bad label lines\nare fatal (error names file:line) unless --skip-bad; structural "
                "problems (missing split files, line-count\nmismatch, duplicate keys) are always fatal.")
-    p.add_argument("src_dir", metavar="SRC_DIR", help="a FashionDataset folder (img/, split/)")
+    p.add_argument("src_dir", metavar="SRC", help="a folder (img/, split/) or a labels .csv")
     p.add_argument("shard_dir", metavar="SHARD_DIR", nargs="?", default=None,
-                   help="shard folder to create (default: shards/<name of SRC_DIR>)")
+                   help="shard folder to create (default: shards/<name of SRC>)")
+    p.add_argument("--schema", metavar="FILE", default=None,
+                   help="the attribute schema: JSON {\"attributes\": [{\"name\": ..., \"classes\": [...]}, ...]} "
+                        "or a list_attr_cloth.txt (default: the source's own); a schema file in the source must agree")
+    p.add_argument("--images", metavar="DIR", default=None,
+                   help="CSV source: the folder its image paths are relative to (default: the CSV's folder)")
+    p.add_argument("--split-ratio", metavar="TRAIN,VAL,TEST", default="0.8,0.1,0.1",
+                   help="CSV without a split column: fractions of rows dealt to train, val and test by --seed "
+                        "(default: %(default)s)")
     from .data.shard import DEFAULT_SAMPLES_PER_SHARD
     p.add_argument("--samples-per-shard", type=int, metavar="N", default=DEFAULT_SAMPLES_PER_SHARD,
                    help="samples per tar (default: %(default)s: the real train split becomes 10 shards of ~6 MB, "
@@ -72,6 +85,27 @@ def _add_shard(sub) -> None:
     p.add_argument("--overwrite", action="store_true",
                    help="replace an existing shard set at SHARD_DIR (only after the new one is complete)")
     p.set_defaults(func=_run_shard)
+
+
+def _add_index(sub) -> None:
+    p = sub.add_parser("index", help="adopt WebDataset tars written by any tool: write their DALI indexes, wids "
+                                     "indexes and a manifest",
+                       formatter_class=argparse.RawDescriptionHelpFormatter,
+                       description="Check every sample of the *.tar files in SHARD_DIR (a .jpg member that starts like "
+                                   "a JPEG,\nlabels that fit the schema, unique keys), then write NAME.idx beside each "
+                                   "tar, {split}.wids.json\nand manifest.json; the tars are not changed. Splits come "
+                                   "from the tar names (train-*.tar,\nval-*.tar, test-*.tar) or --split. Labels: .lbl "
+                                   "(int64 per attribute), .cls (one attribute) or\n.json (class ids or names); the "
+                                   "schema from --schema, else inferred from the labels.")
+    p.add_argument("shard_dir", metavar="SHARD_DIR", help="a folder of WebDataset .tar files")
+    p.add_argument("--schema", metavar="FILE", default=None,
+                   help="the attribute schema (schema.json or list_attr_cloth.txt); default: inferred from the labels")
+    p.add_argument("--split", metavar="SPLIT", default=None,
+                   help="put every tar in this split (default: from the names: train-*, val-*, test-*)")
+    p.add_argument("--check-images", action="store_true", help="also fully decode every JPEG (fastfashion shard's "
+                                                               "JPEG policy)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing manifest.json and .idx files")
+    p.set_defaults(func=_run_index)
 
 
 def _add_inspect(sub) -> None:
@@ -244,13 +278,33 @@ def _run_shard(args) -> int:
 
     from .data.shard import ShardConfig, default_shard_dir, write_shards
     from .format.manifest import ordered_splits
+    from .schema import Schema
+    try:
+        ratio = tuple(float(x) for x in args.split_ratio.split(","))
+    except ValueError:
+        ratio = ()  # refused with the one message below
     cfg = ShardConfig(samples_per_shard=args.samples_per_shard, workers=args.workers, seed=args.seed,
-                      skip_bad=args.skip_bad, overwrite=args.overwrite)
+                      skip_bad=args.skip_bad, overwrite=args.overwrite, images=args.images, split_ratio=ratio,
+                      schema=Schema.load(args.schema) if args.schema else None)
     out = args.shard_dir or default_shard_dir(args.src_dir)
     t0 = time.perf_counter()
     m = write_shards(args.src_dir, out, cfg)
     splits = ", ".join(f"{k} {v['num_samples']} in {len(v['shards'])} shards" for k, v in ordered_splits(m))
     print(f"wrote {out}: {splits}; {len(m['skipped'])} skipped ({time.perf_counter() - t0:.1f} s)")
+    return 0
+
+
+def _run_index(args) -> int:
+    from .data.adopt import IndexConfig, index_shards
+    from .format.manifest import ordered_splits
+    from .schema import Schema
+    cfg = IndexConfig(schema=Schema.load(args.schema) if args.schema else None, split=args.split,
+                      check_images=args.check_images, overwrite=args.overwrite)
+    m = index_shards(args.shard_dir, cfg)
+    splits = ", ".join(f"{k} {v['num_samples']} in {len(v['shards'])} shards" + ("" if v["labelled"] else
+                       " (unlabelled)") for k, v in ordered_splits(m))
+    attrs = ", ".join(f"{a['name']} ({len(a['classes'])})" for a in m["schema"]["attributes"])
+    print(f"indexed {args.shard_dir}: {splits}; labels from .{m['label_member']}: {attrs}")
     return 0
 
 
@@ -402,7 +456,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"fastfashion {__version__}")
     _add_common(parser)
     sub = parser.add_subparsers(dest="verb", metavar="VERB")
-    for add in (_add_synth, _add_shard, _add_inspect, _add_train, _add_evaluate, _add_predict, _add_bench,
+    for add in (_add_synth, _add_shard, _add_index, _add_inspect, _add_train, _add_evaluate, _add_predict, _add_bench,
                 _add_demo):
         add(sub)
     for p in sub.choices.values():
@@ -420,6 +474,8 @@ ADVICE = {  # library parameter (errors.fixable) -> what to do on the command li
     "split": "choose another --split (evaluate needs a labelled one; predict reads any)",
     "shard_dir": "create one with 'fastfashion shard SRC_DIR SHARD_DIR'",
     "resume_or_overwrite": "pass --resume to continue it, or --overwrite to start over",
+    "index_split": "name the tars train-*.tar, val-*.tar, test-*.tar, or pass --split SPLIT",
+    "schema": "pass --schema FILE",
 }
 
 

@@ -13,6 +13,7 @@ from typing import Mapping, Sequence
 
 from ..errors import fixable
 from ..schema import Schema
+from .labels import LABEL_MEMBERS
 from .spec import FORMAT, MANIFEST, TRAIN, VERSION, split_order
 
 
@@ -59,6 +60,9 @@ def read_manifest(shard_dir: str | os.PathLike, *, check_files: bool = True) -> 
         if not isinstance(k, dict) or not all(isinstance(k.get(f), t) for f, t in (
                 ("split", str), ("key", str), ("path", str), ("line", int), ("reason", str))):
             raise ManifestError(f"{path}: skipped entry {i} needs split, key, path, reason (text) and line (integer)")
+    if m.get("label_member", "lbl") not in (*LABEL_MEMBERS, "none"):
+        raise ManifestError(f"{path}: field 'label_member' {m.get('label_member')!r} is not one of "
+                            f"{', '.join(LABEL_MEMBERS)}, none")
     for split, s in m["splits"].items():
         _check_split(path, split, s, schema)
         if check_files:
@@ -89,6 +93,9 @@ def _check_split(path: Path, split: str, s, schema: Schema) -> None:
             not isinstance(counts.get(a.name), list) or len(counts[a.name]) != a.num_classes
             or not all(_count(c) for c in counts[a.name]) for a in schema)):
         raise ManifestError(f"{where}: 'class_counts' does not match the schema (non-negative counts per class)")
+    if s["labelled"] and counts is None:  # the trainer's class weights, inspect's histograms
+        raise ManifestError(f"{where}: labelled, but field 'class_counts' is missing (per attribute, the number of "
+                            "samples of each class)")
     for i, sh in enumerate(s["shards"]):
         _check_shard(f"{where} shard {i}", sh)
     if sum(sh["num_samples"] for sh in s["shards"]) != s["num_samples"]:

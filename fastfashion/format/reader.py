@@ -11,7 +11,8 @@ from pathlib import Path
 
 from ..schema import Schema
 from .dali_index import IndexFormatError, index_line, read_index
-from .spec import JPEG_START, label_problem
+from .labels import decode_labels_member
+from .spec import JPEG_START, UNLABELLED, label_problem
 
 
 class ShardReadError(RuntimeError):
@@ -34,10 +35,13 @@ class SampleRef:
 class SplitSamples:
     """The samples of one split in manifest order: ``refs[i]`` is global sample ``i``; ``shards`` lists per shard
     ``(tar path, idx lines)`` where ``idx_lines[j]`` is the shard's ``.idx`` line of its ``j``-th sample (what a
-    per-epoch DALI index file copies)."""
+    per-epoch DALI index file copies). ``labels``: for a set whose label member is ``.cls`` or ``.json``
+    (:mod:`fastfashion.format.labels`) the class ids of every sample, decoded when the split was read; None for a
+    ``.lbl`` set, whose readers take the labels from the tars."""
 
     shards: list[tuple[str, list[str]]]
     refs: list[SampleRef]
+    labels: list[tuple[int, ...]] | None = None  # per sample, decoded once: a set whose label member is not .lbl
 
     @property
     def sizes(self) -> list[int]:
@@ -97,7 +101,8 @@ def sample_key(member_key: str) -> str:
     return member_key.rsplit("/", 1)[-1]
 
 
-def read_shard_samples(idx_path: Path, tar_path: Path, width: int) -> tuple[list[str], list[SampleRef]]:
+def read_shard_samples(idx_path: Path, tar_path: Path, width: int, *, label_member: str | None = "lbl"
+                       ) -> tuple[list[str], list[SampleRef]]:
     """The ``.idx`` lines of a shard's samples and their :class:`SampleRef`; checks them against the tar size and
     the label width (``width`` int64 per ``.lbl``). Raises :class:`ShardReadError` naming the file (and key)."""
     try:
@@ -113,14 +118,15 @@ def read_shard_samples(idx_path: Path, tar_path: Path, width: int) -> tuple[list
     lines, refs = [], []
     for n, entry in enumerate(entries, start=2):
         key = sample_key(entry.key)
-        if "jpg" not in entry.members or "lbl" not in entry.members:
-            raise ShardReadError(f"{idx_path}:{n}: sample {key!r} lacks a .jpg or .lbl member")
+        member = label_member if label_member in entry.members else None
+        if "jpg" not in entry.members or member is None and label_member is not None:
+            raise ShardReadError(f"{idx_path}:{n}: sample {key!r} lacks a .jpg or .{label_member} member")
         end = max(off + size for off, size in entry.members.values())
         if end > tar_size:
             raise ShardReadError(f"{tar_path}: shard is truncated: sample {key!r} ends at byte {end}, "
                                  f"the file has {tar_size}")
-        (jo, js), (lo, ls) = entry.members["jpg"], entry.members["lbl"]
-        if ls != 8 * width:
+        (jo, js), (lo, ls) = entry.members["jpg"], entry.members.get(member, (0, 0))
+        if member == "lbl" and ls != 8 * width:
             raise ShardReadError(f"{tar_path}: sample {key!r}: .lbl has {ls} bytes, expected {8 * width} "
                                  f"(int64 x {width})")
         refs.append(SampleRef(key, str(tar_path), jo, js, lo, ls))
@@ -134,32 +140,44 @@ def read_split_samples(shard_dir: str | os.PathLike, manifest: dict, split: str,
     bytes per sample). Raises :class:`ShardReadError` naming the file and the key."""
     d = Path(shard_dir)
     shards, refs = [], []
+    kind = manifest.get("label_member", "lbl")  # the member holding the labels (format/labels.py)
+    member = kind if kind == "lbl" or manifest["splits"][split]["labelled"] else None  # None: none to read
     for sh in manifest["splits"][split]["shards"]:
-        lines, shard_refs = read_shard_samples(d / sh["idx"], d / sh["tar"], len(schema))
+        lines, shard_refs = read_shard_samples(d / sh["idx"], d / sh["tar"], len(schema), label_member=member)
         if len(shard_refs) != sh["num_samples"]:
             raise ShardReadError(f"{d / sh['idx']}: {len(shard_refs)} samples, manifest says {sh['num_samples']}")
         shards.append((str(d / sh["tar"]), lines))
         refs.extend(shard_refs)
-    check_samples(refs, schema)
-    return SplitSamples(shards, refs)
+    labels = check_samples(refs, schema, kind)
+    return SplitSamples(shards, refs, labels)
 
 
-def check_samples(refs: list[SampleRef], schema: Schema) -> None:
+def check_samples(refs: list[SampleRef], schema: Schema, label_member: str = "lbl"
+                  ) -> list[tuple[int, ...]] | None:
     """Raise :class:`ShardReadError` for the first sample whose ``.jpg`` does not start like a JPEG or whose
-    labels are out of range: bytes a decoder would choke on (or crash on) never reach it."""
+    labels are out of range: bytes a decoder would choke on (or crash on) never reach it. Returns the labels of a
+    set whose ``label_member`` is not ``lbl`` (decoded, :mod:`fastfashion.format.labels`), else None."""
+    out: list[tuple[int, ...]] | None = None if label_member == "lbl" else []
     with ShardFiles() as files:
         for r in refs:
             try:
                 head = files.read(r.tar, r.jpg_offset, min(len(JPEG_START), r.jpg_size))
-                values = struct.unpack(f"<{len(schema)}q", files.read(r.tar, r.lbl_offset, r.lbl_size))
+                data = files.read(r.tar, r.lbl_offset, r.lbl_size)
+                values = struct.unpack(f"<{len(schema)}q", data) if out is None else \
+                    decode_labels_member(label_member, data, schema) if r.lbl_size else (UNLABELLED,) * len(schema)
             except OSError as e:
                 raise ShardReadError(f"{r.tar}: sample {r.key!r} cannot be read: {e}") from e
+            except ValueError as e:
+                raise ShardReadError(f"{r.tar}: sample {r.key!r}: .{label_member} member: {e}") from e
+            if out is not None:
+                out.append(values)
             if head != JPEG_START:
                 raise ShardReadError(f"{r.tar}: sample {r.key!r}: the .jpg member is not JPEG data "
                                      f"(starts with {head.hex()})")
             problem = label_problem(values, schema)
             if problem:
                 raise ShardReadError(f"{r.tar}: sample {r.key!r}: {problem}")
+    return out
 
 
 def split_keys(shard_dir: str | os.PathLike, manifest: dict, split: str) -> list[str]:

@@ -156,15 +156,9 @@ class ShardSetWriter:
         if self._open:
             raise RuntimeError(f"split(s) {sorted(self._open)} not finished (finish_split)")
         write_wids_indexes(self.tmp, self.splits)
-        manifest = {**(extra or {}), "format": FORMAT, "version": VERSION, "created_by": f"fastfashion {__version__}",
-                    "schema": self.schema.to_dict(), "source": source, "options": options, "skipped": list(skipped),
-                    "splits": self.splits}
-        path = self.tmp / MANIFEST
-        try:
-            path.write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n", encoding="utf-8")
-        except OSError as e:
-            raise with_path(e, path) from e
-        fsync(path)
+        manifest = manifest_doc(self.schema, self.splits, source=source, options=options, skipped=skipped,
+                                extra=extra)
+        write_manifest(self.tmp, manifest)
         check_target(self.shard_dir, self.overwrite)  # re-check: someone may have created it meanwhile
         replace_dir(self.tmp, self.shard_dir)
         self.tmp = None
@@ -181,3 +175,22 @@ def write_wids_indexes(shard_dir: Path, splits: dict[str, dict]) -> None:
             except OSError as e:
                 raise with_path(e, path) from e
             fsync(path)
+
+
+def manifest_doc(schema: Schema, splits: dict[str, dict], *, source: dict, options: dict,
+                 skipped: Sequence[dict] = (), extra: dict | None = None) -> dict:
+    """The manifest: every format field (name, version, creator, schema, splits) and the caller's ``source``,
+    ``options``, ``skipped`` and ``extra`` fields (specified in ``docs/format.md``)."""
+    return {**(extra or {}), "format": FORMAT, "version": VERSION, "created_by": f"fastfashion {__version__}",
+            "schema": schema.to_dict(), "source": source, "options": options, "skipped": list(skipped),
+            "splits": splits}
+
+
+def write_manifest(shard_dir: Path, manifest: dict) -> None:
+    """``shard_dir/manifest.json`` with sorted keys, synced; a full disk names the file."""
+    path = shard_dir / MANIFEST
+    try:
+        path.write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n", encoding="utf-8")
+    except OSError as e:
+        raise with_path(e, path) from e
+    fsync(path)

@@ -1,12 +1,14 @@
 """Augmentation parameters: one frozen config drives the DALI (GPU and CPU) and torch backends alike.
 
+``image_size`` is an int (a square) or ``(height, width)``; :func:`check_image_size` accepts both.
+
 Train: a random resized crop to ``image_size`` (area ``scale``, aspect ``ratio``, as torchvision's
 RandomResizedCrop), a horizontal flip with probability ``flip``, a rotation by ``U(-rotation, rotation)`` degrees
 (black fill), colour jitter (``brightness``, ``contrast``, ``saturation`` factors drawn from ``U(1-x, 1+x)``, ``hue``
 shift from ``U(-hue, hue)`` of a full turn) and ImageNet mean/std normalization.
 
-Eval: resize the shorter side to ``round(image_size / eval_crop_ratio)`` (256 for 224: the ImageNet convention,
-0.875) and centre-crop ``image_size``; then normalize. A solid-colour image stays exactly that colour, which the
+Eval: resize the shorter side to ``round(max(height, width) / eval_crop_ratio)`` (256 for 224: the ImageNet
+convention, 0.875) and centre-crop ``image_size``; then normalize. A solid-colour image stays exactly that colour, which the
 alignment tests rely on.
 
 Where the backends differ on purpose (documented in ``docs/loader.md``): DALI fuses crop, resize, rotation and flip
@@ -20,6 +22,7 @@ permutes it.
 from __future__ import annotations
 
 import dataclasses
+import re
 
 import numpy as np
 
@@ -29,11 +32,36 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
+def check_image_size(size) -> int | tuple[int, int]:
+    """``size`` as an int (a square) or a ``(height, width)`` tuple of ints, each in
+    :data:`MIN_IMAGE_SIZE`..:data:`MAX_IMAGE_SIZE`; a pair of equal sides stays a pair. Raises ValueError."""
+    sides = list(size) if isinstance(size, (tuple, list)) else [size]
+    if len(sides) not in (1, 2) or any(isinstance(v, bool) or not isinstance(v, (int, np.integer)) for v in sides):
+        raise ValueError(f"image_size must be an int or (height, width), got {size!r}")
+    if not all(MIN_IMAGE_SIZE <= v <= MAX_IMAGE_SIZE for v in sides):
+        raise ValueError(f"image_size must be in {MIN_IMAGE_SIZE}..{MAX_IMAGE_SIZE}, got {size!r}")
+    return int(sides[0]) if not isinstance(size, (tuple, list)) else (int(sides[0]), int(sides[-1]))
+
+
+def parse_image_size(text: str) -> int | tuple[int, int]:
+    """``"224"`` -> 224, ``"64x48"`` or ``"64,48"`` -> (64, 48) (height x width), checked by
+    :func:`check_image_size`. Raises ValueError."""
+    m = re.fullmatch(r"\s*(\d+)\s*(?:[x,]\s*(\d+)\s*)?", text)
+    if m is None:
+        raise ValueError(f"image size {text!r} is not N or HEIGHTxWIDTH (e.g. 224 or 64x48)")
+    return check_image_size(int(m.group(1)) if m.group(2) is None else (int(m.group(1)), int(m.group(2))))
+
+
+def image_hw(size: int | tuple[int, int]) -> tuple[int, int]:
+    """``(height, width)`` of an image size."""
+    return (size, size) if isinstance(size, int) else (size[0], size[1])
+
+
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class AugmentConfig:
     """Every augmentation knob; ``mode="eval"`` is the deterministic eval transform (the random knobs unused)."""
 
-    image_size: int = 224
+    image_size: int | tuple[int, int] = 224       # a square, or (height, width)
     mode: str = "train"                           # "train": random augmentation; "eval": resize + centre crop
     scale: tuple[float, float] = (0.08, 1.0)      # crop area fraction (torchvision's default)
     ratio: tuple[float, float] = (3 / 4, 4 / 3)   # crop aspect ratio range, sampled log-uniformly
@@ -53,8 +81,7 @@ class AugmentConfig:
     def __post_init__(self) -> None:
         if self.mode not in ("train", "eval"):
             raise ValueError(f"mode must be 'train' or 'eval', got {self.mode!r}")
-        if not MIN_IMAGE_SIZE <= self.image_size <= MAX_IMAGE_SIZE:
-            raise ValueError(f"image_size must be in {MIN_IMAGE_SIZE}..{MAX_IMAGE_SIZE}, got {self.image_size}")
+        object.__setattr__(self, "image_size", check_image_size(self.image_size))
         if not 0 < self.scale[0] <= self.scale[1] <= 1:
             raise ValueError(f"scale must satisfy 0 < lo <= hi <= 1, got {self.scale}")
         if not 0 < self.ratio[0] <= self.ratio[1]:
@@ -86,9 +113,14 @@ class AugmentConfig:
         return self.mode == "train"
 
     @property
+    def hw(self) -> tuple[int, int]:
+        """``(height, width)`` of the output."""
+        return image_hw(self.image_size)
+
+    @property
     def eval_resize(self) -> int:
-        """Shorter side before the eval centre crop (256 for 224)."""
-        return int(round(self.image_size / self.eval_crop_ratio))
+        """Shorter side before the eval centre crop (256 for 224; for (height, width) the longer of the two)."""
+        return int(round(max(self.hw) / self.eval_crop_ratio))
 
     def interp_for(self, device: str) -> str:
         """The warp interpolation used on ``device`` ("cpu" or "gpu")."""

@@ -6,7 +6,7 @@ import dataclasses
 from typing import TYPE_CHECKING, Any, Callable, Iterator, NamedTuple, Protocol
 
 from ..format.spec import TRAIN
-from .augment import MAX_IMAGE_SIZE, MIN_IMAGE_SIZE, AugmentConfig
+from .augment import AugmentConfig, check_image_size
 from .order import DEFAULT_BLOCK
 
 if TYPE_CHECKING:
@@ -51,12 +51,19 @@ class Batch(NamedTuple):
     keys: list[str] | None = None
 
 
+AUGMENT_ACCEPTS = ("None, a bool, an AugmentConfig, or a callable: for the torch backend an RGB PIL image -> "
+                   "CHW tensor (e.g. a torchvision v2 transform), for the DALI backends (images, labels) -> images "
+                   "of DALI data nodes (decoded HWC uint8 images, on the GPU for dali-gpu)")
+"""What ``augment=`` takes (the message of the TypeError for anything else)."""
+
+
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class LoaderConfig:
     """Every option of a loader (what :func:`~fastfashion.loading.loader.make_loader` takes as keywords).
 
     ``augment``: None = train augmentation for the train split, eval transform otherwise; a bool forces it; an
-    :class:`AugmentConfig` sets every knob (``image_size`` overrides its own). ``shuffle``/``drop_last``: None = on
+    :class:`AugmentConfig` sets every knob (``image_size`` overrides its own); a callable replaces the built-in
+    augmentation (:data:`AUGMENT_ACCEPTS`). ``image_size``: an int (square) or ``(height, width)``. ``shuffle``/``drop_last``: None = on
     for train, off otherwise. ``rank``/``world_size``: None = from ``torch.distributed`` when initialized, else 0/1.
     ``workers``: DataLoader workers of the torch backend (None: min(4, CPUs)). ``block``: shuffle block size
     (:mod:`fastfashion.loading.order`). ``gpu_cache`` (dali-gpu only): the decoder cache policy (None: automatic,
@@ -71,9 +78,9 @@ class LoaderConfig:
     batch_size: int = 64
     backend: str = "auto"              # one of BACKEND_CHOICES
     device: Any = "auto"               # auto | cpu | cuda | cuda:N | a torch.device: where batches are delivered
-    augment: AugmentConfig | bool | None = None
+    augment: AugmentConfig | bool | Callable | None = None  # see AUGMENT_ACCEPTS
     shuffle: bool | None = None
-    image_size: int = 224
+    image_size: int | tuple[int, int] = 224   # a square, or (height, width)
     seed: int = 0
     rank: int | None = None
     world_size: int | None = None
@@ -86,16 +93,16 @@ class LoaderConfig:
     verify: bool = True                # check the split's files against the manifest's sha256 before reading
 
     def __post_init__(self) -> None:
-        for name in ("batch_size", "image_size", "block"):
+        for name in ("batch_size", "block"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise ValueError(f"{name} must be a positive integer, got {v!r}")
-        if not MIN_IMAGE_SIZE <= self.image_size <= MAX_IMAGE_SIZE:
-            raise ValueError(f"image_size must be in {MIN_IMAGE_SIZE}..{MAX_IMAGE_SIZE}, got {self.image_size}")
+        object.__setattr__(self, "image_size", check_image_size(self.image_size))
         if self.backend not in BACKEND_CHOICES:
             raise ValueError(f"unknown backend {self.backend!r}; choose from {', '.join(BACKEND_CHOICES)}")
-        if self.augment is not None and not isinstance(self.augment, (bool, AugmentConfig)):
-            raise ValueError(f"augment must be None, a bool or an AugmentConfig, got {type(self.augment).__name__}")
+        if self.augment is not None and not isinstance(self.augment, (bool, AugmentConfig)) \
+                and not callable(self.augment):
+            raise TypeError(f"augment must be {AUGMENT_ACCEPTS}; got {type(self.augment).__name__}")
         if self.gpu_cache not in (None, True, False):
             raise ValueError(f"gpu_cache must be None, True or False, got {self.gpu_cache!r}")
         if self.workers is not None and self.workers < 0:
@@ -107,11 +114,17 @@ class LoaderConfig:
     def is_train_split(self) -> bool:
         return self.split == TRAIN
 
+    @property
+    def transform(self) -> Callable | None:
+        """The ``augment`` callable, if one was given (it replaces the built-in augmentation)."""
+        return None if isinstance(self.augment, (bool, AugmentConfig)) or self.augment is None else self.augment
+
     def resolved_augment(self) -> AugmentConfig:
-        """The :class:`AugmentConfig` this config asks for (see the class docstring)."""
+        """The :class:`AugmentConfig` this config asks for (see the class docstring; with a callable: the
+        built-in transform of the split, whose size and mode the backends still read)."""
         if isinstance(self.augment, AugmentConfig):
             return dataclasses.replace(self.augment, image_size=self.image_size)
-        train = self.is_train_split if self.augment is None else self.augment
+        train = self.is_train_split if self.augment is None or self.transform else self.augment
         return AugmentConfig(image_size=self.image_size, mode="train" if train else "eval")
 
 
@@ -134,6 +147,7 @@ class BackendContext:
     dali_threads: int | None = None              # DALI: CPU threads per pipeline (None: dali_threads())
     roi_decode: bool | None = None               # DALI train crop strategy (None: decode the crop only on CPU)
     horizon: int | None = None                   # DALI: epochs per pipeline (None: the backend's default)
+    transform: Callable | None = None            # the augment= callable, replacing the built-in augmentation
 
 
 class Backend(Protocol):

@@ -70,6 +70,20 @@ def _device(config: LoaderConfig):
     return device
 
 
+def _backend_for_transform(backend: str, config: LoaderConfig) -> str:
+    """A torchvision transform (a torch module) as ``augment`` runs on the torch backend: chosen for ``auto``,
+    refused for a DALI backend asked for by name (a DALI backend takes a function of DALI data nodes)."""
+    import torch
+    if not isinstance(config.transform, torch.nn.Module) or backend == "torch":
+        return backend
+    if config.backend == "auto":
+        log.info("augment is a torch module (a torchvision transform): using the torch backend")
+        return "torch"
+    raise TypeError(f"augment is a {type(config.transform).__name__} (a torchvision transform), which only the "
+                    f"torch backend runs; backend {backend} takes a function (images, labels) -> images of DALI "
+                    "data nodes")
+
+
 class FashionLoader:
     """An epoch-exact loader over one split of a shard folder, configured by a :class:`LoaderConfig`.
 
@@ -113,6 +127,7 @@ class FashionLoader:
                         self.split, self.rank, self.world_size, self.batch_size, self.drop_last)
         self.device = _device(config)
         self.backend = choose_backend(config.backend, self.device, config.gpu_cache)
+        self.backend = _backend_for_transform(self.backend, config)
         self._backend: Backend | None = None
         self._generation = 0  # bumped by every iter(): only the newest iterator may run
         self._lock = threading.Lock()  # one batch at a time, whatever the thread
@@ -135,7 +150,7 @@ class FashionLoader:
             self._start = 0
         self.epoch = int(epoch)
 
-    def set_image_size(self, image_size: int) -> None:
+    def set_image_size(self, image_size: int | tuple[int, int]) -> None:
         """Deliver images of ``image_size`` from the next pass on (progressive resizing: the trainer grows the size
         between epochs). The order and the augmentation's random draws do not change; the backend is rebuilt for the
         new size, which ends a live iterator (as :meth:`close` does)."""
@@ -185,7 +200,7 @@ class FashionLoader:
         ctx = BackendContext(samples=self.samples, augment=self.augment, batch_size=self.batch_size, seed=self.seed,
                              rank=self.rank, device=self.device, workers=workers, schema=self.schema,
                              order_of=self.indices, gpu_cache=self.config.gpu_cache, world_size=self.world_size,
-                             dali_threads=self.config.dali_threads)
+                             dali_threads=self.config.dali_threads, transform=self.config.transform)
         return dataclasses.replace(ctx, **overrides)
 
     @property
@@ -303,8 +318,8 @@ class _Pass:
 
 
 def make_loader(shard_dir: str | os.PathLike, split: str = "train", batch_size: int = 64, backend: str = "auto",
-                device="auto", augment: AugmentConfig | bool | None = None, shuffle: bool | None = None,
-                image_size: int = 224, seed: int = 0, rank: int | None = None, world_size: int | None = None,
+                device="auto", augment=None, shuffle: bool | None = None,
+                image_size: int | tuple[int, int] = 224, seed: int = 0, rank: int | None = None, world_size: int | None = None,
                 with_keys: bool = False, drop_last: bool | None = None, *, workers: int | None = None,
                 block: int = DEFAULT_BLOCK, gpu_cache: bool | None = None,
                 dali_threads: int | None = None, verify: bool = True) -> FashionLoader:

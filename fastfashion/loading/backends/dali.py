@@ -36,7 +36,7 @@ from ...format.reader import ShardFiles
 from ...hardware import available_cpus, local_world_size
 from ..base import BackendContext, LoaderError
 from ..order import pad_to_batch, runs
-from .dali_graph import RandomParams, fashion_pipeline
+from .dali_graph import PlannedLabels, RandomParams, fashion_pipeline
 
 log = logging.getLogger(__name__)
 
@@ -193,13 +193,15 @@ class DaliBackend:
         padded = [pad_to_batch(idx, b) for _, idx in epochs]
         paths, index_paths = self._write_index_files(np.concatenate(padded))
         first = epochs[0][0]
-        rand = RandomParams(ctx.augment, seed=ctx.seed, batch_size=b,
-                            plan=[(e, p) for (e, _), p in zip(epochs, padded)])
+        plan = [(e, p) for (e, _), p in zip(epochs, padded)]
+        rand = RandomParams(ctx.augment, seed=ctx.seed, batch_size=b, plan=plan)
+        labels = None if ctx.samples.labels is None else PlannedLabels(ctx.samples.labels, batch_size=b, plan=plan)
         self._pipe = fashion_pipeline(paths=paths, index_paths=index_paths, cfg=ctx.augment, batch_size=b,
                                       device_id=self.device_id, num_threads=self.num_threads,
                                       seed=(ctx.seed * 1_000_003 + first * 7919 + ctx.rank) % (2 ** 31),
                                       cache_mb=self.cache_mb, size_hint=self.size_hint,
-                                      roi_decode=ctx.roi_decode, random_params=rand)
+                                      roi_decode=ctx.roi_decode, random_params=rand, labels=labels,
+                                      transform=ctx.transform)
         self._pipe.build()
         self._plan = {e: k for k, (e, _) in enumerate(epochs)}
         self._next = first
@@ -237,7 +239,7 @@ class DaliBackend:
                 r = refs[int(i)]
                 try:
                     data, lbl = files.sample(r)
-                    if len(lbl) != 8 * width:
+                    if self.ctx.samples.labels is None and len(lbl) != 8 * width:
                         raise ValueError(f".lbl has {len(lbl)} bytes, expected {8 * width}")
                     Image.open(io.BytesIO(data)).load()
                 except Exception as e:  # noqa: BLE001 - any failure here is the diagnosis

@@ -9,11 +9,14 @@ Train graph (operators picked by measurement on 2 CPU cores, see docs/loader.md)
         brightness and contrast; CHW)
 
 Eval graph: ``decoders.image ─ resize(shorter side) ─ crop_mirror_normalize(centre crop)``.
+
+With ``augment=`` a callable, the graph is ``decoders.image ─ callable(images, labels)``: the user's operators,
+on the GPU for dali-gpu (``mixed`` decode), on the CPU for dali-cpu.
 """
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -28,13 +31,13 @@ CONTRAST_CENTER = 128.0  # contrast blends towards mid-grey (DALI's convention; 
 RAND_FIELDS = ("area", "logratio", "x", "y", "flip", "angle", "brightness", "contrast", "saturation", "hue")
 
 
-class RandomParams:
-    """The ``external_source`` callback: iteration ``i`` of the pipeline -> ``[B, len(RAND_FIELDS)]`` float32.
+class _Planned:
+    """An ``external_source`` callback that knows which samples each pipeline iteration reads.
 
     ``plan``: ``(epoch, padded indices)`` of each epoch the pipeline reads, in order (what its index files list)."""
 
-    def __init__(self, cfg: AugmentConfig, *, seed: int, batch_size: int, plan: Sequence[tuple[int, np.ndarray]]):
-        self.cfg, self.seed, self.batch_size = cfg, seed, batch_size
+    def __init__(self, *, batch_size: int, plan: Sequence[tuple[int, np.ndarray]]):
+        self.batch_size = batch_size
         self.plan = [(e, np.asarray(idx, dtype=np.int64)) for e, idx in plan]
 
     def where(self, iteration: int) -> tuple[int, np.ndarray]:
@@ -47,6 +50,14 @@ class RandomParams:
             iteration -= n
         epoch, idx = self.plan[-1]
         return epoch, idx[-b:]
+
+
+class RandomParams(_Planned):
+    """The ``external_source`` callback: iteration ``i`` of the pipeline -> ``[B, len(RAND_FIELDS)]`` float32."""
+
+    def __init__(self, cfg: AugmentConfig, *, seed: int, batch_size: int, plan: Sequence[tuple[int, np.ndarray]]):
+        super().__init__(batch_size=batch_size, plan=plan)
+        self.cfg, self.seed = cfg, seed
 
     def draw(self, epoch: int, indices: np.ndarray) -> np.ndarray:
         c = self.cfg
@@ -65,6 +76,18 @@ class RandomParams:
         return self.draw(*self.where(info.iteration))
 
 
+class PlannedLabels(_Planned):
+    """The labels of a set whose label member is not ``.lbl`` (decoded when the split was read): iteration ``i``
+    -> ``[B, len(schema)]`` int64, the samples the reader delivers in that iteration."""
+
+    def __init__(self, labels, *, batch_size: int, plan: Sequence[tuple[int, np.ndarray]]):
+        super().__init__(batch_size=batch_size, plan=plan)
+        self.labels = np.ascontiguousarray(np.asarray(labels, dtype=np.int64).reshape(len(labels), -1))
+
+    def __call__(self, info) -> np.ndarray:
+        return self.labels[self.where(info.iteration)[1]]
+
+
 def _crop_box(shape, r):
     """Random resized crop box ``(x0, y0, w, h)`` in input pixels from the image ``shape`` (HWC, float) and the
     drawn area fraction and log aspect ratio: one draw clamped to the image, where torchvision re-draws up to ten
@@ -80,16 +103,16 @@ def _crop_box(shape, r):
 
 def _affine(box, r, cfg: AugmentConfig):
     """Per-sample 2x3 forward matrix (input pixels -> output pixels): the crop ``box`` ``(x0, y0, w, h)`` onto the
-    ``image_size`` square, mirrored when ``r[4]``, rotated about the centre by ``r[5]`` degrees."""
+    ``image_size`` rectangle, mirrored when ``r[4]``, rotated about the centre by ``r[5]`` degrees."""
     from nvidia.dali import fn
-    s = float(cfg.image_size)
+    sh, sw = (float(v) for v in cfg.hw)
     x0, y0, w, h = box
     flip = r[4]
     zero = flip * 0.0
     m = fn.transforms.crop(from_start=fn.stack(x0 + zero, y0 + zero), from_end=fn.stack(x0 + w, y0 + h),
-                           to_start=fn.stack(flip * s, zero), to_end=fn.stack((1.0 - flip) * s, zero + s))
+                           to_start=fn.stack(flip * sw, zero), to_end=fn.stack((1.0 - flip) * sw, zero + sh))
     if cfg.rotation:
-        m = fn.transforms.rotation(m, angle=r[5], center=[s / 2, s / 2])
+        m = fn.transforms.rotation(m, angle=r[5], center=[sw / 2, sh / 2])
     return m
 
 
@@ -156,7 +179,7 @@ def _train_images(jpg, dec: dict, cfg: AugmentConfig, *, random_params: RandomPa
     else:  # GPU: nvJPEG decodes whole images cheaply, and only full decodes can live in the decoder cache
         img = fn.decoders.image(jpg, **dec)
     interp = types.INTERP_LINEAR if cfg.interp_for(dev) == "linear" else types.INTERP_NN
-    img = fn.warp_affine(img, matrix=_affine(box, r, cfg), size=[cfg.image_size, cfg.image_size],
+    img = fn.warp_affine(img, matrix=_affine(box, r, cfg), size=list(cfg.hw),
                          inverse_map=False, interp_type=interp, fill_value=0)
     if cfg.saturation or cfg.hue:
         # float output: DALI's CPU float->uint8 saturating cast costs more than the colour matrix itself
@@ -172,9 +195,9 @@ def _eval_images(jpg, dec: dict, cfg: AugmentConfig):
     h, w = _eval_size(jpg, cfg)
     img = fn.resize(img, size=fn.stack(h, w), interp_type=types.INTERP_LINEAR, antialias=True)
     mean, std = _normalization(cfg)
-    return fn.crop_mirror_normalize(img, crop=[cfg.image_size, cfg.image_size],
-                                    crop_pos_x=_centre_pos(w, cfg.image_size),
-                                    crop_pos_y=_centre_pos(h, cfg.image_size), mean=mean, std=std,
+    ch, cw = cfg.hw
+    return fn.crop_mirror_normalize(img, crop=[ch, cw], crop_pos_x=_centre_pos(w, cw),
+                                    crop_pos_y=_centre_pos(h, ch), mean=mean, std=std,
                                     dtype=_out_dtype(cfg), output_layout="CHW")
 
 
@@ -186,13 +209,18 @@ def _out_dtype(cfg: AugmentConfig):
 def fashion_pipeline(*, paths: Sequence[str], index_paths: Sequence[str], cfg: AugmentConfig, batch_size: int,
                      device_id: int | None, num_threads: int, seed: int, prefetch: int = 2, cache_mb: int = 0,
                      size_hint: tuple[int, int] = (0, 0), roi_decode: bool | None = None,
-                     random_params: RandomParams | None = None):
+                     random_params: RandomParams | None = None, labels: PlannedLabels | None = None,
+                     transform: Callable | None = None):
     """Build (not run) the DALI pipeline. ``device_id=None``: every operator on the CPU; else decode ``mixed``
     and the rest on GPU ``device_id``. Outputs: images float[16] ``[B,3,S,S]`` normalized, labels int64
     ``[B,label width]``. ``cache_mb`` > 0 (GPU only) keeps decoded images in the decoder's cache; ``size_hint`` is
     (height, width) of the largest expected image, to preallocate decoder buffers. ``roi_decode`` (default: on CPU
     only) picks the train crop strategy: decode only the crop, or decode everything (GPU: cacheable) and warp the
-    crop box. ``random_params`` (required for train) supplies the per-sample random numbers."""
+    crop box. ``random_params`` (required for train) supplies the per-sample random numbers; ``labels``, for a set
+    whose labels are not ``.lbl`` members, the labels of each batch (the reader then reads only ``.jpg``).
+    ``transform`` (the loader's ``augment=`` callable) replaces the augmentation: ``transform(images, labels)``
+    gets the decoded RGB images (HWC uint8; on the GPU when ``device_id`` is set, else on the CPU) and the labels
+    (int64 per attribute, CPU) as DALI data nodes and returns the images to deliver."""
     from nvidia.dali import fn, pipeline_def, types
     gpu = device_id is not None
     if cfg.is_train and random_params is None:
@@ -201,11 +229,20 @@ def fashion_pipeline(*, paths: Sequence[str], index_paths: Sequence[str], cfg: A
     @pipeline_def(batch_size=batch_size, num_threads=num_threads, device_id=device_id, seed=seed,
                   prefetch_queue_depth=prefetch, exec_dynamic=True)  # dynamic executor: zero-copy to torch
     def graph():
-        jpg, lbl = fn.readers.webdataset(paths=list(paths), index_paths=list(index_paths), ext=["jpg", "lbl"],
-                                         dtypes=[types.UINT8, types.INT64], random_shuffle=False,
-                                         missing_component_behavior="error", name="reader")
+        if labels is None:
+            jpg, lbl = fn.readers.webdataset(paths=list(paths), index_paths=list(index_paths), ext=["jpg", "lbl"],
+                                             dtypes=[types.UINT8, types.INT64], random_shuffle=False,
+                                             missing_component_behavior="error", name="reader")
+        else:
+            jpg = fn.readers.webdataset(paths=list(paths), index_paths=list(index_paths), ext=["jpg"],
+                                        dtypes=[types.UINT8], random_shuffle=False,
+                                        missing_component_behavior="error", name="reader")
+            lbl = fn.external_source(source=labels, batch=True, batch_info=True, dtype=types.INT64, ndim=1,
+                                     name="labels")
         dec = _decoder_args(gpu, size_hint, cache_mb)
-        if cfg.is_train:
+        if transform is not None:
+            img = transform(fn.decoders.image(jpg, **dec), lbl)
+        elif cfg.is_train:
             img = _train_images(jpg, dec, cfg, random_params=random_params,
                                 roi_decode=(not gpu) if roi_decode is None else roi_decode,
                                 dev="gpu" if gpu else "cpu")

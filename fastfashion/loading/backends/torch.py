@@ -7,6 +7,9 @@
   the order of :mod:`fastfashion.loading.order` — the same as the DALI backend, sample for sample — with any number of
   workers; a streaming ``webdataset.WebDataset`` reads each shard front to back and cannot. The tars stay plain
   WebDataset shards that the webdataset library reads as well.
+* A custom transform (``make_loader(..., augment=callable)``) replaces the torchvision one: it gets the decoded RGB
+  PIL image and returns a CHW tensor (torchvision v2 transforms take PIL images), seeded per sample like the built-in
+  one; with DataLoader workers started by forkserver or spawn it must be picklable (no lambda).
 * :class:`TorchBackend` — the DataLoader over it, one epoch's order at a time. A sample that cannot be loaded
   travels to the main process as data and is raised there as the one-line
   :class:`~fastfashion.loading.base.LoaderError` naming shard and key (raised in a worker, torch would re-wrap it
@@ -20,7 +23,7 @@ import logging
 import os
 import threading
 import time
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -58,9 +61,13 @@ def torchvision_transform(cfg: AugmentConfig):
 class ShardDataset(Dataset):
     """Samples of one split by global index (manifest order), read by offset from the tars."""
 
-    def __init__(self, refs: Sequence[SampleRef], cfg: AugmentConfig, schema: Schema, seed: int = 0):
+    def __init__(self, refs: Sequence[SampleRef], cfg: AugmentConfig, schema: Schema, seed: int = 0,
+                 labels: Sequence[Sequence[int]] | None = None, transform: Callable | None = None):
         self.refs, self.cfg, self.schema, self.seed = list(refs), cfg, schema, seed
-        self.transform = torchvision_transform(cfg)
+        # labels decoded when the split was read (.cls/.json sets); None: each sample's .lbl member
+        self.labels = None if labels is None else np.asarray(labels, dtype=np.int64).reshape(len(self.refs), -1)
+        self.custom = transform is not None  # the loader's augment= callable: RGB PIL image -> CHW tensor
+        self.transform = transform if transform is not None else torchvision_transform(cfg)
         self.files = ShardFiles()  # per worker process: descriptors opened lazily, in the worker
 
     def __len__(self) -> int:
@@ -74,7 +81,10 @@ class ShardDataset(Dataset):
         i, epoch = item if isinstance(item, tuple) else (item, 0)
         r = self.refs[i]
         try:
-            jpg, lbl = self.files.sample(r)
+            if self.labels is None:
+                jpg, lbl = self.files.sample(r)
+            else:
+                jpg, lbl = self.files.read(r.tar, r.jpg_offset, r.jpg_size), self.labels[i].astype("<i8").tobytes()
             with Image.open(io.BytesIO(jpg)) as im:
                 img = im.convert("RGB")
         except Exception as e:  # noqa: BLE001 - untrusted bytes: any decoder failure (DecompressionBombError ...)
@@ -87,6 +97,10 @@ class ShardDataset(Dataset):
         with torch.random.fork_rng(devices=[]):  # without workers this runs in the trainer's process: keep its RNG
             torch.manual_seed(sample_seed(self.seed, epoch, i))
             image = self.transform(img)
+        if self.custom and not isinstance(image, torch.Tensor):
+            raise LoaderError(f"{r.tar}: sample {r.key!r}: the augment callable returned a "
+                              f"{type(image).__name__}, not a tensor (end it with e.g. torchvision's v2.ToImage() "
+                              "and v2.ToDtype(torch.float32, scale=True))")
         return image, torch.from_numpy(values), r.key
 
     def __getitems__(self, indices: Sequence[int]):
@@ -152,7 +166,8 @@ class TorchBackend:
     def __init__(self, name: str, ctx: BackendContext):
         self.sampler = _EpochBatches(ctx.batch_size)
         self.seed, self.rank = ctx.seed, ctx.rank
-        self.dataset = ShardDataset(ctx.samples.refs, ctx.augment, ctx.schema, ctx.seed)
+        self.dataset = ShardDataset(ctx.samples.refs, ctx.augment, ctx.schema, ctx.seed, ctx.samples.labels,
+                                    ctx.transform)
         workers = ctx.workers
         # workers end with each epoch's iterator: an abandoned epoch leaves nothing running in the background
         self.loader = DataLoader(self.dataset, batch_sampler=self.sampler, num_workers=workers,
