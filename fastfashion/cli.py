@@ -84,6 +84,7 @@ def _add_shard(sub) -> None:
                         "reason under 'skipped' in manifest.json, instead of failing")
     p.add_argument("--overwrite", action="store_true",
                    help="replace an existing shard set at SHARD_DIR (only after the new one is complete)")
+    _add_remote(p, cache=False)
     p.set_defaults(func=_run_shard)
 
 
@@ -116,7 +117,9 @@ def _add_inspect(sub) -> None:
     p.add_argument("shard_dir", metavar="SHARD_DIR", help="a shard folder written by 'fastfashion shard'")
     p.add_argument("--plots", metavar="DIR", default=None,
                    help="folder for the PNGs class-hist-{split}.png (default: SHARD_DIR)")
-    p.add_argument("--verify", action="store_true", help="also check every tar's and idx's sha256 against the manifest")
+    p.add_argument("--verify", action="store_true", help="also check every tar's and idx's sha256 against the manifest "
+                                                         "(a URL: every object is downloaded once and checked)")
+    _add_remote(p, cache=False)
     p.set_defaults(func=_run_inspect)
 
 
@@ -173,6 +176,34 @@ def _add_device_backend(p) -> None:
     p.add_argument("--backend", choices=BACKEND_CHOICES, default="auto",
                    help="loader backend; auto: dali-gpu with CUDA, else dali-cpu, else torch; dali: DALI on "
                         "--device (default: %(default)s)")
+    _add_remote(p)
+
+
+def _add_remote(p, *, cache: bool = True) -> None:
+    """Options of a shard set at a URL (s3://, gs://, https://, file://): how to reach it and where to cache it."""
+    g = p.add_argument_group("remote shards (SHARD_DIR as a URL: s3://, gs://, https://, file://)")
+    g.add_argument("--storage-option", action="append", metavar="KEY=VALUE", dest="storage_options",
+                   help="fsspec filesystem option, repeatable; a.b=V nests (e.g. client_kwargs.endpoint_url=http://"
+                        "minio:9000, anon=true). Credentials: the library's own chain (environment, profiles)")
+    g.add_argument("--retries", type=int, metavar="N", default=3, help="retries per request (default: %(default)s)")
+    g.add_argument("--timeout", type=float, metavar="S", default=60.0,
+                   help="seconds without progress before a request fails (default: %(default)s)")
+    if cache:
+        g.add_argument("--cache-dir", metavar="DIR", default=None,
+                       help="local cache root (default: $XDG_CACHE_HOME/fastfashion/shards)")
+        g.add_argument("--cache-limit", metavar="SIZE", default=None,
+                       help="most bytes the set's cache may hold, e.g. 20G (default: no limit); a split larger "
+                            "than it is read in the windowed order")
+        g.add_argument("--offline", action="store_true", help="read the cache only, no network")
+
+
+def _remote_config(args):
+    """The :class:`~fastfashion.remote.store.RemoteConfig` of the remote options."""
+    from .remote.store import RemoteConfig, parse_size, parse_storage_options
+    limit = getattr(args, "cache_limit", None)
+    return RemoteConfig(storage_options=parse_storage_options(args.storage_options), retries=args.retries,
+                        timeout=args.timeout, cache_dir=getattr(args, "cache_dir", None),
+                        cache_limit=parse_size(limit) if limit else None, offline=getattr(args, "offline", False))
 
 
 def _add_eval_common(p, default_split: str) -> None:
@@ -238,6 +269,7 @@ def _add_bench(sub) -> None:
     p.add_argument("--train-steps", type=int, metavar="N", default=30,
                    help="CUDA only: training steps per backend (0: skip)")
     p.add_argument("--json", metavar="FILE", help="write the full result as JSON")
+    _add_remote(p)  # a URL --shards: also the cold-cache epoch and warm throughput beside the local copy
     p.add_argument("--png", metavar="FILE", help="write a bar chart (default: beside --json, else none)")
     p.set_defaults(func=_run_bench)
 
@@ -288,7 +320,13 @@ def _run_shard(args) -> int:
                       schema=Schema.load(args.schema) if args.schema else None)
     out = args.shard_dir or default_shard_dir(args.src_dir)
     t0 = time.perf_counter()
-    m = write_shards(args.src_dir, out, cfg)
+    from .remote.store import is_url
+    if is_url(out):  # built locally, then uploaded with manifest.json last
+        from .remote.upload import publish
+        m = publish(lambda d: write_shards(args.src_dir, d, cfg), out, overwrite=args.overwrite,
+                    config=_remote_config(args))
+    else:
+        m = write_shards(args.src_dir, out, cfg)
     splits = ", ".join(f"{k} {v['num_samples']} in {len(v['shards'])} shards" for k, v in ordered_splits(m))
     print(f"wrote {out}: {splits}; {len(m['skipped'])} skipped ({time.perf_counter() - t0:.1f} s)")
     return 0
@@ -318,12 +356,21 @@ def _run_inspect(args) -> int:
         summarize_manifest,
         train_class_weights,
     )
-    m = read_manifest(args.shard_dir)
+    from .remote.store import is_url
+    url = is_url(args.shard_dir)
+    if url:
+        from .remote.upload import read_remote_manifest
+        m = read_remote_manifest(args.shard_dir, _remote_config(args))
+    else:
+        m = read_manifest(args.shard_dir)
     print(summarize_manifest(m))
     if args.verify:
         from .format.verify import verify_shard_set
-        verify_shard_set(args.shard_dir, m)
+        from .remote.upload import verify_remote
+        verify_remote(args.shard_dir, _remote_config(args)) if url else verify_shard_set(args.shard_dir, m)
         print("verify: every tar and idx matches its sha256")
+    if url and not args.plots:
+        return 0  # no folder to put the histograms in: --plots DIR names one
     try:
         from .bench.plots import plot_class_histogram
     except ImportError as e:
@@ -349,7 +396,7 @@ def _run_train(args) -> int:
                       backend=args.backend, weights=args.weights, resume=args.resume, max_steps=args.max_steps,
                       seed=args.seed, workers=args.workers, verify=args.verify,
                       checkpoint_minutes=args.checkpoint_minutes or None, checkpoint_every=args.checkpoint_every,
-                      overwrite=args.overwrite)
+                      overwrite=args.overwrite, remote=_remote_config(args))
     result = train(cfg)
     if int(os.environ.get("RANK", 0)) == 0:
         print(f"trained {result['epochs']} epochs ({result['steps']} steps); best val average class accuracy "
@@ -362,7 +409,8 @@ def _run_evaluate(args) -> int:
 
     from .train.inference import evaluate_checkpoint
     m = evaluate_checkpoint(args.checkpoint, args.shard_dir, split=args.split, batch_size=args.batch_size,
-                            device=args.device, backend=args.backend, verify=args.verify)
+                            device=args.device, backend=args.backend, verify=args.verify,
+                            remote=_remote_config(args))
     if args.json:
         print(json.dumps(m, indent=1))
         return 0
@@ -383,7 +431,8 @@ def _run_evaluate(args) -> int:
 def _run_predict(args) -> int:
     from .train.inference import predict
     out = predict(args.checkpoint, args.shard_dir, args.out, split=args.split, zip_=args.zip,
-                  batch_size=args.batch_size, device=args.device, backend=args.backend, verify=args.verify)
+                  batch_size=args.batch_size, device=args.device, backend=args.backend, verify=args.verify,
+                  remote=_remote_config(args))
     print(f"wrote {out}" + (f" and {out.with_suffix('.zip')}" if args.zip else ""))
     return 0
 
@@ -404,7 +453,7 @@ def _run_bench(args) -> int:
                       backends=tuple(b.strip() for b in args.backends.split(",") if b.strip()),
                       batch_size=args.batch_size, image_size=args.image_size, augment=not args.no_augment,
                       rounds=args.rounds, batches=args.batches, warmup=args.warmup,
-                      train_steps=args.train_steps, verify=args.verify,
+                      train_steps=args.train_steps, verify=args.verify, remote=_remote_config(args),
                       **({"workers": args.workers} if args.workers is not None else {}))
     result = run_bench(cfg)
     print(format_table(result))
@@ -473,6 +522,10 @@ ADVICE = {  # library parameter (errors.fixable) -> what to do on the command li
     "out": "choose another --out",
     "split": "choose another --split (evaluate needs a labelled one; predict reads any)",
     "shard_dir": "create one with 'fastfashion shard SRC_DIR SHARD_DIR'",
+    "storage_options": "check --storage-option (endpoint_url, anon, region) and the credentials in the environment",
+    "cache_limit": "raise --cache-limit (or drop it)",
+    "cache_dir": "free space there or choose another --cache-dir",
+    "offline": "run once without --offline to fill the cache",
     "resume_or_overwrite": "pass --resume to continue it, or --overwrite to start over",
     "index_split": "name the tars train-*.tar, val-*.tar, test-*.tar, or pass --split SPLIT",
     "schema": "pass --schema FILE",

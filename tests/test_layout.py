@@ -21,11 +21,12 @@ ALLOWED = {
     **{leaf: set() for leaf in LEAVES},
     "": {"_version", "schema"},  # the package root: the version, the schema, and lazily (by name) the loader
     "format": {"_version", "schema", "errors"},
-    "data": LEAVES | {"format"},
-    "loading": LEAVES | {"format"},
-    "train": LEAVES | {"format", "loading"},
-    "bench": LEAVES | {"format", "data", "loading", "train"},
-    "cli": LEAVES | {"", "format", "data", "loading", "train", "bench"},
+    "remote": LEAVES | {"format"},
+    "data": LEAVES | {"format", "remote"},
+    "loading": LEAVES | {"format", "remote"},
+    "train": LEAVES | {"format", "remote", "loading"},
+    "bench": LEAVES | {"format", "remote", "data", "loading", "train"},
+    "cli": LEAVES | {"", "format", "remote", "data", "loading", "train", "bench"},
     "__main__": {"cli"},
 }
 

@@ -28,6 +28,7 @@ from ..format.spec import TRAIN
 from ..hardware import available_cpus
 from ..loading.base import BACKENDS
 from ..progress import progress
+from ..remote.store import RemoteConfig
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +53,7 @@ class BenchConfig:
     workers: int = dataclasses.field(default_factory=available_cpus)  # CPUs this process may use
     train_steps: int = 30                     # end-to-end training steps per backend (CUDA only; 0: skip)
     verify: bool = True                       # loaders check the shards' sha256 before reading
+    remote: RemoteConfig = RemoteConfig()     # shard_dir as a URL: storage options, cache folder and limit
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -130,13 +132,14 @@ def make_bench_loader(name: str, cfg: BenchConfig, *, for_training: bool = False
     """The loader for one name of :data:`ALL_BACKENDS`; raises RuntimeError when it cannot run here.
     ``for_training`` on CUDA: the torch backend delivers to the GPU from pinned memory, as for ``fastfashion
     train``."""
-    from ..format.manifest import manifest_schema, read_manifest
+    from ..format.manifest import manifest_schema
+    from ..remote.cache import open_manifest
     if name == BASELINE:
         from .baseline import make_seed_loader
         if cfg.source is None:
             raise fixable(RuntimeError("the seed-style baseline reads the raw image folder, and no source folder "
                                        "was given"), "source")
-        schema = manifest_schema(read_manifest(cfg.shard_dir))
+        schema = manifest_schema(open_manifest(cfg.shard_dir, cfg.remote))
         return make_seed_loader(cfg.source, schema, cfg.split, batch_size=cfg.batch_size,
                                 image_size=cfg.image_size, workers=cfg.workers, augment=cfg.augment)
     import torch
@@ -151,7 +154,7 @@ def make_bench_loader(name: str, cfg: BenchConfig, *, for_training: bool = False
     return FashionLoader(cfg.shard_dir, LoaderConfig(
         split=cfg.split, batch_size=cfg.batch_size, backend=name, device=device, augment=cfg.augment,
         image_size=cfg.image_size, seed=cfg.seed, rank=0, world_size=1,
-        workers=cfg.workers, verify=cfg.verify))  # the same worker count as the baseline
+        workers=cfg.workers, verify=cfg.verify, remote=cfg.remote))  # the same worker count as the baseline
 
 
 def endless(loader, start_epoch: int) -> Iterator:

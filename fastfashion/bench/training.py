@@ -42,10 +42,11 @@ def run_train_bench(cfg: BenchConfig, names: list[str]) -> dict[str, dict]:
     """CUDA only: training images/s fed by each backend in ``names`` and by a synthetic on-GPU batch."""
     import torch
 
-    from ..format.manifest import manifest_schema, read_manifest
+    from ..format.manifest import manifest_schema
     from ..loading.base import Batch
+    from ..remote.cache import open_manifest
     from ..train.trainer import TrainStep, build_model, loss_weights
-    manifest = read_manifest(cfg.shard_dir)
+    manifest = open_manifest(cfg.shard_dir, cfg.remote)
     schema = manifest_schema(manifest)
     dev = torch.device("cuda")
     weights = loss_weights(manifest, dev)

@@ -101,10 +101,11 @@ def sample_key(member_key: str) -> str:
     return member_key.rsplit("/", 1)[-1]
 
 
-def read_shard_samples(idx_path: Path, tar_path: Path, width: int, *, label_member: str | None = "lbl"
-                       ) -> tuple[list[str], list[SampleRef]]:
-    """The ``.idx`` lines of a shard's samples and their :class:`SampleRef`; checks them against the tar size and
-    the label width (``width`` int64 per ``.lbl``). Raises :class:`ShardReadError` naming the file (and key)."""
+def read_shard_samples(idx_path: Path, tar_path: Path, width: int, tar_size: int | None = None, *,
+                       label_member: str | None = "lbl") -> tuple[list[str], list[SampleRef]]:
+    """The ``.idx`` lines of a shard's samples and their :class:`SampleRef`; checks them against the tar size (the
+    file's, or ``tar_size`` for a tar not downloaded yet) and the label width (``width`` int64 per ``.lbl``).
+    Raises :class:`ShardReadError` naming the file (and key)."""
     try:
         entries = read_index(idx_path)
     except IndexFormatError as e:  # its message names the file and the line
@@ -112,7 +113,7 @@ def read_shard_samples(idx_path: Path, tar_path: Path, width: int, *, label_memb
     except OSError as e:
         raise ShardReadError(f"{idx_path}: cannot read the index: {e.strerror or e}") from e
     try:
-        tar_size = os.path.getsize(tar_path)
+        tar_size = os.path.getsize(tar_path) if tar_size is None else tar_size
     except OSError as e:
         raise ShardReadError(f"{tar_path}: shard is missing: {e}") from e
     lines, refs = [], []
@@ -134,21 +135,28 @@ def read_shard_samples(idx_path: Path, tar_path: Path, width: int, *, label_memb
     return lines, refs
 
 
-def read_split_samples(shard_dir: str | os.PathLike, manifest: dict, split: str, schema: Schema) -> SplitSamples:
+def read_split_samples(shard_dir: str | os.PathLike, manifest: dict, split: str, schema: Schema, *,
+                       tars: bool = True) -> SplitSamples:
     """:class:`SplitSamples` of ``split``: every shard's ``.idx`` read and checked against the manifest's counts and
     the tar's size, then every sample's JPEG start marker and labels (range per ``schema``) read by offset (a few
-    bytes per sample). Raises :class:`ShardReadError` naming the file and the key."""
+    bytes per sample). ``tars=False`` (a remote set streamed through a bounded cache: the tars arrive later): the
+    manifest's tar sizes stand in and the samples are left for :func:`check_samples` once their tar is there.
+    Raises :class:`ShardReadError` naming the file and the key."""
     d = Path(shard_dir)
     shards, refs = [], []
     kind = manifest.get("label_member", "lbl")  # the member holding the labels (format/labels.py)
     member = kind if kind == "lbl" or manifest["splits"][split]["labelled"] else None  # None: none to read
     for sh in manifest["splits"][split]["shards"]:
-        lines, shard_refs = read_shard_samples(d / sh["idx"], d / sh["tar"], len(schema), label_member=member)
+        lines, shard_refs = read_shard_samples(d / sh["idx"], d / sh["tar"], len(schema),
+                                               None if tars else sh["bytes"], label_member=member)
         if len(shard_refs) != sh["num_samples"]:
             raise ShardReadError(f"{d / sh['idx']}: {len(shard_refs)} samples, manifest says {sh['num_samples']}")
         shards.append((str(d / sh["tar"]), lines))
         refs.extend(shard_refs)
-    labels = check_samples(refs, schema, kind)
+    if not tars and kind != "lbl":
+        raise ShardReadError(f"{d}: labels in .{kind} members are decoded from the tars when a loader is made; "
+                             "streaming needs a .lbl set")
+    labels = check_samples(refs, schema, kind) if tars else None
     return SplitSamples(shards, refs, labels)
 
 

@@ -109,6 +109,21 @@ def verify_file(path: str | os.PathLike, size: int, sha256: str, known: Verified
     return True
 
 
+def verify_download(tmp: str | os.PathLike, final: str | os.PathLike, size: int, sha256: str,
+                    known: VerifiedFiles | None = None) -> None:
+    """:func:`verify_file` a finished download under its temporary name, then rename it to ``final`` and remember
+    ``final`` as verified (a rename changes the file's ctime, so it would be hashed a second time otherwise): a file
+    appears under its real name only once it passed. Raises :class:`IntegrityError` naming ``tmp`` (left in place
+    for the caller to remove)."""
+    verify_file(tmp, size, sha256, known, force=True)
+    os.replace(tmp, final)
+    real = os.path.realpath(final)
+    identity = file_identity(real)
+    for memory in (_PROCESS, known):
+        if memory is not None:
+            memory.remember(real, identity, sha256)
+
+
 def _verify_shard(d: Path, sh: dict, known: VerifiedFiles | None = None, *, force: bool = False
                   ) -> tuple[int, int]:
     """:func:`verify_file` one shard's tar and ``.idx``; returns (files hashed, bytes hashed)."""

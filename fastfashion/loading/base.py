@@ -6,8 +6,9 @@ import dataclasses
 from typing import TYPE_CHECKING, Any, Callable, Iterator, NamedTuple, Protocol
 
 from ..format.spec import TRAIN
+from ..remote.store import RemoteConfig
 from .augment import AugmentConfig, check_image_size
-from .order import DEFAULT_BLOCK
+from .order import DEFAULT_BLOCK, DEFAULT_WINDOW
 
 if TYPE_CHECKING:
     import numpy as np
@@ -71,7 +72,12 @@ class LoaderConfig:
     backend's default, :func:`fastfashion.loading.backends.dali.dali_threads`). ``verify``: check every tar and
     ``.idx`` of the split against the manifest's size and sha256 before the first read
     (:mod:`fastfashion.format.verify`; remembered per file, so a warm start does not hash again); False skips it, at
-    the risk of delivering corrupted bytes. Raises ValueError for a bad value.
+    the risk of delivering corrupted bytes. ``order``: ``blocked`` (the full blocked shuffle), ``windowed``
+    (shards permuted per epoch, samples shuffled within ``window`` shards, each rank reading its own shards:
+    :func:`fastfashion.loading.order.window_plan`), None = blocked, or windowed for a remote split larger than
+    ``remote.cache_limit``. ``remote``: how a URL shard folder is reached and cached
+    (:class:`~fastfashion.remote.store.RemoteConfig`; ignored for a local folder). Raises ValueError for a bad
+    value.
     """
 
     split: str = TRAIN
@@ -91,9 +97,12 @@ class LoaderConfig:
     gpu_cache: bool | None = None
     dali_threads: int | None = None    # DALI CPU threads per pipeline (None: see backends/dali.py dali_threads)
     verify: bool = True                # check the split's files against the manifest's sha256 before reading
+    order: str | None = None           # blocked | windowed | None (see above)
+    window: int = DEFAULT_WINDOW       # shards per window of the windowed order
+    remote: RemoteConfig = RemoteConfig()  # storage options, cache folder and limit, offline, retries
 
     def __post_init__(self) -> None:
-        for name in ("batch_size", "block"):
+        for name in ("batch_size", "block", "window"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise ValueError(f"{name} must be a positive integer, got {v!r}")
@@ -107,6 +116,8 @@ class LoaderConfig:
             raise ValueError(f"gpu_cache must be None, True or False, got {self.gpu_cache!r}")
         if self.workers is not None and self.workers < 0:
             raise ValueError(f"workers must be >= 0, got {self.workers}")
+        if self.order not in (None, "blocked", "windowed"):
+            raise ValueError(f"order must be 'blocked' or 'windowed', got {self.order!r}")
         if self.dali_threads is not None and self.dali_threads < 1:
             raise ValueError(f"dali_threads must be >= 1, got {self.dali_threads}")
 

@@ -26,10 +26,12 @@ from ..format.reader import ShardReadError, read_split_samples
 from ..format.spec import MANIFEST
 from ..format.verify import file_identity, verify_split
 from ..hardware import available_cpus, resolve_device
+from ..remote.store import RemoteConfig, is_url
 from .augment import AugmentConfig
 from .backends import choose_backend, create_backend
 from .base import Backend, BackendContext, Batch, LoaderConfig, LoaderError
-from .order import DEFAULT_BLOCK, epoch_indices, num_batches
+from .order import DEFAULT_BLOCK, DEFAULT_WINDOW, epoch_indices, num_batches
+from .streaming import open_remote, stream_pass
 
 log = logging.getLogger(__name__)
 
@@ -94,15 +96,21 @@ class FashionLoader:
     """
 
     def __init__(self, shard_dir: str | os.PathLike, config: LoaderConfig = LoaderConfig()):
-        self.shard_dir, self.config = Path(shard_dir), config
-        manifest = read_manifest(self.shard_dir)
+        self.remote, self.order, self.url = None, config.order or "blocked", None
+        if is_url(shard_dir):  # read from the set's verified local cache (fastfashion/loading/streaming.py)
+            self.url = str(shard_dir)
+            self.remote, self.order = open_remote(self.url, config)
+        self.streaming = self.remote is not None and self.order == "windowed"  # tars arrive window by window
+        self.shard_dir, self.config = Path(shard_dir) if self.remote is None else self.remote.dir, config
+        manifest = read_manifest(self.shard_dir, check_files=self.remote is None)  # a cache holds some splits
         if config.split not in manifest["splits"]:
             raise ValueError(f"{self.shard_dir}: no split {config.split!r} (has {sorted(manifest['splits'])})")
-        if config.verify:
+        if config.verify and not self.streaming:  # streamed tars are verified as they arrive
             verify_split(self.shard_dir, manifest, config.split)  # sizes and sha256 before the first read
         # the manifest and the files verified: checked again before every pass (backends reopen them by path)
+        kinds = ("idx",) if self.streaming else ("tar", "idx")
         self._files = {str(p): _identity(p) for p in [self.shard_dir / MANIFEST, *(
-            self.shard_dir / sh[k] for sh in manifest["splits"][config.split]["shards"] for k in ("tar", "idx"))]}
+            self.shard_dir / sh[k] for sh in manifest["splits"][config.split]["shards"] for k in kinds)]}
         self.schema = manifest_schema(manifest)
         import torch
         self._label_limits = torch.tensor(self.schema.num_classes, dtype=torch.int64)
@@ -118,7 +126,8 @@ class FashionLoader:
         self._delivered = 0   # batches this rank delivered in the current pass
         self._fingerprint = _data_fingerprint(manifest, config.split)
         try:
-            self.samples = read_split_samples(self.shard_dir, manifest, self.split, self.schema)
+            self.samples = read_split_samples(self.shard_dir, manifest, self.split, self.schema,
+                                              tars=not self.streaming)
         except ShardReadError as e:
             raise LoaderError(str(e)) from e
         self.num_samples = len(self.indices(0))
@@ -137,8 +146,12 @@ class FashionLoader:
         """Global sample indices this rank delivers in ``epoch``, in delivery order."""
         return epoch_indices(self.samples.sizes, seed=self.seed, epoch=epoch, shuffle=self.shuffle, rank=self.rank,
                              world_size=self.world_size, batch_size=self.batch_size, drop_last=self.drop_last,
-                             start=start,
-                             block=self.block)
+                             start=start, block=self.block,
+                             window=self.config.window if self.order == "windowed" else None)
+
+    @property
+    def _order_name(self) -> str:
+        return f"windowed:{self.config.window}" if self.order == "windowed" else "blocked"
 
     def __len__(self) -> int:
         return num_batches(self.num_samples, self.batch_size, self.drop_last)
@@ -169,7 +182,7 @@ class FashionLoader:
         consumed = self._start + self._delivered * self.batch_size * self.world_size if self.drop_last else 0
         return {"version": STATE_VERSION, "epoch": self.epoch, "consumed": consumed, "seed": self.seed,
                 "world_size": self.world_size, "batch_size": self.batch_size, "shuffle": self.shuffle,
-                "drop_last": self.drop_last, "block": self.block, "split": self.split,
+                "drop_last": self.drop_last, "block": self.block, "split": self.split, "order": self._order_name,
                 "num_samples": len(self.samples.refs), "data": self._fingerprint}
 
     def load_state_dict(self, state: dict) -> None:
@@ -179,8 +192,11 @@ class FashionLoader:
         if not isinstance(state, dict) or state.get("version") != STATE_VERSION:
             raise ValueError(f"not a loader state of version {STATE_VERSION}: {state!r:.200}")
         mine = self.state_dict()
-        for key in ("data", "split", "num_samples", "seed", "batch_size", "shuffle", "drop_last", "block"):
-            if state.get(key) != mine[key]:
+        if self.order == "windowed" and state.get("world_size") != self.world_size:
+            raise ValueError(f"the loader state is for world_size {state.get('world_size')!r}, this loader has "
+                             f"{self.world_size} (the windowed order resumes on the same number of ranks)")
+        for key in ("data", "split", "num_samples", "seed", "batch_size", "shuffle", "drop_last", "block", "order"):
+            if state.get(key, "blocked" if key == "order" else None) != mine[key]:
                 raise ValueError(f"the loader state is for {key} {state.get(key)!r}, this loader has {mine[key]!r}")
         consumed = state.get("consumed")
         if not isinstance(consumed, int) or consumed < 0 or consumed % self.batch_size or \
@@ -260,9 +276,12 @@ class FashionLoader:
         with self._lock:
             self._check_current(generation)
             self._check_files()
-            if self._backend is None:
-                self._backend = create_backend(self.backend, self.backend_context())
-            batches = self._backend.epoch(indices, epoch)
+            if self._backend is None:  # streamed: one DALI pipeline per segment, not per epochs ahead
+                self._backend = create_backend(self.backend, self.backend_context(
+                    **({"horizon": 1} if self.streaming else {})))
+            batches = stream_pass(self._backend, self.remote, self.split, self.samples, self.schema, indices, epoch,
+                                  batch_size=self.batch_size, window=self.config.window) if self.streaming else \
+                self._backend.epoch(indices, epoch)
         a = 0
         while (out := self._next_batch(batches, generation)) is not None:
             images, labels = out
@@ -288,6 +307,8 @@ class FashionLoader:
             if self._backend is not None:
                 self._backend.close()
             self._backend = None
+            if self.remote is not None:
+                self.remote.close()  # download threads end; a later pass starts them again
 
     def __repr__(self) -> str:
         return (f"FashionLoader({str(self.shard_dir)!r}, split={self.split!r}, backend={self.backend!r}, "
@@ -322,15 +343,24 @@ def make_loader(shard_dir: str | os.PathLike, split: str = "train", batch_size: 
                 image_size: int | tuple[int, int] = 224, seed: int = 0, rank: int | None = None, world_size: int | None = None,
                 with_keys: bool = False, drop_last: bool | None = None, *, workers: int | None = None,
                 block: int = DEFAULT_BLOCK, gpu_cache: bool | None = None,
-                dali_threads: int | None = None, verify: bool = True) -> FashionLoader:
+                dali_threads: int | None = None, verify: bool = True, order: str | None = None,
+                window: int = DEFAULT_WINDOW, storage_options: dict | None = None, cache_dir=None,
+                cache_limit: int | None = None, offline: bool = False,
+                remote: RemoteConfig | None = None) -> FashionLoader:
     """An epoch-exact loader over ``split`` of a shard folder: ``FashionLoader(shard_dir, LoaderConfig(...))``.
 
-    Every argument is a field of :class:`LoaderConfig` (which documents them); ``backend`` is one of ``auto``,
-    ``dali``, ``dali-gpu``, ``dali-cpu``, ``torch``. Raises what :class:`FashionLoader` and :class:`LoaderConfig`
-    raise.
+    ``shard_dir`` is a local folder or any fsspec URL (``s3://``, ``gs://``, ``https://``, ``file://``); a URL is
+    read through its verified local cache (:mod:`fastfashion.loading.streaming`). Every argument is a field of
+    :class:`LoaderConfig` (which documents them); ``storage_options``, ``cache_dir``, ``cache_limit`` and
+    ``offline`` are fields of its ``remote`` :class:`~fastfashion.remote.store.RemoteConfig` (pass ``remote`` for
+    retries and timeouts). ``backend`` is one of ``auto``, ``dali``, ``dali-gpu``, ``dali-cpu``, ``torch``.
+    Raises what :class:`FashionLoader` and :class:`LoaderConfig` raise.
     """
+    remote = dataclasses.replace(remote or RemoteConfig(), **{k: v for k, v in (
+        ("storage_options", storage_options), ("cache_dir", cache_dir), ("cache_limit", cache_limit),
+        ("offline", offline or None)) if v is not None})
     return FashionLoader(shard_dir, LoaderConfig(
         split=split, batch_size=batch_size, backend=backend, device=device, augment=augment, shuffle=shuffle,
         image_size=image_size, seed=seed, rank=rank, world_size=world_size, with_keys=with_keys,
         drop_last=drop_last, workers=workers, block=block, gpu_cache=gpu_cache, dali_threads=dali_threads,
-        verify=verify))
+        verify=verify, order=order, window=window, remote=remote))

@@ -91,12 +91,97 @@ def epoch_order(sizes: Sequence[int], *, seed: int, epoch: int, shuffle: bool, b
 
 def epoch_indices(sizes: Sequence[int], *, seed: int, epoch: int, shuffle: bool, rank: int = 0,
                   world_size: int = 1, batch_size: int, drop_last: bool, block: int = DEFAULT_BLOCK,
-                  start: int = 0) -> np.ndarray:
+                  start: int = 0, window: int | None = None) -> np.ndarray:
     """Global sample indices this rank delivers in ``epoch`` from the epoch's position ``start`` on (the samples
-    all ranks delivered before an interruption), in delivery order (int64)."""
+    all ranks delivered before an interruption), in delivery order (int64). ``window`` (with ``shuffle``): the
+    windowed order of :func:`windowed_indices` instead of the blocked full shuffle."""
+    if shuffle and window is not None:
+        return windowed_indices(sizes, seed=seed, epoch=epoch, rank=rank, world_size=world_size,
+                                batch_size=batch_size, drop_last=drop_last, window=window, start=start)
     order = epoch_order(sizes, seed=seed, epoch=epoch, shuffle=shuffle, block=block)
     return rank_share(order, rank=rank, world_size=world_size, batch_size=batch_size, drop_last=drop_last,
                       start=start)
+
+
+DEFAULT_WINDOW = 4  # shards per window of the windowed order: samples mix across 4 shards; 8 shards held at most
+
+
+def window_plan(sizes: Sequence[int], *, seed: int, epoch: int, rank: int = 0, world_size: int = 1,
+                window: int = DEFAULT_WINDOW) -> list[tuple[list[int], np.ndarray]]:
+    """The windowed order (``order="windowed"``, for sets larger than a cache): ``[(shards, samples)]`` of this
+    rank's windows in reading order, before any batch cut.
+
+    The shards are permuted per ``(seed, epoch)``; rank ``r`` takes every ``world_size``-th of them from ``r`` on
+    (about ``1/world_size`` of the shards, whole), cuts its shards into windows of ``window`` consecutive ones, and
+    shuffles the samples within each window (seeded by the epoch and the window's shards). So a machine reads only
+    its shards in an epoch and needs at most the current and the next window on disk; the price is a batch mixing
+    samples of ``window`` shards instead of the whole split (measured in the README, "Remote shards")."""
+    if window < 1:
+        raise ValueError(f"window must be >= 1, got {window}")
+    if not 0 <= rank < world_size:
+        raise ValueError(f"rank {rank} out of range for world_size {world_size}")
+    starts = shard_starts(sizes)
+    mine = np.random.default_rng([int(seed) & 0xFFFFFFFF, int(epoch), 0x3A1D]).permutation(len(sizes))[
+        rank::world_size]
+    plan = []
+    for w in range(0, len(mine), window):
+        shards = [int(s) for s in mine[w:w + window]]
+        samples = np.concatenate([np.arange(starts[s], starts[s + 1]) for s in shards]).astype(np.int64)
+        rng = np.random.default_rng([int(seed) & 0xFFFFFFFF, int(epoch), 0x3A1D, *shards])
+        plan.append((shards, samples[rng.permutation(len(samples))]))
+    return plan
+
+
+def windowed_indices(sizes: Sequence[int], *, seed: int, epoch: int, rank: int = 0, world_size: int = 1,
+                     batch_size: int, drop_last: bool, window: int = DEFAULT_WINDOW, start: int = 0) -> np.ndarray:
+    """This rank's samples of ``epoch`` in the windowed order (:func:`window_plan`, concatenated). ``drop_last``:
+    every rank keeps the same number of whole batches (the smallest share's; a rank's share is whole shards, so
+    shares differ), the rest of its last window dropped. ``start``: samples all ranks delivered before an
+    interruption (``world_size`` equal batches each); this rank skips its ``start / world_size`` first ones, so a
+    resume needs the same number of ranks."""
+    def share(r: int) -> np.ndarray:
+        plan = window_plan(sizes, seed=seed, epoch=epoch, rank=r, world_size=world_size, window=window)
+        return np.concatenate([s for _, s in plan]) if plan else np.zeros(0, dtype=np.int64)
+
+    mine = share(rank)
+    if drop_last:
+        shortest = min(len(share(r)) if r != rank else len(mine) for r in range(world_size))
+        mine = mine[:shortest // batch_size * batch_size]
+    if start:
+        if not drop_last or start % (world_size * batch_size):
+            raise ValueError(f"start {start} is not a whole number of rounds of {world_size} x {batch_size} "
+                             "(the windowed order resumes only training passes on the same number of ranks)")
+        mine = mine[start // world_size:]
+    return mine.astype(np.int64)
+
+
+def segments(indices: np.ndarray, sizes: Sequence[int], *, batch_size: int, window: int
+             ) -> list[tuple[int, int, list[int], list[int]]]:
+    """Cut a pass into segments read one after another from a bounded cache: ``[(a, b, shards, next_shards)]``.
+
+    Shards are grouped into windows of ``window`` in the order they first appear (for :func:`window_plan`'s order
+    exactly its windows; for a sequential order ``window`` consecutive shards). A batch belongs to the window of
+    its last sample, so segment ``k`` = positions ``a:b`` of the batches ending in window ``k`` (whole batches but
+    the last), ``shards`` = the shards those samples need (window ``k``, plus the previous window's shards of a
+    batch that began there), ``next_shards`` = window ``k + 1`` (what to download meanwhile)."""
+    n = len(indices)
+    if n == 0:
+        return []
+    shard = locate(np.asarray(indices, dtype=np.int64), sizes)[0]
+    _, first = np.unique(shard, return_index=True)
+    appear = shard[np.sort(first)]
+    win_of = {int(s): k // window for k, s in enumerate(appear)}
+    windows = [[int(s) for s in appear[k:k + window]] for k in range(0, len(appear), window)]
+    ends = np.minimum(np.arange(batch_size, n + batch_size, batch_size), n)  # end position of each batch
+    batch_win = np.array([win_of[int(shard[e - 1])] for e in ends])
+    out, a = [], 0
+    for j in range(len(ends)):
+        if j + 1 < len(ends) and batch_win[j + 1] == batch_win[j]:
+            continue
+        b, w = int(ends[j]), int(batch_win[j])
+        out.append((a, b, sorted({int(x) for x in shard[a:b]}), windows[w + 1] if w + 1 < len(windows) else []))
+        a = b
+    return out
 
 
 def locate(indices: np.ndarray, sizes: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:

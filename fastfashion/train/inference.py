@@ -14,7 +14,9 @@ import torch
 
 from ..errors import fixable
 from ..format.atomic import unwritable, write_file
-from ..format.manifest import manifest_schema, read_manifest
+from ..format.manifest import manifest_schema
+from ..remote.cache import open_manifest
+from ..remote.store import RemoteConfig
 from ..format.reader import split_keys
 from ..format.spec import TEST, VAL
 from ..hardware import resolve_device
@@ -47,10 +49,10 @@ def load_model(checkpoint: str | os.PathLike, device: torch.device) -> tuple[Fas
     return model, ckpt
 
 
-def _eval_setup(checkpoint, shard_dir, split, device, need_labels):
+def _eval_setup(checkpoint, shard_dir, split, device, need_labels, remote):
     device = resolve_device(device)
     model, ckpt = load_model(checkpoint, device)
-    manifest = read_manifest(shard_dir)
+    manifest = open_manifest(shard_dir, remote)
     if manifest_schema(manifest) != model.schema:
         raise InferenceError(f"{checkpoint} was trained on another schema than {shard_dir}")
     info = manifest["splits"].get(split)
@@ -62,24 +64,27 @@ def _eval_setup(checkpoint, shard_dir, split, device, need_labels):
 
 
 def _loader_config(ckpt: dict, split: str, batch_size: int, backend: str, device: torch.device,
-                   with_keys: bool = False, verify: bool = True) -> LoaderConfig:
+                   with_keys: bool = False, verify: bool = True, remote: RemoteConfig = RemoteConfig()
+                   ) -> LoaderConfig:
     """One pass over ``split`` in file order with the eval transform at the checkpoint's image size."""
     return LoaderConfig(split=split, batch_size=batch_size, backend=backend, device=device, augment=False,
                         shuffle=False, drop_last=False, image_size=ckpt["image_size"], rank=0, world_size=1,
-                        with_keys=with_keys, verify=verify)
+                        with_keys=with_keys, verify=verify, remote=remote)
 
 
 def evaluate_checkpoint(checkpoint: str | os.PathLike, shard_dir: str | os.PathLike, *, split: str = VAL,
                         batch_size: int = 64, device: str = "auto", backend: str = "auto",
-                        verify: bool = True) -> dict:
+                        verify: bool = True, remote: RemoteConfig = RemoteConfig()) -> dict:
     """Metrics of a checkpoint on a labelled split (see :func:`fastfashion.train.metrics.summarize`; loss
     unweighted).
 
     JSON-ready: an undefined metric (e.g. the average class accuracy when every class is absent) is None, not NaN
-    (see :func:`fastfashion.train.metrics.json_safe`).
+    (see :func:`fastfashion.train.metrics.json_safe`). ``shard_dir`` may be a URL (``remote``: how to reach and
+    cache it).
     """
-    device, model, ckpt, _ = _eval_setup(checkpoint, shard_dir, split, device, need_labels=True)
-    loader = FashionLoader(shard_dir, _loader_config(ckpt, split, batch_size, backend, device, verify=verify))
+    device, model, ckpt, _ = _eval_setup(checkpoint, shard_dir, split, device, need_labels=True, remote=remote)
+    loader = FashionLoader(shard_dir, _loader_config(ckpt, split, batch_size, backend, device, verify=verify,
+                                                     remote=remote))
     ones = [torch.ones(k, device=device) for k in model.schema.num_classes]
     m = evaluate(model, loader, model.schema, device, class_weights=ones, desc=f"evaluate {split}")
     return json_safe({"split": split, "checkpoint": str(checkpoint), **m})
@@ -87,7 +92,7 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, shard_dir: str | os.PathL
 
 def predict(checkpoint: str | os.PathLike, shard_dir: str | os.PathLike, out: str | os.PathLike, *,
             split: str = TEST, zip_: bool = False, batch_size: int = 64, device: str = "auto",
-            backend: str = "auto", verify: bool = True) -> Path:
+            backend: str = "auto", verify: bool = True, remote: RemoteConfig = RemoteConfig()) -> Path:
     """Write ``out`` in the submission format: one line of class ids per sample (schema order) in split-file
     order, LF endings.
 
@@ -100,20 +105,21 @@ def predict(checkpoint: str | os.PathLike, shard_dir: str | os.PathLike, out: st
         problem = unwritable(target)
         if problem:
             raise fixable(InferenceError(f"{target}: cannot write the predictions there: {problem}"), "out")
-    device, model, ckpt, manifest = _eval_setup(checkpoint, shard_dir, split, device, need_labels=False)
+    device, model, ckpt, manifest = _eval_setup(checkpoint, shard_dir, split, device, need_labels=False,
+                                                remote=remote)
     skipped = [s for s in manifest.get("skipped", []) if s.get("split") == split]
     if skipped:
         raise InferenceError(f"{len(skipped)} {split} samples were skipped when sharding (first: {skipped[0]}); "
                          f"the predictions would not match split/{split}.txt line for line")
     loader = FashionLoader(shard_dir, _loader_config(ckpt, split, batch_size, backend, device, with_keys=True,
-                                                     verify=verify))
+                                                     verify=verify, remote=remote))
     preds: dict[str, list[int]] = {}
     with torch.inference_mode(), autocast(device)[0]():
         for batch in progress(loader, desc=f"predict {split}", leave=False):
             images, _ = to_device(batch, device, channels_last(device))
             p = torch.stack([lg.argmax(dim=1) for lg in model(images)], dim=1).cpu().tolist()
             preds.update(zip(batch.keys, p))
-    order = split_keys(shard_dir, manifest, split)
+    order = split_keys(loader.shard_dir, manifest, split)  # a URL's: its cache folder
     if sorted(preds) != sorted(order):
         raise RuntimeError(f"the loader yielded {len(preds)} distinct {split} keys, the shards hold {len(order)}")
     _write_predictions(Path(out), "".join(" ".join(map(str, preds[k])) + "\n" for k in order), zip_)

@@ -36,6 +36,8 @@ import torch.nn.functional as F
 from ..errors import fixable
 from ..format.atomic import write_file
 from ..format.manifest import manifest_schema, read_manifest, train_class_weights
+from ..remote.cache import open_manifest
+from ..remote.store import RemoteConfig
 from ..format.spec import TRAIN, VAL
 from ..hardware import DEVICES, resolve_device
 from ..loading.base import LoaderConfig
@@ -84,6 +86,7 @@ class TrainConfig:
     seed: int = 0                      # model init, data order, augmentation
     workers: int | None = None         # loader worker processes of the torch backend (None: the loader's default)
     verify: bool = True                # check the shards against the manifest's sha256 before reading
+    remote: RemoteConfig = RemoteConfig()  # shard_dir as a URL: storage options, cache folder and limit, offline
     checkpoint_minutes: float | None = 10.0  # also write last.pt during an epoch after this much wall time
     checkpoint_every: int | None = None      # ... and/or every this many steps (None: only by time and per epoch)
     overwrite: bool = False            # replace a run already in ``out`` instead of refusing (resume continues it)
@@ -281,7 +284,7 @@ def _start(cfg: TrainConfig, device: torch.device, dinfo: distributed.DistInfo) 
     if device.type == "cuda" and device.index is None:
         device = torch.device("cuda", torch.cuda.current_device())  # under torchrun: the local rank's GPU
     _check_out(Path(cfg.out), dinfo)
-    manifest = read_manifest(cfg.shard_dir)
+    manifest = open_manifest(cfg.shard_dir, cfg.remote)  # a local folder or a URL (fastfashion/remote/cache.py)
     schema = manifest_schema(manifest)
     if not manifest["splits"].get(VAL, {}).get("labelled", False):
         raise TrainError(f"{cfg.shard_dir}: the {VAL} split is missing or unlabelled; training validates every epoch")
@@ -298,7 +301,7 @@ def _start(cfg: TrainConfig, device: torch.device, dinfo: distributed.DistInfo) 
                                                            patience=cfg.lr_patience)
     common = LoaderConfig(batch_size=cfg.batch_size, backend=cfg.backend, device=device,
                           image_size=cfg.image_size, seed=cfg.seed, rank=dinfo.rank, world_size=dinfo.world_size,
-                          workers=cfg.workers, verify=cfg.verify)
+                          workers=cfg.workers, verify=cfg.verify, remote=cfg.remote)
     train_loader = FashionLoader(cfg.shard_dir, dataclasses.replace(
         common, split=TRAIN, augment=cfg.augment, shuffle=True, drop_last=True))
     val_loader = FashionLoader(cfg.shard_dir, dataclasses.replace(

@@ -1,0 +1,119 @@
+"""Writing a shard set to a URL (``fastfashion shard SRC URL``) and checking one there (``inspect --verify URL``).
+
+The manifest is the commit point: :func:`publish` builds the set in a local temporary folder, uploads every tar and
+``.idx``, checks each object's size, and writes ``manifest.json`` last, so a reader sees either no set or a
+complete one. Replacing an existing set (``overwrite``) first deletes its manifest (readers then see no set
+rather than a mix), and after the new manifest deletes the old set's objects the new one does not list.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Callable
+
+from ..errors import fixable
+from ..format.dali_index import IndexFormatError, read_index
+from ..format.manifest import read_manifest
+from ..format.spec import MANIFEST
+from ..format.verify import IntegrityError, verify_file
+from ..progress import progress
+from .cache import CHUNK, check_manifest_bytes
+from .store import RemoteConfig, RemoteError, Store
+
+log = logging.getLogger(__name__)
+
+
+def _set_files(manifest: dict) -> list[str]:
+    return [sh[k] for s in manifest["splits"].values() for sh in s["shards"] for k in ("tar", "idx")]
+
+
+def upload_shard_set(shard_dir: str | os.PathLike, url: str, *, overwrite: bool = False,
+                     config: RemoteConfig = RemoteConfig()) -> dict:
+    """Upload the local shard set ``shard_dir`` to ``url``: tars and ``.idx`` files, then ``manifest.json``.
+    Returns the manifest. Raises :class:`RemoteError` for a URL that already holds a set (without ``overwrite``),
+    and the store's one-line errors."""
+    d = Path(shard_dir)
+    manifest = read_manifest(d)
+    store = Store(url, config)
+    old = None
+    if store.exists(MANIFEST):
+        if not overwrite:
+            raise fixable(RemoteError(f"{store.where(MANIFEST)}: a shard set already exists there"), "overwrite")
+        old = check_manifest_bytes(store.cat(MANIFEST, "the old manifest"), store.where(MANIFEST))
+        store.call("the old manifest", MANIFEST, lambda: store.fs.rm_file(store.path(MANIFEST)))
+    names = _set_files(manifest)
+    for name in progress(names, desc="upload", unit="file", off=len(names) < 8):
+        _put(store, d / name, name)
+    _put(store, d / MANIFEST, MANIFEST)
+    for name in sorted(set(_set_files(old)) - set(names)) if old else ():
+        store.call(f"old shard file {name}", name, lambda name=name: store.fs.rm_file(store.path(name)))
+    log.info("uploaded %d files to %s", len(names) + 1, store.where(""))
+    return manifest
+
+
+def _put(store: Store, local: Path, name: str) -> None:
+    """Upload one file and check the stored size."""
+    size = local.stat().st_size
+    store.call(f"upload of {name}", name, lambda: store.fs.put_file(str(local), store.path(name)))
+    got = store.size(name, f"uploaded {name}")
+    if got != size:
+        raise RemoteError(f"{store.where(name)}: stored {got} bytes of {size}")
+
+
+def publish(build: Callable[[Path], dict], url: str, *, overwrite: bool = False,
+            config: RemoteConfig = RemoteConfig()) -> dict:
+    """``build(folder)`` a shard set into a local temporary folder, then :func:`upload_shard_set` it to ``url``
+    (the temporary folder is removed either way). An existing set at ``url`` without ``overwrite`` is refused
+    before the build."""
+    store = Store(url, config)
+    if not overwrite and store.exists(MANIFEST):
+        raise fixable(RemoteError(f"{store.where(MANIFEST)}: a shard set already exists there"), "overwrite")
+    tmp = Path(tempfile.mkdtemp(prefix="fastfashion-upload-"))
+    try:
+        build(tmp / "set")
+        return upload_shard_set(tmp / "set", url, overwrite=overwrite, config=config)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def read_remote_manifest(url: str, config: RemoteConfig = RemoteConfig()) -> dict:
+    """The checked manifest of the set at ``url`` (nothing cached, nothing else downloaded)."""
+    store = Store(url, config)
+    return check_manifest_bytes(store.cat(MANIFEST, "the shard set's manifest"), store.where(MANIFEST))
+
+
+def verify_remote(url: str, config: RemoteConfig = RemoteConfig()) -> int:
+    """Download every tar and ``.idx`` of the set at ``url`` once (one at a time, into a temporary folder) and
+    check it with :func:`~fastfashion.format.verify.verify_file` against the manifest's size and sha256, and each
+    ``.idx``'s sample count. Returns the number of files checked; raises
+    :class:`~fastfashion.format.verify.IntegrityError` naming the URL of the first bad object."""
+    store = Store(url, config)
+    manifest = read_remote_manifest(url, config)
+    n = 0
+    with tempfile.TemporaryDirectory(prefix="fastfashion-verify-") as d:
+        shards = [sh for s in manifest["splits"].values() for sh in s["shards"]]
+        for sh in progress(shards, desc="verify", unit="shard", off=len(shards) < 8):
+            for name, size, sha in ((sh["tar"], sh["bytes"], sh["sha256"]), (sh["idx"], None, sh["idx_sha256"])):
+                local = Path(d) / name
+                _get(store, name, local)
+                try:
+                    verify_file(local, local.stat().st_size if size is None else size, sha, force=True)
+                    if size is None and len(read_index(local)) != sh["num_samples"]:
+                        raise IntegrityError(f"{local}: not {sh['num_samples']} samples as the manifest records")
+                except (IntegrityError, IndexFormatError) as e:
+                    raise IntegrityError(str(e).replace(str(local), store.where(name))) from None
+                local.unlink()
+                n += 1
+    return n
+
+
+def _get(store: Store, name: str, local: Path) -> None:
+    def go() -> None:
+        opts = {"block_size": 0} if store.protocol in ("http", "https") else {}
+        with store.fs.open(store.path(name), "rb", **opts) as src, open(local, "wb") as dst:
+            while chunk := src.read(CHUNK):
+                dst.write(chunk)
+    store.call(f"shard file {name}", name, go)

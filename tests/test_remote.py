@@ -1,0 +1,274 @@
+"""Remote shard sets against real servers on 127.0.0.1 (``remote_servers``): http.server and moto's S3 server
+reached through s3fs. Same batches as the local set; verified, shared, bounded cache; one-line errors."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from helpers import HAVE_DALI, make_dataset
+from remote_servers import free_port, http_server, s3_server
+
+from fastfashion.data.shard import ShardConfig, write_shards
+from fastfashion.format.manifest import ManifestError
+from fastfashion.format.verify import IntegrityError
+from fastfashion.loading.loader import make_loader
+from fastfashion.remote.cache import ShardCache, cached_summary
+from fastfashion.remote.store import RemoteConfig, RemoteError, parse_size, parse_storage_options, redact
+from fastfashion.remote.upload import upload_shard_set, verify_remote
+
+pytest.importorskip("s3fs")
+BACKENDS = ["torch", *(["dali-cpu"] if HAVE_DALI else [])]
+FAST = RemoteConfig(retries=1, backoff=0.01, timeout=5)
+
+
+@pytest.fixture(scope="module")
+def local_set(tmp_path_factory):
+    root = tmp_path_factory.mktemp("remote")
+    data = make_dataset(root / "data", train=40, val=12, test=8)
+    write_shards(data, root / "shards", ShardConfig(samples_per_shard=6, workers=1, seed=0))
+    return root / "shards"
+
+
+def batches(loader, epochs=(0,)):
+    out = []
+    for e in epochs:
+        loader.set_epoch(e)
+        for b in loader:
+            out.append((b.keys, b.labels.clone(), b.images.clone()))
+    return out
+
+
+def assert_same(a, b):
+    assert len(a) == len(b) > 0
+    for (ka, la, ia), (kb, lb, ib) in zip(a, b):
+        assert ka == kb
+        assert torch.equal(la, lb)
+        assert torch.equal(ia, ib)
+
+
+def loader_kw(backend, **kw):
+    return dict(batch_size=4, backend=backend, device="cpu", augment=False, image_size=16, with_keys=True,
+                workers=0, **kw)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_http_set_gives_the_local_batches(local_set, tmp_path, backend):
+    with http_server(local_set.parent) as base:
+        url = f"{base}/shards"
+        remote = make_loader(url, "train", cache_dir=tmp_path / "cache", remote=FAST, **loader_kw(backend))
+        got = batches(remote, (0, 1))
+    want = batches(make_loader(local_set, "train", **loader_kw(backend)), (0, 1))
+    assert_same(got, want)
+    assert remote.remote.downloaded_bytes > 0
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_shard_to_bucket_then_loader_same_batches(local_set, tmp_path, backend):
+    with s3_server() as (opts, bucket):
+        cfg = RemoteConfig(storage_options=opts, retries=1, backoff=0.01, timeout=5)
+        upload_shard_set(local_set, f"s3://{bucket}/fashion", config=cfg)
+        with pytest.raises(RemoteError, match="already exists"):
+            upload_shard_set(local_set, f"s3://{bucket}/fashion", config=cfg)
+        remote = make_loader(f"s3://{bucket}/fashion", "val", cache_dir=tmp_path / "c", remote=cfg,
+                             **loader_kw(backend))
+        got = batches(remote)
+        assert verify_remote(f"s3://{bucket}/fashion", cfg) == 2 * sum(
+            len(s["shards"]) for s in remote.remote.manifest["splits"].values())
+    assert_same(got, batches(make_loader(local_set, "val", **loader_kw(backend))))
+
+
+def test_warm_cache_downloads_nothing_and_offline_works(local_set, tmp_path):
+    cache = tmp_path / "cache"
+    with http_server(local_set.parent) as base:
+        url = f"{base}/shards"
+        first = make_loader(url, "val", cache_dir=cache, remote=FAST, **loader_kw("torch"))
+        want = batches(first)
+        second = make_loader(url, "val", cache_dir=cache, remote=FAST, **loader_kw("torch"))
+        assert second.remote.downloaded == []
+    # the server is stopped
+    off = make_loader(url, "val", cache_dir=cache, offline=True, **loader_kw("torch"))
+    assert_same(batches(off), want)
+    with pytest.raises(RemoteError, match=r"offline, and .* not in the cache"):
+        make_loader(url, "train", cache_dir=cache, offline=True, **loader_kw("torch"))
+
+
+def test_bad_names_404_unreachable_are_one_line(local_set, tmp_path):
+    bad = tmp_path / "bad"
+    shutil.copytree(local_set, bad)
+    m = json.loads((bad / "manifest.json").read_text())
+    m["splits"]["val"]["shards"][0]["tar"] = "../../etc/passwd.tar"
+    (bad / "manifest.json").write_text(json.dumps(m))
+    with http_server(tmp_path) as base:
+        with pytest.raises(ManifestError) as e:
+            make_loader(f"{base}/bad", "val", cache_dir=tmp_path / "c", remote=FAST, **loader_kw("torch"))
+        assert f"{base}/bad/manifest.json" in str(e.value) and "not a plain" in str(e.value)
+        with pytest.raises(RemoteError) as e:
+            make_loader(f"{base}/nothing", "val", cache_dir=tmp_path / "c", remote=FAST, **loader_kw("torch"))
+        assert str(e.value) == f"{base}/nothing/manifest.json: the shard set's manifest: not found (404)"
+        (bad / "manifest.json").write_text(json.dumps(json.loads((local_set / "manifest.json").read_text())))
+        name = m["splits"]["val"]["shards"][1]["tar"]
+        (bad / name).unlink()
+        with pytest.raises(RemoteError) as e:
+            make_loader(f"{base}/bad", "val", cache_dir=tmp_path / "c", remote=FAST, **loader_kw("torch"))
+        assert str(e.value) == f"{base}/bad/{name}: shard file {name}: not found (404)"
+    url = f"http://127.0.0.1:{free_port()}/shards"
+    with pytest.raises(RemoteError) as e:
+        make_loader(url, "val", cache_dir=tmp_path / "c", remote=FAST, **loader_kw("torch"))
+    assert str(e.value) == f"{url}/manifest.json: the shard set's manifest: host unreachable after 2 tries"
+    assert "\n" not in str(e.value)
+
+
+def test_corrupted_object_is_downloaded_again_then_refused(local_set, tmp_path):
+    with s3_server() as (opts, bucket):
+        cfg = RemoteConfig(storage_options=opts, retries=0, timeout=5)
+        upload_shard_set(local_set, f"s3://{bucket}/set", config=cfg)
+        import s3fs
+        fs = s3fs.S3FileSystem(**opts)
+        name = json.loads((local_set / "manifest.json").read_text())["splits"]["val"]["shards"][0]["tar"]
+        data = bytearray(fs.cat(f"{bucket}/set/{name}"))
+        data[700] ^= 0xFF
+        fs.pipe(f"{bucket}/set/{name}", bytes(data))
+        with pytest.raises(RemoteError) as e:
+            make_loader(f"s3://{bucket}/set", "val", cache_dir=tmp_path / "c", remote=cfg, **loader_kw("torch"))
+        assert str(e.value) == (f"s3://{bucket}/set/{name}: shard file {name}: sha256 differs from the manifest in 2 "
+                                "downloads (corrupted in the store)")
+        with pytest.raises(IntegrityError, match=f"s3://{bucket}/set/{name}: sha256 differs"):
+            verify_remote(f"s3://{bucket}/set", cfg)
+        folder = next(p for p in (tmp_path / "c").iterdir() if p.name != "urls")
+        assert not (folder / name).exists() and not list(folder.glob(f".{name}*"))
+
+
+def test_cache_limit_never_exceeded_while_streaming(local_set, tmp_path):
+    sizes = [sh["bytes"] for sh in json.loads((local_set / "manifest.json").read_text())["splits"]["train"]["shards"]]
+    with http_server(local_set.parent) as base:
+        url = f"{base}/shards"
+        with pytest.raises(RemoteError, match=r"cache_limit 1000 bytes is below the \d+ bytes .* at least \d+"):
+            make_loader(url, "train", cache_dir=tmp_path / "c", cache_limit=1000, window=1, **loader_kw("torch"))
+        limit = sum(sorted(sizes)[-3:]) + 20_000
+        loader = make_loader(url, "train", cache_dir=tmp_path / "c", cache_limit=limit, window=1,
+                             **loader_kw("torch"))
+        assert loader.order == "windowed" and loader.streaming
+        folder, peak, keys = loader.remote.dir, 0, []
+        stop = threading.Event()
+
+        def sample():
+            nonlocal peak
+            while not stop.is_set():
+                peak = max(peak, sum(p.stat().st_size for p in folder.iterdir() if p.is_file()
+                                     and p.name != "manifest.json" and p.exists()))
+                time.sleep(0.002)
+
+        t = threading.Thread(target=sample)
+        t.start()
+        try:
+            for e in (0, 1):
+                loader.set_epoch(e)
+                keys.append([k for b in loader for k in b.keys])
+        finally:
+            stop.set()
+            t.join()
+    assert 0 < peak <= limit
+    assert keys[0] == loader.keys(0) and sorted(keys[0]) != keys[0] and keys[0] != keys[1]
+    assert len(keys[0]) == 40 // 4 * 4
+
+
+def test_two_processes_share_one_cache(local_set, tmp_path):
+    script = textwrap.dedent("""
+        import json, sys
+        from fastfashion.remote.cache import ShardCache
+        from fastfashion.remote.store import RemoteConfig
+        c = ShardCache(sys.argv[1], RemoteConfig(cache_dir=sys.argv[2]))
+        c.fetch_split("train"); c.close()
+        print(json.dumps(c.downloaded))
+    """)
+    with http_server(local_set.parent) as base:
+        procs = [subprocess.Popen([sys.executable, "-c", script, f"{base}/shards", str(tmp_path / "c")],
+                                  stdout=subprocess.PIPE, text=True) for _ in range(2)]
+        outs = [json.loads(p.communicate(timeout=60)[0]) for p in procs]
+    assert all(p.returncode == 0 for p in procs)
+    names = [n for o in outs for n in o]
+    shards = json.loads((local_set / "manifest.json").read_text())["splits"]["train"]["shards"]
+    assert sorted(names) == sorted(n for sh in shards for n in (sh["tar"], sh["idx"]))  # each once, in all
+
+
+def test_sigkill_mid_download_leaves_no_complete_file(local_set, tmp_path):
+    import http.server
+
+    class Slow(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *a):
+            pass
+
+        def copyfile(self, src, dst):
+            try:
+                while chunk := src.read(2048):
+                    dst.write(chunk)
+                    time.sleep(0.05 if self.path.endswith(".tar") else 0)
+            except OSError:  # the client was killed
+                pass
+
+    script = textwrap.dedent("""
+        import sys
+        from fastfashion.remote.cache import ShardCache
+        from fastfashion.remote.store import RemoteConfig
+        c = ShardCache(sys.argv[1], RemoteConfig(cache_dir=sys.argv[2]))
+        c.fetch_split("val")
+    """)
+    with http_server(local_set.parent, Slow) as base:
+        p = subprocess.Popen([sys.executable, "-c", script, f"{base}/shards", str(tmp_path / "c")])
+        deadline = time.time() + 30
+        while time.time() < deadline and not list((tmp_path / "c").glob("*/.*.tar.tmp*")):
+            time.sleep(0.05)
+        time.sleep(0.2)
+        p.kill()
+        p.wait()
+        folder = next(p for p in (tmp_path / "c").iterdir() if p.name != "urls")
+        assert list(folder.glob(".*.tar.tmp*")), "the kill came before a download started"
+        assert not list(folder.glob("*.tar"))  # nothing complete-looking
+    with http_server(local_set.parent) as base:  # the next run recovers
+        c = ShardCache(f"{base}/shards", RemoteConfig(cache_dir=tmp_path / "c"))
+        c.fetch_split("val")
+        c.close()
+    assert not list(folder.glob(".*.tmp*"))
+    m = json.loads((local_set / "manifest.json").read_text())
+    assert set(cached_summary(folder)) >= {sh["tar"] for sh in m["splits"]["val"]["shards"]}
+
+
+def test_helpers():
+    assert redact("https://user:secret@host:9/a/b?X-Amz-Signature=abc") == "https://host:9/a/b"
+    assert parse_size("500M") == 500_000_000 and parse_size("1KiB") == 1024 and parse_size("12") == 12
+    assert parse_storage_options(["anon=true", "client_kwargs.endpoint_url=http://x:1", "n=3"]) == {
+        "anon": True, "client_kwargs": {"endpoint_url": "http://x:1"}, "n": 3}
+    with pytest.raises(ValueError, match="KEY=VALUE"):
+        parse_storage_options(["justakey"])
+    with pytest.raises(ValueError):
+        RemoteConfig(cache_limit=0)
+
+
+def test_cli_shard_to_url_inspect_verify_and_errors(tmp_path, tiny_dataset, capsys):
+    from fastfashion.cli import main
+    with s3_server() as (opts, bucket):
+        endpoint = opts["client_kwargs"]["endpoint_url"]
+        so = ["--storage-option", f"client_kwargs.endpoint_url={endpoint}", "--storage-option", "key=testing",
+              "--storage-option", "secret=s3cr3t-value", "--retries", "0"]
+        url = f"s3://{bucket}/cli"
+        assert main(["-q", "shard", str(tiny_dataset), url, "--samples-per-shard", "16", "--workers", "1", *so]) == 0
+        assert main(["-q", "shard", str(tiny_dataset), url, "--workers", "1", *so]) == 1
+        assert main(["-q", "inspect", url, "--verify", *so]) == 0
+        assert main(["-q", "inspect", f"s3://{bucket}/none", *so]) == 1
+    out = capsys.readouterr()
+    assert "verify: every tar and idx matches its sha256" in out.out
+    errors = out.err.strip().splitlines()
+    assert errors == [f"fastfashion shard: error: {url}/manifest.json: a shard set already exists there; pass "
+                      "--overwrite to replace it",
+                      f"fastfashion inspect: error: s3://{bucket}/none/manifest.json: the shard set's manifest: not "
+                      "found (404)"]
+    assert "s3cr3t" not in out.out + out.err
