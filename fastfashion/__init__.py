@@ -13,6 +13,8 @@ from .schema import FASHION_SCHEMA, Attribute, Schema  # noqa: F401  (light: no 
 _LAZY = {  # public name -> module; imported on first use: `import fastfashion` must not import torch or DALI
     "make_loader": ".loading.loader", "FashionLoader": ".loading.loader", "LoaderConfig": ".loading.base",
     "Batch": ".loading.base", "LoaderError": ".loading.base", "AugmentConfig": ".loading.augment",
+    "ShardWriter": ".data.pack", "write_shards": ".data.shard", "ShardConfig": ".data.shard",
+    "index_shards": ".data.adopt", "IndexConfig": ".data.adopt",
 }
 
 

@@ -226,6 +226,8 @@ def synthesize(out_dir: str | os.PathLike, cfg: SynthConfig = SynthConfig(), *, 
                              [" ".join(str(v) for v in labels[i]) for i in idx])
         with open(tmp / "split" / "list_attr_cloth.txt", "w", encoding="utf-8", newline="\n") as f:
             f.write(schema.to_list_attr_cloth())
+        if schema != FASHION_SCHEMA:  # list_attr_cloth.txt has no attribute names: schema.json keeps them
+            (tmp / "split" / "schema.json").write_text(schema.to_json(), encoding="utf-8")
         replace_dir(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
