@@ -270,6 +270,10 @@ def _add_bench(sub) -> None:
                    help="CUDA only: training steps per backend (0: skip)")
     p.add_argument("--json", metavar="FILE", help="write the full result as JSON")
     _add_remote(p)  # a URL --shards: also the cold-cache epoch and warm throughput beside the local copy
+    p.add_argument("--order", choices=("blocked", "windowed"), default=None,
+                   help="sample order (default: blocked; windowed when a remote split exceeds --cache-limit)")
+    p.add_argument("--window", type=int, metavar="N", default=4, help="shards per window of the windowed order "
+                                                                       "(default: %(default)s)")
     p.add_argument("--png", metavar="FILE", help="write a bar chart (default: beside --json, else none)")
     p.set_defaults(func=_run_bench)
 
@@ -454,6 +458,7 @@ def _run_bench(args) -> int:
                       batch_size=args.batch_size, image_size=args.image_size, augment=not args.no_augment,
                       rounds=args.rounds, batches=args.batches, warmup=args.warmup,
                       train_steps=args.train_steps, verify=args.verify, remote=_remote_config(args),
+                      order=args.order, window=args.window,
                       **({"workers": args.workers} if args.workers is not None else {}))
     result = run_bench(cfg)
     print(format_table(result))

@@ -86,6 +86,19 @@ def test_shard_to_bucket_then_loader_same_batches(local_set, tmp_path, backend):
     assert_same(got, batches(make_loader(local_set, "val", **loader_kw(backend))))
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_streamed_through_a_bounded_cache_gives_the_local_windowed_batches(local_set, tmp_path, backend):
+    sizes = [sh["bytes"] for sh in json.loads((local_set / "manifest.json").read_text())["splits"]["train"]["shards"]]
+    limit = sum(sorted(sizes)[-3:]) + 20_000  # 3 windows of 1 shard and the .idx files
+    with http_server(local_set.parent) as base:
+        remote = make_loader(f"{base}/shards", "train", cache_dir=tmp_path / "c", cache_limit=limit, window=1,
+                             **loader_kw(backend))
+        assert remote.streaming
+        got = batches(remote, (1,))
+    want = batches(make_loader(local_set, "train", order="windowed", window=1, **loader_kw(backend)), (1,))
+    assert_same(got, want)
+
+
 def test_warm_cache_downloads_nothing_and_offline_works(local_set, tmp_path):
     cache = tmp_path / "cache"
     with http_server(local_set.parent) as base:
@@ -272,3 +285,16 @@ def test_cli_shard_to_url_inspect_verify_and_errors(tmp_path, tiny_dataset, caps
                       f"fastfashion inspect: error: s3://{bucket}/none/manifest.json: the shard set's manifest: not "
                       "found (404)"]
     assert "s3cr3t" not in out.out + out.err
+
+
+def test_cli_bench_url_reports_cold_and_warm_beside_local(local_set, tmp_path, capsys):
+    from fastfashion.cli import main
+    with http_server(local_set.parent) as base:
+        rc = main(["-q", "bench", "--shards", f"{base}/shards", "--backends", "torch", "--split", "val",
+                   "--batch-size", "4", "--image-size", "16", "--no-augment", "--rounds", "2", "--batches", "2",
+                   "--warmup", "0", "--workers", "0", "--cache-dir", str(tmp_path / "c"), "--json",
+                   str(tmp_path / "b.json"), "--png", str(tmp_path / "b.png")])
+    assert rc == 0
+    r = json.loads((tmp_path / "b.json").read_text())["remote"]
+    assert r["cold_bytes"] > 0 and r["images_per_epoch"] == 12 and len(r["warm_to_local_rounds"]) == 2
+    assert "warm cache" in capsys.readouterr().out

@@ -38,6 +38,10 @@ def run_bench(cfg: BenchConfig) -> dict:
     result = {"date": datetime.datetime.now().isoformat(timespec="seconds"), "machine": machine_info(),
               "config": dataclasses.asdict(cfg), "baseline": BASELINE, "loaders": run_loader_bench(cfg)}
     ok = [n for n, r in result["loaders"].items() if r["status"] == "ok"]
+    from ..remote.store import is_url
+    if is_url(cfg.shard_dir) and ok and ok[-1] != BASELINE:  # cold and warm cache beside a local copy
+        from .remote import run_remote_bench
+        result["remote"] = run_remote_bench(cfg, result["loaders"][ok[-1]]["backend"])
     if torch.cuda.is_available() and cfg.train_steps > 0 and ok:
         from .training import run_train_bench
         result["train"] = run_train_bench(cfg, ok)
@@ -60,6 +64,9 @@ def format_table(result: dict) -> str:
         lines.append(f"{name:<10} {r['images_per_s']:>8.0f} {r['images_per_s_min']:>6.0f}-{r['images_per_s_max']:<6.0f}"
                      f" {ratio:>7} {r['cpu_s_per_1000_images']:>9.2f} {r['peak_rss_mb']:>8.0f}"
                      f" {r['time_to_first_batch_s']:>11.2f}")
+    if "remote" in result:
+        from .remote import format_remote
+        lines.append(format_remote(result["remote"]))
     if "train" in result:
         lines.append("end-to-end ResNet-18 training (AMP, channels_last):")
         for name, r in result["train"].items():

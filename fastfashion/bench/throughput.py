@@ -27,6 +27,7 @@ from ..errors import fix_param, fixable
 from ..format.spec import TRAIN
 from ..hardware import available_cpus
 from ..loading.base import BACKENDS
+from ..loading.order import DEFAULT_WINDOW
 from ..progress import progress
 from ..remote.store import RemoteConfig
 
@@ -54,6 +55,8 @@ class BenchConfig:
     train_steps: int = 30                     # end-to-end training steps per backend (CUDA only; 0: skip)
     verify: bool = True                       # loaders check the shards' sha256 before reading
     remote: RemoteConfig = RemoteConfig()     # shard_dir as a URL: storage options, cache folder and limit
+    order: str | None = None                  # loader order (None: blocked, windowed for a remote set > cache_limit)
+    window: int = DEFAULT_WINDOW              # shards per window of the windowed order
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -154,7 +157,8 @@ def make_bench_loader(name: str, cfg: BenchConfig, *, for_training: bool = False
     return FashionLoader(cfg.shard_dir, LoaderConfig(
         split=cfg.split, batch_size=cfg.batch_size, backend=name, device=device, augment=cfg.augment,
         image_size=cfg.image_size, seed=cfg.seed, rank=0, world_size=1,
-        workers=cfg.workers, verify=cfg.verify, remote=cfg.remote))  # the same worker count as the baseline
+        workers=cfg.workers, verify=cfg.verify, remote=cfg.remote, order=cfg.order,
+        window=cfg.window))  # the same worker count as the baseline
 
 
 def endless(loader, start_epoch: int) -> Iterator:
