@@ -218,7 +218,7 @@ def _add_eval_common(p, default_split: str) -> None:
 def _add_evaluate(sub) -> None:
     p = sub.add_parser("evaluate", help="evaluate a checkpoint on a labelled split",
                        description="Print the official average class accuracy (flat mean of the per-class recalls; "
-                                   "a class absent from the split is excluded and listed), accuracy, per-category "
+                                   "a class absent from the split is excluded and listed), accuracy, per-attribute "
                                    "accuracy and the (unweighted) loss of a checkpoint on a labelled split.")
     _add_eval_common(p, VAL)
     p.add_argument("--json", action="store_true", help="print the metrics as JSON")
@@ -227,7 +227,7 @@ def _add_evaluate(sub) -> None:
 
 def _add_predict(sub) -> None:
     p = sub.add_parser("predict", help="write prediction.txt (submission format) for a split",
-                       description="Write one line of class ids per image (one id per category, schema order), "
+                       description="Write one line of class ids per image (one id per attribute, schema order), "
                                    "in split-file order, LF endings: the submission format.")
     _add_eval_common(p, TEST)
     p.add_argument("--out", required=True, metavar="prediction.txt", help="text file to write")
@@ -255,7 +255,8 @@ def _add_bench(sub) -> None:
                    help="comma-separated subset of %(default)s (dali-gpu is skipped without CUDA)")
     p.add_argument("--split", default=TRAIN, metavar="SPLIT", help="split to read (default: %(default)s)")
     p.add_argument("--batch-size", type=int, metavar="N", default=64, help="default: %(default)s")
-    p.add_argument("--image-size", type=int, metavar="N", default=224, help="8..1024 (default: %(default)s)")
+    p.add_argument("--image-size", type=image_size_arg, metavar="N|HxW", default=224,
+                   help="square side, or HEIGHTxWIDTH (e.g. 64x48), each 8..1024 (default: %(default)s)")
     p.add_argument("--no-augment", action="store_true", help="eval transform instead of the full train augmentation")
     p.add_argument("--rounds", type=int, metavar="N", default=5, help="timed rounds per backend (default: %(default)s)")
     p.add_argument("--batches", type=int, metavar="N", default=20,
@@ -290,6 +291,15 @@ def _add_demo(sub) -> None:
     p.add_argument("--epochs", type=int, metavar="N", default=6, help="training epochs (default: %(default)s)")
     p.epilog = "The output folder is replaced on each run, but only if an earlier demo wrote it."
     p.set_defaults(func=_run_demo)
+
+
+def image_size_arg(text: str):
+    """argparse type of ``--image-size``: ``N`` or ``HEIGHTxWIDTH`` (:func:`fastfashion.loading.augment.parse_image_size`)."""
+    from .loading.augment import parse_image_size
+    try:
+        return parse_image_size(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def _add_common(p) -> None:

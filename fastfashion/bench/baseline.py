@@ -17,7 +17,7 @@ from ..loading.base import Batch
 from ..schema import Schema
 
 
-def seed_transforms(image_size: int, augment: bool):
+def seed_transforms(image_size: int | tuple[int, int], augment: bool):
     """The seed report's torchvision transforms (PIL in, normalized float tensor out)."""
     from torchvision import transforms as T
     cfg = AugmentConfig(image_size=image_size)
@@ -57,7 +57,7 @@ def _collate(samples) -> Batch:
 
 
 def make_seed_loader(src_dir: str | os.PathLike, schema: Schema, split: str = TRAIN, *, batch_size: int = 64,
-                     image_size: int = 224, workers: int = 2, augment: bool = True) -> DataLoader:
+                     image_size: int | tuple[int, int] = 224, workers: int = 2, augment: bool = True) -> DataLoader:
     """The seed-style baseline loader over the raw folder; yields :class:`~fastfashion.loading.base.Batch`."""
     ds = SeedFolderDataset(src_dir, split, schema, seed_transforms(image_size, augment))
     return DataLoader(ds, batch_size=batch_size, shuffle=augment, num_workers=workers, collate_fn=_collate,

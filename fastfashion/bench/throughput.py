@@ -26,6 +26,7 @@ from typing import Iterator
 from ..errors import fix_param, fixable
 from ..format.spec import TRAIN
 from ..hardware import available_cpus
+from ..loading.augment import check_image_size
 from ..loading.base import BACKENDS
 from ..loading.order import DEFAULT_WINDOW
 from ..progress import progress
@@ -46,7 +47,7 @@ class BenchConfig:
     split: str = TRAIN
     backends: tuple[str, ...] = ALL_BACKENDS
     batch_size: int = 64
-    image_size: int = 224
+    image_size: int | tuple[int, int] = 224   # a square, or (height, width)
     augment: bool = True                      # the full train augmentation (the seed's set) on every backend
     rounds: int = 5                           # timed rounds per backend; the median is reported
     batches: int = 20                         # timed batches per round
@@ -60,7 +61,8 @@ class BenchConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        for name in ("batch_size", "image_size", "rounds", "batches"):
+        object.__setattr__(self, "image_size", check_image_size(self.image_size))
+        for name in ("batch_size", "rounds", "batches"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         for name in ("warmup", "train_steps"):

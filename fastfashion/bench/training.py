@@ -43,6 +43,7 @@ def run_train_bench(cfg: BenchConfig, names: list[str]) -> dict[str, dict]:
     import torch
 
     from ..format.manifest import manifest_schema
+    from ..loading.augment import image_hw
     from ..loading.base import Batch
     from ..remote.cache import open_manifest
     from ..train.trainer import TrainStep, build_model, loss_weights
@@ -56,7 +57,7 @@ def run_train_bench(cfg: BenchConfig, names: list[str]) -> dict[str, dict]:
         return TrainStep(build_model(schema, dev), weights, dev)  # the trainer's default optimizer settings
 
     def synthetic():
-        x = torch.randn(cfg.batch_size, 3, cfg.image_size, cfg.image_size, device=dev)
+        x = torch.randn(cfg.batch_size, 3, *image_hw(cfg.image_size), device=dev)
         y = torch.stack([torch.randint(0, k, (cfg.batch_size,), device=dev) for k in schema.num_classes], 1)
         while True:
             yield Batch(x, y)

@@ -47,7 +47,7 @@ class LabelCountError(SourceError):
 
 
 class LabelValueError(SourceError):
-    """A label is not an integer or out of range for its category."""
+    """A label is not an integer or out of range for its attribute."""
 
 
 class BlankLineError(SourceError):
