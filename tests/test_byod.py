@@ -165,10 +165,10 @@ def test_shard_writer_writes_what_shard_writes(csv_shards, tmp_path):
     assert not (tmp_path / "bad").exists()
 
 
-def test_json_members_carry_ids_and_wids_reads_the_set(csv_shards):
+def test_json_members_carry_ids_and_wids_reads_the_set(csv_shards, tmp_path):
     import webdataset as wds
     import wids
-    ds = wids.ShardListDataset(str(csv_shards / "val.wids.json"))
+    ds = wids.ShardListDataset(str(csv_shards / "val.wids.json"), cache_dir=str(tmp_path / "wids-cache"))
     assert len(ds) == SPLIT_SIZES["val"]
     doc = ds[0][".json"]  # decoded by wids' default decoder
     assert doc["label_ids"] == dict(zip(("digit", "tone"), labels_of(int(ds[0]["__key__"][1:]))))
@@ -239,6 +239,7 @@ def test_readme_byod_snippets_run(csv_shards, tmp_path, monkeypatch):
     assert len(blocks) == 5  # ShardWriter, transform, webdataset, wids, DALI
     shutil.copytree(csv_shards, tmp_path / "shards" / "mine")
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("WIDS_CACHE", str(tmp_path / "wids-cache"))  # wids copies even local shards there
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
         for code in blocks if HAVE_DALI else blocks[:-1]:
