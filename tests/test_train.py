@@ -28,7 +28,7 @@ from fastfashion.train.trainer import TrainConfig, multi_head_loss, train
 # torch backend in-process here: the cheapest on 2 busy cores (evaluate/predict and the learning check use "auto",
 # i.e. DALI on the CPU)
 TINY = dict(epochs=2, batch_size=8, image_size=32, lr=1e-3, seed=7, backend="torch", workers=0)  # 5 steps/epoch on 40
-TIMING = ("images_per_s", "data_wait_share")
+TIMING = ("images_per_s", "data_wait_share", "train_seconds", "val_seconds", "minutes", "cpu_minutes")
 
 
 @pytest.fixture(scope="module")
@@ -166,12 +166,16 @@ def test_run_dir_holds_checkpoints_metrics_and_curves(run2):
     assert [r["epoch"] for r in history] == [1, 2] and result["steps"] == 10
     assert [r["step"] for r in history] == [5, 10]  # 40 train samples / batch 8
     for row in history:
-        assert set(row) == {"epoch", "step", "train", "val", "images_per_s", "data_wait_share", "lr"}
+        assert set(row) == {"epoch", "step", "train", "val", "images_per_s", "data_wait_share", "lr", "image_size",
+                            "train_seconds", "val_seconds", "minutes", "cpu_minutes"}
         for part in ("train", "val"):
             assert set(row[part]) == {"avg_class_accuracy", "accuracy", "per_attribute", "loss"}
             assert list(row[part]["per_attribute"]) == list(S.names)
         # measured timings: a share in [0, 1] and a positive rate are all that is knowable on a shared machine
         assert 0 <= row["data_wait_share"] <= 1 and row["images_per_s"] > 0 and row["lr"] == TINY["lr"]
+        assert row["train_seconds"] > 0 and row["val_seconds"] > 0 and row["image_size"] == TINY["image_size"]
+    assert 0 < history[0]["minutes"] < history[1]["minutes"] and 0 < history[0]["cpu_minutes"] < history[1]["cpu_minutes"]
+    assert history[1]["minutes"] * 60 == pytest.approx(sum(r["train_seconds"] + r["val_seconds"] for r in history))
     last = ckpt_io.load_checkpoint(out / "last.pt")
     assert last["epoch"] == 2 and last["image_size"] == 32 and last["schema"] == S.to_dict()
     best = ckpt_io.load_checkpoint(out / "best.pt")
@@ -279,3 +283,80 @@ def test_a_short_run_learns(tmp_path):
                                image_size=32, lr=2e-3, augment=False, seed=0))
     curve = [round(r["val"]["avg_class_accuracy"], 3) for r in result["history"]]
     assert result["best_avg_class_accuracy"] > 0.32, curve
+
+
+# --- recipes, schedules, progressive resizing, test-time flip -----------------------------------------------------
+FAST_TINY = dict(TINY, epochs=2, lr=2e-3, resize_start=0.5, warmup_epochs=0.4)  # 5 steps/epoch: 2 warm-up steps
+
+
+def test_schedules_and_sizes_are_exact_functions_of_the_position():
+    from fastfashion.train.schedule import image_size_at, lr_factor
+    assert [lr_factor(s, 10, 2, "linear") for s in range(10)] == pytest.approx(
+        [0.5, 1.0, 1.0, 0.875, 0.75, 0.625, 0.5, 0.375, 0.25, 0.125])
+    assert lr_factor(10, 10, 2, "linear") == 0 and lr_factor(10, 10, 2, "cosine") == pytest.approx(0)
+    assert lr_factor(6, 10, 2, "cosine") == pytest.approx(0.5)
+    assert [image_size_at(e, 16, 112, 0.6, (0.1, 0.7)) for e in range(16)] == [64] * 4 + [80] * 3 + [96] * 3 + [112] * 6
+    assert [image_size_at(e, 16, 112, None, (0.1, 0.7)) for e in range(16)] == [112] * 16
+
+
+def test_recipes_are_data_that_options_override(capsys):
+    from fastfashion.train.recipes import RECIPES, RecipeError, recipe_config
+    fast = recipe_config("fast", shard_dir="s", out="o", lr=3e-3, dropout=None)
+    assert (fast.recipe, fast.lr, fast.optimizer, fast.schedule, fast.dropout) == ("fast", 3e-3, "adamw", "linear", 0.2)
+    assert recipe_config("seed", shard_dir="s", out="o") == TrainConfig(shard_dir="s", out="o")
+    with pytest.raises(RecipeError, match="unknown recipe 'slow'; choose from seed, fast"):
+        recipe_config("slow", shard_dir="s", out="o")
+    with pytest.raises(RecipeError, match="not a training option: 'speed'"):
+        recipe_config("fast", shard_dir="s", out="o", speed=2)
+    assert cli_main(["train", "--recipe", "fast", "--lr", "0.003", "--image-size", "112", "--print-config"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown == {**json.loads(json.dumps(dict(RECIPES["fast"]))), **{k: shown[k] for k in shown
+                                                                          if k not in RECIPES["fast"]},
+                     "lr": 0.003, "image_size": 112}
+    assert shown["recipe"] == "fast" and shown["resize_start"] == 0.6 and shown["shard_dir"] is None
+
+
+def test_fast_recipe_run_resizes_decays_and_resumes_exactly(shards, tmp_path):
+    """Progressive resizing per epoch (16 then 32 px), warm-up then linear decay to 0, and a resume in the middle
+    (after epoch 1 at 16 px) that ends with the same weights as the uninterrupted run."""
+    from fastfashion.train.recipes import recipe_config
+    out = tmp_path / "fast"
+    result = train(recipe_config("fast", shard_dir=str(shards), out=str(out), **FAST_TINY))
+    assert [r["image_size"] for r in result["history"]] == [16, 32]
+    assert result["history"][0]["lr"] == pytest.approx(2e-3 / 2)  # the first warm-up step
+    last = ckpt_io.load_checkpoint(out / "last.pt")
+    assert last["optimizer"]["param_groups"][0]["lr"] == 0.0  # decayed to 0 at the last step
+    assert last["config"]["recipe"] == "fast" and last["image_size"] == 32
+    cut = tmp_path / "cut"
+    train(recipe_config("fast", shard_dir=str(shards), out=str(cut), max_steps=5, **FAST_TINY))  # epoch 1 only
+    train(recipe_config("fast", shard_dir=str(shards), out=str(cut), resume=True, **FAST_TINY))
+    resumed = ckpt_io.load_checkpoint(cut / "last.pt")
+    for k in last["model"]:
+        assert torch.equal(last["model"][k], resumed["model"][k]), k
+    with pytest.raises(train_mod.TrainError, match="it was trained with optimizer adamw, this run asks for adam$"):
+        train(TrainConfig(shard_dir=str(shards), out=str(cut), resume=True, **TINY))
+    with pytest.raises(train_mod.TrainError, match="it was trained with schedule linear, this run asks for plateau$"):
+        train(TrainConfig(shard_dir=str(shards), out=str(cut), resume=True, optimizer="adamw", **TINY))
+
+
+def test_test_time_flip_averages_the_mirror_images_logits(run2, shards, capsys):
+    from fastfashion.train.inference import load_model
+    from fastfashion.train.trainer import infer
+    out, _ = run2
+    model, _ = load_model(out / "best.pt", torch.device("cpu"))
+    torch.manual_seed(0)
+    x = torch.randn(4, 3, 32, 32)
+    sym = torch.cat([x[..., :16], x[..., :16].flip(3)], dim=3)  # its own mirror image
+    with torch.inference_mode():
+        plain, flipped, mirror = model(x), infer(model, x, "flip"), model(x.flip(3))
+        for a, b, c in zip(plain, flipped, mirror):
+            assert torch.allclose(b, (a + c) / 2) and not torch.allclose(a, b)
+        for a, b in zip(model(sym), infer(model, sym, "flip")):
+            assert torch.allclose(a, b, atol=1e-5)
+    with pytest.raises(ValueError, match="tta must be one of none, flip, got 'crop'"):
+        infer(model, x, "crop")
+    m = evaluate_checkpoint(out / "best.pt", shards, tta="flip", backend="torch")
+    assert m["tta"] == "flip" and m["num_samples"] > 0
+    assert cli_main(["evaluate", "--shards", str(shards), "--checkpoint", str(out / "best.pt"), "--tta", "flip",
+                     "--backend", "torch"]) == 0
+    assert "test-time flip" in capsys.readouterr().out

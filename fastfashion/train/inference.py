@@ -28,7 +28,7 @@ from . import checkpoint as ckpt_io
 from .device import autocast, channels_last, to_device
 from .metrics import json_safe
 from .model import FashionNet
-from .trainer import evaluate
+from .trainer import evaluate, infer
 
 log = logging.getLogger(__name__)
 
@@ -74,9 +74,9 @@ def _loader_config(ckpt: dict, split: str, batch_size: int, backend: str, device
 
 def evaluate_checkpoint(checkpoint: str | os.PathLike, shard_dir: str | os.PathLike, *, split: str = VAL,
                         batch_size: int = 64, device: str = "auto", backend: str = "auto",
-                        verify: bool = True, remote: RemoteConfig = RemoteConfig()) -> dict:
+                        verify: bool = True, remote: RemoteConfig = RemoteConfig(), tta: str = "none") -> dict:
     """Metrics of a checkpoint on a labelled split (see :func:`fastfashion.train.metrics.summarize`; loss
-    unweighted).
+    unweighted); ``tta="flip"`` averages the logits of each image and its mirror image.
 
     JSON-ready: an undefined metric (e.g. the average class accuracy when every class is absent) is None, not NaN
     (see :func:`fastfashion.train.metrics.json_safe`). ``shard_dir`` may be a URL (``remote``: how to reach and
@@ -86,15 +86,16 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, shard_dir: str | os.PathL
     loader = FashionLoader(shard_dir, _loader_config(ckpt, split, batch_size, backend, device, verify=verify,
                                                      remote=remote))
     ones = [torch.ones(k, device=device) for k in model.schema.num_classes]
-    m = evaluate(model, loader, model.schema, device, class_weights=ones, desc=f"evaluate {split}")
-    return json_safe({"split": split, "checkpoint": str(checkpoint), **m})
+    m = evaluate(model, loader, model.schema, device, class_weights=ones, desc=f"evaluate {split}", tta=tta)
+    return json_safe({"split": split, "checkpoint": str(checkpoint), "tta": tta, **m})
 
 
 def predict(checkpoint: str | os.PathLike, shard_dir: str | os.PathLike, out: str | os.PathLike, *,
             split: str = TEST, zip_: bool = False, batch_size: int = 64, device: str = "auto",
-            backend: str = "auto", verify: bool = True, remote: RemoteConfig = RemoteConfig()) -> Path:
+            backend: str = "auto", verify: bool = True, remote: RemoteConfig = RemoteConfig(),
+            tta: str = "none") -> Path:
     """Write ``out`` in the submission format: one line of class ids per sample (schema order) in split-file
-    order, LF endings.
+    order, LF endings; ``tta="flip"`` averages the logits of each image and its mirror image.
 
     With ``zip_`` also writes ``out`` with suffix ``.zip`` holding ``prediction.txt`` alone. Raises
     :class:`InferenceError` when the shards lack samples of the split (skipped at shard
@@ -117,7 +118,7 @@ def predict(checkpoint: str | os.PathLike, shard_dir: str | os.PathLike, out: st
     with torch.inference_mode(), autocast(device)[0]():
         for batch in progress(loader, desc=f"predict {split}", leave=False):
             images, _ = to_device(batch, device, channels_last(device))
-            p = torch.stack([lg.argmax(dim=1) for lg in model(images)], dim=1).cpu().tolist()
+            p = torch.stack([lg.argmax(dim=1) for lg in infer(model, images, tta)], dim=1).cpu().tolist()
             preds.update(zip(batch.keys, p))
     order = split_keys(loader.shard_dir, manifest, split)  # a URL's: its cache folder
     if sorted(preds) != sorted(order):

@@ -12,7 +12,8 @@ split, metrics are summed confusion matrices over ranks, and only rank 0 writes 
 
 Run directory: ``last.pt`` (every epoch), ``best.pt`` (best val average class accuracy), ``metrics.json`` (a list
 of per-epoch dicts ``{"epoch", "train", "val", "images_per_s", "data_wait_share", "lr", "step", "train_seconds",
-"val_seconds", "minutes"}``; ``minutes``: training plus validation wall time so far, across resumes) and
+"val_seconds", "minutes", "cpu_minutes", "image_size"}``; ``minutes``: training plus validation wall time so far,
+across resumes; ``cpu_minutes``: the CPU time of the same, which other load on the machine inflates less) and
 ``curves.png`` (loss and accuracy curves, when matplotlib is installed). Files are written atomically (temporary
 file beside, then ``os.replace``); JSON holds ``null`` where a metric is undefined (see
 :func:`fastfashion.train.metrics.json_safe`).
@@ -40,6 +41,7 @@ from ..remote.cache import open_manifest
 from ..remote.store import RemoteConfig
 from ..format.spec import TRAIN, VAL
 from ..hardware import DEVICES, resolve_device
+from ..loading.augment import AugmentConfig
 from ..loading.base import LoaderConfig
 from ..loading.loader import FashionLoader
 from ..progress import progress
@@ -52,12 +54,14 @@ from .device import to_device
 from .metrics import MetricAccumulator, json_safe
 from .model import FashionNet
 from .preemption import CheckpointPolicy, Preempted, StopFlag, agree
+from .schedule import SCHEDULES, LRSchedule, image_size_at
 
 log = logging.getLogger(__name__)
 
 
 SEED_LR = 1e-4             # the seed report's Adam learning rate (tuned for an ImageNet-initialised trunk)
 SEED_WEIGHT_DECAY = 1e-3   # the seed report's Adam weight decay
+OPTIMIZERS = ("adam", "adamw")
 
 
 class TrainError(ValueError):
@@ -70,14 +74,23 @@ class TrainConfig:
     out: str                           # run directory: checkpoints, metrics.json, curves.png
     epochs: int = 45                   # the seed report trained 45 epochs
     batch_size: int = 64               # per rank
-    lr: float = SEED_LR                # Adam
+    recipe: str = "seed"               # the named recipe these values started from (train/recipes.py)
+    optimizer: str = "adam"            # adam (L2 weight decay, the seed's) | adamw (decoupled weight decay)
+    lr: float = SEED_LR                # peak learning rate
     weight_decay: float = SEED_WEIGHT_DECAY
     dropout: float = 0.5               # in every head
     label_smoothing: float = 0.0
-    lr_factor: float = 0.1             # ReduceLROnPlateau on val average class accuracy
+    schedule: str = "plateau"          # plateau | linear | cosine (see train/schedule.py)
+    warmup_epochs: float = 0.0         # linear/cosine: linear ramp-up of the learning rate
+    lr_factor: float = 0.1             # plateau: ReduceLROnPlateau on val average class accuracy
     lr_patience: int = 5
-    image_size: int = 224
-    augment: bool = True               # train-split augmentation (flip/crop per AugmentConfig.train)
+    image_size: int = 224              # the size validated, evaluated and predicted at; train's final size
+    resize_start: float | None = None  # progressive resizing: train at this fraction of image_size first (None: off)
+    ramp: tuple[float, float] = (0.1, 0.7)  # ... growing to image_size between these fractions of the epochs
+    augment: bool = True               # train-split augmentation (AugmentConfig.train with the knobs below)
+    crop_scale: tuple[float, float] = (0.08, 1.0)  # random resized crop area fraction
+    rotation: float = 15.0             # max |degrees| (the seed's RandomRotation(15))
+    color_jitter: float = 0.2          # brightness, contrast, saturation factors in U(1-x, 1+x); hue x / 4
     device: str = "auto"               # auto | cpu | cuda | cuda:N (under torchrun: the local rank's GPU)
     backend: str = "auto"              # a loader backend choice (see LoaderConfig)
     weights: str | None = None         # None (random), "imagenet" or a state-dict path
@@ -105,6 +118,28 @@ class TrainConfig:
             raise ValueError(f"checkpoint_every must be >= 1, got {self.checkpoint_every}")
         if self.resume and self.overwrite:
             raise ValueError("resume and overwrite exclude each other")
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
+        if self.warmup_epochs < 0 or self.lr <= 0:
+            raise ValueError(f"lr must be > 0 and warmup_epochs >= 0, got {self.lr} and {self.warmup_epochs}")
+        if self.resize_start is not None and not 0 < self.resize_start <= 1:
+            raise ValueError(f"resize_start must be a fraction of image_size in (0, 1], got {self.resize_start}")
+        if not 0 <= self.ramp[0] <= self.ramp[1] <= 1:
+            raise ValueError(f"ramp must be two fractions of the epochs, 0 <= start <= end <= 1, got {self.ramp}")
+        self.train_augment()  # validates crop_scale, rotation and color_jitter
+
+    def train_augment(self) -> AugmentConfig | bool:
+        """The train split's augmentation: the knobs above, or False with ``augment=False``."""
+        j = self.color_jitter
+        aug = AugmentConfig.train(image_size=self.image_size, scale=tuple(self.crop_scale), rotation=self.rotation,
+                                  brightness=j, contrast=j, saturation=j, hue=j / 4)
+        return aug if self.augment else False
+
+    def image_size_at(self, epoch: int) -> int:
+        """The train image size of ``epoch`` (0-based): progressive resizing, see :mod:`.schedule`."""
+        return image_size_at(epoch, self.epochs, self.image_size, self.resize_start, tuple(self.ramp))
 
 
 def multi_head_loss(logits: Sequence[torch.Tensor], labels: torch.Tensor, weights: Sequence[torch.Tensor],
@@ -138,14 +173,15 @@ class TrainStep:
 
     def __init__(self, model: torch.nn.Module, weights: Sequence[torch.Tensor], device: torch.device, *,
                  lr: float = SEED_LR, weight_decay: float = SEED_WEIGHT_DECAY, label_smoothing: float = 0.0,
-                 net: torch.nn.Module | None = None):
+                 net: torch.nn.Module | None = None, optimizer: str = "adam"):
         self.model, self.net = model, net if net is not None else model  # net: the DDP wrapper, if any
         self.weights, self.device, self.label_smoothing = list(weights), device, label_smoothing
         self.channels_last = use_channels_last(device)
         if device.type == "cuda":  # every step has the same input size: let cuDNN time and keep the fastest kernels
             torch.backends.cudnn.benchmark = True
-        self.optimizer = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay,
-                                          fused=True)  # fused: ~10x faster step on the CPU than foreach
+        opt = torch.optim.AdamW if optimizer == "adamw" else torch.optim.Adam
+        self.optimizer = opt(model.parameters(), lr=lr, weight_decay=weight_decay,
+                             fused=True)  # fused: ~10x faster step on the CPU than foreach
         self.autocast, needs_scaler = make_autocast(device)
         self.scaler = torch.amp.GradScaler("cuda", enabled=needs_scaler)
 
@@ -212,17 +248,32 @@ def train_one_epoch(step: TrainStep, loader: FashionLoader, schema: Schema, *, m
     return EpochResult(acc.compute(), steps, images, elapsed, wait)
 
 
+TTA_CHOICES = ("none", "flip")
+
+
+def infer(model, images: torch.Tensor, tta: str = "none") -> list[torch.Tensor]:
+    """The model's logits per attribute; ``tta="flip"``: the mean of the logits of the images and of their mirror
+    images (test-time flip; twice the compute)."""
+    logits = model(images)
+    if tta == "flip":
+        logits = [(a + b) / 2 for a, b in zip(logits, model(images.flip(3)))]
+    elif tta != "none":
+        raise ValueError(f"tta must be one of {', '.join(TTA_CHOICES)}, got {tta!r}")
+    return logits
+
+
 def evaluate(model, loader, schema: Schema, device: torch.device, *, class_weights=None, desc: str = "eval",
-             disable_bar: bool = False) -> dict:
+             disable_bar: bool = False, tta: str = "none") -> dict:
     """Metrics of ``model`` over ``loader`` (this rank's share), summed over ranks (see
-    :mod:`fastfashion.train.metrics`); with ``class_weights`` (one tensor per attribute) also the weighted loss."""
+    :mod:`fastfashion.train.metrics`); with ``class_weights`` (one tensor per attribute) also the weighted loss;
+    ``tta`` as :func:`infer` takes it."""
     autocast, _ = make_autocast(device)
     acc = MetricAccumulator(schema)
     model.eval()
     with torch.inference_mode(), autocast():
         for batch in progress(loader, desc=desc, leave=False, off=disable_bar):
             images, labels = to_device(batch, device, use_channels_last(device))
-            logits = model(images)
+            logits = infer(model, images, tta)
             loss = multi_head_loss(logits, labels, class_weights) if class_weights is not None else None
             acc.update(logits, labels, loss)
     acc.all_reduce()
@@ -248,7 +299,7 @@ class _Run:
     dinfo: distributed.DistInfo
     model: FashionNet
     step: TrainStep
-    scheduler: torch.optim.lr_scheduler.ReduceLROnPlateau
+    scheduler: LRSchedule
     train_loader: FashionLoader
     val_loader: FashionLoader
     state: TrainState
@@ -296,22 +347,23 @@ def _start(cfg: TrainConfig, device: torch.device, dinfo: distributed.DistInfo) 
         net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.index is not None
                                                         else None)
     step = TrainStep(model, loss_weights(manifest, device), device, lr=cfg.lr, weight_decay=cfg.weight_decay,
-                     label_smoothing=cfg.label_smoothing, net=net)
-    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(step.optimizer, mode="max", factor=cfg.lr_factor,
-                                                           patience=cfg.lr_patience)
+                     label_smoothing=cfg.label_smoothing, net=net, optimizer=cfg.optimizer)
     common = LoaderConfig(batch_size=cfg.batch_size, backend=cfg.backend, device=device,
                           image_size=cfg.image_size, seed=cfg.seed, rank=dinfo.rank, world_size=dinfo.world_size,
                           workers=cfg.workers, verify=cfg.verify, remote=cfg.remote)
     train_loader = FashionLoader(cfg.shard_dir, dataclasses.replace(
-        common, split=TRAIN, augment=cfg.augment, shuffle=True, drop_last=True))
+        common, split=TRAIN, augment=cfg.train_augment(), shuffle=True, drop_last=True))
     val_loader = FashionLoader(cfg.shard_dir, dataclasses.replace(
         common, split=VAL, augment=False, shuffle=False, drop_last=False))
     if len(train_loader) == 0:
         n = manifest["splits"][TRAIN]["num_samples"] // dinfo.world_size
         raise fixable(TrainError(f"{cfg.shard_dir}: {n} train samples per rank make no full batch of {cfg.batch_size}"),
                       "batch_size")
-    log.info("training on %s (%s loader, %d rank(s)), %d train batches per epoch", device, train_loader.backend,
-             dinfo.world_size, len(train_loader))
+    log.info("training on %s (%s loader, %d rank(s)), %d train batches per epoch, recipe %s", device,
+             train_loader.backend, dinfo.world_size, len(train_loader), cfg.recipe)
+    scheduler = LRSchedule(step.optimizer, cfg.schedule, total_steps=cfg.epochs * len(train_loader),
+                           warmup_steps=round(cfg.warmup_epochs * len(train_loader)), factor=cfg.lr_factor,
+                           patience=cfg.lr_patience)
     run = _Run(cfg, Path(cfg.out), schema, device, dinfo, model, step, scheduler, train_loader, val_loader,
                TrainState(), policy=CheckpointPolicy(minutes=cfg.checkpoint_minutes, every=cfg.checkpoint_every))
     if cfg.resume:
@@ -342,8 +394,9 @@ def _resume(run: _Run) -> None:
     last = ckpt_io.load_checkpoint(path)
     if Schema.from_dict(last["schema"]) != run.schema:
         raise TrainError(f"{path} was trained on another schema than {run.cfg.shard_dir}")
-    for key in ("batch_size", "image_size"):
-        if last["config"].get(key) != getattr(run.cfg, key):
+    defaults = {"optimizer": "adam", "schedule": "plateau"}  # checkpoints from before these options
+    for key in ("batch_size", "image_size", "optimizer", "schedule"):
+        if last["config"].get(key, defaults.get(key)) != getattr(run.cfg, key):
             raise TrainError(f"cannot resume {path}: it was trained with {key} {last['config'].get(key)}, this run "
                              f"asks for {getattr(run.cfg, key)}")
     run.model.load_state_dict(last["model"])
@@ -379,6 +432,7 @@ def _train(run: _Run) -> dict:
         if cfg.max_steps is not None and state.step >= cfg.max_steps:
             break
         lr = run.step.optimizer.param_groups[0]["lr"]
+        run.train_loader.set_image_size(cfg.image_size_at(epoch))
         run.train_loader.set_epoch(epoch)
         acc, carried = MetricAccumulator(run.schema), None
         if run.progress is not None and run.progress["epoch"] == epoch:  # a checkpoint taken during this epoch
@@ -387,6 +441,7 @@ def _train(run: _Run) -> dict:
                 acc.load_state_dict(carried["acc"])
         run.progress = None
         left = None if cfg.max_steps is None else cfg.max_steps - state.step
+        cpu0 = _cpu_seconds()
         res = train_one_epoch(run.step, run.train_loader, run.schema, max_steps=left, acc=acc, carried=carried,
                               on_step=lambda a, partial: _after_step(run, epoch, a, partial),
                               desc=f"epoch {epoch + 1}/{cfg.epochs}", disable_bar=bar_off)
@@ -394,9 +449,9 @@ def _train(run: _Run) -> dict:
         t_val = time.perf_counter()
         val_m = evaluate(run.model, run.val_loader, run.schema, run.device, class_weights=run.step.weights,
                          desc=f"val {epoch + 1}", disable_bar=bar_off)
-        run.scheduler.step(val_m["avg_class_accuracy"])
+        run.scheduler.after_epoch(val_m["avg_class_accuracy"])
         state.epoch = epoch + 1
-        _end_epoch(run, lr, res, val_m, time.perf_counter() - t_val)
+        _end_epoch(run, lr, res, val_m, time.perf_counter() - t_val, _cpu_seconds() - cpu0)
     distributed.barrier(dinfo)
     return {"best_avg_class_accuracy": state.best, "epochs": state.epoch, "steps": state.step, "out": str(run.out),
             "history": state.history}
@@ -405,6 +460,7 @@ def _train(run: _Run) -> dict:
 def _after_step(run: _Run, epoch: int, acc: MetricAccumulator, partial: EpochResult) -> None:
     """After every optimizer step: count it; write a checkpoint when one is due; stop after one on a signal."""
     run.state.step += 1
+    run.scheduler.after_step()
     stop, due = agree([bool(run.stop.signum), run.policy.due(run.state.step)], run.dinfo)
     if not (stop or due):
         return
@@ -421,15 +477,23 @@ def _stop(run: _Run) -> None:
                     f"{run.out / 'last.pt'} written; run the same command with --resume to continue", signum)
 
 
-def _end_epoch(run: _Run, lr: float, res: EpochResult, val_m: dict, val_seconds: float) -> None:
+def _cpu_seconds() -> float:
+    """CPU seconds of this process (every thread, DALI's included) and its finished children."""
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
+
+
+def _end_epoch(run: _Run, lr: float, res: EpochResult, val_m: dict, val_seconds: float, cpu_seconds: float) -> None:
     """The epoch's metrics row, best score, checkpoint and log line; then stop if a signal came meanwhile."""
     state, dinfo = run.state, run.dinfo
-    before = state.history[-1].get("minutes", 0.0) if state.history else 0.0
+    last = state.history[-1] if state.history else {}
     row = {"epoch": state.epoch, "step": state.step, "lr": lr, "train": _slim(res.metrics), "val": _slim(val_m),
            "images_per_s": res.images * dinfo.world_size / res.seconds if res.seconds > 0 else math.nan,
            "data_wait_share": res.data_wait / res.seconds if res.seconds > 0 else math.nan,
-           "train_seconds": res.seconds, "val_seconds": val_seconds,
-           "minutes": before + (res.seconds + val_seconds) / 60}
+           "image_size": run.train_loader.augment.image_size, "train_seconds": res.seconds,
+           "val_seconds": val_seconds,
+           "minutes": last.get("minutes", 0.0) + (res.seconds + val_seconds) / 60,
+           "cpu_minutes": last.get("cpu_minutes", 0.0) + cpu_seconds / 60}
     state.history.append(row)
     is_best = val_m["avg_class_accuracy"] > state.best
     if is_best:
@@ -464,13 +528,19 @@ def _seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def _saved_config(cfg: TrainConfig) -> dict:
+    """The config as the checkpoint keeps it: plain values, without ``remote`` (storage options may hold secrets,
+    and the checkpoint must load with ``weights_only=True``)."""
+    return {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg) if f.name != "remote"}
+
+
 def _save(run: _Run, rngs: list, is_best: bool, progress: dict | None = None) -> None:
     """``last.pt`` (and ``best.pt``), ``metrics.json`` and, when matplotlib is there, ``curves.png``."""
     state, step = run.state, run.step
     ckpt = {"format": ckpt_io.FORMAT, "version": ckpt_io.VERSION, "model": run.model.state_dict(),
             "optimizer": step.optimizer.state_dict(), "scheduler": run.scheduler.state_dict(),
             "scaler": step.scaler.state_dict(), "epoch": state.epoch, "step": state.step, "best": state.best,
-            "history": state.history, "rng": rngs, "config": dataclasses.asdict(run.cfg),
+            "history": state.history, "rng": rngs, "config": _saved_config(run.cfg),
             "schema": run.schema.to_dict(), "image_size": run.cfg.image_size, "loader": run.train_loader.state_dict(),
             "progress": progress}
     ckpt_io.save_atomic(ckpt, run.out / "last.pt")
