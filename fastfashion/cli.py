@@ -266,8 +266,9 @@ def _add_bench(sub) -> None:
                            "Measure images/s of every loader backend on the same split, batch size and augmentation, "
                            "rounds interleaved so a noisy machine slows all alike; report the median and spread, the "
                            "ratio to the seed-style baseline measured in the same rounds, host CPU seconds per 1,000 "
-                           "images, peak memory and time to first batch. With CUDA also ResNet-18 training images/s "
-                           "fed by each backend against a synthetic on-GPU batch (the ceiling).", 100))
+                           "images, peak memory and time to first batch. Then ResNet-18 training images/s fed by each "
+                           "backend against the same model fed an in-memory batch (the ceiling), on CUDA or the "
+                           "CPU.", 100))
     p.add_argument("--shards", required=True, metavar="SHARD_DIR", dest="shard_dir",
                    help="shard set written by `fastfashion shard`")
     p.add_argument("--source", metavar="SRC_DIR",
@@ -290,7 +291,9 @@ def _add_bench(sub) -> None:
     p.add_argument("--no-verify", dest="verify", action="store_false",
                    help="skip checking the shard files against the manifest's sha256 before reading")
     p.add_argument("--train-steps", type=int, metavar="N", default=30,
-                   help="CUDA only: training steps per backend (0: skip)")
+                   help="then train ResNet-18 for N timed steps per feeder and round, fed by each backend and by an "
+                        "in-memory batch (the ceiling), rounds interleaved; on CUDA when present, else on the CPU "
+                        "(0: skip; default: %(default)s)")
     p.add_argument("--json", metavar="FILE", help="write the full result as JSON")
     _add_remote(p)  # a URL --shards: also the cold-cache epoch and warm throughput beside the local copy
     p.add_argument("--order", choices=("blocked", "windowed"), default=None,

@@ -16,6 +16,7 @@ from fastfashion.bench.throughput import BenchConfig
 from fastfashion.data.shard import ShardConfig, write_shards
 from fastfashion.data.source import MissingSplitFileError
 from fastfashion.schema import FASHION_SCHEMA
+from fastfashion.bench.training import CEILING
 from fastfashion.train.inference import predict
 from fastfashion.train.metrics import avg_class_accuracy
 
@@ -53,11 +54,21 @@ def test_every_backend_measured_side_by_side(shards, tiny_dataset):
     assert loaders["seed"]["ratio_to_baseline"] == 1.0
     assert loaders["dali-cpu"]["backend"] == "dali-cpu"
     if torch.cuda.is_available():
-        assert loaders["dali-gpu"]["status"] == "ok" and "train" in result
+        assert loaders["dali-gpu"]["status"] == "ok"
     else:
         assert loaders["dali-gpu"] == {**loaders["dali-gpu"], "status": "skipped", "reason": "no CUDA device"}
-        assert "train" not in result
+    # training fed by every loader that ran, and by the in-memory batch: on the CPU too, rounds interleaved
+    train = result["train"]
+    assert set(train) == {CEILING, "seed", "torch", "dali-cpu"} | ({"dali-gpu"} if torch.cuda.is_available() else set())
+    for name, r in train.items():
+        assert r["status"] == "ok" and len(r["rounds"]) == 2 and all(x > 0 for x in r["rounds"]), (name, r)
+        assert r["images_per_s"] == statistics.median(r["rounds"]) and 0 <= r["host_wait_share"] <= 1
+        assert r["share_of_ceiling"] == pytest.approx(statistics.median(
+            x / c for x, c in zip(r["rounds"], train[CEILING]["rounds"])))
+        assert r["data_stall_share"] == pytest.approx(max(0.0, 1 - r["share_of_ceiling"]))
+    assert train[CEILING]["share_of_ceiling"] == 1.0
     table = format_table(result)
+    assert "end-to-end ResNet-18 training" in table and f"  {CEILING}" in table
     assert "dali-gpu   skipped: no CUDA device" in table.splitlines() or torch.cuda.is_available()
     assert result["machine"]["cpu_count"] == os.cpu_count() and result["config"]["batch_size"] == 8
     assert result["config"] == dataclasses.asdict(cfg)
@@ -88,7 +99,7 @@ def test_cli_writes_json_and_png(shards, tiny_dataset, tmp_path, capsys):
     out = tmp_path / "bench.json"
     rc = cli.main(["bench", "--shards", str(shards), "--source", str(tiny_dataset), "--backends", "seed,dali-cpu",
                    "--batch-size", "8", "--image-size", "32", "--rounds", "1", "--batches", "1", "--warmup", "1",
-                   "--workers", "0", "--json", str(out)])
+                   "--workers", "0", "--train-steps", "2", "--json", str(out)])
     assert rc == 0
     printed = capsys.readouterr().out
     assert "dali-cpu" in printed and "x seed" in printed

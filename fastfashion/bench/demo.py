@@ -28,6 +28,7 @@ class DemoConfig:
     batch_size: int = 32
     bench_rounds: int = 3
     bench_batches: int = 5
+    bench_train_steps: int = 4  # training steps per feeder and round: a glimpse; `fastfashion bench` measures
     seed: int = 0
 
 
@@ -69,7 +70,8 @@ def run_demo(cfg: DemoConfig = DemoConfig()) -> dict:
     summary["shards"] = {s: len(v["shards"]) for s, v in manifest["splits"].items()}
     summary["bench"] = stage("bench", lambda: run_bench(BenchConfig(
         shard_dir=str(shard_dir), source=str(data), batch_size=cfg.batch_size, image_size=cfg.image_size,
-        rounds=cfg.bench_rounds, batches=cfg.bench_batches, warmup=1, train_steps=10, seed=cfg.seed)))
+        rounds=cfg.bench_rounds, batches=cfg.bench_batches, warmup=1, train_steps=cfg.bench_train_steps,
+        seed=cfg.seed)))
     run = out / "run"
     summary["train"] = stage("train", lambda: train(TrainConfig(
         shard_dir=str(shard_dir), out=str(run), epochs=cfg.epochs, batch_size=cfg.batch_size, image_size=cfg.image_size,

@@ -1,4 +1,4 @@
-"""One benchmark run and its report: :func:`run_bench` (loader throughput, plus end-to-end training with CUDA),
+"""One benchmark run and its report: :func:`run_bench` (loader throughput, plus end-to-end training),
 what it was measured on (:func:`machine_info`) and the plain-text table the CLI prints (:func:`format_table`)."""
 from __future__ import annotations
 
@@ -33,8 +33,8 @@ def machine_info() -> dict:
 
 
 def run_bench(cfg: BenchConfig) -> dict:
-    """Loader benchmark, plus the end-to-end training benchmark when CUDA is present. Returns a JSON-able dict."""
-    import torch
+    """Loader benchmark, plus the end-to-end training benchmark (``cfg.train_steps`` > 0; on CUDA when present,
+    else on the CPU). Returns a JSON-able dict."""
     result = {"date": datetime.datetime.now().isoformat(timespec="seconds"), "machine": machine_info(),
               "config": dataclasses.asdict(cfg), "baseline": BASELINE, "loaders": run_loader_bench(cfg)}
     ok = [n for n, r in result["loaders"].items() if r["status"] == "ok"]
@@ -42,7 +42,7 @@ def run_bench(cfg: BenchConfig) -> dict:
     if is_url(cfg.shard_dir) and ok and ok[-1] != BASELINE:  # cold and warm cache beside a local copy
         from .remote import run_remote_bench
         result["remote"] = run_remote_bench(cfg, result["loaders"][ok[-1]]["backend"])
-    if torch.cuda.is_available() and cfg.train_steps > 0 and ok:
+    if cfg.train_steps > 0 and ok:
         from .training import run_train_bench
         result["train"] = run_train_bench(cfg, ok)
     return result
@@ -68,12 +68,14 @@ def format_table(result: dict) -> str:
         from .remote import format_remote
         lines.append(format_remote(result["remote"]))
     if "train" in result:
-        lines.append("end-to-end ResNet-18 training (AMP, channels_last):")
+        on_gpu = any(r.get("device") == "cuda" for r in result["train"].values())
+        lines.append(f"end-to-end ResNet-18 training ({'CUDA, AMP, channels_last' if on_gpu else 'CPU, fp32'}; "
+                     f"{result['config']['train_steps']} steps per round):")
         for name, r in result["train"].items():
             if "images_per_s" not in r:
-                lines.append(f"  {name:<20} failed: {r['reason']}")
+                lines.append(f"  {name:<26} failed: {r['reason']}")
                 continue
-            lines.append(f"  {name:<20} {r['images_per_s']:>8.0f} img/s  {100 * r['share_of_ceiling']:5.1f}% of "
-                         f"ceiling  data stall {100 * r['data_stall_share']:5.1f}%  host wait "
+            lines.append(f"  {name:<26} {r['images_per_s']:>7.1f} img/s ({r['images_per_s_min']:.1f}-"
+                         f"{r['images_per_s_max']:.1f})  {100 * r['share_of_ceiling']:5.1f}% of ceiling  host wait "
                          f"{100 * r['host_wait_share']:5.1f}%")
     return "\n".join(lines)

@@ -8,7 +8,7 @@ rounds, the ratio to the baseline *in the same round* (median over rounds), host
 process and its worker processes), the peak resident memory of the process tree while that backend ran, and the time
 from constructing the loader to its first batch.
 
-:func:`fastfashion.bench.report.run_bench` runs this and, with CUDA, the training benchmark
+:func:`fastfashion.bench.report.run_bench` runs this and the training benchmark
 (:mod:`fastfashion.bench.training`).
 
 Names: ``seed`` is the seed-style baseline (:mod:`fastfashion.bench.baseline`); every other name is a loader backend
@@ -53,7 +53,7 @@ class BenchConfig:
     batches: int = 20                         # timed batches per round
     warmup: int = 3                           # batches dropped at the start of every round (pipeline fill)
     workers: int = dataclasses.field(default_factory=available_cpus)  # CPUs this process may use
-    train_steps: int = 30                     # end-to-end training steps per backend (CUDA only; 0: skip)
+    train_steps: int = 30                     # timed training steps per feeder and round (0: no training bench)
     verify: bool = True                       # loaders check the shards' sha256 before reading
     remote: RemoteConfig = RemoteConfig()     # shard_dir as a URL: storage options, cache folder and limit
     order: str | None = None                  # loader order (None: blocked, windowed for a remote set > cache_limit)
