@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# One prepared GPU check, end to end, in under 8 minutes on a CUDA machine: synthesize a data set of the real size,
+# One prepared GPU check, end to end, in under 10 minutes on a CUDA machine: synthesize a data set of the real size,
 # shard it, run the gpu-marked tests, then `fastfashion bench` over every backend (seed-style baseline, torch,
 # dali-cpu, dali-gpu) plus end-to-end ResNet-18 training fed by each, against a synthetic on-GPU batch; the GPU
-# decoder cache on vs off over full epochs (warm cache); and the trainer's CUDA path (train, resume, evaluate, predict).
+# decoder cache on vs off over full epochs (warm cache); the trainer's CUDA path (train, resume, evaluate, predict);
+# and the fast recipe's 16 epochs at 112 px (time to accuracy on a GPU; evaluate with and without --tta flip).
 # The exit status is non-zero whenever any step failed or DALI did not actually run on the GPU.
 #
 #   usage: benchmarks/gpu_check.sh [RESULTS_DIR]        (default: $OUT when set, else ./gpu_results)
@@ -101,5 +102,13 @@ log "trainer on CUDA: 2 short epochs, resume to a 3rd, evaluate, predict (AMP, c
 } > "$res/train.txt" 2>&1
 rc=$?; tail -20 "$res/train.txt"; cp "$work/run/metrics.json" "$res/train_metrics.json" 2>/dev/null
 log "trainer exit status $rc"; [ $rc -eq 0 ] || status=1
+log "fast recipe: 16 epochs at 112 px from scratch, then evaluate with and without test-time flip"
+{
+  timeout 150 $py -m fastfashion -q train --recipe fast --shards "$work/shards" --out "$work/fast" --image-size 112 &&
+  timeout 20 $py -m fastfashion -q evaluate --shards "$work/shards" --checkpoint "$work/fast/best.pt" --json &&
+  timeout 20 $py -m fastfashion -q evaluate --shards "$work/shards" --checkpoint "$work/fast/best.pt" --tta flip --json
+} > "$res/fast_recipe.txt" 2>&1
+rc=$?; tail -12 "$res/fast_recipe.txt"; cp "$work/fast/metrics.json" "$res/fast_recipe_metrics.json" 2>/dev/null
+log "fast recipe exit status $rc"; [ $rc -eq 0 ] || status=1
 log "done (status $status): results in $res"
 exit $status
