@@ -280,7 +280,8 @@ class FashionLoader:
                 self._backend = create_backend(self.backend, self.backend_context(
                     **({"horizon": 1} if self.streaming else {})))
             batches = stream_pass(self._backend, self.remote, self.split, self.samples, self.schema, indices, epoch,
-                                  batch_size=self.batch_size, window=self.config.window) if self.streaming else \
+                                  batch_size=self.batch_size, window=self.config.window,
+                                  then=self.indices(epoch + 1)) if self.streaming else \
                 self._backend.epoch(indices, epoch)
         a = 0
         while (out := self._next_batch(batches, generation)) is not None:

@@ -401,5 +401,5 @@ def cached_summary(folder: Path) -> dict:
     return {p.name: p.stat().st_size for p in folder.iterdir() if p.suffix in (".tar", ".idx")}
 
 
-__all__ = ["ShardCache", "open_manifest", "cache_root", "fingerprint", "check_manifest_bytes", "shard_bytes", "pointer_folder",
-           "cached_summary", "IDX_BYTES_PER_SAMPLE"]
+__all__ = ["ShardCache", "open_manifest", "cache_root", "fingerprint", "check_manifest_bytes", "shard_bytes",
+           "pointer_folder", "cached_summary", "IDX_BYTES_PER_SAMPLE"]

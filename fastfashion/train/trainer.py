@@ -36,7 +36,7 @@ import torch.nn.functional as F
 
 from ..errors import fixable
 from ..format.atomic import write_file
-from ..format.manifest import manifest_schema, read_manifest, train_class_weights
+from ..format.manifest import manifest_schema, train_class_weights
 from ..remote.cache import open_manifest
 from ..remote.store import RemoteConfig
 from ..format.spec import TRAIN, VAL
