@@ -313,7 +313,7 @@ def test_recipes_are_data_that_options_override(capsys):
     assert shown == {**json.loads(json.dumps(dict(RECIPES["fast"]))), **{k: shown[k] for k in shown
                                                                           if k not in RECIPES["fast"]},
                      "lr": 0.003, "image_size": 112}
-    assert shown["recipe"] == "fast" and shown["resize_start"] == 0.6 and shown["shard_dir"] is None
+    assert shown["recipe"] == "fast" and shown["ema_halflife"] == 0.5 and shown["shard_dir"] is None
 
 
 def test_fast_recipe_run_resizes_decays_and_resumes_exactly(shards, tmp_path):
@@ -333,6 +333,8 @@ def test_fast_recipe_run_resizes_decays_and_resumes_exactly(shards, tmp_path):
     resumed = ckpt_io.load_checkpoint(cut / "last.pt")
     for k in last["model"]:
         assert torch.equal(last["model"][k], resumed["model"][k]), k
+        assert torch.equal(last["ema"]["module"][k], resumed["ema"]["module"][k]), k
+    assert last["ema"]["updates"] == resumed["ema"]["updates"] == 10
     with pytest.raises(train_mod.TrainError, match="it was trained with optimizer adamw, this run asks for adam$"):
         train(TrainConfig(shard_dir=str(shards), out=str(cut), resume=True, **TINY))
     with pytest.raises(train_mod.TrainError, match="it was trained with schedule linear, this run asks for plateau$"):
@@ -360,3 +362,32 @@ def test_test_time_flip_averages_the_mirror_images_logits(run2, shards, capsys):
     assert cli_main(["evaluate", "--shards", str(shards), "--checkpoint", str(out / "best.pt"), "--tta", "flip",
                      "--backend", "torch"]) == 0
     assert "test-time flip" in capsys.readouterr().out
+
+
+def test_weight_average_moves_towards_the_model_and_is_what_evaluate_uses(run2, shards, tmp_path):
+    from fastfashion.train.ema import WeightEMA
+    from fastfashion.train.inference import load_model
+    model = torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.BatchNorm1d(2))
+    ema = WeightEMA(model, decay=0.9)
+    before = {k: v.clone() for k, v in ema.module.state_dict().items()}
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(1.0)
+    model.train()(torch.randn(4, 3))  # moves the BatchNorm running statistics
+    ema.update(model)
+    d = 2 / 11  # the warm-up: min(0.9, (1 + 1) / (10 + 1))
+    for k, v in ema.module.state_dict().items():
+        if v.dtype.is_floating_point:
+            assert torch.allclose(v, d * before[k] + (1 - d) * model.state_dict()[k]), k
+    with pytest.raises(ValueError, match="ema decay must be in"):
+        WeightEMA(model, decay=1.0)
+    # a run with a weight average validates it, keeps it in best.pt, and evaluate/predict load it
+    out = tmp_path / "ema"
+    train(TrainConfig(shard_dir=str(shards), out=str(out), ema_halflife=0.5, **{**TINY, "epochs": 1}))
+    best = ckpt_io.load_checkpoint(out / "best.pt")
+    loaded, _ = load_model(out / "best.pt", torch.device("cpu"))
+    for k, v in loaded.state_dict().items():
+        assert torch.equal(v, best["ema"]["module"][k]), k
+    assert any(not torch.equal(best["ema"]["module"][k], best["model"][k]) for k in best["model"])
+    with pytest.raises(train_mod.TrainError, match="it was trained without a weight average$"):
+        train(TrainConfig(shard_dir=str(shards), out=str(run2[0]), resume=True, ema_halflife=0.5, **TINY))

@@ -2,7 +2,8 @@
 
 A checkpoint is a plain dict saved with :func:`torch.save` and loadable with ``weights_only=True``:
 ``{"format", "version", "model", "optimizer", "scheduler", "scaler", "epoch" (completed epochs), "step",
-"best", "history", "rng" (one state per rank), "config", "schema", "image_size", "loader"}``.
+"best", "history", "rng" (one state per rank), "config", "schema", "image_size", "loader", "progress" (within an
+epoch), "ema" (the weight average's ``{"module", "updates", "decay"}``, or None)}``.
 It carries the config, schema and image size, so evaluate/predict rebuild the model without extra flags.
 """
 from __future__ import annotations

@@ -38,11 +38,12 @@ class InferenceError(ValueError):
 
 
 def load_model(checkpoint: str | os.PathLike, device: torch.device) -> tuple[FashionNet, dict]:
-    """Rebuild the model of a checkpoint (schema, dropout and image size come from the checkpoint)."""
+    """Rebuild the model of a checkpoint (schema, dropout and image size come from the checkpoint): its weight
+    average when the run kept one (what it validated), else its weights."""
     ckpt = ckpt_io.load_checkpoint(checkpoint)
     schema = Schema.from_dict(ckpt["schema"])
     model = FashionNet(schema, dropout=ckpt["config"].get("dropout", 0.5))
-    model.load_state_dict(ckpt["model"])
+    model.load_state_dict(ckpt["ema"]["module"] if ckpt.get("ema") else ckpt["model"])
     model.to(device).eval()
     if channels_last(device):
         model = model.to(memory_format=torch.channels_last)

@@ -4,10 +4,11 @@ option can override (``fastfashion train --recipe fast --lr 3e-3``; ``--print-co
 - ``seed``: the seed report's recipe, for an ImageNet-initialised trunk: Adam lr 1e-4 with L2 weight decay 1e-3,
   ReduceLROnPlateau, dropout 0.5, the full augmentation (crop, flip, rotation 15°, colour jitter 0.2), constant size.
 - ``fast``: the best time to accuracy measured on this task from scratch (README "Time to accuracy"; the figures in
-  ``benchmarks/results/``): AdamW at a 10x higher peak with a 2-epoch warm-up and a linear decay to 0, label
+  ``benchmarks/results/``): AdamW at a 20x higher peak with a 1-epoch warm-up and a linear decay to 0, label
   smoothing 0.1, dropout 0.2, a lighter augmentation (crop area 25-100 %, flip; no rotation, no jitter: the model is
-  far from overfitting in 16 epochs), progressive resizing from 0.6 of the size (64 px for 112; FFCV's ResNet
-  recipes) and 16 epochs.
+  far from overfitting in 16 epochs), an exponential moving average of the weights with a half-life of half an
+  epoch (what is validated and saved), 16 epochs. Progressive resizing (FFCV's) was measured and left out: trained
+  at 64 px and validated at 112 px, the model scored 0.25-0.27 while its train accuracy rose to 0.33.
 """
 from __future__ import annotations
 
@@ -18,9 +19,9 @@ from .trainer import TrainConfig
 
 RECIPES: dict[str, dict] = {
     "seed": {},  # TrainConfig's defaults are the seed report's recipe
-    "fast": {"optimizer": "adamw", "lr": 2e-3, "weight_decay": 0.05, "schedule": "linear", "warmup_epochs": 2.0,
+    "fast": {"optimizer": "adamw", "lr": 2e-3, "weight_decay": 0.05, "schedule": "linear", "warmup_epochs": 1.0,
              "label_smoothing": 0.1, "dropout": 0.2, "crop_scale": (0.25, 1.0), "rotation": 0.0,
-             "color_jitter": 0.0, "resize_start": 0.6, "ramp": (0.1, 0.7), "epochs": 16},
+             "color_jitter": 0.0, "ema_halflife": 0.5, "epochs": 16},
 }
 """Each recipe: the TrainConfig fields it sets; the rest keep TrainConfig's defaults."""
 

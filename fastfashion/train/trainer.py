@@ -53,6 +53,7 @@ from .device import channels_last as use_channels_last
 from .device import to_device
 from .metrics import MetricAccumulator, json_safe
 from .model import FashionNet
+from .ema import WeightEMA
 from .preemption import CheckpointPolicy, Preempted, StopFlag, agree
 from .schedule import SCHEDULES, LRSchedule, image_size_at
 
@@ -91,6 +92,7 @@ class TrainConfig:
     crop_scale: tuple[float, float] = (0.08, 1.0)  # random resized crop area fraction
     rotation: float = 15.0             # max |degrees| (the seed's RandomRotation(15))
     color_jitter: float = 0.2          # brightness, contrast, saturation factors in U(1-x, 1+x); hue x / 4
+    ema_halflife: float | None = None  # epochs: half-life of a weight average that is validated and saved (ema.py)
     device: str = "auto"               # auto | cpu | cuda | cuda:N (under torchrun: the local rank's GPU)
     backend: str = "auto"              # a loader backend choice (see LoaderConfig)
     weights: str | None = None         # None (random), "imagenet" or a state-dict path
@@ -124,6 +126,8 @@ class TrainConfig:
             raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
         if self.warmup_epochs < 0 or self.lr <= 0:
             raise ValueError(f"lr must be > 0 and warmup_epochs >= 0, got {self.lr} and {self.warmup_epochs}")
+        if self.ema_halflife is not None and not self.ema_halflife > 0:
+            raise ValueError(f"ema_halflife must be > 0 epochs, got {self.ema_halflife}")
         if self.resize_start is not None and not 0 < self.resize_start <= 1:
             raise ValueError(f"resize_start must be a fraction of image_size in (0, 1], got {self.resize_start}")
         if not 0 <= self.ramp[0] <= self.ramp[1] <= 1:
@@ -306,6 +310,12 @@ class _Run:
     stop: StopFlag = dataclasses.field(default_factory=StopFlag)
     policy: CheckpointPolicy | None = None
     progress: dict | None = None  # a mid-epoch checkpoint's epoch progress, to continue that epoch
+    ema: WeightEMA | None = None  # the averaged weights that are validated and saved as best.pt
+
+    @property
+    def judged(self) -> torch.nn.Module:
+        """The model that is validated and kept as best.pt: the weight average when the run keeps one."""
+        return self.ema.module if self.ema is not None else self.model
 
 
 def train(cfg: TrainConfig) -> dict:
@@ -366,6 +376,8 @@ def _start(cfg: TrainConfig, device: torch.device, dinfo: distributed.DistInfo) 
                            patience=cfg.lr_patience)
     run = _Run(cfg, Path(cfg.out), schema, device, dinfo, model, step, scheduler, train_loader, val_loader,
                TrainState(), policy=CheckpointPolicy(minutes=cfg.checkpoint_minutes, every=cfg.checkpoint_every))
+    if cfg.ema_halflife is not None:  # the decay per step whose weight halves after ema_halflife epochs
+        run.ema = WeightEMA(model, 0.5 ** (1 / max(1.0, cfg.ema_halflife * len(train_loader))))
     if cfg.resume:
         _resume(run)
     elif (run.out / "last.pt").exists() and not cfg.overwrite:
@@ -400,6 +412,10 @@ def _resume(run: _Run) -> None:
             raise TrainError(f"cannot resume {path}: it was trained with {key} {last['config'].get(key)}, this run "
                              f"asks for {getattr(run.cfg, key)}")
     run.model.load_state_dict(last["model"])
+    if run.ema is not None:
+        if not last.get("ema"):
+            raise TrainError(f"cannot resume {path} with ema_halflife: it was trained without a weight average")
+        run.ema.load_state_dict(last["ema"])
     run.step.optimizer.load_state_dict(last["optimizer"])
     run.scheduler.load_state_dict(last["scheduler"])
     _load_scaler_state(run.step.scaler, last["scaler"])
@@ -446,8 +462,10 @@ def _train(run: _Run) -> dict:
                               on_step=lambda a, partial: _after_step(run, epoch, a, partial),
                               desc=f"epoch {epoch + 1}/{cfg.epochs}", disable_bar=bar_off)
         distributed.broadcast_buffers(run.model, dinfo)
+        if run.ema is not None:
+            distributed.broadcast_buffers(run.ema.module, dinfo)
         t_val = time.perf_counter()
-        val_m = evaluate(run.model, run.val_loader, run.schema, run.device, class_weights=run.step.weights,
+        val_m = evaluate(run.judged, run.val_loader, run.schema, run.device, class_weights=run.step.weights,
                          desc=f"val {epoch + 1}", disable_bar=bar_off)
         run.scheduler.after_epoch(val_m["avg_class_accuracy"])
         state.epoch = epoch + 1
@@ -461,6 +479,8 @@ def _after_step(run: _Run, epoch: int, acc: MetricAccumulator, partial: EpochRes
     """After every optimizer step: count it; write a checkpoint when one is due; stop after one on a signal."""
     run.state.step += 1
     run.scheduler.after_step()
+    if run.ema is not None:
+        run.ema.update(run.model)
     stop, due = agree([bool(run.stop.signum), run.policy.due(run.state.step)], run.dinfo)
     if not (stop or due):
         return
@@ -542,7 +562,7 @@ def _save(run: _Run, rngs: list, is_best: bool, progress: dict | None = None) ->
             "scaler": step.scaler.state_dict(), "epoch": state.epoch, "step": state.step, "best": state.best,
             "history": state.history, "rng": rngs, "config": _saved_config(run.cfg),
             "schema": run.schema.to_dict(), "image_size": run.cfg.image_size, "loader": run.train_loader.state_dict(),
-            "progress": progress}
+            "progress": progress, "ema": run.ema.state_dict() if run.ema is not None else None}
     ckpt_io.save_atomic(ckpt, run.out / "last.pt")
     if is_best:
         ckpt_io.save_atomic(ckpt, run.out / "best.pt")
