@@ -296,3 +296,63 @@ def test_cli_bench_url_reports_cold_and_warm_beside_local(local_set, tmp_path, c
     out = capsys.readouterr().out  # (no --json: its default PNG would build matplotlib's font cache, minutes here)
     assert re.search(r"remote \(torch, blocked order\): cold epoch [0-9.]+ s \([0-9.]+ MB", out)
     assert re.search(r"warm cache \d+ img/s vs local copy \d+ img/s: [0-9.]+ x \(median of 2 rounds\)", out)
+
+
+def test_timeout_and_403_are_one_line(local_set, tmp_path):
+    import http.server
+
+    class Stuck(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *a):
+            pass
+
+        def do_GET(self):
+            if self.path.startswith("/forbidden"):
+                self.send_error(403)
+                return
+            time.sleep(3)  # never answers in time
+            self.send_error(500)
+
+        do_HEAD = do_GET
+
+    cfg = RemoteConfig(retries=1, backoff=0.01, timeout=0.3)
+    with http_server(local_set.parent, Stuck) as base:
+        with pytest.raises(RemoteError) as e:
+            make_loader(f"{base}/forbidden", "val", cache_dir=tmp_path / "c", remote=cfg, **loader_kw("torch"))
+        assert str(e.value) == f"{base}/forbidden/manifest.json: the shard set's manifest: access denied (403)"
+        with pytest.raises(RemoteError) as e:
+            make_loader(f"{base}/slow", "val", cache_dir=tmp_path / "c", remote=cfg, **loader_kw("torch"))
+        assert str(e.value) == f"{base}/slow/manifest.json: the shard set's manifest: timed out after 2 tries"
+
+
+def test_a_full_cache_disk_is_one_line(local_set, tmp_path, monkeypatch):
+    import builtins
+    import errno
+
+    import fastfashion.remote.cache as cache_mod
+
+    def full(path, mode="r", *a, **kw):
+        if "w" in mode and ".tmp" in str(path):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return builtins.open(path, mode, *a, **kw)
+
+    monkeypatch.setattr(cache_mod, "open", full, raising=False)
+    with http_server(local_set.parent) as base:
+        with pytest.raises(RemoteError) as e:
+            make_loader(f"{base}/shards", "val", cache_dir=tmp_path / "c", remote=FAST, **loader_kw("torch"))
+    assert "the cache disk is full while writing val-00000" in str(e.value) and "\n" not in str(e.value)
+    folder = next(p for p in (tmp_path / "c").iterdir() if p.name != "urls")
+    assert not list(folder.glob(".*.tmp*")) and not list(folder.glob("*.tar"))
+
+
+@pytest.mark.long  # 20-30 s on the 2-core machine: make test-long
+def test_train_then_predict_offline_from_a_url(local_set, tmp_path):
+    from fastfashion.cli import main
+    cache = ["--cache-dir", str(tmp_path / "c")]
+    with http_server(local_set.parent) as base:
+        url = f"{base}/shards"
+        assert main(["-q", "train", "--shards", url, "--out", str(tmp_path / "r"), "--epochs", "1", "--max-steps", "2",
+                     "--batch-size", "8", "--image-size", "16", "--backend", "torch", "--workers", "0", *cache]) == 0
+    # the server is gone: predict reads the cache that training filled (train and val)
+    assert main(["-q", "predict", "--shards", url, "--checkpoint", str(tmp_path / "r" / "last.pt"), "--out",
+                 str(tmp_path / "p.txt"), "--split", "val", "--backend", "torch", "--offline", *cache]) == 0
+    assert len((tmp_path / "p.txt").read_text().splitlines()) == 12

@@ -222,7 +222,7 @@ def classify(e: BaseException) -> tuple[str | None, bool]:
     cause = e.__cause__ or e.__context__
     if isinstance(e, FileNotFoundError) and cause is not None and cause is not e:
         kind = classify(cause)
-        if kind[0] in ("host unreachable", "timed out"):
+        if kind[0] is not None:
             return kind
     return _classify_one(e)
 
