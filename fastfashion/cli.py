@@ -155,8 +155,9 @@ def _add_train(sub) -> None:
     p.add_argument("--label-smoothing", type=float, metavar="X", help="cross-entropy label smoothing (seed: 0, "
                                                                       "fast: 0.1)")
     p.add_argument("--dropout", type=float, metavar="X", help="dropout in every head (seed: 0.5, fast: 0.2)")
-    p.add_argument("--image-size", type=int, metavar="N",
-                   help="square input size in pixels, 8..1024: the final train size and the eval size (default: 224)")
+    p.add_argument("--image-size", type=image_size_arg, metavar="N|HxW",
+                   help="input size in pixels, 8..1024, square or HEIGHTxWIDTH: the final train size and the eval "
+                        "size (default: 224)")
     p.add_argument("--resize-start", type=float, metavar="X", help="progressive resizing: train at X * image size "
                    "first, growing to the image size over epochs 10-70%% (off in both recipes: measured, it costs "
                    "early val accuracy)")

@@ -308,6 +308,8 @@ def test_recipes_are_data_that_options_override(capsys):
         recipe_config("slow", shard_dir="s", out="o")
     with pytest.raises(RecipeError, match="not a training option: 'speed'"):
         recipe_config("fast", shard_dir="s", out="o", speed=2)
+    assert cli_main(["train", "--recipe", "seed", "--image-size", "64x48", "--print-config"]) == 0
+    assert json.loads(capsys.readouterr().out)["image_size"] == [64, 48]
     assert cli_main(["train", "--recipe", "fast", "--lr", "0.003", "--image-size", "112", "--print-config"]) == 0
     shown = json.loads(capsys.readouterr().out)
     assert shown == {**json.loads(json.dumps(dict(RECIPES["fast"]))), **{k: shown[k] for k in shown
@@ -382,8 +384,10 @@ def test_weight_average_moves_towards_the_model_and_is_what_evaluate_uses(run2, 
     with pytest.raises(ValueError, match="ema decay must be in"):
         WeightEMA(model, decay=1.0)
     # a run with a weight average validates it, keeps it in best.pt, and evaluate/predict load it
-    out = tmp_path / "ema"
-    train(TrainConfig(shard_dir=str(shards), out=str(out), ema_halflife=0.5, **{**TINY, "epochs": 1}))
+    out = tmp_path / "ema"  # at a (height, width) size, which evaluate takes from the checkpoint
+    train(TrainConfig(shard_dir=str(shards), out=str(out), ema_halflife=0.5, **{**TINY, "epochs": 1,
+                                                                               "image_size": (32, 24)}))
+    assert evaluate_checkpoint(out / "best.pt", shards, backend="torch")["num_samples"] > 0
     best = ckpt_io.load_checkpoint(out / "best.pt")
     loaded, _ = load_model(out / "best.pt", torch.device("cpu"))
     for k, v in loaded.state_dict().items():

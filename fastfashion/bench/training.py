@@ -52,11 +52,12 @@ def _feeders(cfg: BenchConfig, names: list[str], schema, device) -> dict[str, Ca
     """Per feeder, ``round -> batches``: the in-memory batch, then each loader that can be built for training."""
     import torch
 
+    from ..loading.augment import image_hw
     from ..loading.base import Batch
 
     def in_memory(_round: int) -> Iterator:
         g = torch.Generator().manual_seed(cfg.seed)
-        x = torch.randn(cfg.batch_size, 3, cfg.image_size, cfg.image_size, generator=g).to(device)
+        x = torch.randn(cfg.batch_size, 3, *image_hw(cfg.image_size), generator=g).to(device)
         y = torch.stack([torch.randint(0, k, (cfg.batch_size,), generator=g) for k in schema.num_classes], 1)
         batch = Batch(x, y.to(device))
         while True:

@@ -23,20 +23,24 @@ SCHEDULES = ("plateau", "linear", "cosine")
 SIZE_STEP = 16  # sizes are multiples of 16 (ResNet's stride 32 halves them evenly until the last stage)
 
 
-def image_size_at(epoch: int, epochs: int, image_size: int, resize_start: float | None,
-                  ramp: tuple[float, float]) -> int:
+def image_size_at(epoch: int, epochs: int, image_size: int | tuple[int, int], resize_start: float | None,
+                  ramp: tuple[float, float]) -> int | tuple[int, int]:
     """The train image size of ``epoch`` (0-based) in a run of ``epochs``: from ``resize_start * image_size``
-    (rounded to :data:`SIZE_STEP`) to ``image_size``; ``image_size`` throughout when ``resize_start`` is None."""
+    (each side rounded to :data:`SIZE_STEP`) to ``image_size``; ``image_size`` throughout when ``resize_start`` is
+    None. A ``(height, width)`` size keeps its form."""
     if resize_start is None:
-        return image_size
-    start_image_size = max(SIZE_STEP, int(round(resize_start * image_size / SIZE_STEP)) * SIZE_STEP)
-    if start_image_size >= image_size:
         return image_size
     lo, hi = ramp[0] * epochs, ramp[1] * epochs
     frac = 1.0 if epoch >= hi else 0.0 if epoch <= lo else (epoch - lo) / (hi - lo)
-    size = start_image_size + frac * (image_size - start_image_size)
-    size = int(round(size / SIZE_STEP)) * SIZE_STEP
-    return max(start_image_size, min(image_size, size))
+
+    def side(full: int) -> int:
+        start = max(SIZE_STEP, int(round(resize_start * full / SIZE_STEP)) * SIZE_STEP)
+        if start >= full:
+            return full
+        size = int(round((start + frac * (full - start)) / SIZE_STEP)) * SIZE_STEP
+        return max(start, min(full, size))
+
+    return side(image_size) if isinstance(image_size, int) else (side(image_size[0]), side(image_size[1]))
 
 
 def lr_factor(step: int, total_steps: int, warmup_steps: int, kind: str) -> float:

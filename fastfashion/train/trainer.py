@@ -41,7 +41,7 @@ from ..remote.cache import open_manifest
 from ..remote.store import RemoteConfig
 from ..format.spec import TRAIN, VAL
 from ..hardware import DEVICES, resolve_device
-from ..loading.augment import AugmentConfig
+from ..loading.augment import AugmentConfig, check_image_size
 from ..loading.base import LoaderConfig
 from ..loading.loader import FashionLoader
 from ..progress import progress
@@ -85,7 +85,7 @@ class TrainConfig:
     warmup_epochs: float = 0.0         # linear/cosine: linear ramp-up of the learning rate
     lr_factor: float = 0.1             # plateau: ReduceLROnPlateau on val average class accuracy
     lr_patience: int = 5
-    image_size: int = 224              # the size validated, evaluated and predicted at; train's final size
+    image_size: int | tuple[int, int] = 224  # (height, width) or square: validated/evaluated/predicted at; train's last
     resize_start: float | None = None  # progressive resizing: train at this fraction of image_size first (None: off)
     ramp: tuple[float, float] = (0.1, 0.7)  # ... growing to image_size between these fractions of the epochs
     augment: bool = True               # train-split augmentation (AugmentConfig.train with the knobs below)
@@ -107,7 +107,8 @@ class TrainConfig:
     overwrite: bool = False            # replace a run already in ``out`` instead of refusing (resume continues it)
 
     def __post_init__(self) -> None:
-        for name in ("epochs", "batch_size", "image_size"):
+        check_image_size(self.image_size)
+        for name in ("epochs", "batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.max_steps is not None and self.max_steps < 1:
