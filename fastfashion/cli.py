@@ -125,8 +125,6 @@ def _add_inspect(sub) -> None:
 
 def _add_train(sub) -> None:
     from .train.recipes import RECIPES
-    from .train.schedule import SCHEDULES
-    from .train.trainer import OPTIMIZERS
     p = sub.add_parser("train", help="train the ResNet-18 multi-head model on a shard set",
                        description="Train FashionNet (ResNet-18 trunk, one head per category) with a named recipe "
                                    "(--recipe; every option below overrides it, --print-config shows the result): "
@@ -143,29 +141,7 @@ def _add_train(sub) -> None:
     p.add_argument("--recipe", choices=tuple(RECIPES), default="seed", help="named set of the options below "
                                                                           "(default: %(default)s)")
     p.add_argument("--print-config", action="store_true", help="print the resulting config as JSON and exit")
-    p.add_argument("--epochs", type=int, metavar="N", help="epochs (seed: 45, fast: 16)")
-    p.add_argument("--batch-size", type=int, metavar="N", help="batch size per process (recipes: 64)")
-    p.add_argument("--optimizer", choices=OPTIMIZERS, help="adam (L2 weight decay; seed) or adamw (decoupled; fast)")
-    p.add_argument("--lr", type=float, metavar="X", help="peak learning rate (seed: 1e-4, fast: 2e-3)")
-    p.add_argument("--weight-decay", type=float, metavar="X", help="weight decay (seed: 1e-3, fast: 0.05)")
-    p.add_argument("--schedule", choices=SCHEDULES, help="learning-rate schedule: plateau (seed; on val average "
-                                                         "class accuracy), linear or cosine decay to 0 (fast: linear)")
-    p.add_argument("--warmup-epochs", type=float, metavar="X", help="linear/cosine: epochs of linear warm-up "
-                                                                    "(fast: 2)")
-    p.add_argument("--label-smoothing", type=float, metavar="X", help="cross-entropy label smoothing (seed: 0, "
-                                                                      "fast: 0.1)")
-    p.add_argument("--dropout", type=float, metavar="X", help="dropout in every head (seed: 0.5, fast: 0.2)")
-    p.add_argument("--image-size", type=image_size_arg, metavar="N|HxW",
-                   help="input size in pixels, 8..1024, square or HEIGHTxWIDTH: the final train size and the eval "
-                        "size (default: 224)")
-    p.add_argument("--resize-start", type=float, metavar="X", help="progressive resizing: train at X * image size "
-                   "first, growing to the image size over epochs 10-70%% (off in both recipes: measured, it costs "
-                   "early val accuracy)")
-    p.add_argument("--ema-halflife", type=float, metavar="EPOCHS", help="validate and save an exponential moving "
-                   "average of the weights with this half-life in epochs (fast: 0.5; seed: off)")
-    p.add_argument("--rotation", type=float, metavar="DEG", help="max rotation in degrees (seed: 15, fast: 0)")
-    p.add_argument("--color-jitter", type=float, metavar="X", help="brightness/contrast/saturation jitter "
-                                                                   "(hue: X/4; seed: 0.2, fast: 0)")
+    _add_recipe_options(p)
     p.add_argument("--no-augment", action="store_true", help="no train-time augmentation")
     _add_device_backend(p)
     p.add_argument("--weights", metavar="PATH|imagenet", default=None,
@@ -186,6 +162,35 @@ def _add_train(sub) -> None:
     p.add_argument("--workers", type=int, metavar="N", default=None,
                    help="DataLoader worker processes of the torch backend (default: the loader's choice)")
     p.set_defaults(func=_run_train, subparser=p)
+
+
+def _add_recipe_options(p) -> None:
+    """The options a recipe sets (default None: the recipe's value)."""
+    from .train.schedule import SCHEDULES
+    from .train.trainer import OPTIMIZERS
+    p.add_argument("--epochs", type=int, metavar="N", help="epochs (seed: 45, fast: 16)")
+    p.add_argument("--batch-size", type=int, metavar="N", help="batch size per process (recipes: 64)")
+    p.add_argument("--optimizer", choices=OPTIMIZERS, help="adam (L2 weight decay; seed) or adamw (decoupled; fast)")
+    p.add_argument("--lr", type=float, metavar="X", help="peak learning rate (seed: 1e-4, fast: 2e-3)")
+    p.add_argument("--weight-decay", type=float, metavar="X", help="weight decay (seed: 1e-3, fast: 0.05)")
+    p.add_argument("--schedule", choices=SCHEDULES, help="learning-rate schedule: plateau (seed; on val average "
+                                                         "class accuracy), linear or cosine decay to 0 (fast: linear)")
+    p.add_argument("--warmup-epochs", type=float, metavar="X", help="linear/cosine: epochs of linear warm-up "
+                                                                    "(fast: 1)")
+    p.add_argument("--label-smoothing", type=float, metavar="X", help="cross-entropy label smoothing (seed: 0, "
+                                                                      "fast: 0.1)")
+    p.add_argument("--dropout", type=float, metavar="X", help="dropout in every head (seed: 0.5, fast: 0.2)")
+    p.add_argument("--image-size", type=image_size_arg, metavar="N|HxW",
+                   help="input size in pixels, 8..1024, square or HEIGHTxWIDTH: the final train size and the eval "
+                        "size (default: 224)")
+    p.add_argument("--resize-start", type=float, metavar="X", help="progressive resizing: train at X * image size "
+                   "first, growing to the image size over epochs 10-70%% (off in both recipes: measured, it costs "
+                   "early val accuracy)")
+    p.add_argument("--ema-halflife", type=float, metavar="EPOCHS", help="validate and save an exponential moving "
+                   "average of the weights with this half-life in epochs (fast: 0.5; seed: off)")
+    p.add_argument("--rotation", type=float, metavar="DEG", help="max rotation in degrees (seed: 15, fast: 0)")
+    p.add_argument("--color-jitter", type=float, metavar="X", help="brightness/contrast/saturation jitter "
+                                                                   "(hue: X/4; seed: 0.2, fast: 0)")
 
 
 def _add_device_backend(p) -> None:
