@@ -156,3 +156,20 @@ def test_cli_exits_1_when_no_backend_ran(shards, capsys):
     assert rc == 1
     assert "fastfashion bench: error: no backend could run (see the reasons above)" in \
         capsys.readouterr().err.splitlines()
+
+
+def test_time_to_accuracy_compares_best_so_far_at_every_epoch_end(tmp_path):
+    from fastfashion.bench.plots import accuracy_at, plot_time_to_accuracy, time_to_accuracy
+
+    def rows(points):
+        return [{"minutes": m, "val": {"avg_class_accuracy": a}} for m, a in points]
+    fast, seed = rows([(1.0, 0.30), (2.0, 0.28), (3.0, 0.40)]), rows([(1.5, 0.29), (3.0, 0.33)])
+    assert accuracy_at(fast, 0.5) is None and accuracy_at(fast, 2.5) == 0.30 and accuracy_at(fast, 3.0) == 0.40
+    assert time_to_accuracy({"fast": fast, "seed": seed}) == [
+        {"minutes": 1.0, "fast": 0.30, "seed": None}, {"minutes": 1.5, "fast": 0.30, "seed": 0.29},
+        {"minutes": 2.0, "fast": 0.30, "seed": 0.29}, {"minutes": 3.0, "fast": 0.40, "seed": 0.33}]
+    try:
+        path = plot_time_to_accuracy({"fast": fast, "seed": seed}, tmp_path / "t.png", target=0.45)
+    except ImportError:  # matplotlib is optional
+        return
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -75,3 +75,40 @@ def plot_bench(result: dict, path: str | os.PathLike) -> Path:
                  fontsize=9)
     fig.tight_layout()
     return save_figure(plt, fig, path)
+
+
+def accuracy_at(history: Sequence[Mapping], minutes: float) -> float | None:
+    """The best val average class accuracy a run had reached after ``minutes`` of training (its ``best.pt`` at that
+    point: epoch ends only), None before its first epoch ended."""
+    done = [r["val"]["avg_class_accuracy"] for r in history if r["minutes"] <= minutes + 1e-9]
+    return max(done) if done else None
+
+
+def time_to_accuracy(runs: Mapping[str, Sequence[Mapping]]) -> list[dict]:
+    """At every epoch end of every run, each run's best val average class accuracy so far (the side-by-side table
+    behind "ahead at every equal wall-clock point")."""
+    times = sorted({r["minutes"] for h in runs.values() for r in h})
+    return [{"minutes": t, **{name: accuracy_at(h, t) for name, h in runs.items()}} for t in times]
+
+
+def plot_time_to_accuracy(runs: Mapping[str, Sequence[Mapping]], path: str | os.PathLike, *, title: str = "",
+                          target: float | None = None) -> Path:
+    """Val average class accuracy against training minutes (training plus validation wall time), one curve per run
+    (``name -> metrics.json rows``), best-so-far as a step line; ``target`` as a dashed line. Written atomically."""
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    for name, history in runs.items():
+        t = [0.0] + [r["minutes"] for r in history]
+        best, acc = [], 0.0
+        for r in history:
+            acc = max(acc, r["val"]["avg_class_accuracy"])
+            best.append(acc)
+        ax.step(t, [None] + best, where="post", label=f"{name} (best so far)")
+        ax.plot(t[1:], [r["val"]["avg_class_accuracy"] for r in history], "o", ms=3, alpha=0.6)
+    if target is not None:
+        ax.axhline(target, ls="--", color="grey", lw=1)
+    ax.set(xlabel="minutes (training + validation, wall clock)", ylabel="val average class accuracy",
+           title=title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    return save_figure(plt, fig, Path(path))
