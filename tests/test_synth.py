@@ -200,3 +200,16 @@ def test_cli(tmp_path, capsys):
     assert main(["synth", str(tmp_path / "c"), "--train", "3"]) == 1
     assert capsys.readouterr().err == (f"fastfashion synth: error: {tmp_path / 'c'} exists and is not empty; refusing "
                                        "to replace it without overwrite=True; pass --overwrite to replace it\n")
+
+
+def test_balanced_draws_every_class_uniformly():
+    from fastfashion.data.synth import SynthConfig, sample_labels
+    from fastfashion.schema import FASHION_SCHEMA
+    n = 2600
+    balanced = sample_labels(SynthConfig(train=n, val=0, test=0, balanced=True))
+    real = sample_labels(SynthConfig(train=n, val=0, test=0))
+    for i, k in enumerate(FASHION_SCHEMA.num_classes):
+        counts = np.bincount(balanced[:, i], minlength=k)
+        assert counts.min() > 0.7 * n / k and counts.max() < 1.3 * n / k, (i, counts)
+    rarest = min(np.bincount(real[:, i], minlength=k).min() for i, k in enumerate(FASHION_SCHEMA.num_classes))
+    assert rarest < 0.1 * n / 7  # the real frequencies keep some classes rare

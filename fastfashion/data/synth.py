@@ -64,6 +64,7 @@ class SynthConfig:
     workers: int | None = None        # processes; None = the CPUs available; results never depend on it
     quality: tuple[int, int] = (70, 95)   # JPEG quality drawn per image in this closed range
     schema: Schema = FASHION_SCHEMA
+    balanced: bool = False            # classes drawn uniformly instead of at the real set's frequencies (the demo)
 
     def __post_init__(self) -> None:
         for name in SPLITS:  # the fields are named after the splits
@@ -92,14 +93,15 @@ class SynthConfig:
                 TEST: range(self.train + self.val, self.total)}
 
 
-def class_probs(schema: Schema = FASHION_SCHEMA) -> list[np.ndarray]:
-    """Per attribute, the probability of each class: the real train frequencies where known, else uniform.
+def class_probs(schema: Schema = FASHION_SCHEMA, balanced: bool = False) -> list[np.ndarray]:
+    """Per attribute, the probability of each class: the real train frequencies where known, else uniform (all
+    uniform with ``balanced``).
 
     A class missing from :data:`REAL_TRAIN_COUNTS` gets the mean count of the known classes of its attribute.
     """
     out = []
     for attr in schema:
-        known = REAL_TRAIN_COUNTS.get(attr.name, {})
+        known = {} if balanced else REAL_TRAIN_COUNTS.get(attr.name, {})
         counts = [known.get(c) for c in attr.classes]
         have = [c for c in counts if c is not None]
         fill = float(np.mean(have)) if have else 1.0
@@ -123,7 +125,7 @@ def sample_labels(cfg: SynthConfig, indices: range | None = None) -> np.ndarray:
     Identical to the labels :func:`synthesize` writes for the same config.
     """
     indices = range(cfg.total) if indices is None else indices
-    probs = class_probs(cfg.schema)
+    probs = class_probs(cfg.schema, cfg.balanced)
     rows = [_draw_labels(_image_rng(cfg.seed, i), probs) for i in indices]
     return np.array(rows, dtype=np.int64).reshape(len(rows), len(cfg.schema))
 
@@ -144,7 +146,7 @@ def render_sample(cfg: SynthConfig, index: int) -> tuple[bytes, tuple[int, ...]]
     """The JPEG bytes and labels of image ``index``: a pure function of ``(cfg.seed, index)`` and the schema."""
     import io
     rng = _image_rng(cfg.seed, index)
-    labels = _draw_labels(rng, class_probs(cfg.schema))  # first, so sample_labels() agrees
+    labels = _draw_labels(rng, class_probs(cfg.schema, cfg.balanced))  # first, so sample_labels() agrees
     size = _draw_size(rng)
     img = render_garment(cfg.schema, labels, rng, size)
     quality = int(rng.integers(cfg.quality[0], cfg.quality[1] + 1))
