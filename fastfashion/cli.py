@@ -297,6 +297,8 @@ def _add_bench(sub) -> None:
                    help="batches dropped per round (default: %(default)s)")
     p.add_argument("--workers", type=int, metavar="N", default=None,
                    help="DataLoader workers of the seed and torch backends (default: the CPUs available)")
+    p.add_argument("--dali-threads", type=int, metavar="N", default=None,
+                   help="CPU threads per DALI pipeline (default: the loader's: the CPUs available, at most 8 on GPU)")
     p.add_argument("--no-verify", dest="verify", action="store_false",
                    help="skip checking the shard files against the manifest's sha256 before reading")
     p.add_argument("--train-steps", type=int, metavar="N", default=30,
@@ -515,7 +517,7 @@ def _run_bench(args) -> int:
                       batch_size=args.batch_size, image_size=args.image_size, augment=not args.no_augment,
                       rounds=args.rounds, batches=args.batches, warmup=args.warmup,
                       train_steps=args.train_steps, verify=args.verify, remote=_remote_config(args),
-                      order=args.order, window=args.window,
+                      order=args.order, window=args.window, dali_threads=args.dali_threads,
                       **({"workers": args.workers} if args.workers is not None else {}))
     result = run_bench(cfg)
     print(format_table(result))

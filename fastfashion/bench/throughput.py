@@ -58,6 +58,7 @@ class BenchConfig:
     remote: RemoteConfig = RemoteConfig()     # shard_dir as a URL: storage options, cache folder and limit
     order: str | None = None                  # loader order (None: blocked, windowed for a remote set > cache_limit)
     window: int = DEFAULT_WINDOW              # shards per window of the windowed order
+    dali_threads: int | None = None           # CPU threads per DALI pipeline (None: the loader's default)
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -160,7 +161,7 @@ def make_bench_loader(name: str, cfg: BenchConfig, *, for_training: bool = False
         split=cfg.split, batch_size=cfg.batch_size, backend=name, device=device, augment=cfg.augment,
         image_size=cfg.image_size, seed=cfg.seed, rank=0, world_size=1,
         workers=cfg.workers, verify=cfg.verify, remote=cfg.remote, order=cfg.order,
-        window=cfg.window))  # the same worker count as the baseline
+        window=cfg.window, dali_threads=cfg.dali_threads))  # the same worker count as the baseline
 
 
 def endless(loader, start_epoch: int) -> Iterator:
