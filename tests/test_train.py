@@ -304,7 +304,7 @@ def test_recipes_are_data_that_options_override(capsys):
     fast = recipe_config("fast", shard_dir="s", out="o", lr=3e-3, dropout=None, optimizer="adamw")
     assert (fast.recipe, fast.lr, fast.optimizer, fast.schedule, fast.dropout) == ("fast", 3e-3, "adamw", "linear", 0.5)
     assert recipe_config("seed", shard_dir="s", out="o") == TrainConfig(shard_dir="s", out="o")
-    with pytest.raises(RecipeError, match="unknown recipe 'slow'; choose from seed, fast"):
+    with pytest.raises(RecipeError, match="unknown recipe 'slow'; choose from seed, fast, demo"):
         recipe_config("slow", shard_dir="s", out="o")
     with pytest.raises(RecipeError, match="not a training option: 'speed'"):
         recipe_config("fast", shard_dir="s", out="o", speed=2)

@@ -24,8 +24,8 @@ class DemoConfig:
     val: int = 128
     test: int = 128
     image_size: int = 64      # training resolution: the synthetic attributes stay visible at 64 px
-    epochs: int = 10          # the fast recipe's linear decay over 10 epochs: about 0.5 val average class accuracy
-    recipe: str = "fast"      # train/recipes.py
+    epochs: int = 10          # the demo recipe's linear decay over 10 epochs: about 0.5 val average class accuracy
+    recipe: str = "demo"      # train/recipes.py
     batch_size: int = 32
     bench_rounds: int = 3
     bench_batches: int = 5

@@ -9,6 +9,9 @@ option can override (``fastfashion train --recipe fast --lr 3e-3``; ``--print-co
   validated and saved), 16 epochs. Measured and left out: AdamW at 2e-3 with light augmentation (behind the seed
   recipe from epoch 4 on), progressive resizing from 64 px (validated at 112 px, a model trained at 64 px scored
   0.25-0.27 while its train accuracy rose to 0.33).
+- ``demo``: for a few hundred images (``make demo``): AdamW at 2e-3 (weight decay 0.05) with a 1-epoch warm-up and a
+  linear decay, label smoothing 0.1, dropout 0.2, crop (25-100 % of the area) and flip only, the weight average,
+  10 epochs: 0.57 val average class accuracy on the demo's set, where the fast recipe reached 0.39 after 8 epochs.
 """
 from __future__ import annotations
 
@@ -21,6 +24,9 @@ RECIPES: dict[str, dict] = {
     "seed": {},  # TrainConfig's defaults are the seed report's recipe
     "fast": {"lr": 2e-4, "schedule": "linear", "warmup_epochs": 0.3, "label_smoothing": 0.1, "ema_halflife": 0.5,
              "epochs": 16},
+    "demo": {"optimizer": "adamw", "lr": 2e-3, "weight_decay": 0.05, "schedule": "linear", "warmup_epochs": 1.0,
+             "label_smoothing": 0.1, "dropout": 0.2, "crop_scale": (0.25, 1.0), "rotation": 0.0,
+             "color_jitter": 0.0, "ema_halflife": 0.5, "epochs": 10},
 }
 """Each recipe: the TrainConfig fields it sets; the rest keep TrainConfig's defaults."""
 
