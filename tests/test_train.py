@@ -213,8 +213,8 @@ def test_evaluate_and_predict_agree_with_the_split_files(run2, shards, tiny_data
     m = _strict_json(capsys.readouterr().out)
     assert m["num_samples"] == 16 and set(m) == {"split", "checkpoint", "avg_class_accuracy", "accuracy",
                                                  "per_attribute", "class_recall", "absent_classes", "loss",
-                                                 "num_samples"}
-    assert (m["split"], m["checkpoint"]) == ("val", str(ckpt))
+                                                 "num_samples", "tta"}
+    assert (m["split"], m["checkpoint"], m["tta"]) == ("val", str(ckpt), "none")
     assert m["avg_class_accuracy"] == evaluate_checkpoint(ckpt, shards)["avg_class_accuracy"]
 
     # predictions for val, in split-file order, scored against val_attr.txt, give evaluate's number
