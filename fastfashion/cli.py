@@ -169,7 +169,7 @@ def _add_train(sub) -> None:
 def _add_recipe_options(p) -> None:
     """The options a recipe sets (default None: the recipe's value)."""
     from .train.schedule import SCHEDULES
-    from .train.trainer import OPTIMIZERS
+    from .train.config import OPTIMIZERS
     p.add_argument("--epochs", type=int, metavar="N", help="epochs (seed: 45, fast: 16)")
     p.add_argument("--batch-size", type=int, metavar="N", help="batch size per process (recipes: 64)")
     p.add_argument("--optimizer", choices=OPTIMIZERS, help="adam (L2 weight decay; both recipes) or adamw (decoupled)")

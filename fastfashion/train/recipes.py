@@ -1,4 +1,4 @@
-"""Training recipes as data: named sets of :class:`~fastfashion.train.trainer.TrainConfig` values that any
+"""Training recipes as data: named sets of :class:`~fastfashion.train.config.TrainConfig` values that any
 option can override (``fastfashion train --recipe fast --lr 3e-3``; ``--print-config`` shows the result).
 
 - ``seed``: the seed report's recipe, for an ImageNet-initialised trunk: Adam lr 1e-4 with L2 weight decay 1e-3,
@@ -19,7 +19,7 @@ from __future__ import annotations
 import dataclasses
 import json
 
-from .trainer import TrainConfig
+from .config import TrainConfig
 
 RECIPES: dict[str, dict] = {
     "seed": {},  # TrainConfig's defaults are the seed report's recipe
