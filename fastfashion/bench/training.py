@@ -18,32 +18,27 @@ import time
 from typing import Callable, Iterator
 
 from ..progress import progress
-from .throughput import BenchConfig, endless, make_bench_loader
+from .throughput import BenchConfig, endless, make_bench_loader, sync
 
 log = logging.getLogger(__name__)
 
 CEILING = "in-memory batch (ceiling)"
 
 
-def _sync(device) -> None:
-    if device.type == "cuda":
-        import torch
-        torch.cuda.synchronize()
-
-
 def _time_training(cfg: BenchConfig, batches: Iterator, step) -> tuple[float, float]:
     """``cfg.warmup`` untimed steps, then ``cfg.train_steps`` timed ones; returns (images/s, host wait share)."""
-    wait, n, t_start = 0.0, 0, time.perf_counter()
+    wait, n, t_start, images = 0.0, 0, time.perf_counter(), None
     for i in range(cfg.warmup + cfg.train_steps):
         if i == cfg.warmup:
-            _sync(step.device)
+            if images is not None:
+                sync(images)  # the warm-up steps' GPU work is done before the clock starts
             t_start, wait, n = time.perf_counter(), 0.0, 0
         t0 = time.perf_counter()
         images, labels = step.prepare(next(batches))  # the host waits for the loader and the copy to the device
         wait += time.perf_counter() - t0
         step.run(images, labels)
         n += labels.shape[0]
-    _sync(step.device)
+    sync(images)
     total = time.perf_counter() - t_start
     return n / total, wait / total
 
