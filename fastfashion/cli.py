@@ -168,8 +168,9 @@ def _add_train(sub) -> None:
 
 def _add_recipe_options(p) -> None:
     """The options a recipe sets (default None: the recipe's value)."""
+    from .train.config import CLASS_BALANCES, OPTIMIZERS
+    from .train.device import PRECISIONS
     from .train.schedule import SCHEDULES
-    from .train.config import OPTIMIZERS
     p.add_argument("--epochs", type=int, metavar="N", help="epochs (seed: 45, fast: 16)")
     p.add_argument("--batch-size", type=int, metavar="N", help="batch size per process (recipes: 64)")
     p.add_argument("--optimizer", choices=OPTIMIZERS, help="adam (L2 weight decay; both recipes) or adamw (decoupled)")
@@ -182,6 +183,9 @@ def _add_recipe_options(p) -> None:
     p.add_argument("--label-smoothing", type=float, metavar="X", help="cross-entropy label smoothing (seed: 0, "
                                                                       "fast: 0.1)")
     p.add_argument("--dropout", type=float, metavar="X", help="dropout in every head (recipes: 0.5)")
+    p.add_argument("--class-balance", choices=CLASS_BALANCES, help="how the loss makes up for rare classes: weights "
+                   "(seed: cross-entropy weighted N/(K n_c)), sqrt (the roots of those weights), logit-adjust (log "
+                   "class priors added to the logits in the loss only)")
     p.add_argument("--image-size", type=image_size_arg, metavar="N|HxW",
                    help="input size in pixels, 8..1024, square or HEIGHTxWIDTH: the final train size and the eval "
                         "size (default: 224)")
@@ -190,9 +194,14 @@ def _add_recipe_options(p) -> None:
                    "early val accuracy)")
     p.add_argument("--ema-halflife", type=float, metavar="EPOCHS", help="validate and save an exponential moving "
                    "average of the weights with this half-life in epochs (fast: 0.5; seed: off)")
+    p.add_argument("--crop-scale", type=fraction_pair_arg, metavar="LO,HI", help="random resized crop: the share of "
+                   "the image area kept, drawn from [LO, HI] (seed: 0.08,1)")
     p.add_argument("--rotation", type=float, metavar="DEG", help="max rotation in degrees (recipes: 15)")
     p.add_argument("--color-jitter", type=float, metavar="X", help="brightness/contrast/saturation jitter "
                                                                    "(hue: X/4; recipes: 0.2)")
+    p.add_argument("--precision", choices=PRECISIONS, help="auto: mixed precision on CUDA, fp32 on the CPU (seed); "
+                   "amp: also bf16 on a CPU with native bf16 (AMX/AVX512-BF16; about 2.3x faster steps there), fp32 "
+                   "on other CPUs; fp32: never")
 
 
 def _add_device_backend(p) -> None:
@@ -303,6 +312,8 @@ def _add_bench(sub) -> None:
                    help="CPU threads per DALI pipeline (default: the loader's: the CPUs available, at most 8 on GPU)")
     p.add_argument("--no-verify", dest="verify", action="store_false",
                    help="skip checking the shard files against the manifest's sha256 before reading")
+    p.add_argument("--precision", choices=("auto", "amp", "fp32"), default="auto",
+                   help="the training benchmark's step, as `train --precision` (default: %(default)s)")
     p.add_argument("--train-steps", type=int, metavar="N", default=30,
                    help="then train ResNet-18 for N timed steps per feeder and round, fed by each backend and by an "
                         "in-memory batch (the ceiling), rounds interleaved; on CUDA when present, else on the CPU "
@@ -340,6 +351,17 @@ def image_size_arg(text: str):
         return parse_image_size(text)
     except ValueError as e:
         raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def fraction_pair_arg(text: str) -> tuple[float, float]:
+    """argparse type of ``--crop-scale``: ``LO,HI``, two fractions with 0 < LO <= HI <= 1."""
+    try:
+        lo, hi = (float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected two fractions LO,HI such as 0.35,1, got {text!r}") from None
+    if not 0 < lo <= hi <= 1:
+        raise argparse.ArgumentTypeError(f"expected 0 < LO <= HI <= 1, got {text!r}")
+    return lo, hi
 
 
 def _add_common(p) -> None:
@@ -449,9 +471,10 @@ def _run_train(args) -> int:
         args.recipe, shard_dir=args.shard_dir, out=args.out, epochs=args.epochs, batch_size=args.batch_size,
         optimizer=args.optimizer, lr=args.lr, weight_decay=args.weight_decay, schedule=args.schedule,
         warmup_epochs=args.warmup_epochs, label_smoothing=args.label_smoothing, dropout=args.dropout,
-        image_size=args.image_size, resize_start=args.resize_start, ema_halflife=args.ema_halflife,
-        rotation=args.rotation,
-        color_jitter=args.color_jitter, augment=False if args.no_augment else None, device=args.device,
+        class_balance=args.class_balance, image_size=args.image_size, resize_start=args.resize_start,
+        ema_halflife=args.ema_halflife,
+        rotation=args.rotation, color_jitter=args.color_jitter, crop_scale=args.crop_scale, precision=args.precision,
+        augment=False if args.no_augment else None, device=args.device,
         backend=args.backend, weights=args.weights, resume=args.resume, max_steps=args.max_steps, seed=args.seed,
         workers=args.workers, verify=args.verify, checkpoint_minutes=args.checkpoint_minutes or None,
         checkpoint_every=args.checkpoint_every, overwrite=args.overwrite, remote=_remote_config(args))
@@ -520,6 +543,7 @@ def _run_bench(args) -> int:
                       rounds=args.rounds, batches=args.batches, warmup=args.warmup,
                       train_steps=args.train_steps, verify=args.verify, remote=_remote_config(args),
                       order=args.order, window=args.window, dali_threads=args.dali_threads,
+                      precision=args.precision,
                       **({"workers": args.workers} if args.workers is not None else {}))
     result = run_bench(cfg)
     print(format_table(result))

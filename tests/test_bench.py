@@ -108,6 +108,21 @@ def test_cli_writes_json_and_png(shards, tiny_dataset, tmp_path, capsys):
     assert out.with_suffix(".png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_training_bench_runs_the_step_in_the_precision_asked(shards, tiny_dataset, tmp_path, capsys, monkeypatch):
+    from fastfashion.train import device
+    monkeypatch.setattr(device, "cpu_has_bf16", lambda: True)  # bf16 autocast runs on any CPU, natively or not
+    out = tmp_path / "amp.json"
+    assert cli.main(["bench", "--shards", str(shards), "--backends", "dali-cpu", "--batch-size", "8",
+                     "--image-size", "32", "--rounds", "1", "--batches", "1", "--warmup", "1", "--train-steps", "2",
+                     "--precision", "amp", "--json", str(out)]) == 0
+    assert "end-to-end ResNet-18 training (CPU, bf16 autocast, channels_last;" in capsys.readouterr().out
+    train = json.loads(out.read_text())["train"]
+    assert {r["precision"] for r in train.values()} == {"bf16"} and set(train) == {"in-memory batch (ceiling)",
+                                                                                    "dali-cpu"}
+    with pytest.raises(ValueError, match="^precision must be one of auto, amp, fp32, got 'fp8'$"):
+        _cfg(shards, tiny_dataset, precision="fp8")
+
+
 @pytest.mark.slow
 def test_demo_runs_every_stage(tmp_path):
     from fastfashion.bench.demo import DemoConfig, run_demo

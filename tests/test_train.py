@@ -107,7 +107,54 @@ def test_amp_dtype_counts_native_bf16_only(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: including_emulation)
     assert amp_dtype("cuda") is torch.float16
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: True)  # sm80+
-    assert amp_dtype("cuda") is torch.bfloat16
+    assert amp_dtype("cuda") is torch.bfloat16 and amp_dtype("cuda", "amp") is torch.bfloat16
+    assert amp_dtype("cuda", "fp32") is None
+
+
+def test_precision_amp_runs_bf16_on_a_cpu_that_has_it(monkeypatch):
+    from fastfashion.train import device as dev
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(dev, "cpu_has_bf16", lambda: True)
+    assert dev.amp_dtype(cpu, "amp") is torch.bfloat16 and dev.channels_last(cpu, "amp")
+    assert dev.amp_dtype(cpu, "auto") is None and not dev.channels_last(cpu, "auto")
+    assert dev.amp_dtype(cpu, "fp32") is None and not dev.channels_last(cpu)
+    monkeypatch.setattr(dev, "cpu_has_bf16", lambda: False)  # an older CPU: bf16 would be emulated, so fp32
+    assert dev.amp_dtype(cpu, "amp") is None and not dev.channels_last(cpu, "amp")
+    with pytest.raises(ValueError, match="precision must be one of auto, amp, fp32, got 'fp16'"):
+        dev.amp_dtype(cpu, "fp16")
+    with pytest.raises(ValueError, match="precision must be one of auto, amp, fp32, got 'half'"):
+        TrainConfig(shard_dir="s", out="o", precision="half")
+
+
+def test_amp_run_trains_in_bf16_and_evaluates_in_its_precision(shards, tmp_path, monkeypatch):
+    """precision="amp" on the CPU: the step runs under bf16 autocast on channels_last tensors, evaluate reproduces
+    the run's last validation exactly because it runs in the checkpoint's precision, and a run cut after epoch 1 and
+    resumed ends with the uninterrupted run's weights, bit for bit."""
+    from fastfashion.train import device as dev
+    monkeypatch.setattr(dev, "cpu_has_bf16", lambda: True)  # bf16 autocast runs on any CPU, natively or not
+    seen = []
+    real_run = train_mod.TrainStep.run
+
+    def spy(self, images, labels):
+        with self.autocast():
+            seen.append((torch.is_autocast_enabled("cpu"), torch.get_autocast_dtype("cpu"),
+                         images.is_contiguous(memory_format=torch.channels_last)))
+        return real_run(self, images, labels)
+    monkeypatch.setattr(train_mod.TrainStep, "run", spy)
+    out = tmp_path / "amp"
+    result = train(TrainConfig(shard_dir=str(shards), out=str(out), precision="amp", **TINY))
+    assert seen and set(seen) == {(True, torch.bfloat16, True)}
+    last = ckpt_io.load_checkpoint(out / "last.pt")
+    assert last["config"]["precision"] == "amp"
+    assert all(v.dtype == torch.float32 for v in last["model"].values() if v.is_floating_point())
+    m = evaluate_checkpoint(out / "last.pt", shards, backend="torch")
+    assert m["avg_class_accuracy"] == pytest.approx(result["history"][-1]["val"]["avg_class_accuracy"], abs=1e-9)
+    cut = tmp_path / "cut"
+    for extra in ({"max_steps": 5}, {"resume": True}):  # 5 steps per epoch
+        train(TrainConfig(shard_dir=str(shards), out=str(cut), precision="amp", **TINY, **extra))
+    resumed = ckpt_io.load_checkpoint(cut / "last.pt")
+    for k in last["model"]:
+        assert torch.equal(last["model"][k], resumed["model"][k]), k
 
 
 def test_empty_scaler_state_is_not_loaded():
@@ -286,7 +333,9 @@ def test_a_short_run_learns(tmp_path):
 
 
 # --- recipes, schedules, progressive resizing, test-time flip -----------------------------------------------------
-FAST_TINY = dict(TINY, epochs=2, lr=2e-3, resize_start=0.5, warmup_epochs=0.4)  # 5 steps/epoch: 2 warm-up steps
+# fp32: bf16 with a size that changes between epochs is not bit for bit across processes (oneDNN picks its kernels
+# per shape and process); the bf16 resume at a constant size is checked in test_amp_run_trains_in_bf16_...
+FAST_TINY = dict(TINY, epochs=2, lr=2e-3, resize_start=0.5, warmup_epochs=0.4, precision="fp32")  # 5 steps/epoch: 2 warm-up steps
 
 
 def test_schedules_and_sizes_are_exact_functions_of_the_position():
@@ -302,7 +351,9 @@ def test_schedules_and_sizes_are_exact_functions_of_the_position():
 def test_recipes_are_data_that_options_override(capsys):
     from fastfashion.train.recipes import RECIPES, RecipeError, recipe_config
     fast = recipe_config("fast", shard_dir="s", out="o", lr=3e-3, dropout=None, optimizer="adamw")
-    assert (fast.recipe, fast.lr, fast.optimizer, fast.schedule, fast.dropout) == ("fast", 3e-3, "adamw", "linear", 0.5)
+    assert (fast.recipe, fast.lr, fast.optimizer, fast.schedule, fast.dropout) == ("fast", 3e-3, "adamw", "linear", 0.2)
+    assert (fast.precision, fast.class_balance, fast.batch_size, fast.crop_scale) == ("amp", "logit-adjust", 32,
+                                                                                       (0.35, 1.0))
     assert recipe_config("seed", shard_dir="s", out="o") == TrainConfig(shard_dir="s", out="o")
     with pytest.raises(RecipeError, match="unknown recipe 'slow'; choose from seed, fast, demo"):
         recipe_config("slow", shard_dir="s", out="o")
@@ -395,3 +446,45 @@ def test_weight_average_moves_towards_the_model_and_is_what_evaluate_uses(run2, 
     assert any(not torch.equal(best["ema"]["module"][k], best["model"][k]) for k in best["model"])
     with pytest.raises(train_mod.TrainError, match="it was trained without a weight average$"):
         train(TrainConfig(shard_dir=str(shards), out=str(run2[0]), resume=True, ema_halflife=0.5, **TINY))
+
+
+def test_class_balance_weights_sqrt_and_logit_adjustment(shards):
+    from fastfashion.format.manifest import class_weights
+    manifest = read_manifest(shards)
+    counts = manifest["splits"]["train"]["class_counts"]
+    seed_w = class_weights(counts, S)
+    cpu = torch.device("cpu")
+    w, lp = train_mod.loss_weights(manifest, cpu)
+    assert lp is None
+    for t, want in zip(w, seed_w.values()):
+        assert t.tolist() == pytest.approx(want)
+    w, lp = train_mod.loss_weights(manifest, cpu, "sqrt")
+    assert lp is None
+    for t, want in zip(w, seed_w.values()):
+        assert t.tolist() == pytest.approx([x ** 0.5 for x in want])
+    w, lp = train_mod.loss_weights(manifest, cpu, "logit-adjust")
+    assert w == [None] * len(S.attributes)
+    for a, p in zip(S.attributes, lp):
+        c = torch.tensor(counts[a.name], dtype=torch.float32).clamp(min=1)  # an absent class: a count of 1
+        assert torch.allclose(p, torch.log(c / c.sum())) and p.shape == (a.num_classes,)
+    torch.manual_seed(0)
+    logits = [torch.randn(5, k) for k in S.num_classes]
+    labels = torch.stack([torch.randint(0, k, (5,)) for k in S.num_classes], 1)
+    want = sum(F.cross_entropy(lg + p, labels[:, i]) for i, (lg, p) in enumerate(zip(logits, lp)))
+    assert torch.allclose(multi_head_loss(logits, labels, w, log_priors=lp), want)
+    assert not torch.allclose(multi_head_loss(logits, labels, w), want)
+    with pytest.raises(ValueError, match="class_balance must be one of weights, sqrt, logit-adjust, got 'none'"):
+        TrainConfig(shard_dir="s", out="o", class_balance="none")
+
+
+def test_logit_adjusted_run_trains_and_refuses_a_resume_with_other_weights(shards, tmp_path, capsys):
+    out = tmp_path / "la"
+    result = train(TrainConfig(shard_dir=str(shards), out=str(out), class_balance="logit-adjust",
+                               **{**TINY, "epochs": 1}))
+    assert result["history"][0]["val"]["loss"] > 0 and result["steps"] == 5
+    assert ckpt_io.load_checkpoint(out / "last.pt")["config"]["class_balance"] == "logit-adjust"
+    with pytest.raises(train_mod.TrainError, match="it was trained with class_balance logit-adjust, this run asks "
+                                                   "for weights$"):
+        train(TrainConfig(shard_dir=str(shards), out=str(out), resume=True, **{**TINY, "epochs": 2}))
+    assert cli_main(["train", "--class-balance", "sqrt", "--print-config"]) == 0
+    assert json.loads(capsys.readouterr().out)["class_balance"] == "sqrt"

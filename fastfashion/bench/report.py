@@ -68,8 +68,11 @@ def format_table(result: dict) -> str:
         from .remote import format_remote
         lines.append(format_remote(result["remote"]))
     if "train" in result:
-        on_gpu = any(r.get("device") == "cuda" for r in result["train"].values())
-        lines.append(f"end-to-end ResNet-18 training ({'CUDA, AMP, channels_last' if on_gpu else 'CPU, fp32'}; "
+        ok = [r for r in result["train"].values() if "images_per_s" in r]
+        where = "CUDA" if any(r.get("device") == "cuda" for r in ok) else "CPU"
+        arith = ok[0].get("precision", "fp32") if ok else "fp32"
+        how = f"{where}, {arith}" + ("" if arith == "fp32" else " autocast, channels_last")
+        lines.append(f"end-to-end ResNet-18 training ({how}; "
                      f"{result['config']['train_steps']} steps per round):")
         for name, r in result["train"].items():
             if "images_per_s" not in r:

@@ -59,6 +59,7 @@ class BenchConfig:
     order: str | None = None                  # loader order (None: blocked, windowed for a remote set > cache_limit)
     window: int = DEFAULT_WINDOW              # shards per window of the windowed order
     dali_threads: int | None = None           # CPU threads per DALI pipeline (None: the loader's default)
+    precision: str = "auto"                   # the training step's (train/device.py): amp also runs bf16 on a CPU
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -69,6 +70,8 @@ class BenchConfig:
         for name in ("warmup", "train_steps"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.precision not in ("auto", "amp", "fp32"):  # train/device.py's PRECISIONS (bench imports no torch here)
+            raise ValueError(f"precision must be one of auto, amp, fp32, got {self.precision!r}")
         unknown = [b for b in self.backends if b not in ALL_BACKENDS]
         if unknown:
             raise ValueError(f"unknown backend {unknown[0]!r}; choose from {', '.join(ALL_BACKENDS)}")

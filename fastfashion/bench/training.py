@@ -80,7 +80,7 @@ def run_train_bench(cfg: BenchConfig, names: list[str]) -> dict[str, dict]:
     manifest = open_manifest(cfg.shard_dir, cfg.remote)
     schema = manifest_schema(manifest)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    weights = loss_weights(manifest, device)
+    weights, _ = loss_weights(manifest, device)  # the seed's class weights
     feeders = _feeders(cfg, names, schema, device)
     rounds: dict[str, list[tuple[float, float]]] = {name: [] for name in feeders}
     failed: dict[str, str] = {}
@@ -92,7 +92,8 @@ def run_train_bench(cfg: BenchConfig, names: list[str]) -> dict[str, dict]:
             if name in failed:
                 continue
             torch.manual_seed(cfg.seed)
-            step = TrainStep(build_model(schema, device), weights, device)  # the trainer's default optimizer
+            step = TrainStep(build_model(schema, device, precision=cfg.precision), weights, device,
+                             precision=cfg.precision)  # the trainer's default optimizer
             it = batches(r)
             try:
                 rounds[name].append(_time_training(cfg, it, step))
@@ -103,10 +104,15 @@ def run_train_bench(cfg: BenchConfig, names: list[str]) -> dict[str, dict]:
                 if hasattr(it, "close"):
                     it.close()  # shuts DataLoader workers down before the next feeder runs
     bar.close()
-    return _summarize(rounds, failed, device)
+    return _summarize(rounds, failed, device, cfg.precision)
 
 
-def _summarize(rounds: dict[str, list[tuple[float, float]]], failed: dict[str, str], device) -> dict[str, dict]:
+def _summarize(rounds: dict[str, list[tuple[float, float]]], failed: dict[str, str], device,
+               precision: str = "auto") -> dict[str, dict]:
+    import torch
+
+    from ..train.device import amp_dtype
+    arith = {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(amp_dtype(device, precision), "fp32")
     ceiling = [ips for ips, _ in rounds[CEILING]]
     out: dict[str, dict] = {}
     for name, runs in rounds.items():
@@ -115,7 +121,7 @@ def _summarize(rounds: dict[str, list[tuple[float, float]]], failed: dict[str, s
             continue
         ips = [x for x, _ in runs]
         share = statistics.median(x / c for x, c in zip(ips, ceiling))
-        out[name] = {"status": "ok", "device": device.type, "images_per_s": statistics.median(ips),
+        out[name] = {"status": "ok", "device": device.type, "precision": arith, "images_per_s": statistics.median(ips),
                      "images_per_s_min": min(ips), "images_per_s_max": max(ips), "rounds": ips,
                      "share_of_ceiling": share, "data_stall_share": max(0.0, 1.0 - share),
                      "host_wait_share": statistics.median(w for _, w in runs)}

@@ -8,11 +8,13 @@ import re
 from ..hardware import DEVICES
 from ..loading.augment import AugmentConfig, check_image_size
 from ..remote.store import RemoteConfig
+from .device import PRECISIONS
 from .schedule import SCHEDULES, image_size_at
 
 SEED_LR = 1e-4             # the seed report's Adam learning rate (tuned for an ImageNet-initialised trunk)
 SEED_WEIGHT_DECAY = 1e-3   # the seed report's Adam weight decay
 OPTIMIZERS = ("adam", "adamw")
+CLASS_BALANCES = ("weights", "sqrt", "logit-adjust")  # how the loss makes up for rare classes (trainer.loss_weights)
 
 
 
@@ -28,6 +30,7 @@ class TrainConfig:
     weight_decay: float = SEED_WEIGHT_DECAY
     dropout: float = 0.5               # in every head
     label_smoothing: float = 0.0
+    class_balance: str = "weights"     # weights (the seed's N/(K n_c)) | sqrt (their roots) | logit-adjust
     schedule: str = "plateau"          # plateau | linear | cosine (see train/schedule.py)
     warmup_epochs: float = 0.0         # linear/cosine: linear ramp-up of the learning rate
     lr_factor: float = 0.1             # plateau: ReduceLROnPlateau on val average class accuracy
@@ -41,6 +44,7 @@ class TrainConfig:
     color_jitter: float = 0.2          # brightness, contrast, saturation factors in U(1-x, 1+x); hue x / 4
     ema_halflife: float | None = None  # epochs: half-life of a weight average that is validated and saved (ema.py)
     device: str = "auto"               # auto | cpu | cuda | cuda:N (under torchrun: the local rank's GPU)
+    precision: str = "auto"            # auto (AMP on CUDA) | amp (also bf16 on a CPU that has it) | fp32 (device.py)
     backend: str = "auto"              # a loader backend choice (see LoaderConfig)
     weights: str | None = None         # None (random), "imagenet" or a state-dict path
     resume: bool = False               # continue from OUT/last.pt
@@ -70,6 +74,10 @@ class TrainConfig:
             raise ValueError("resume and overwrite exclude each other")
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
+        if self.class_balance not in CLASS_BALANCES:
+            raise ValueError(f"class_balance must be one of {', '.join(CLASS_BALANCES)}, got {self.class_balance!r}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         if self.schedule not in SCHEDULES:
             raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
         if self.warmup_epochs < 0 or self.lr <= 0:

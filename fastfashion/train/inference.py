@@ -39,15 +39,21 @@ class InferenceError(ValueError):
 
 def load_model(checkpoint: str | os.PathLike, device: torch.device) -> tuple[FashionNet, dict]:
     """Rebuild the model of a checkpoint (schema, dropout and image size come from the checkpoint): its weight
-    average when the run kept one (what it validated), else its weights."""
+    average when the run kept one (what it validated), else its weights. Inference runs in the checkpoint's
+    precision (:func:`precision_of`)."""
     ckpt = ckpt_io.load_checkpoint(checkpoint)
     schema = Schema.from_dict(ckpt["schema"])
     model = FashionNet(schema, dropout=ckpt["config"].get("dropout", 0.5))
     model.load_state_dict(ckpt["ema"]["module"] if ckpt.get("ema") else ckpt["model"])
     model.to(device).eval()
-    if channels_last(device):
+    if channels_last(device, precision_of(ckpt)):
         model = model.to(memory_format=torch.channels_last)
     return model, ckpt
+
+
+def precision_of(ckpt: dict) -> str:
+    """The ``precision`` the checkpoint's run trained and validated in (older checkpoints: ``auto``)."""
+    return ckpt["config"].get("precision", "auto")
 
 
 def _eval_setup(checkpoint, shard_dir, split, device, need_labels, remote):
@@ -87,7 +93,8 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, shard_dir: str | os.PathL
     loader = FashionLoader(shard_dir, _loader_config(ckpt, split, batch_size, backend, device, verify=verify,
                                                      remote=remote))
     ones = [torch.ones(k, device=device) for k in model.schema.num_classes]
-    m = evaluate(model, loader, model.schema, device, class_weights=ones, desc=f"evaluate {split}", tta=tta)
+    m = evaluate(model, loader, model.schema, device, class_weights=ones, desc=f"evaluate {split}", tta=tta,
+                 precision=precision_of(ckpt))
     return json_safe({"split": split, "checkpoint": str(checkpoint), "tta": tta, **m})
 
 
@@ -116,9 +123,10 @@ def predict(checkpoint: str | os.PathLike, shard_dir: str | os.PathLike, out: st
     loader = FashionLoader(shard_dir, _loader_config(ckpt, split, batch_size, backend, device, with_keys=True,
                                                      verify=verify, remote=remote))
     preds: dict[str, list[int]] = {}
-    with torch.inference_mode(), autocast(device)[0]():
+    precision = precision_of(ckpt)
+    with torch.inference_mode(), autocast(device, precision)[0]():
         for batch in progress(loader, desc=f"predict {split}", leave=False):
-            images, _ = to_device(batch, device, channels_last(device))
+            images, _ = to_device(batch, device, channels_last(device, precision))
             p = torch.stack([lg.argmax(dim=1) for lg in infer(model, images, tta)], dim=1).cpu().tolist()
             preds.update(zip(batch.keys, p))
     order = split_keys(loader.shard_dir, manifest, split)  # a URL's: its cache folder

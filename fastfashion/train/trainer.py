@@ -62,47 +62,69 @@ class TrainError(ValueError):
     """The shard set or run folder cannot be trained on as asked (no labelled val split, no full batch ...)."""
 
 
-def multi_head_loss(logits: Sequence[torch.Tensor], labels: torch.Tensor, weights: Sequence[torch.Tensor],
-                    label_smoothing: float = 0.0) -> torch.Tensor:
-    """Sum over attributes ``i`` of the class-weighted cross-entropy ``CE(logits_i, labels[:, i]; w_i)``.
+def multi_head_loss(logits: Sequence[torch.Tensor], labels: torch.Tensor, weights: Sequence[torch.Tensor | None],
+                    label_smoothing: float = 0.0, log_priors: Sequence[torch.Tensor] | None = None) -> torch.Tensor:
+    """Sum over attributes ``i`` of the class-weighted cross-entropy ``CE(logits_i + log_priors_i, labels[:, i]; w_i)``.
 
-    ``w_i[c] = N_i / (K_i * n_ic)`` from the train class counts (:func:`~fastfashion.format.manifest.class_weights`;
-    0 for a class absent from train). Each term is PyTorch's weighted mean: ``sum_b w[y_b] * ce_b / sum_b w[y_b]``.
+    ``w_i`` as :func:`loss_weights` makes them (None: unweighted). Each term is PyTorch's weighted mean:
+    ``sum_b w[y_b] * ce_b / sum_b w[y_b]``. ``log_priors`` (the logit-adjusted loss, :func:`loss_weights`): added to
+    the logits in the loss only, so the model's own logits are what predicts.
     """
+    if log_priors is not None:
+        logits = [lg.float() + lp for lg, lp in zip(logits, log_priors)]
     return sum(F.cross_entropy(lg.float(), labels[:, i], weight=w, label_smoothing=label_smoothing)
                for i, (lg, w) in enumerate(zip(logits, weights)))
 
 
-def loss_weights(manifest: dict, device: torch.device) -> list[torch.Tensor]:
-    """The class weights of the manifest's train split as float32 tensors on ``device``, in schema order."""
+def loss_weights(manifest: dict, device: torch.device, balance: str = "weights"
+                 ) -> tuple[list[torch.Tensor | None], list[torch.Tensor] | None]:
+    """``(class weights, log priors)`` of the loss, one tensor per attribute in schema order, from the manifest's
+    train class counts; ``balance`` (:data:`~fastfashion.train.config.CLASS_BALANCES`) says how the loss makes up for
+    rare classes:
+
+    - ``weights`` (the seed's): ``w_c = N / (K * n_c)`` (0 for a class absent from train), no log priors;
+    - ``sqrt``: the square roots of those weights (tempered: a class 100x rarer weighs 10x more, not 100x);
+    - ``logit-adjust``: no weights; log priors ``log(max(n_c, 1) / N)`` added to the logits in the loss (Menon et
+      al. 2021, "Long-tail learning via logit adjustment"), so that the model's own logits rank classes by
+      ``p(x | class)``, which is what the average class accuracy rewards.
+    """
     weights = train_class_weights(manifest)
     if weights is None:
         raise TrainError("the shard set has no labelled train split: no class weights")
-    return [torch.tensor(w, dtype=torch.float32, device=device) for w in weights.values()]
+    if balance == "logit-adjust":
+        counts = manifest["splits"][TRAIN]["class_counts"]
+        priors = [torch.tensor(counts[name], dtype=torch.float32, device=device).clamp(min=1) for name in weights]
+        return [None] * len(weights), [torch.log(c / c.sum()) for c in priors]
+    power = 0.5 if balance == "sqrt" else 1.0
+    return [torch.tensor(w, dtype=torch.float32, device=device) ** power for w in weights.values()], None
 
 
-def build_model(schema: Schema, device: torch.device, *, weights=None, dropout: float = 0.5) -> FashionNet:
-    """:class:`FashionNet` on ``device`` (channels_last on CUDA), initial ``weights`` as :class:`FashionNet` takes."""
+def build_model(schema: Schema, device: torch.device, *, weights=None, dropout: float = 0.5,
+                precision: str = "auto") -> FashionNet:
+    """:class:`FashionNet` on ``device`` (channels_last where mixed precision runs: :mod:`.device`), initial
+    ``weights`` as :class:`FashionNet` takes."""
     model = FashionNet(schema, weights=weights, dropout=dropout).to(device)
-    return model.to(memory_format=torch.channels_last) if use_channels_last(device) else model
+    return model.to(memory_format=torch.channels_last) if use_channels_last(device, precision) else model
 
 
 class TrainStep:
     """One optimizer step of the trainer: AMP autocast (GradScaler for fp16), class-weighted multi-head loss, Adam.
     :func:`train` and the training benchmark both run it."""
 
-    def __init__(self, model: torch.nn.Module, weights: Sequence[torch.Tensor], device: torch.device, *,
+    def __init__(self, model: torch.nn.Module, weights: Sequence[torch.Tensor | None], device: torch.device, *,
                  lr: float = SEED_LR, weight_decay: float = SEED_WEIGHT_DECAY, label_smoothing: float = 0.0,
-                 net: torch.nn.Module | None = None, optimizer: str = "adam"):
+                 net: torch.nn.Module | None = None, optimizer: str = "adam", precision: str = "auto",
+                 log_priors: Sequence[torch.Tensor] | None = None):
         self.model, self.net = model, net if net is not None else model  # net: the DDP wrapper, if any
         self.weights, self.device, self.label_smoothing = list(weights), device, label_smoothing
-        self.channels_last = use_channels_last(device)
+        self.log_priors = log_priors  # the logit-adjusted loss (loss_weights)
+        self.channels_last = use_channels_last(device, precision)
         if device.type == "cuda":  # every step has the same input size: let cuDNN time and keep the fastest kernels
             torch.backends.cudnn.benchmark = True
         opt = torch.optim.AdamW if optimizer == "adamw" else torch.optim.Adam
         self.optimizer = opt(model.parameters(), lr=lr, weight_decay=weight_decay,
                              fused=True)  # fused: ~10x faster step on the CPU than foreach
-        self.autocast, needs_scaler = make_autocast(device)
+        self.autocast, needs_scaler = make_autocast(device, precision)
         self.scaler = torch.amp.GradScaler("cuda", enabled=needs_scaler)
 
     def prepare(self, batch) -> tuple[torch.Tensor, torch.Tensor]:
@@ -113,7 +135,7 @@ class TrainStep:
         """Forward, loss, backward and optimizer step on prepared tensors; returns ``(logits, labels, loss)``."""
         with self.autocast():
             logits = self.net(images)
-            loss = multi_head_loss(logits, labels, self.weights, self.label_smoothing)
+            loss = multi_head_loss(logits, labels, self.weights, self.label_smoothing, self.log_priors)
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         self.scaler.step(self.optimizer)
@@ -183,18 +205,20 @@ def infer(model, images: torch.Tensor, tta: str = "none") -> list[torch.Tensor]:
 
 
 def evaluate(model, loader, schema: Schema, device: torch.device, *, class_weights=None, desc: str = "eval",
-             disable_bar: bool = False, tta: str = "none") -> dict:
+             disable_bar: bool = False, tta: str = "none", precision: str = "auto", log_priors=None) -> dict:
     """Metrics of ``model`` over ``loader`` (this rank's share), summed over ranks (see
     :mod:`fastfashion.train.metrics`); with ``class_weights`` (one tensor per attribute) also the weighted loss;
-    ``tta`` as :func:`infer` takes it."""
-    autocast, _ = make_autocast(device)
+    ``tta`` as :func:`infer` takes it; ``precision`` as :mod:`.device` takes it; ``log_priors`` as
+    :func:`multi_head_loss` takes them (the loss only: predictions are the model's own logits)."""
+    autocast, _ = make_autocast(device, precision)
     acc = MetricAccumulator(schema)
     model.eval()
     with torch.inference_mode(), autocast():
         for batch in progress(loader, desc=desc, leave=False, off=disable_bar):
-            images, labels = to_device(batch, device, use_channels_last(device))
+            images, labels = to_device(batch, device, use_channels_last(device, precision))
             logits = infer(model, images, tta)
-            loss = multi_head_loss(logits, labels, class_weights) if class_weights is not None else None
+            loss = (multi_head_loss(logits, labels, class_weights, log_priors=log_priors)
+                    if class_weights is not None else None)
             acc.update(logits, labels, loss)
     acc.all_reduce()
     return acc.compute()
@@ -267,13 +291,15 @@ def _start(cfg: TrainConfig, device: torch.device, dinfo: distributed.DistInfo) 
         raise TrainError(f"{cfg.shard_dir}: the {VAL} split is missing or unlabelled; training validates every epoch")
     _seed_everything(cfg.seed)
     # resuming overwrites every weight: do not fetch the initial ones (e.g. imagenet while offline)
-    model = build_model(schema, device, weights=None if cfg.resume else cfg.weights, dropout=cfg.dropout)
+    model = build_model(schema, device, weights=None if cfg.resume else cfg.weights, dropout=cfg.dropout,
+                        precision=cfg.precision)
     net = model
     if dinfo.enabled:
         net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.index is not None
                                                         else None)
-    step = TrainStep(model, loss_weights(manifest, device), device, lr=cfg.lr, weight_decay=cfg.weight_decay,
-                     label_smoothing=cfg.label_smoothing, net=net, optimizer=cfg.optimizer)
+    weights, log_priors = loss_weights(manifest, device, cfg.class_balance)
+    step = TrainStep(model, weights, device, lr=cfg.lr, weight_decay=cfg.weight_decay, log_priors=log_priors,
+                     label_smoothing=cfg.label_smoothing, net=net, optimizer=cfg.optimizer, precision=cfg.precision)
     common = LoaderConfig(batch_size=cfg.batch_size, backend=cfg.backend, device=device,
                           image_size=cfg.image_size, seed=cfg.seed, rank=dinfo.rank, world_size=dinfo.world_size,
                           workers=cfg.workers, verify=cfg.verify, remote=cfg.remote)
@@ -323,7 +349,8 @@ def _resume(run: _Run) -> None:
     if Schema.from_dict(last["schema"]) != run.schema:
         raise TrainError(f"{path} was trained on another schema than {run.cfg.shard_dir}")
     defaults = {"optimizer": "adam", "schedule": "plateau"}  # checkpoints from before these options
-    for key in ("batch_size", "image_size", "optimizer", "schedule"):
+    defaults["class_balance"] = "weights"
+    for key in ("batch_size", "image_size", "optimizer", "schedule", "class_balance"):
         if last["config"].get(key, defaults.get(key)) != getattr(run.cfg, key):
             raise TrainError(f"cannot resume {path}: it was trained with {key} {last['config'].get(key)}, this run "
                              f"asks for {getattr(run.cfg, key)}")
@@ -382,7 +409,8 @@ def _train(run: _Run) -> dict:
             distributed.broadcast_buffers(run.ema.module, dinfo)
         t_val = time.perf_counter()
         val_m = evaluate(run.judged, run.val_loader, run.schema, run.device, class_weights=run.step.weights,
-                         desc=f"val {epoch + 1}", disable_bar=bar_off)
+                         desc=f"val {epoch + 1}", disable_bar=bar_off, precision=cfg.precision,
+                         log_priors=run.step.log_priors)
         run.scheduler.after_epoch(val_m["avg_class_accuracy"])
         state.epoch = epoch + 1
         _end_epoch(run, lr, res, val_m, time.perf_counter() - t_val, _cpu_seconds() - cpu0)
