@@ -1,10 +1,12 @@
-"""One training step of ResNet-18 on the CPU, memory formats and thread counts side by side (rounds interleaved).
+"""One training step of ResNet-18 on the CPU, precisions, memory formats and thread counts side by side (rounds
+interleaved).
 
     python benchmarks/cpu_step.py --image-size 112 --batch-size 64 --rounds 3 --steps 5 --threads 1,2
 
-Measures the trainer's own step (:class:`fastfashion.train.trainer.TrainStep`, fp32 on the CPU) on an in-memory
-batch, with the model and batch contiguous (what the trainer does on the CPU) and channels_last (what it does on
-CUDA), for each torch thread count. Prints the median images/s of each and the ratio to the first.
+Measures the trainer's own step (:class:`fastfashion.train.trainer.TrainStep`) on an in-memory batch, for each torch
+thread count: fp32 with the model and batch contiguous (``--precision auto`` on the CPU), fp32 channels_last, and
+``--precision amp`` (bf16 autocast, channels_last; fp32 on a CPU without native bf16). Prints the median images/s of
+each and the ratio to the first.
 """
 from __future__ import annotations
 
@@ -32,17 +34,19 @@ def main(argv=None) -> int:
     weights = [torch.ones(k) for k in FASHION_SCHEMA.num_classes]
     x = torch.randn(args.batch_size, 3, args.image_size, args.image_size)
     y = torch.stack([torch.randint(0, k, (args.batch_size,)) for k in FASHION_SCHEMA.num_classes], 1)
-    variants = [(t, fmt) for t in map(int, args.threads.split(",")) for fmt in ("contiguous", "channels_last")]
+    variants = [(t, fmt) for t in map(int, args.threads.split(","))
+                for fmt in ("contiguous", "channels_last", "amp (bf16, channels_last)")]
     res: dict[str, list[float]] = {f"{t} threads, {fmt}": [] for t, fmt in variants}
     for _ in range(args.rounds):
         for t, fmt in variants:
             torch.set_num_threads(t)
             torch.manual_seed(0)
-            model = build_model(FASHION_SCHEMA, dev)
-            images = x
+            precision = "amp" if fmt.startswith("amp") else "fp32"
+            model = build_model(FASHION_SCHEMA, dev, precision=precision)
+            step = TrainStep(model, weights, dev, precision=precision)
+            images = x.to(memory_format=torch.channels_last) if fmt != "contiguous" else x
             if fmt == "channels_last":
-                model, images = model.to(memory_format=torch.channels_last), x.to(memory_format=torch.channels_last)
-            step = TrainStep(model, weights, dev)
+                model = model.to(memory_format=torch.channels_last)
             for i in range(2 + args.steps):
                 if i == 2:
                     t0 = time.perf_counter()
@@ -50,7 +54,7 @@ def main(argv=None) -> int:
             res[f"{t} threads, {fmt}"].append(args.batch_size * args.steps / (time.perf_counter() - t0))
     first = statistics.median(next(iter(res.values())))
     for name, r in res.items():
-        print(f"{name:<28} {statistics.median(r):7.1f} img/s  x{statistics.median(r) / first:.2f}  rounds "
+        print(f"{name:<38} {statistics.median(r):7.1f} img/s  x{statistics.median(r) / first:.2f}  rounds "
               f"{[round(v, 1) for v in r]}")
     if args.json:
         with open(args.json, "w") as f:

@@ -172,7 +172,7 @@ def _add_recipe_options(p) -> None:
     from .train.device import PRECISIONS
     from .train.schedule import SCHEDULES
     p.add_argument("--epochs", type=int, metavar="N", help="epochs (seed: 45, fast: 16)")
-    p.add_argument("--batch-size", type=int, metavar="N", help="batch size per process (recipes: 64)")
+    p.add_argument("--batch-size", type=int, metavar="N", help="batch size per process (seed: 64, fast: 32)")
     p.add_argument("--optimizer", choices=OPTIMIZERS, help="adam (L2 weight decay; both recipes) or adamw (decoupled)")
     p.add_argument("--lr", type=float, metavar="X", help="peak learning rate (seed: 1e-4, fast: 2e-4)")
     p.add_argument("--weight-decay", type=float, metavar="X", help="weight decay (recipes: 1e-3)")
@@ -182,10 +182,10 @@ def _add_recipe_options(p) -> None:
                                                                     "(fast: 0.3)")
     p.add_argument("--label-smoothing", type=float, metavar="X", help="cross-entropy label smoothing (seed: 0, "
                                                                       "fast: 0.1)")
-    p.add_argument("--dropout", type=float, metavar="X", help="dropout in every head (recipes: 0.5)")
+    p.add_argument("--dropout", type=float, metavar="X", help="dropout in every head (seed: 0.5, fast: 0.2)")
     p.add_argument("--class-balance", choices=CLASS_BALANCES, help="how the loss makes up for rare classes: weights "
                    "(seed: cross-entropy weighted N/(K n_c)), sqrt (the roots of those weights), logit-adjust (log "
-                   "class priors added to the logits in the loss only)")
+                   "class priors added to the logits in the loss only; fast)")
     p.add_argument("--image-size", type=image_size_arg, metavar="N|HxW",
                    help="input size in pixels, 8..1024, square or HEIGHTxWIDTH: the final train size and the eval "
                         "size (default: 224)")
@@ -195,13 +195,13 @@ def _add_recipe_options(p) -> None:
     p.add_argument("--ema-halflife", type=float, metavar="EPOCHS", help="validate and save an exponential moving "
                    "average of the weights with this half-life in epochs (fast: 0.5; seed: off)")
     p.add_argument("--crop-scale", type=fraction_pair_arg, metavar="LO,HI", help="random resized crop: the share of "
-                   "the image area kept, drawn from [LO, HI] (seed: 0.08,1)")
+                   "the image area kept, drawn from [LO, HI] (seed: 0.08,1; fast: 0.35,1)")
     p.add_argument("--rotation", type=float, metavar="DEG", help="max rotation in degrees (recipes: 15)")
     p.add_argument("--color-jitter", type=float, metavar="X", help="brightness/contrast/saturation jitter "
                                                                    "(hue: X/4; recipes: 0.2)")
     p.add_argument("--precision", choices=PRECISIONS, help="auto: mixed precision on CUDA, fp32 on the CPU (seed); "
-                   "amp: also bf16 on a CPU with native bf16 (AMX/AVX512-BF16; about 2.3x faster steps there), fp32 "
-                   "on other CPUs; fp32: never")
+                   "amp (fast): also bf16 on a CPU with native bf16 (AMX/AVX512-BF16; about 2x faster steps there), "
+                   "fp32 on other CPUs; fp32: never")
 
 
 def _add_device_backend(p) -> None:

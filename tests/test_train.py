@@ -333,9 +333,10 @@ def test_a_short_run_learns(tmp_path):
 
 
 # --- recipes, schedules, progressive resizing, test-time flip -----------------------------------------------------
-# fp32: bf16 with a size that changes between epochs is not bit for bit across processes (oneDNN picks its kernels
-# per shape and process); the bf16 resume at a constant size is checked in test_amp_run_trains_in_bf16_...
-FAST_TINY = dict(TINY, epochs=2, lr=2e-3, resize_start=0.5, warmup_epochs=0.4, precision="fp32")  # 5 steps/epoch: 2 warm-up steps
+# 5 steps/epoch: 2 warm-up steps. fp32: bf16 with a size that changes between epochs was measured not to repeat bit
+# for bit (two fresh runs in one process differ); the bf16 resume at a constant size is checked in
+# test_amp_run_trains_in_bf16_and_evaluates_in_its_precision
+FAST_TINY = dict(TINY, epochs=2, lr=2e-3, resize_start=0.5, warmup_epochs=0.4, precision="fp32")
 
 
 def test_schedules_and_sizes_are_exact_functions_of_the_position():
