@@ -174,7 +174,7 @@ def _add_recipe_options(p) -> None:
     p.add_argument("--epochs", type=int, metavar="N", help="epochs (seed: 45, fast: 16)")
     p.add_argument("--batch-size", type=int, metavar="N", help="batch size per process (seed: 64, fast: 32)")
     p.add_argument("--optimizer", choices=OPTIMIZERS, help="adam (L2 weight decay; both recipes) or adamw (decoupled)")
-    p.add_argument("--lr", type=float, metavar="X", help="peak learning rate (seed: 1e-4, fast: 2e-4)")
+    p.add_argument("--lr", type=float, metavar="X", help="peak learning rate (seed: 1e-4, fast: 5e-4)")
     p.add_argument("--weight-decay", type=float, metavar="X", help="weight decay (recipes: 1e-3)")
     p.add_argument("--schedule", choices=SCHEDULES, help="learning-rate schedule: plateau (seed; on val average "
                                                          "class accuracy), linear or cosine decay to 0 (fast: linear)")
@@ -196,9 +196,9 @@ def _add_recipe_options(p) -> None:
                    "average of the weights with this half-life in epochs (fast: 0.5; seed: off)")
     p.add_argument("--crop-scale", type=fraction_pair_arg, metavar="LO,HI", help="random resized crop: the share of "
                    "the image area kept, drawn from [LO, HI] (seed: 0.08,1; fast: 0.35,1)")
-    p.add_argument("--rotation", type=float, metavar="DEG", help="max rotation in degrees (recipes: 15)")
+    p.add_argument("--rotation", type=float, metavar="DEG", help="max rotation in degrees (seed: 15, fast: 0)")
     p.add_argument("--color-jitter", type=float, metavar="X", help="brightness/contrast/saturation jitter "
-                                                                   "(hue: X/4; recipes: 0.2)")
+                                                                   "(hue: X/4; seed: 0.2, fast: 0.1)")
     p.add_argument("--precision", choices=PRECISIONS, help="auto: mixed precision on CUDA, fp32 on the CPU (seed); "
                    "amp (fast): also bf16 on a CPU with native bf16 (AMX/AVX512-BF16; about 2x faster steps there), "
                    "fp32 on other CPUs; fp32: never")

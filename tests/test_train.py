@@ -353,8 +353,8 @@ def test_recipes_are_data_that_options_override(capsys):
     from fastfashion.train.recipes import RECIPES, RecipeError, recipe_config
     fast = recipe_config("fast", shard_dir="s", out="o", lr=3e-3, dropout=None, optimizer="adamw")
     assert (fast.recipe, fast.lr, fast.optimizer, fast.schedule, fast.dropout) == ("fast", 3e-3, "adamw", "linear", 0.2)
-    assert (fast.precision, fast.class_balance, fast.batch_size, fast.crop_scale) == ("amp", "logit-adjust", 32,
-                                                                                       (0.35, 1.0))
+    assert (fast.precision, fast.class_balance, fast.batch_size, fast.crop_scale, fast.rotation) == (
+        "amp", "logit-adjust", 32, (0.35, 1.0), 0.0)
     assert recipe_config("seed", shard_dir="s", out="o") == TrainConfig(shard_dir="s", out="o")
     with pytest.raises(RecipeError, match="unknown recipe 'slow'; choose from seed, fast, demo"):
         recipe_config("slow", shard_dir="s", out="o")
