@@ -168,8 +168,8 @@ def _add_train(sub) -> None:
 
 def _add_recipe_options(p) -> None:
     """The options a recipe sets (default None: the recipe's value)."""
+    from .hardware import PRECISIONS
     from .train.config import CLASS_BALANCES, OPTIMIZERS
-    from .train.device import PRECISIONS
     from .train.schedule import SCHEDULES
     p.add_argument("--epochs", type=int, metavar="N", help="epochs (seed: 45, fast: 16)")
     p.add_argument("--batch-size", type=int, metavar="N", help="batch size per process (seed: 64, fast: 32)")
@@ -279,6 +279,7 @@ def _add_predict(sub) -> None:
 
 def _add_bench(sub) -> None:
     from .bench.throughput import ALL_BACKENDS, DESCRIPTIONS
+    from .hardware import PRECISIONS
     backends = "\n".join(f"  {n:<9} {d}" for n, d in DESCRIPTIONS.items())
     p = sub.add_parser("bench", help="measure loader throughput of every backend side by side",
                        formatter_class=argparse.RawDescriptionHelpFormatter, epilog=f"backends:\n{backends}",
@@ -312,7 +313,7 @@ def _add_bench(sub) -> None:
                    help="CPU threads per DALI pipeline (default: the loader's: the CPUs available, at most 8 on GPU)")
     p.add_argument("--no-verify", dest="verify", action="store_false",
                    help="skip checking the shard files against the manifest's sha256 before reading")
-    p.add_argument("--precision", choices=("auto", "amp", "fp32"), default="auto",
+    p.add_argument("--precision", choices=PRECISIONS, default="auto",
                    help="the training benchmark's step, as `train --precision` (default: %(default)s)")
     p.add_argument("--train-steps", type=int, metavar="N", default=30,
                    help="then train ResNet-18 for N timed steps per feeder and round, fed by each backend and by an "

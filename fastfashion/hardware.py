@@ -12,6 +12,7 @@ if TYPE_CHECKING:
     import torch
 
 DEVICES = ("auto", "cpu", "cuda")  # what ``device`` accepts, besides an explicit ``cuda:N``
+PRECISIONS = ("auto", "amp", "fp32")  # what ``precision`` accepts (fastfashion/train/device.py says what each means)
 
 
 def available_cpus() -> int:

@@ -25,7 +25,7 @@ from typing import Iterator
 
 from ..errors import fix_param, fixable
 from ..format.spec import TRAIN
-from ..hardware import available_cpus
+from ..hardware import PRECISIONS, available_cpus
 from ..loading.augment import check_image_size
 from ..loading.base import BACKENDS
 from ..loading.order import DEFAULT_WINDOW
@@ -70,8 +70,8 @@ class BenchConfig:
         for name in ("warmup", "train_steps"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
-        if self.precision not in ("auto", "amp", "fp32"):  # train/device.py's PRECISIONS (bench imports no torch here)
-            raise ValueError(f"precision must be one of auto, amp, fp32, got {self.precision!r}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         unknown = [b for b in self.backends if b not in ALL_BACKENDS]
         if unknown:
             raise ValueError(f"unknown backend {unknown[0]!r}; choose from {', '.join(ALL_BACKENDS)}")

@@ -5,10 +5,9 @@ from __future__ import annotations
 import dataclasses
 import re
 
-from ..hardware import DEVICES
+from ..hardware import DEVICES, PRECISIONS
 from ..loading.augment import AugmentConfig, check_image_size
 from ..remote.store import RemoteConfig
-from .device import PRECISIONS
 from .schedule import SCHEDULES, image_size_at
 
 SEED_LR = 1e-4             # the seed report's Adam learning rate (tuned for an ImageNet-initialised trunk)

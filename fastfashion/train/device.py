@@ -17,7 +17,7 @@ import contextlib
 
 import torch
 
-PRECISIONS = ("auto", "amp", "fp32")
+from ..hardware import PRECISIONS
 
 
 def cpu_has_bf16() -> bool:
