@@ -14,14 +14,17 @@ contiguous bf16), with fp32 it gains 4 %, so fp32 on the CPU stays contiguous (t
 from __future__ import annotations
 
 import contextlib
+import functools
 
 import torch
 
 from ..hardware import PRECISIONS
 
 
+@functools.cache
 def cpu_has_bf16() -> bool:
-    """Whether this CPU has native bf16 instructions (AMX tiles or AVX512-BF16), which make bf16 autocast fast."""
+    """Whether this CPU has native bf16 instructions (AMX tiles or AVX512-BF16), which make bf16 autocast fast
+    (asked once per process)."""
     checks = ("_is_amx_tile_supported", "_is_avx512_bf16_supported")
     return any(getattr(torch.cpu, name, lambda: False)() for name in checks)
 

@@ -124,9 +124,10 @@ def predict(checkpoint: str | os.PathLike, shard_dir: str | os.PathLike, out: st
                                                      verify=verify, remote=remote))
     preds: dict[str, list[int]] = {}
     precision = precision_of(ckpt)
+    cl = channels_last(device, precision)
     with torch.inference_mode(), autocast(device, precision)[0]():
         for batch in progress(loader, desc=f"predict {split}", leave=False):
-            images, _ = to_device(batch, device, channels_last(device, precision))
+            images, _ = to_device(batch, device, cl)
             p = torch.stack([lg.argmax(dim=1) for lg in infer(model, images, tta)], dim=1).cpu().tolist()
             preds.update(zip(batch.keys, p))
     order = split_keys(loader.shard_dir, manifest, split)  # a URL's: its cache folder

@@ -211,11 +211,12 @@ def evaluate(model, loader, schema: Schema, device: torch.device, *, class_weigh
     ``tta`` as :func:`infer` takes it; ``precision`` as :mod:`.device` takes it; ``log_priors`` as
     :func:`multi_head_loss` takes them (the loss only: predictions are the model's own logits)."""
     autocast, _ = make_autocast(device, precision)
+    cl = use_channels_last(device, precision)
     acc = MetricAccumulator(schema)
     model.eval()
     with torch.inference_mode(), autocast():
         for batch in progress(loader, desc=desc, leave=False, off=disable_bar):
-            images, labels = to_device(batch, device, use_channels_last(device, precision))
+            images, labels = to_device(batch, device, cl)
             logits = infer(model, images, tta)
             loss = (multi_head_loss(logits, labels, class_weights, log_priors=log_priors)
                     if class_weights is not None else None)
