@@ -76,7 +76,8 @@ def run_train_bench(cfg: BenchConfig, names: list[str]) -> dict[str, dict]:
 
     from ..format.manifest import manifest_schema
     from ..remote.cache import open_manifest
-    from ..train.trainer import TrainStep, build_model, loss_weights
+    from ..train.loss import loss_weights
+    from ..train.trainer import TrainStep, build_model
     manifest = open_manifest(cfg.shard_dir, cfg.remote)
     schema = manifest_schema(manifest)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")

@@ -13,8 +13,12 @@ from .schedule import SCHEDULES, image_size_at
 SEED_LR = 1e-4             # the seed report's Adam learning rate (tuned for an ImageNet-initialised trunk)
 SEED_WEIGHT_DECAY = 1e-3   # the seed report's Adam weight decay
 OPTIMIZERS = ("adam", "adamw")
-CLASS_BALANCES = ("weights", "sqrt", "logit-adjust")  # how the loss makes up for rare classes (trainer.loss_weights)
+CLASS_BALANCES = ("weights", "sqrt", "logit-adjust")  # how the loss makes up for rare classes (loss.loss_weights)
 
+
+
+class TrainError(ValueError):
+    """The shard set or run folder cannot be trained on as asked (no labelled val split, no full batch ...)."""
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

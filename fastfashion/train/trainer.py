@@ -31,11 +31,10 @@ from pathlib import Path
 from typing import Sequence
 
 import torch
-import torch.nn.functional as F
 
 from ..errors import fixable
 from ..format.atomic import write_file
-from ..format.manifest import manifest_schema, train_class_weights
+from ..format.manifest import manifest_schema
 from ..format.spec import TRAIN, VAL
 from ..hardware import resolve_device
 from ..loading.base import LoaderConfig
@@ -45,58 +44,18 @@ from ..remote.cache import open_manifest
 from ..schema import Schema
 from . import checkpoint as ckpt_io
 from . import distributed
-from .config import OPTIMIZERS, SEED_LR, SEED_WEIGHT_DECAY, TrainConfig  # noqa: F401 (re-exported)
+from .config import OPTIMIZERS, SEED_LR, SEED_WEIGHT_DECAY, TrainConfig, TrainError  # noqa: F401 (re-exported)
 from .device import autocast as make_autocast
 from .device import channels_last as use_channels_last
 from .device import to_device
 from .ema import WeightEMA
+from .loss import loss_weights, multi_head_loss
 from .metrics import MetricAccumulator, json_safe
 from .model import FashionNet
 from .preemption import CheckpointPolicy, Preempted, StopFlag, agree
 from .schedule import LRSchedule
 
 log = logging.getLogger(__name__)
-
-
-class TrainError(ValueError):
-    """The shard set or run folder cannot be trained on as asked (no labelled val split, no full batch ...)."""
-
-
-def multi_head_loss(logits: Sequence[torch.Tensor], labels: torch.Tensor, weights: Sequence[torch.Tensor | None],
-                    label_smoothing: float = 0.0, log_priors: Sequence[torch.Tensor] | None = None) -> torch.Tensor:
-    """Sum over attributes ``i`` of the class-weighted cross-entropy ``CE(logits_i + log_priors_i, labels[:, i]; w_i)``.
-
-    ``w_i`` as :func:`loss_weights` makes them (None: unweighted). Each term is PyTorch's weighted mean:
-    ``sum_b w[y_b] * ce_b / sum_b w[y_b]``. ``log_priors`` (the logit-adjusted loss, :func:`loss_weights`): added to
-    the logits in the loss only, so the model's own logits are what predicts.
-    """
-    if log_priors is not None:
-        logits = [lg.float() + lp for lg, lp in zip(logits, log_priors)]
-    return sum(F.cross_entropy(lg.float(), labels[:, i], weight=w, label_smoothing=label_smoothing)
-               for i, (lg, w) in enumerate(zip(logits, weights)))
-
-
-def loss_weights(manifest: dict, device: torch.device, balance: str = "weights"
-                 ) -> tuple[list[torch.Tensor | None], list[torch.Tensor] | None]:
-    """``(class weights, log priors)`` of the loss, one tensor per attribute in schema order, from the manifest's
-    train class counts; ``balance`` (:data:`~fastfashion.train.config.CLASS_BALANCES`) says how the loss makes up for
-    rare classes:
-
-    - ``weights`` (the seed's): ``w_c = N / (K * n_c)`` (0 for a class absent from train), no log priors;
-    - ``sqrt``: the square roots of those weights (tempered: a class 100x rarer weighs 10x more, not 100x);
-    - ``logit-adjust``: no weights; log priors ``log(max(n_c, 1) / N)`` added to the logits in the loss (Menon et
-      al. 2021, "Long-tail learning via logit adjustment"), so that the model's own logits rank classes by
-      ``p(x | class)``, which is what the average class accuracy rewards.
-    """
-    weights = train_class_weights(manifest)
-    if weights is None:
-        raise TrainError("the shard set has no labelled train split: no class weights")
-    if balance == "logit-adjust":
-        counts = manifest["splits"][TRAIN]["class_counts"]
-        priors = [torch.tensor(counts[name], dtype=torch.float32, device=device).clamp(min=1) for name in weights]
-        return [None] * len(weights), [torch.log(c / c.sum()) for c in priors]
-    power = 0.5 if balance == "sqrt" else 1.0
-    return [torch.tensor(w, dtype=torch.float32, device=device) ** power for w in weights.values()], None
 
 
 def build_model(schema: Schema, device: torch.device, *, weights=None, dropout: float = 0.5,
