@@ -10,7 +10,7 @@ import os
 
 import pytest
 
-from fastfashion.bench.throughput import BenchConfig, endless, make_bench_loader, sync
+from fastfashion.bench.throughput import BenchConfig, endless, make_bench_loader, open_bench_set, sync
 
 BATCHES = int(os.environ.get("FASTFASHION_BENCH_BATCHES", "20"))
 
@@ -19,7 +19,7 @@ BATCHES = int(os.environ.get("FASTFASHION_BENCH_BATCHES", "20"))
 def test_loader_throughput(benchmark, backend, source_dir, shard_dir):
     cfg = BenchConfig(shard_dir=str(shard_dir), source=str(source_dir), batch_size=64, image_size=224, augment=True)
     try:
-        loader = make_bench_loader(backend, cfg)
+        loader = make_bench_loader(backend, cfg, open_bench_set(cfg))
     except (RuntimeError, ImportError) as e:
         pytest.skip(f"{backend}: {e}")
     epoch = iter(range(10**6))

@@ -14,7 +14,7 @@ _LAZY = {  # public name -> module; imported on first use: `import fastfashion` 
     "make_loader": ".loading.loader", "FashionLoader": ".loading.loader", "LoaderConfig": ".loading.base",
     "Batch": ".loading.base", "LoaderError": ".loading.base", "AugmentConfig": ".loading.augment",
     "ShardWriter": ".data.pack", "write_shards": ".data.shard", "ShardConfig": ".data.shard",
-    "index_shards": ".data.adopt", "IndexConfig": ".data.adopt",
+    "index_shards": ".data.adopt", "IndexConfig": ".data.adopt", "ShardSet": ".shardset",
 }
 
 

@@ -427,41 +427,30 @@ def _run_index(args) -> int:
 def _run_inspect(args) -> int:
     from pathlib import Path
 
-    from .format.manifest import (
-        manifest_schema,
-        ordered_splits,
-        read_manifest,
-        summarize_manifest,
-        train_class_weights,
-    )
-    from .remote.store import is_url
-    url = is_url(args.shard_dir)
-    if url:
-        from .remote.upload import read_remote_manifest
-        m = read_remote_manifest(args.shard_dir, _remote_config(args))
-    else:
-        m = read_manifest(args.shard_dir)
-    print(summarize_manifest(m))
-    if args.verify:
-        from .format.verify import verify_shard_set
-        from .remote.upload import verify_remote
-        verify_remote(args.shard_dir, _remote_config(args)) if url else verify_shard_set(args.shard_dir, m)
-        print("verify: every tar and idx matches its sha256")
-    if url and not args.plots:
-        return 0  # no folder to put the histograms in: --plots DIR names one
-    try:
-        from .bench.plots import plot_class_histogram
-    except ImportError as e:
-        print(f"no class histograms: {e}", file=sys.stderr)
-        return 0
-    schema, weights = manifest_schema(m), train_class_weights(m)
-    out = Path(args.plots or args.shard_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    for split, s in ordered_splits(m):
-        if s.get("class_counts"):
-            path = plot_class_histogram(s["class_counts"], schema, out / f"class-hist-{split}.png", weights=weights,
-                                        title=f"{split}: {s['num_samples']} samples (dots: train class weights)")
-            print(f"wrote {path}")
+    from .shardset import ShardSet
+    from .train.balance import train_class_weights
+    with ShardSet.open(args.shard_dir, remote=_remote_config(args)) as shards:  # a URL: the manifest only
+        weights = train_class_weights(shards.manifest)
+        print(shards.summary(weights))
+        if args.verify:
+            shards.verify_all()
+            print("verify: every tar and idx matches its sha256")
+        if shards.url and not args.plots:
+            return 0  # no folder to put the histograms in: --plots DIR names one
+        try:
+            from .bench.plots import plot_class_histogram
+        except ImportError as e:
+            print(f"no class histograms: {e}", file=sys.stderr)
+            return 0
+        out = Path(args.plots or args.shard_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        for split in shards.splits:
+            s = shards.entry(split)
+            if s.get("class_counts"):
+                path = plot_class_histogram(s["class_counts"], shards.schema, out / f"class-hist-{split}.png",
+                                            weights=weights, title=f"{split}: {s['num_samples']} samples (dots: "
+                                                                   "train class weights)")
+                print(f"wrote {path}")
     return 0
 
 

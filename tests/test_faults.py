@@ -262,17 +262,6 @@ def test_a_shard_changed_after_the_loader_was_made_is_refused(base, tmp_path, ba
     loader.close()
 
 
-def test_labels_out_of_range_in_a_batch_name_the_sample(base):
-    import torch
-    loader = make_loader(base, "val", batch_size=4, backend="torch", device="cpu", image_size=16, workers=0)
-    ref = loader.samples.refs[5]
-    labels = torch.zeros(2, 6, dtype=torch.int64)
-    labels[1, 0] = 133
-    with pytest.raises(LoaderError, match=f"^{re.escape(ref.tar)}: sample '{ref.key}': a label is out of range for "
-                                          r"the schema \(\[133, 0, 0, 0, 0, 0\]\)$"):
-        loader._check_labels(labels, [4, 5])
-
-
 def test_owner_records_of_live_or_foreign_processes_are_kept(tmp_path):
     """Only a record of this machine whose process is gone (or whose PID now belongs to a process started at
     another time) is cleaned; another host's record, possibly on a shared cache folder, is left alone."""
@@ -293,12 +282,12 @@ def test_one_iterator_read_by_two_threads_or_after_close(base):
     hold = threading.Event()
     release = threading.Event()
 
-    def slow_check(labels, indices, _real=loader._check_labels):
+    def slow_next(batches, generation, _real=loader._next_batch):
         hold.set()
         release.wait(5)
-        return _real(labels, indices)
+        return _real(batches, generation)
 
-    loader._check_labels = slow_check  # make the first next() stay inside the iterator for a while
+    loader._next_batch = slow_next  # make the first next() stay inside the iterator for a while
     t = threading.Thread(target=lambda: next(it))
     t.start()
     hold.wait(5)

@@ -22,11 +22,12 @@ ALLOWED = {
     "": {"_version", "schema"},  # the package root: the version, the schema, and lazily (by name) the loader
     "format": {"_version", "schema", "errors"},
     "remote": LEAVES | {"format"},
-    "data": LEAVES | {"format", "remote"},
-    "loading": LEAVES | {"format", "remote"},
-    "train": LEAVES | {"format", "remote", "loading"},
-    "bench": LEAVES | {"format", "remote", "data", "loading", "train"},
-    "cli": LEAVES | {"", "format", "remote", "data", "loading", "train", "bench"},
+    "shardset": LEAVES | {"format", "remote"},
+    "data": LEAVES | {"format", "remote", "shardset"},
+    "loading": LEAVES | {"format", "remote", "shardset"},
+    "train": LEAVES | {"format", "remote", "shardset", "loading"},
+    "bench": LEAVES | {"format", "remote", "shardset", "data", "loading", "train"},
+    "cli": LEAVES | {"", "format", "remote", "shardset", "data", "loading", "train", "bench"},
     "__main__": {"cli"},
 }
 

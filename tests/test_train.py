@@ -187,13 +187,14 @@ def test_teardown_barriers_only_after_a_normal_exit(monkeypatch, tmp_path):
     def fail(*args):
         raise ValueError("this rank failed")
     from fastfashion.train.preemption import StopFlag
-    monkeypatch.setattr(train_mod, "_start", lambda *args: types.SimpleNamespace(stop=StopFlag()))
+    monkeypatch.setattr(train_mod, "_start", lambda *args: types.SimpleNamespace(stop=StopFlag(), close=lambda: None))
     monkeypatch.setattr(train_mod, "_train", fail)
+    shards = types.SimpleNamespace()  # an opened set, which _start (replaced) would read
     with pytest.raises(ValueError, match="^this rank failed$"):
-        train(TrainConfig(shard_dir="s", out=str(tmp_path / "r"), device="cpu"))
+        train(TrainConfig(shard_dir="s", out=str(tmp_path / "r"), device="cpu"), shards=shards)
     assert calls == ["destroy"]
     monkeypatch.setattr(train_mod, "_train", lambda *args: {"steps": 1})
-    assert train(TrainConfig(shard_dir="s", out=str(tmp_path / "r"), device="cpu")) == {"steps": 1}
+    assert train(TrainConfig(shard_dir="s", out=str(tmp_path / "r"), device="cpu"), shards=shards) == {"steps": 1}
     assert calls == ["destroy", "barrier", "destroy"]
 
 
@@ -450,7 +451,7 @@ def test_weight_average_moves_towards_the_model_and_is_what_evaluate_uses(run2, 
 
 
 def test_class_balance_weights_sqrt_and_logit_adjustment(shards):
-    from fastfashion.format.manifest import class_weights
+    from fastfashion.train.balance import class_weights
     manifest = read_manifest(shards)
     counts = manifest["splits"]["train"]["class_counts"]
     seed_w = class_weights(counts, S)

@@ -14,7 +14,7 @@ if TYPE_CHECKING:
 def plot_class_histogram(class_counts: Mapping[str, Sequence[int]], schema: "Schema", path: str | os.PathLike, *,
                          weights: Mapping[str, Sequence[float]] | None = None, title: str = "") -> Path:
     """Class counts per attribute (the seed report's figure 1), one panel per schema attribute; with ``weights``
-    (e.g. :func:`~fastfashion.format.manifest.class_weights` of the train counts, the trainer's) each class is shown
+    (e.g. :func:`~fastfashion.train.balance.class_weights` of the train counts, the trainer's) each class is shown
     with its loss weight (red dots, second axis). Written atomically."""
     plt = pyplot()
     path = Path(path)

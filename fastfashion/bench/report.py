@@ -7,7 +7,7 @@ import datetime
 import os
 import platform
 
-from .throughput import BASELINE, BenchConfig, run_loader_bench
+from .throughput import BASELINE, BenchConfig, open_bench_set, run_loader_bench
 
 
 def machine_info() -> dict:
@@ -35,16 +35,16 @@ def machine_info() -> dict:
 def run_bench(cfg: BenchConfig) -> dict:
     """Loader benchmark, plus the end-to-end training benchmark (``cfg.train_steps`` > 0; on CUDA when present,
     else on the CPU). Returns a JSON-able dict."""
-    result = {"date": datetime.datetime.now().isoformat(timespec="seconds"), "machine": machine_info(),
-              "config": dataclasses.asdict(cfg), "baseline": BASELINE, "loaders": run_loader_bench(cfg)}
-    ok = [n for n, r in result["loaders"].items() if r["status"] == "ok"]
-    from ..remote.store import is_url
-    if is_url(cfg.shard_dir) and ok and ok[-1] != BASELINE:  # cold and warm cache beside a local copy
-        from .remote import run_remote_bench
-        result["remote"] = run_remote_bench(cfg, result["loaders"][ok[-1]]["backend"])
-    if cfg.train_steps > 0 and ok:
-        from .training import run_train_bench
-        result["train"] = run_train_bench(cfg, ok)
+    with open_bench_set(cfg) as shards:  # opened once for every loader of the run
+        result = {"date": datetime.datetime.now().isoformat(timespec="seconds"), "machine": machine_info(),
+                  "config": dataclasses.asdict(cfg), "baseline": BASELINE, "loaders": run_loader_bench(cfg, shards)}
+        ok = [n for n, r in result["loaders"].items() if r["status"] == "ok"]
+        if shards.url and ok and ok[-1] != BASELINE:  # cold and warm cache beside a local copy
+            from .remote import run_remote_bench
+            result["remote"] = run_remote_bench(cfg, result["loaders"][ok[-1]]["backend"])
+        if cfg.train_steps > 0 and ok:
+            from .training import run_train_bench
+            result["train"] = run_train_bench(cfg, ok, shards)
     return result
 
 

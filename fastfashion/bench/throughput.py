@@ -137,19 +137,22 @@ def _cpu_seconds() -> float:
     return total
 
 
-def make_bench_loader(name: str, cfg: BenchConfig, *, for_training: bool = False):
-    """The loader for one name of :data:`ALL_BACKENDS`; raises RuntimeError when it cannot run here.
-    ``for_training`` on CUDA: the torch backend delivers to the GPU from pinned memory, as for ``fastfashion
-    train``."""
-    from ..format.manifest import manifest_schema
-    from ..remote.cache import open_manifest
+def open_bench_set(cfg: BenchConfig):
+    """The :class:`~fastfashion.shardset.ShardSet` of ``cfg.shard_dir``, opened once for every loader of a run."""
+    from ..shardset import ShardSet
+    return ShardSet.open(cfg.shard_dir, remote=cfg.remote, verify=cfg.verify)
+
+
+def make_bench_loader(name: str, cfg: BenchConfig, shards, *, for_training: bool = False):
+    """The loader for one name of :data:`ALL_BACKENDS` over ``shards`` (:func:`open_bench_set`); raises
+    RuntimeError when it cannot run here. ``for_training`` on CUDA: the torch backend delivers to the GPU from
+    pinned memory, as for ``fastfashion train``."""
     if name == BASELINE:
         from .baseline import make_seed_loader
         if cfg.source is None:
             raise fixable(RuntimeError("the seed-style baseline reads the raw image folder, and no source folder "
                                        "was given"), "source")
-        schema = manifest_schema(open_manifest(cfg.shard_dir, cfg.remote))
-        return make_seed_loader(cfg.source, schema, cfg.split, batch_size=cfg.batch_size,
+        return make_seed_loader(cfg.source, shards.schema, cfg.split, batch_size=cfg.batch_size,
                                 image_size=cfg.image_size, workers=cfg.workers, augment=cfg.augment)
     import torch
 
@@ -160,7 +163,7 @@ def make_bench_loader(name: str, cfg: BenchConfig, *, for_training: bool = False
         raise RuntimeError("no CUDA device")
     to_gpu = needs_cuda or (for_training and name == "torch" and torch.cuda.is_available())
     device = "cuda" if to_gpu else "cpu"
-    return FashionLoader(cfg.shard_dir, LoaderConfig(
+    return FashionLoader(shards, LoaderConfig(
         split=cfg.split, batch_size=cfg.batch_size, backend=name, device=device, augment=cfg.augment,
         image_size=cfg.image_size, seed=cfg.seed, rank=0, world_size=1,
         workers=cfg.workers, verify=cfg.verify, remote=cfg.remote, order=cfg.order,
@@ -205,15 +208,19 @@ def _time_round(loader, cfg: BenchConfig, round_index: int) -> tuple[float, floa
     return seconds, cpu, images
 
 
-def run_loader_bench(cfg: BenchConfig) -> dict[str, dict]:
-    """Loader throughput of every backend in ``cfg.backends``, rounds interleaved. See the module docstring."""
+def run_loader_bench(cfg: BenchConfig, shards=None) -> dict[str, dict]:
+    """Loader throughput of every backend in ``cfg.backends``, rounds interleaved (``shards``: the opened set,
+    else ``cfg.shard_dir`` is opened). See the module docstring."""
+    if shards is None:
+        with open_bench_set(cfg) as opened:
+            return run_loader_bench(cfg, opened)
     results: dict[str, dict] = {}
     loaders = {}
     for name in cfg.backends:
         res = results[name] = {"description": DESCRIPTIONS[name], "rounds": [], "cpu_s": [], "peak_rss": 0}
         t0 = time.perf_counter()
         try:
-            loader = make_bench_loader(name, cfg)
+            loader = make_bench_loader(name, cfg, shards)
             with _PeakRSS() as mem:
                 first = next(iter(loader), None)
                 if first is None:
@@ -242,6 +249,9 @@ def run_loader_bench(cfg: BenchConfig) -> dict[str, dict]:
             res["peak_rss"] = max(res["peak_rss"], mem.peak)
             bar.update()
     bar.close()
+    for loader in loaders.values():
+        if hasattr(loader, "close"):
+            loader.close()
     base = results.get(BASELINE, {}).get("rounds") or None
     for name, res in results.items():
         if res["status"] != "ok":

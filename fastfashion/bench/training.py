@@ -18,7 +18,7 @@ import time
 from typing import Callable, Iterator
 
 from ..progress import progress
-from .throughput import BenchConfig, endless, make_bench_loader, sync
+from .throughput import BenchConfig, endless, make_bench_loader, open_bench_set, sync
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +43,7 @@ def _time_training(cfg: BenchConfig, batches: Iterator, step) -> tuple[float, fl
     return n / total, wait / total
 
 
-def _feeders(cfg: BenchConfig, names: list[str], schema, device) -> dict[str, Callable[[int], Iterator]]:
+def _feeders(cfg: BenchConfig, names: list[str], shards, device) -> dict[str, Callable[[int], Iterator]]:
     """Per feeder, ``round -> batches``: the in-memory batch, then each loader that can be built for training."""
     import torch
 
@@ -53,7 +53,7 @@ def _feeders(cfg: BenchConfig, names: list[str], schema, device) -> dict[str, Ca
     def in_memory(_round: int) -> Iterator:
         g = torch.Generator().manual_seed(cfg.seed)
         x = torch.randn(cfg.batch_size, 3, *image_hw(cfg.image_size), generator=g).to(device)
-        y = torch.stack([torch.randint(0, k, (cfg.batch_size,), generator=g) for k in schema.num_classes], 1)
+        y = torch.stack([torch.randint(0, k, (cfg.batch_size,), generator=g) for k in shards.schema.num_classes], 1)
         batch = Batch(x, y.to(device))
         while True:
             yield batch
@@ -61,7 +61,7 @@ def _feeders(cfg: BenchConfig, names: list[str], schema, device) -> dict[str, Ca
     feeders: dict[str, Callable[[int], Iterator]] = {CEILING: in_memory}
     for name in names:
         try:
-            loader = make_bench_loader(name, cfg, for_training=True)
+            loader = make_bench_loader(name, cfg, shards, for_training=True)
         except (RuntimeError, ImportError, OSError) as e:
             log.error("bench: training fed by %s skipped: %s", name, e)
             continue
@@ -69,20 +69,20 @@ def _feeders(cfg: BenchConfig, names: list[str], schema, device) -> dict[str, Ca
     return feeders
 
 
-def run_train_bench(cfg: BenchConfig, names: list[str]) -> dict[str, dict]:
+def run_train_bench(cfg: BenchConfig, names: list[str], shards=None) -> dict[str, dict]:
     """Training images/s fed by each loader in ``names`` and by an in-memory batch, rounds interleaved, on CUDA
-    when available, else on the CPU."""
+    when available, else on the CPU (``shards``: the opened set, else ``cfg.shard_dir`` is opened)."""
     import torch
 
-    from ..format.manifest import manifest_schema
-    from ..remote.cache import open_manifest
     from ..train.loss import loss_weights
     from ..train.trainer import TrainStep, build_model
-    manifest = open_manifest(cfg.shard_dir, cfg.remote)
-    schema = manifest_schema(manifest)
+    if shards is None:
+        with open_bench_set(cfg) as opened:
+            return run_train_bench(cfg, names, opened)
+    schema = shards.schema
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    weights, _ = loss_weights(manifest, device)  # the seed's class weights
-    feeders = _feeders(cfg, names, schema, device)
+    weights, _ = loss_weights(shards.manifest, device)  # the seed's class weights
+    feeders = _feeders(cfg, names, shards, device)
     rounds: dict[str, list[tuple[float, float]]] = {name: [] for name in feeders}
     failed: dict[str, str] = {}
     bar = progress(total=cfg.rounds * len(feeders), desc="bench training", unit="run")

@@ -18,11 +18,10 @@ from __future__ import annotations
 
 import hashlib
 import os
-import re
 from typing import Mapping, Sequence
 
 from ..errors import sigterm_as_terminated
-from ..format.spec import LABELLED_SPLITS, SPLITS, split_order
+from ..format.spec import LABELLED_SPLITS, SPLIT_NAME, SPLITS, split_order
 from ..format.writer import Sample, ShardSetWriter
 from ..schema import Schema, SchemaError
 from .validate import JPEG_POLICY, check_jpeg
@@ -32,7 +31,6 @@ DEFAULT_SAMPLES_PER_SHARD = 500
 files) in their own per-epoch order, so the shard count does not limit shuffling for them; 500 keeps enough train
 shards for plain webdataset consumers, which hand whole shards to ranks x workers (e.g. 2 x 4 = 8 <= 10), while
 per-file overhead stays negligible and a damaged shard costs little to re-create or re-verify."""
-_SPLIT = re.compile(r"[A-Za-z0-9_-]+")
 
 
 class ShardWriterError(ValueError):
@@ -87,7 +85,7 @@ class ShardWriter:
         None for an unlabelled sample (only outside train and val). ``path``: recorded in the ``.json`` member
         (default ``KEY.jpg``). Raises :class:`ShardWriterError` naming the split and key."""
         where = f"split {split!r} key {key!r}"
-        if not isinstance(split, str) or not _SPLIT.fullmatch(split):
+        if not isinstance(split, str) or not SPLIT_NAME.fullmatch(split):
             raise ShardWriterError(f"{where}: the split is not a plain name")
         if not isinstance(key, str) or not key or "." in key or "/" in key or key.strip() != key:
             raise ShardWriterError(f"{where}: a key is a non-empty name without '.', '/' or surrounding spaces")

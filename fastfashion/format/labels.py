@@ -14,11 +14,10 @@ they go, and decode the others once, when the loader is made (:func:`decode_labe
 from __future__ import annotations
 
 import json
-import struct
 from typing import Any, Sequence
 
 from ..schema import Attribute, Schema, SchemaError
-from .spec import UNLABELLED
+from .spec import UNLABELLED, unpack_labels
 
 LABEL_MEMBERS = ("lbl", "cls", "json")  # in order of preference when a sample has several
 
@@ -27,9 +26,7 @@ def raw_labels(kind: str, data: bytes) -> Any:
     """The label values of one member before a schema gives them meaning: a list of ints (``lbl``), a list of one
     value (``cls``), a dict ``{attribute: value}`` (``json``), or None when unlabelled. Raises ValueError."""
     if kind == "lbl":
-        if len(data) % 8 or not data:
-            raise ValueError(f".lbl member has {len(data)} bytes, not a multiple of 8 (int64 per attribute)")
-        values = list(struct.unpack(f"<{len(data) // 8}q", data))
+        values = list(unpack_labels(data))
         return None if all(v == UNLABELLED for v in values) else values
     try:
         text = data.decode("utf-8").strip()

@@ -14,7 +14,7 @@ from typing import Mapping, Sequence
 from ..errors import fixable
 from ..schema import Schema
 from .labels import LABEL_MEMBERS
-from .spec import FORMAT, MANIFEST, TRAIN, VERSION, split_order
+from .spec import FORMAT, MANIFEST, SPLIT_NAME, VERSION, split_order
 
 
 class ManifestError(ValueError):
@@ -23,49 +23,29 @@ class ManifestError(ValueError):
 
 SHARD_FIELDS = ("tar", "idx", "num_samples", "bytes", "sha256", "idx_sha256")  # every shard entry holds these
 _NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")  # a plain file name inside the set's folder: no "/", no ".."
-_SPLIT = re.compile(r"[A-Za-z0-9_-]+")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
-def read_manifest(shard_dir: str | os.PathLike, *, check_files: bool = True) -> dict:
-    """Load and validate ``shard_dir/manifest.json`` as untrusted input.
+MAX_MANIFEST_BYTES = 256 << 20  # a manifest larger than this is refused before it is read into memory
 
-    Checks the format name and version, that every field the readers use has the right type and a sane range,
-    that shard files are plain names inside ``shard_dir`` (no ``/``, no ``..``, not absolute), that per-shard
-    counts add up, and (``check_files``) that every listed tar and idx exists with the recorded tar size. Raises
-    :class:`ManifestError` naming the file and the field (e.g. a folder that is not a shard set, or one written by
-    a newer fastfashion). Checksums are :func:`fastfashion.format.verify.verify_split`'s job.
-    """
+
+def read_manifest(shard_dir: str | os.PathLike, *, check_files: bool = True) -> dict:
+    """Load and validate ``shard_dir/manifest.json`` (:func:`parse_manifest`, read with a size limit) and, with
+    ``check_files``, that every listed tar and idx exists with the recorded tar size. Raises :class:`ManifestError`
+    naming the file and the field (e.g. a folder that is not a shard set, or one written by a newer fastfashion).
+    Checksums are :func:`fastfashion.format.verify.verify_split`'s job."""
     d = Path(shard_dir)
     path = d / MANIFEST
     if not path.is_file():
         raise fixable(ManifestError(f"{d}: not a shard set (no {MANIFEST})"), "shard_dir")
     try:
-        m = json.loads(path.read_bytes().decode("utf-8"))
-    except (OSError, ValueError, RecursionError) as e:  # ValueError: JSON syntax, encoding, a 5,000-digit number
+        with open(path, "rb") as f:
+            data = f.read(MAX_MANIFEST_BYTES + 1)
+    except OSError as e:
         raise ManifestError(f"{path}: unreadable manifest: {e}") from None
-    if not isinstance(m, dict) or m.get("format") != FORMAT:
-        raise ManifestError(f"{path}: not a {FORMAT} manifest")
-    if m.get("version") != VERSION:
-        raise ManifestError(f"{path}: format version {m.get('version')!r} is not supported (this fastfashion reads "
-                            f"version {VERSION}); re-shard with this version")
-    for field, kind in (("schema", dict), ("splits", dict), ("options", dict), ("source", dict), ("skipped", list)):
-        if not isinstance(m.get(field), kind):
-            raise ManifestError(f"{path}: field {field!r} is missing or not a JSON {kind.__name__}")
-    try:
-        schema = Schema.from_dict(m["schema"])
-    except (KeyError, TypeError, ValueError) as e:
-        raise ManifestError(f"{path}: bad schema: {e}") from None
-    for i, k in enumerate(m["skipped"]):
-        if not isinstance(k, dict) or not all(isinstance(k.get(f), t) for f, t in (
-                ("split", str), ("key", str), ("path", str), ("line", int), ("reason", str))):
-            raise ManifestError(f"{path}: skipped entry {i} needs split, key, path, reason (text) and line (integer)")
-    if m.get("label_member", "lbl") not in (*LABEL_MEMBERS, "none"):
-        raise ManifestError(f"{path}: field 'label_member' {m.get('label_member')!r} is not one of "
-                            f"{', '.join(LABEL_MEMBERS)}, none")
-    for split, s in m["splits"].items():
-        _check_split(path, split, s, schema)
-        if check_files:
+    m = parse_manifest(data, str(path))
+    if check_files:
+        for s in m["splits"].values():
             for sh in s["shards"]:
                 tar, idx = d / sh["tar"], d / sh["idx"]
                 if not idx.is_file():
@@ -75,14 +55,50 @@ def read_manifest(shard_dir: str | os.PathLike, *, check_files: bool = True) -> 
     return m
 
 
+def parse_manifest(data: bytes, where: str) -> dict:
+    """Validate manifest bytes as untrusted input (a local file's or a download's; ``where`` names it in errors).
+
+    Checks the size limit, the format name and version, that every field the readers use has the right type and a
+    sane range, that shard files are plain names inside the set's folder (no ``/``, no ``..``, not absolute) and
+    that per-shard counts add up. Raises :class:`ManifestError` naming ``where`` and the field."""
+    if len(data) > MAX_MANIFEST_BYTES:
+        raise ManifestError(f"{where}: more than the {MAX_MANIFEST_BYTES} bytes a manifest may have")
+    try:
+        m = json.loads(data.decode("utf-8"))
+    except (ValueError, RecursionError) as e:  # ValueError: JSON syntax, encoding, a 5,000-digit number
+        raise ManifestError(f"{where}: unreadable manifest: {e}") from None
+    if not isinstance(m, dict) or m.get("format") != FORMAT:
+        raise ManifestError(f"{where}: not a {FORMAT} manifest")
+    if m.get("version") != VERSION:
+        raise ManifestError(f"{where}: format version {m.get('version')!r} is not supported (this fastfashion reads "
+                            f"version {VERSION}); re-shard with this version")
+    for field, kind in (("schema", dict), ("splits", dict), ("options", dict), ("source", dict), ("skipped", list)):
+        if not isinstance(m.get(field), kind):
+            raise ManifestError(f"{where}: field {field!r} is missing or not a JSON {kind.__name__}")
+    try:
+        schema = Schema.from_dict(m["schema"])
+    except (KeyError, TypeError, ValueError) as e:
+        raise ManifestError(f"{where}: bad schema: {e}") from None
+    for i, k in enumerate(m["skipped"]):
+        if not isinstance(k, dict) or not all(isinstance(k.get(f), t) for f, t in (
+                ("split", str), ("key", str), ("path", str), ("line", int), ("reason", str))):
+            raise ManifestError(f"{where}: skipped entry {i} needs split, key, path, reason (text) and line (integer)")
+    if m.get("label_member", "lbl") not in (*LABEL_MEMBERS, "none"):
+        raise ManifestError(f"{where}: field 'label_member' {m.get('label_member')!r} is not one of "
+                            f"{', '.join(LABEL_MEMBERS)}, none")
+    for split, s in m["splits"].items():
+        _check_split(where, split, s, schema)
+    return m
+
+
 def _count(value, low: int = 0) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= low
 
 
-def _check_split(path: Path, split: str, s, schema: Schema) -> None:
+def _check_split(path: str, split: str, s, schema: Schema) -> None:
     """One ``splits`` entry: every field the readers use, with the right type and range."""
     where = f"{path}: split {split!r}"
-    if not isinstance(split, str) or not _SPLIT.fullmatch(split):
+    if not isinstance(split, str) or not SPLIT_NAME.fullmatch(split):
         raise ManifestError(f"{path}: split name {split!r} is not a plain name")
     if not isinstance(s, dict) or not isinstance(s.get("shards"), list) or not _count(s.get("num_samples")):
         raise ManifestError(f"{where}: needs a list 'shards' and a non-negative integer 'num_samples'")
@@ -129,10 +145,11 @@ def manifest_schema(manifest: dict) -> Schema:
     return Schema.from_dict(manifest["schema"])
 
 
-def summarize_manifest(manifest: dict) -> str:
-    """A few human-readable lines: source, options, per split samples/shards/bytes, class counts, skipped."""
+def summarize_manifest(manifest: dict, weights: Mapping[str, Sequence[float]] | None = None) -> str:
+    """A few human-readable lines: source, options, per split samples/shards/bytes, class counts (with ``weights``,
+    per attribute one weight per class, shown beside the train counts), skipped."""
     schema = manifest_schema(manifest)
-    weights = train_class_weights(manifest) or {}
+    weights = weights or {}
     src, opt = manifest["source"], manifest["options"]
     lines = [f"{FORMAT} v{manifest['version']} from {src.get('name')!r} (fingerprint {src.get('fingerprint')})",
              "options: " + ", ".join(f"{k}={v}" for k, v in sorted(opt.items()))]
@@ -152,29 +169,3 @@ def summarize_manifest(manifest: dict) -> str:
     if len(skipped) > 20:
         lines.append(f"  ... and {len(skipped) - 20} more (see manifest.json)")
     return "\n".join(lines)
-
-
-def class_weights(class_counts: Mapping[str, Sequence[int]], schema: Schema) -> dict[str, list[float]]:
-    """Per-class loss weights from train class counts: ``w_c = N / (K * n_c)`` per attribute.
-
-    ``N`` is the number of labelled samples of the attribute (the sum of its counts), ``K`` its number of classes and
-    ``n_c`` the count of class ``c``; a class with ``n_c == 0`` gets weight 0. A balanced attribute gets all ones.
-    Returns ``{attribute: [w_0, ..., w_{K-1}]}`` in schema order. Raises ValueError on a count/schema mismatch.
-    """
-    out = {}
-    for a in schema:
-        if a.name not in class_counts:
-            raise ValueError(f"class counts have no entry for attribute {a.name!r}")
-        counts = [int(c) for c in class_counts[a.name]]
-        if len(counts) != a.num_classes:
-            raise ValueError(f"class counts for {a.name!r} have {len(counts)} entries, schema has {a.num_classes}")
-        n = sum(counts)
-        out[a.name] = [n / (a.num_classes * c) if c > 0 else 0.0 for c in counts]
-    return out
-
-
-def train_class_weights(manifest: dict) -> dict[str, list[float]] | None:
-    """:func:`class_weights` of the manifest's train class counts (the trainer's loss weights); None without a
-    labelled train split."""
-    counts = manifest["splits"].get(TRAIN, {}).get("class_counts")
-    return class_weights(counts, manifest_schema(manifest)) if counts else None

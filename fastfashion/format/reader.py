@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import struct
 from pathlib import Path
+
+import numpy as np
 
 from ..schema import Schema
 from .dali_index import IndexFormatError, index_line, read_index
 from .labels import decode_labels_member
-from .spec import JPEG_START, UNLABELLED, label_problem
+from .spec import JPEG_START, UNLABELLED, label_problem, unpack_labels
 
 
 class ShardReadError(RuntimeError):
@@ -35,13 +36,18 @@ class SampleRef:
 class SplitSamples:
     """The samples of one split in manifest order: ``refs[i]`` is global sample ``i``; ``shards`` lists per shard
     ``(tar path, idx lines)`` where ``idx_lines[j]`` is the shard's ``.idx`` line of its ``j``-th sample (what a
-    per-epoch DALI index file copies). ``labels``: for a set whose label member is ``.cls`` or ``.json``
-    (:mod:`fastfashion.format.labels`) the class ids of every sample, decoded when the split was read; None for a
-    ``.lbl`` set, whose readers take the labels from the tars."""
+    per-epoch DALI index file copies); ``shard_sha256[k]``: the manifest's sha256 of shard ``k``'s tar (its
+    content, for caches keyed by content). ``labels``: int64 ``[N, len(schema)]``, every sample's class ids
+    (``-1``: unlabelled), decoded once from the label member (:mod:`fastfashion.format.labels`) and range-checked
+    by :func:`check_samples`; ``checked[i]`` says whether sample ``i`` was (a split streamed through a bounded
+    cache is checked segment by segment as its tars arrive)."""
 
     shards: list[tuple[str, list[str]]]
     refs: list[SampleRef]
-    labels: list[tuple[int, ...]] | None = None  # per sample, decoded once: a set whose label member is not .lbl
+    labels: np.ndarray
+    checked: np.ndarray
+    label_member: str = "lbl"
+    shard_sha256: list[str] | None = None
 
     @property
     def sizes(self) -> list[int]:
@@ -138,15 +144,16 @@ def read_shard_samples(idx_path: Path, tar_path: Path, width: int, tar_size: int
 def read_split_samples(shard_dir: str | os.PathLike, manifest: dict, split: str, schema: Schema, *,
                        tars: bool = True) -> SplitSamples:
     """:class:`SplitSamples` of ``split``: every shard's ``.idx`` read and checked against the manifest's counts and
-    the tar's size, then every sample's JPEG start marker and labels (range per ``schema``) read by offset (a few
-    bytes per sample). ``tars=False`` (a remote set streamed through a bounded cache: the tars arrive later): the
-    manifest's tar sizes stand in and the samples are left for :func:`check_samples` once their tar is there.
-    Raises :class:`ShardReadError` naming the file and the key."""
+    the tar's size, then (:func:`check_samples`) every sample's JPEG start marker and labels read by offset (a few
+    bytes per sample), decoded and range-checked once. ``tars=False`` (a remote set streamed through a bounded
+    cache: the tars arrive later): the manifest's tar sizes stand in and the samples are left for
+    :func:`check_samples` once their tar is there. Raises :class:`ShardReadError` naming the file and the key."""
     d = Path(shard_dir)
     shards, refs = [], []
     kind = manifest.get("label_member", "lbl")  # the member holding the labels (format/labels.py)
     member = kind if kind == "lbl" or manifest["splits"][split]["labelled"] else None  # None: none to read
-    for sh in manifest["splits"][split]["shards"]:
+    entries = manifest["splits"][split]["shards"]
+    for sh in entries:
         lines, shard_refs = read_shard_samples(d / sh["idx"], d / sh["tar"], len(schema),
                                                None if tars else sh["bytes"], label_member=member)
         if len(shard_refs) != sh["num_samples"]:
@@ -156,36 +163,42 @@ def read_split_samples(shard_dir: str | os.PathLike, manifest: dict, split: str,
     if not tars and kind != "lbl":
         raise ShardReadError(f"{d}: labels in .{kind} members are decoded from the tars when a loader is made; "
                              "streaming needs a .lbl set")
-    labels = check_samples(refs, schema, kind) if tars else None
-    return SplitSamples(shards, refs, labels)
+    samples = SplitSamples(shards, refs, np.full((len(refs), len(schema)), UNLABELLED, dtype=np.int64),
+                           np.zeros(len(refs), dtype=bool), kind, [sh["sha256"] for sh in entries])
+    if tars:
+        check_samples(samples, range(len(refs)), schema)
+    return samples
 
 
-def check_samples(refs: list[SampleRef], schema: Schema, label_member: str = "lbl"
-                  ) -> list[tuple[int, ...]] | None:
-    """Raise :class:`ShardReadError` for the first sample whose ``.jpg`` does not start like a JPEG or whose
-    labels are out of range: bytes a decoder would choke on (or crash on) never reach it. Returns the labels of a
-    set whose ``label_member`` is not ``lbl`` (decoded, :mod:`fastfashion.format.labels`), else None."""
-    out: list[tuple[int, ...]] | None = None if label_member == "lbl" else []
+def check_samples(samples: SplitSamples, indices, schema: Schema) -> None:
+    """Check the samples ``indices`` of ``samples`` not checked yet: raise :class:`ShardReadError` for the first
+    whose ``.jpg`` does not start like a JPEG or whose labels are out of range (bytes a decoder would choke on, or
+    crash on, never reach it), and decode their labels into ``samples.labels`` (the one place labels are decoded
+    and range-checked for reading)."""
+    kind = samples.label_member
     with ShardFiles() as files:
-        for r in refs:
+        for i in indices:
+            i = int(i)
+            if samples.checked[i]:
+                continue
+            r = samples.refs[i]
             try:
                 head = files.read(r.tar, r.jpg_offset, min(len(JPEG_START), r.jpg_size))
                 data = files.read(r.tar, r.lbl_offset, r.lbl_size)
-                values = struct.unpack(f"<{len(schema)}q", data) if out is None else \
-                    decode_labels_member(label_member, data, schema) if r.lbl_size else (UNLABELLED,) * len(schema)
+                values = unpack_labels(data, len(schema)) if kind == "lbl" else \
+                    decode_labels_member(kind, data, schema) if r.lbl_size else (UNLABELLED,) * len(schema)
             except OSError as e:
                 raise ShardReadError(f"{r.tar}: sample {r.key!r} cannot be read: {e}") from e
             except ValueError as e:
-                raise ShardReadError(f"{r.tar}: sample {r.key!r}: .{label_member} member: {e}") from e
-            if out is not None:
-                out.append(values)
+                raise ShardReadError(f"{r.tar}: sample {r.key!r}: .{kind} member: {e}") from e
             if head != JPEG_START:
                 raise ShardReadError(f"{r.tar}: sample {r.key!r}: the .jpg member is not JPEG data "
                                      f"(starts with {head.hex()})")
             problem = label_problem(values, schema)
             if problem:
                 raise ShardReadError(f"{r.tar}: sample {r.key!r}: {problem}")
-    return out
+            samples.labels[i] = values
+            samples.checked[i] = True
 
 
 def split_keys(shard_dir: str | os.PathLike, manifest: dict, split: str) -> list[str]:

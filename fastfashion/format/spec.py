@@ -13,6 +13,7 @@ order:
 from __future__ import annotations
 
 import json
+import re
 import struct
 from typing import Sequence
 
@@ -26,6 +27,9 @@ UNLABELLED = -1  # every .lbl entry of a sample without labels (the test split)
 TRAIN, VAL, TEST = "train", "val", "test"
 SPLITS = (TRAIN, VAL, TEST)          # the splits of a source, in their usual order
 LABELLED_SPLITS = (TRAIN, VAL)       # splits that always carry labels (any other may, with an _attr file)
+
+
+SPLIT_NAME = re.compile(r"[A-Za-z0-9_-]+")  # what a split may be called: it becomes part of file names
 
 
 def split_order(split: str) -> tuple[int, str]:
@@ -59,11 +63,19 @@ def encode_labels(labels: Sequence[int] | None, schema: Schema) -> bytes:
     return struct.pack(f"<{len(values)}q", *values)
 
 
+def unpack_labels(data: bytes, width: int | None = None) -> tuple[int, ...]:
+    """The int64 values of a ``.lbl`` member (the one decoder of the format's label bytes); ``width``: the number of
+    attributes it must hold (None: any non-zero multiple of 8 bytes). Raises ValueError naming the size."""
+    if width is not None and len(data) != 8 * width:
+        raise ValueError(f".lbl member has {len(data)} bytes, expected {8 * width} (int64 x {width})")
+    if len(data) % 8 or not data:
+        raise ValueError(f".lbl member has {len(data)} bytes, not a multiple of 8 (int64 per attribute)")
+    return struct.unpack(f"<{len(data) // 8}q", data)
+
+
 def decode_labels(data: bytes, schema: Schema) -> tuple[int, ...] | None:
     """Inverse of :func:`encode_labels` (``None`` for an unlabelled sample)."""
-    if len(data) != 8 * len(schema):
-        raise ValueError(f".lbl member has {len(data)} bytes, expected {8 * len(schema)}")
-    values = struct.unpack(f"<{len(schema)}q", data)
+    values = unpack_labels(data, len(schema))
     return None if all(v == UNLABELLED for v in values) else values
 
 

@@ -17,21 +17,20 @@ import json
 import logging
 import os
 import threading
-from pathlib import Path
 
 import numpy as np
 
-from ..format.manifest import manifest_schema, read_manifest
-from ..format.reader import ShardReadError, read_split_samples
+from ..format.reader import ShardReadError
 from ..format.spec import MANIFEST
-from ..format.verify import file_identity, verify_split
+from ..format.verify import file_identity
 from ..hardware import available_cpus, resolve_device
-from ..remote.store import RemoteConfig, is_url
+from ..remote.store import RemoteConfig
+from ..shardset import ShardSet
 from .augment import AugmentConfig
 from .backends import choose_backend, create_backend
 from .base import Backend, BackendContext, Batch, LoaderConfig, LoaderError
 from .order import DEFAULT_BLOCK, DEFAULT_WINDOW, epoch_indices, num_batches
-from .streaming import open_remote, stream_pass
+from .streaming import prepare_remote, stream_pass
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +50,7 @@ def _dist(rank, world_size) -> tuple[int, int]:
 STATE_VERSION = 1
 
 
-def _data_fingerprint(manifest: dict, split: str) -> str:
+def _data_digest(manifest: dict, split: str) -> str:
     """What a split's samples are: the sha256 of its shards' checksums (a loader state is only for these)."""
     shards = [(sh["tar"], sh["sha256"], sh["idx_sha256"]) for sh in manifest["splits"][split]["shards"]]
     return "sha256:" + hashlib.sha256(json.dumps(shards).encode()).hexdigest()
@@ -87,33 +86,41 @@ def _backend_for_transform(backend: str, config: LoaderConfig) -> str:
 
 
 class FashionLoader:
-    """An epoch-exact loader over one split of a shard folder, configured by a :class:`LoaderConfig`.
+    """An epoch-exact loader over one split of a shard set, configured by a :class:`LoaderConfig`.
 
-    Raises :class:`~fastfashion.format.manifest.ManifestError` for a folder that is not a shard set or a shard that
-    is missing or not the size the manifest records, :class:`LoaderError` for a damaged ``.idx``, ValueError for a
-    split the set lacks or a rank outside the world size, RuntimeError when a requested backend or device cannot
-    run.
+    ``shards``: an opened :class:`~fastfashion.shardset.ShardSet` (shared with other loaders of the same set; the
+    caller closes it), or a folder or URL, opened here with ``config.remote`` and ``config.verify`` (and closed with
+    the loader). Raises :class:`~fastfashion.format.manifest.ManifestError` for a folder that is not a shard set, a
+    shard that is missing or not the size the manifest records, or a split the set lacks
+    (:class:`~fastfashion.shardset.SplitError`), :class:`LoaderError` for a damaged ``.idx``, ValueError for a rank
+    outside the world size, RuntimeError when a requested backend or device cannot run.
     """
 
-    def __init__(self, shard_dir: str | os.PathLike, config: LoaderConfig = LoaderConfig()):
-        self.remote, self.order, self.url = None, config.order or "blocked", None
-        if is_url(shard_dir):  # read from the set's verified local cache (fastfashion/loading/streaming.py)
-            self.url = str(shard_dir)
-            self.remote, self.order = open_remote(self.url, config)
+    def __init__(self, shards: "ShardSet | str | os.PathLike", config: LoaderConfig = LoaderConfig()):
+        self._owns_shards = not isinstance(shards, ShardSet)
+        self.shards = ShardSet.open(shards, remote=config.remote, verify=config.verify)
+        try:
+            self._open(config)
+        except BaseException:
+            if self._owns_shards:
+                self.shards.close()
+            raise
+
+    def _open(self, config: LoaderConfig) -> None:
+        shards, self.config = self.shards, config
+        shards.entry(config.split)
+        self.remote, self.url = shards.cache, shards.url
+        self.order = prepare_remote(shards, config) if self.remote is not None else config.order or "blocked"
         self.streaming = self.remote is not None and self.order == "windowed"  # tars arrive window by window
-        self.shard_dir, self.config = Path(shard_dir) if self.remote is None else self.remote.dir, config
-        manifest = read_manifest(self.shard_dir, check_files=self.remote is None)  # a cache holds some splits
-        if config.split not in manifest["splits"]:
-            raise ValueError(f"{self.shard_dir}: no split {config.split!r} (has {sorted(manifest['splits'])})")
-        if config.verify and not self.streaming:  # streamed tars are verified as they arrive
-            verify_split(self.shard_dir, manifest, config.split)  # sizes and sha256 before the first read
+        self.shard_dir, self.schema = shards.dir, shards.schema
+        try:  # verified unless config.verify or the set's is off; streamed tars are verified as they arrive
+            self.samples = shards.samples(config.split, tars=not self.streaming, verify=config.verify)
+        except ShardReadError as e:
+            raise LoaderError(str(e)) from e
         # the manifest and the files verified: checked again before every pass (backends reopen them by path)
         kinds = ("idx",) if self.streaming else ("tar", "idx")
         self._files = {str(p): _identity(p) for p in [self.shard_dir / MANIFEST, *(
-            self.shard_dir / sh[k] for sh in manifest["splits"][config.split]["shards"] for k in kinds)]}
-        self.schema = manifest_schema(manifest)
-        import torch
-        self._label_limits = torch.tensor(self.schema.num_classes, dtype=torch.int64)
+            self.shard_dir / sh[k] for sh in shards.shards(config.split) for k in kinds)]}
         self.split, self.batch_size, self.seed = config.split, config.batch_size, config.seed
         self.shuffle = config.is_train_split if config.shuffle is None else bool(config.shuffle)
         self.drop_last = config.is_train_split if config.drop_last is None else bool(config.drop_last)
@@ -124,12 +131,7 @@ class FashionLoader:
         self.with_keys, self.block, self.epoch = config.with_keys, config.block, 0
         self._start = 0       # samples of self.epoch (all ranks) delivered before the next pass (a resumed run)
         self._delivered = 0   # batches this rank delivered in the current pass
-        self._fingerprint = _data_fingerprint(manifest, config.split)
-        try:
-            self.samples = read_split_samples(self.shard_dir, manifest, self.split, self.schema,
-                                              tars=not self.streaming)
-        except ShardReadError as e:
-            raise LoaderError(str(e)) from e
+        self._data_digest = _data_digest(shards.manifest, config.split)
         self.num_samples = len(self.indices(0))
         if self.num_samples == 0:
             log.warning("%s split %r: rank %d of %d gets no sample (batch_size %d, drop_last %s)", self.shard_dir,
@@ -183,7 +185,7 @@ class FashionLoader:
         return {"version": STATE_VERSION, "epoch": self.epoch, "consumed": consumed, "seed": self.seed,
                 "world_size": self.world_size, "batch_size": self.batch_size, "shuffle": self.shuffle,
                 "drop_last": self.drop_last, "block": self.block, "split": self.split, "order": self._order_name,
-                "num_samples": len(self.samples.refs), "data": self._fingerprint}
+                "num_samples": len(self.samples.refs), "data": self._data_digest}
 
     def load_state_dict(self, state: dict) -> None:
         """Continue from :meth:`state_dict`'s position: the next batch is the one an uninterrupted loader would
@@ -250,17 +252,6 @@ class FashionLoader:
                                   "made (manifest.json differs); make a new loader")
             raise LoaderError(f"{path}: changed since this loader verified it; make a new loader")
 
-    def _check_labels(self, labels, indices) -> None:
-        """Labels on the CPU are range-checked per batch (on the GPU that would stall the stream: the load-time
-        check of every sample stands)."""
-        if labels.device.type != "cpu" or labels.numel() == 0:
-            return
-        bad = ((labels < -1) | (labels >= self._label_limits)).any(dim=1)
-        if bool(bad.any()):
-            ref = self.samples.refs[int(indices[int(bad.nonzero()[0, 0])])]
-            raise LoaderError(f"{ref.tar}: sample {ref.key!r}: a label is out of range for the schema "
-                              f"({labels[int(bad.nonzero()[0, 0])].tolist()})")
-
     def _next_batch(self, batches, generation: int):
         """The backend's next ``(images, labels)`` (None at the end), one thread at a time, for the newest pass."""
         with self._lock:
@@ -279,15 +270,14 @@ class FashionLoader:
             if self._backend is None:  # streamed: one DALI pipeline per segment, not per epochs ahead
                 self._backend = create_backend(self.backend, self.backend_context(
                     **({"horizon": 1} if self.streaming else {})))
-            batches = stream_pass(self._backend, self.remote, self.split, self.samples, self.schema, indices, epoch,
+            batches = stream_pass(self._backend, self.shards, self.split, self.samples, self.schema, indices, epoch,
                                   batch_size=self.batch_size, window=self.config.window,
-                                  then=self.indices(epoch + 1)) if self.streaming else \
+                                  then=self.indices(epoch + 1), owner=self) if self.streaming else \
                 self._backend.epoch(indices, epoch)
         a = 0
         while (out := self._next_batch(batches, generation)) is not None:
             images, labels = out
             k = len(labels)
-            self._check_labels(labels, indices[a:a + k])
             keys = [self.samples.refs[i].key for i in indices[a:a + k]] if self.with_keys else None
             a += k
             if images.device != self.device:
@@ -302,14 +292,23 @@ class FashionLoader:
             self.epoch, self._start, self._delivered = epoch + 1, 0, 0
 
     def close(self) -> None:
-        """Release the backend (pipelines, workers, temporary files); a live iterator then raises LoaderError."""
+        """Release the backend (pipelines, workers, temporary files) and, when the loader opened its shard set
+        itself, the set's download threads; a live iterator then raises LoaderError (a later pass starts again)."""
         with self._lock:
             self._generation += 1
             if self._backend is not None:
                 self._backend.close()
             self._backend = None
             if self.remote is not None:
-                self.remote.close()  # download threads end; a later pass starts them again
+                self.remote.unpin(self)
+            if self._owns_shards:
+                self.shards.close()
+
+    def __enter__(self) -> "FashionLoader":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
     def __repr__(self) -> str:
         return (f"FashionLoader({str(self.shard_dir)!r}, split={self.split!r}, backend={self.backend!r}, "
@@ -339,7 +338,7 @@ class _Pass:
         self._batches.close()
 
 
-def make_loader(shard_dir: str | os.PathLike, split: str = "train", batch_size: int = 64, backend: str = "auto",
+def make_loader(shards: "ShardSet | str | os.PathLike", split: str = "train", batch_size: int = 64, backend: str = "auto",
                 device="auto", augment=None, shuffle: bool | None = None,
                 image_size: int | tuple[int, int] = 224, seed: int = 0, rank: int | None = None, world_size: int | None = None,
                 with_keys: bool = False, drop_last: bool | None = None, *, workers: int | None = None,
@@ -348,10 +347,11 @@ def make_loader(shard_dir: str | os.PathLike, split: str = "train", batch_size: 
                 window: int = DEFAULT_WINDOW, storage_options: dict | None = None, cache_dir=None,
                 cache_limit: int | None = None, offline: bool = False,
                 remote: RemoteConfig | None = None) -> FashionLoader:
-    """An epoch-exact loader over ``split`` of a shard folder: ``FashionLoader(shard_dir, LoaderConfig(...))``.
+    """An epoch-exact loader over ``split`` of a shard set: ``FashionLoader(shards, LoaderConfig(...))``.
 
-    ``shard_dir`` is a local folder or any fsspec URL (``s3://``, ``gs://``, ``https://``, ``file://``); a URL is
-    read through its verified local cache (:mod:`fastfashion.loading.streaming`). Every argument is a field of
+    ``shards`` is an opened :class:`~fastfashion.shardset.ShardSet`, a local folder or any fsspec URL (``s3://``,
+    ``gs://``, ``https://``, ``file://``); a URL is read through its verified local cache
+    (:mod:`fastfashion.loading.streaming`). Every argument is a field of
     :class:`LoaderConfig` (which documents them); ``storage_options``, ``cache_dir``, ``cache_limit`` and
     ``offline`` are fields of its ``remote`` :class:`~fastfashion.remote.store.RemoteConfig` (pass ``remote`` for
     retries and timeouts). ``backend`` is one of ``auto``, ``dali``, ``dali-gpu``, ``dali-cpu``, ``torch``.
@@ -360,7 +360,7 @@ def make_loader(shard_dir: str | os.PathLike, split: str = "train", batch_size: 
     remote = dataclasses.replace(remote or RemoteConfig(), **{k: v for k, v in (
         ("storage_options", storage_options), ("cache_dir", cache_dir), ("cache_limit", cache_limit),
         ("offline", offline or None)) if v is not None})
-    return FashionLoader(shard_dir, LoaderConfig(
+    return FashionLoader(shards, LoaderConfig(
         split=split, batch_size=batch_size, backend=backend, device=device, augment=augment, shuffle=shuffle,
         image_size=image_size, seed=seed, rank=rank, world_size=world_size, with_keys=with_keys,
         drop_last=drop_last, workers=workers, block=block, gpu_cache=gpu_cache, dali_threads=dali_threads,

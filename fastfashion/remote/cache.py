@@ -32,14 +32,13 @@ import errno
 import hashlib
 import logging
 import os
-import tempfile
 import threading
 from pathlib import Path
 from typing import Iterable
 
 from ..errors import fixable
 from ..format.atomic import clean_stale_files, register_temp, write_file
-from ..format.manifest import ManifestError, read_manifest
+from ..format.manifest import MAX_MANIFEST_BYTES, ManifestError, parse_manifest, read_manifest
 from ..format.spec import MANIFEST
 from ..format.verify import IntegrityError, VerifiedFiles, verified_cache_path, verify_download, verify_file
 from ..progress import progress
@@ -47,10 +46,9 @@ from .store import RemoteConfig, RemoteError, Store, redact
 
 log = logging.getLogger(__name__)
 
-MAX_MANIFEST_BYTES = 256 << 20  # a manifest larger than this is refused before it is read into memory
 IDX_BYTES_PER_SAMPLE = 4096      # an .idx line is ~100 bytes; more than this per sample is refused as hostile
 CHUNK = 1 << 20
-_PINS: dict[str, dict[int, set[str]]] = {}  # cache folder -> ShardCache id -> tars it pinned (every loader of the
+_PINS: dict[str, dict[int, set[str]]] = {}  # cache folder -> pin owner id -> tars it pinned (every loader of the
 #                                             process: a val loader's download never evicts what train reads)
 
 
@@ -69,17 +67,6 @@ def fingerprint(manifest_bytes: bytes) -> str:
 
 def _url_key(url: str) -> str:
     return hashlib.sha256(redact(url.rstrip("/")).encode()).hexdigest()[:16]
-
-
-def check_manifest_bytes(data: bytes, where: str) -> dict:
-    """Validate untrusted manifest bytes with :func:`~fastfashion.format.manifest.read_manifest` (plain shard file
-    names, types, counts), the error naming ``where`` (the URL) instead of a temporary path."""
-    with tempfile.TemporaryDirectory(prefix="fastfashion-manifest-") as d:
-        Path(d, MANIFEST).write_bytes(data)
-        try:
-            return read_manifest(d, check_files=False)
-        except ManifestError as e:
-            raise ManifestError(str(e).replace(str(Path(d, MANIFEST)), where).replace(d, where)) from None
 
 
 def shard_bytes(entries: Iterable[dict]) -> int:
@@ -119,12 +106,8 @@ class ShardCache:
             except (OSError, ManifestError):
                 raise fixable(RemoteError(f"{redact(self.url)}: offline, and this set is not in the cache "
                                           f"{self.root}"), "offline") from None
-        where = self.store.where(MANIFEST)
-        size = self.store.size(MANIFEST, "the shard set's manifest")
-        if size > MAX_MANIFEST_BYTES:
-            raise RemoteError(f"{where}: {size} bytes, more than a manifest may have ({MAX_MANIFEST_BYTES})")
-        data = self.store.cat(MANIFEST, "the shard set's manifest")
-        manifest = check_manifest_bytes(data, where)
+        data = self.store.read_bounded(MANIFEST, "the shard set's manifest", MAX_MANIFEST_BYTES)  # one request
+        manifest = parse_manifest(data, self.store.where(MANIFEST))
         folder = self.root / fingerprint(data)
         try:
             folder.mkdir(parents=True, exist_ok=True)
@@ -305,10 +288,16 @@ class ShardCache:
             self._pool = cf.ThreadPoolExecutor(self.config.prefetch, thread_name_prefix="fastfashion-download")
         return self._pool
 
-    def pin(self, entries: Iterable[dict]) -> None:
-        """The shards the current and the next window need: never evicted until the next :meth:`pin`."""
+    def pin(self, entries: Iterable[dict], owner: object = None) -> None:
+        """The shards the current and the next window of ``owner`` (a loader; None: this cache) need: never evicted
+        until its next :meth:`pin` or :meth:`unpin`."""
         with self._mutex:
-            _PINS.setdefault(str(self.dir), {})[id(self)] = {sh["tar"] for sh in entries}
+            _PINS.setdefault(str(self.dir), {})[id(self if owner is None else owner)] = {sh["tar"] for sh in entries}
+
+    def unpin(self, owner: object = None) -> None:
+        """Drop the pins of ``owner`` (a loader that closed)."""
+        with self._mutex:
+            _PINS.get(str(self.dir), {}).pop(id(self if owner is None else owner), None)
 
     def prefetch(self, entries: Iterable[dict]) -> None:
         """Start downloading the tars of ``entries`` in the background (already cached ones cost a stat)."""
@@ -376,17 +365,6 @@ def _disk_error(e: OSError, folder: Path, name: str) -> OSError:
     return e
 
 
-def open_manifest(shard_dir: str | os.PathLike, config: RemoteConfig = RemoteConfig()) -> dict:
-    """The manifest of a local shard folder (:func:`~fastfashion.format.manifest.read_manifest`) or of the set at a
-    URL (fetched, checked and kept in its cache folder; offline: the cached one)."""
-    from .store import is_url
-    if not is_url(shard_dir):
-        return read_manifest(shard_dir)
-    cache = ShardCache(str(shard_dir), config)
-    cache.close()
-    return cache.manifest
-
-
 def pointer_folder(url: str, cache_dir: str | os.PathLike | None = None) -> Path | None:
     """The cache folder of the last manifest seen at ``url`` (None when it was never cached)."""
     root = cache_root(cache_dir)
@@ -401,5 +379,5 @@ def cached_summary(folder: Path) -> dict:
     return {p.name: p.stat().st_size for p in folder.iterdir() if p.suffix in (".tar", ".idx")}
 
 
-__all__ = ["ShardCache", "open_manifest", "cache_root", "fingerprint", "check_manifest_bytes", "shard_bytes",
+__all__ = ["ShardCache", "cache_root", "fingerprint", "shard_bytes",
            "pointer_folder", "cached_summary", "IDX_BYTES_PER_SAMPLE"]

@@ -208,6 +208,25 @@ class Store:
     def cat(self, name: str, what: str) -> bytes:
         return self.call(what, name, lambda: self.fs.cat_file(self.path(name)))
 
+    def read_bounded(self, name: str, what: str, limit: int) -> bytes:
+        """Object ``name``, refused when it holds more than ``limit`` bytes (at most ``limit + 1`` are read). Over
+        http(s) one streamed GET (no HEAD first); elsewhere the store's size, then the bytes."""
+        def http() -> bytes:
+            # size= skips fsspec's HEAD; block_size 0 streams the body, so a lying server cannot make us buffer more
+            with self.fs.open(self.path(name), "rb", block_size=0, size=limit) as f:
+                return f.read(limit + 1)
+
+        if self.protocol in ("http", "https"):
+            data = self.call(what, name, http)
+        else:
+            size = self.size(name, what)
+            if size > limit:
+                raise RemoteError(f"{self.where(name)}: {what}: {size} bytes, more than the {limit} it may have")
+            data = self.cat(name, what)
+        if len(data) > limit:
+            raise RemoteError(f"{self.where(name)}: {what}: more than the {limit} bytes it may have")
+        return data
+
     def exists(self, name: str) -> bool:
         return self.call(f"object {name}", name, lambda: self.fs.exists(self.path(name)))
 

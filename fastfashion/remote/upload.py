@@ -16,11 +16,11 @@ from typing import Callable
 
 from ..errors import fixable
 from ..format.dali_index import IndexFormatError, read_index
-from ..format.manifest import read_manifest
+from ..format.manifest import MAX_MANIFEST_BYTES, parse_manifest, read_manifest
 from ..format.spec import MANIFEST
 from ..format.verify import IntegrityError, verify_file
 from ..progress import progress
-from .cache import CHUNK, check_manifest_bytes
+from .cache import CHUNK
 from .store import RemoteConfig, RemoteError, Store
 
 log = logging.getLogger(__name__)
@@ -42,7 +42,8 @@ def upload_shard_set(shard_dir: str | os.PathLike, url: str, *, overwrite: bool 
     if store.exists(MANIFEST):
         if not overwrite:
             raise fixable(RemoteError(f"{store.where(MANIFEST)}: a shard set already exists there"), "overwrite")
-        old = check_manifest_bytes(store.cat(MANIFEST, "the old manifest"), store.where(MANIFEST))
+        old = parse_manifest(store.read_bounded(MANIFEST, "the old manifest", MAX_MANIFEST_BYTES),
+                             store.where(MANIFEST))
         store.call("the old manifest", MANIFEST, lambda: store.fs.rm_file(store.path(MANIFEST)))
     names = _set_files(manifest)
     for name in progress(names, desc="upload", unit="file", off=len(names) < 8):
@@ -82,16 +83,17 @@ def publish(build: Callable[[Path], dict], url: str, *, overwrite: bool = False,
 def read_remote_manifest(url: str, config: RemoteConfig = RemoteConfig()) -> dict:
     """The checked manifest of the set at ``url`` (nothing cached, nothing else downloaded)."""
     store = Store(url, config)
-    return check_manifest_bytes(store.cat(MANIFEST, "the shard set's manifest"), store.where(MANIFEST))
+    return parse_manifest(store.read_bounded(MANIFEST, "the shard set's manifest", MAX_MANIFEST_BYTES),
+                          store.where(MANIFEST))
 
 
-def verify_remote(url: str, config: RemoteConfig = RemoteConfig()) -> int:
+def verify_remote(url: str, config: RemoteConfig = RemoteConfig(), manifest: dict | None = None) -> int:
     """Download every tar and ``.idx`` of the set at ``url`` once (one at a time, into a temporary folder) and
     check it with :func:`~fastfashion.format.verify.verify_file` against the manifest's size and sha256, and each
-    ``.idx``'s sample count. Returns the number of files checked; raises
+    ``.idx``'s sample count (``manifest``: the set's, when already read). Returns the number of files checked; raises
     :class:`~fastfashion.format.verify.IntegrityError` naming the URL of the first bad object."""
     store = Store(url, config)
-    manifest = read_remote_manifest(url, config)
+    manifest = read_remote_manifest(url, config) if manifest is None else manifest
     n = 0
     with tempfile.TemporaryDirectory(prefix="fastfashion-verify-") as d:
         shards = [sh for s in manifest["splits"].values() for sh in s["shards"]]

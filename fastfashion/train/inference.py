@@ -5,6 +5,7 @@ A checkpoint carries its schema, config and image size, so nothing but the check
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import zipfile
@@ -14,16 +15,14 @@ import torch
 
 from ..errors import fixable
 from ..format.atomic import unwritable, write_file
-from ..format.manifest import manifest_schema
-from ..remote.cache import open_manifest
-from ..remote.store import RemoteConfig
-from ..format.reader import split_keys
 from ..format.spec import TEST, VAL
 from ..hardware import resolve_device
 from ..loading.base import LoaderConfig
 from ..loading.loader import FashionLoader
 from ..progress import progress
+from ..remote.store import RemoteConfig
 from ..schema import Schema
+from ..shardset import ShardSet
 from . import checkpoint as ckpt_io
 from .device import autocast, channels_last, to_device
 from .metrics import json_safe
@@ -56,49 +55,55 @@ def precision_of(ckpt: dict) -> str:
     return ckpt["config"].get("precision", "auto")
 
 
-def _eval_setup(checkpoint, shard_dir, split, device, need_labels, remote):
+def _eval_setup(checkpoint, shards: ShardSet, split, device, need_labels):
     device = resolve_device(device)
     model, ckpt = load_model(checkpoint, device)
-    manifest = open_manifest(shard_dir, remote)
-    if manifest_schema(manifest) != model.schema:
-        raise InferenceError(f"{checkpoint} was trained on another schema than {shard_dir}")
-    info = manifest["splits"].get(split)
-    if info is None:
-        raise fixable(InferenceError(f"{shard_dir}: no split {split!r} (has {sorted(manifest['splits'])})"), "split")
-    if need_labels and not info.get("labelled", False):
-        raise fixable(InferenceError(f"split {split!r} of {shard_dir} is unlabelled; evaluation needs labels"), "split")
-    return device, model, ckpt, manifest
+    if shards.schema != model.schema:
+        raise InferenceError(f"{checkpoint} was trained on another schema than {shards}")
+    if need_labels and not shards.entry(split)["labelled"]:
+        raise fixable(InferenceError(f"split {split!r} of {shards} is unlabelled; evaluation needs labels"), "split")
+    return device, model, ckpt
 
 
 def _loader_config(ckpt: dict, split: str, batch_size: int, backend: str, device: torch.device,
-                   with_keys: bool = False, verify: bool = True, remote: RemoteConfig = RemoteConfig()
-                   ) -> LoaderConfig:
+                   with_keys: bool = False, verify: bool = True) -> LoaderConfig:
     """One pass over ``split`` in file order with the eval transform at the checkpoint's image size."""
     return LoaderConfig(split=split, batch_size=batch_size, backend=backend, device=device, augment=False,
                         shuffle=False, drop_last=False, image_size=ckpt["image_size"], rank=0, world_size=1,
-                        with_keys=with_keys, verify=verify, remote=remote)
+                        with_keys=with_keys, verify=verify)
 
 
-def evaluate_checkpoint(checkpoint: str | os.PathLike, shard_dir: str | os.PathLike, *, split: str = VAL,
+@contextlib.contextmanager
+def _opened(shards, remote: RemoteConfig, verify: bool):
+    """``shards`` as an opened set: a ShardSet as it is (its owner closes it), a path or URL opened and closed."""
+    if isinstance(shards, ShardSet):
+        yield shards
+        return
+    with ShardSet.open(shards, remote=remote, verify=verify) as opened:
+        yield opened
+
+
+def evaluate_checkpoint(checkpoint: str | os.PathLike, shards: ShardSet | str | os.PathLike, *, split: str = VAL,
                         batch_size: int = 64, device: str = "auto", backend: str = "auto",
                         verify: bool = True, remote: RemoteConfig = RemoteConfig(), tta: str = "none") -> dict:
     """Metrics of a checkpoint on a labelled split (see :func:`fastfashion.train.metrics.summarize`; loss
     unweighted); ``tta="flip"`` averages the logits of each image and its mirror image.
 
     JSON-ready: an undefined metric (e.g. the average class accuracy when every class is absent) is None, not NaN
-    (see :func:`fastfashion.train.metrics.json_safe`). ``shard_dir`` may be a URL (``remote``: how to reach and
-    cache it).
+    (see :func:`fastfashion.train.metrics.json_safe`). ``shards``: an opened
+    :class:`~fastfashion.shardset.ShardSet`, or a folder or URL opened here (``remote``: how to reach and cache it;
+    ``verify``: check the split's files first).
     """
-    device, model, ckpt, _ = _eval_setup(checkpoint, shard_dir, split, device, need_labels=True, remote=remote)
-    loader = FashionLoader(shard_dir, _loader_config(ckpt, split, batch_size, backend, device, verify=verify,
-                                                     remote=remote))
-    ones = [torch.ones(k, device=device) for k in model.schema.num_classes]
-    m = evaluate(model, loader, model.schema, device, class_weights=ones, desc=f"evaluate {split}", tta=tta,
-                 precision=precision_of(ckpt))
+    with _opened(shards, remote, verify) as shards:
+        device, model, ckpt = _eval_setup(checkpoint, shards, split, device, need_labels=True)
+        with FashionLoader(shards, _loader_config(ckpt, split, batch_size, backend, device, verify=verify)) as loader:
+            ones = [torch.ones(k, device=device) for k in model.schema.num_classes]
+            m = evaluate(model, loader, model.schema, device, class_weights=ones, desc=f"evaluate {split}", tta=tta,
+                         precision=precision_of(ckpt))
     return json_safe({"split": split, "checkpoint": str(checkpoint), "tta": tta, **m})
 
 
-def predict(checkpoint: str | os.PathLike, shard_dir: str | os.PathLike, out: str | os.PathLike, *,
+def predict(checkpoint: str | os.PathLike, shards: ShardSet | str | os.PathLike, out: str | os.PathLike, *,
             split: str = TEST, zip_: bool = False, batch_size: int = 64, device: str = "auto",
             backend: str = "auto", verify: bool = True, remote: RemoteConfig = RemoteConfig(),
             tta: str = "none") -> Path:
@@ -114,23 +119,23 @@ def predict(checkpoint: str | os.PathLike, shard_dir: str | os.PathLike, out: st
         problem = unwritable(target)
         if problem:
             raise fixable(InferenceError(f"{target}: cannot write the predictions there: {problem}"), "out")
-    device, model, ckpt, manifest = _eval_setup(checkpoint, shard_dir, split, device, need_labels=False,
-                                                remote=remote)
-    skipped = [s for s in manifest.get("skipped", []) if s.get("split") == split]
-    if skipped:
-        raise InferenceError(f"{len(skipped)} {split} samples were skipped when sharding (first: {skipped[0]}); "
-                         f"the predictions would not match split/{split}.txt line for line")
-    loader = FashionLoader(shard_dir, _loader_config(ckpt, split, batch_size, backend, device, with_keys=True,
-                                                     verify=verify, remote=remote))
-    preds: dict[str, list[int]] = {}
-    precision = precision_of(ckpt)
-    cl = channels_last(device, precision)
-    with torch.inference_mode(), autocast(device, precision)[0]():
-        for batch in progress(loader, desc=f"predict {split}", leave=False):
-            images, _ = to_device(batch, device, cl)
-            p = torch.stack([lg.argmax(dim=1) for lg in infer(model, images, tta)], dim=1).cpu().tolist()
-            preds.update(zip(batch.keys, p))
-    order = split_keys(loader.shard_dir, manifest, split)  # a URL's: its cache folder
+    with _opened(shards, remote, verify) as shards:
+        device, model, ckpt = _eval_setup(checkpoint, shards, split, device, need_labels=False)
+        skipped = [s for s in shards.manifest.get("skipped", []) if s.get("split") == split]
+        if skipped:
+            raise InferenceError(f"{len(skipped)} {split} samples were skipped when sharding (first: {skipped[0]}); "
+                                 f"the predictions would not match split/{split}.txt line for line")
+        preds: dict[str, list[int]] = {}
+        precision = precision_of(ckpt)
+        cl = channels_last(device, precision)
+        with FashionLoader(shards, _loader_config(ckpt, split, batch_size, backend, device, with_keys=True,
+                                                  verify=verify)) as loader, \
+                torch.inference_mode(), autocast(device, precision)[0]():
+            for batch in progress(loader, desc=f"predict {split}", leave=False):
+                images, _ = to_device(batch, device, cl)
+                p = torch.stack([lg.argmax(dim=1) for lg in infer(model, images, tta)], dim=1).cpu().tolist()
+                preds.update(zip(batch.keys, p))
+        order = shards.keys(split)
     if sorted(preds) != sorted(order):
         raise RuntimeError(f"the loader yielded {len(preds)} distinct {split} keys, the shards hold {len(order)}")
     _write_predictions(Path(out), "".join(" ".join(map(str, preds[k])) + "\n" for k in order), zip_)

@@ -7,7 +7,7 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
-from ..format.manifest import train_class_weights
+from .balance import train_class_weights
 from ..format.spec import TRAIN
 from .config import TrainError
 

@@ -34,13 +34,12 @@ import torch
 
 from ..errors import fixable
 from ..format.atomic import write_file
-from ..format.manifest import manifest_schema
 from ..format.spec import TRAIN, VAL
 from ..hardware import resolve_device
 from ..loading.base import LoaderConfig
 from ..loading.loader import FashionLoader
+from ..shardset import ShardSet
 from ..progress import progress
-from ..remote.cache import open_manifest
 from ..schema import Schema
 from . import checkpoint as ckpt_io
 from . import distributed
@@ -207,10 +206,16 @@ class _Run:
     train_loader: FashionLoader
     val_loader: FashionLoader
     state: TrainState
+    shards: ShardSet | None = None  # the set both loaders read
     stop: StopFlag = dataclasses.field(default_factory=StopFlag)
     policy: CheckpointPolicy | None = None
     progress: dict | None = None  # a mid-epoch checkpoint's epoch progress, to continue that epoch
     ema: WeightEMA | None = None  # the averaged weights that are validated and saved as best.pt
+
+    def close(self) -> None:
+        """Release both loaders (pipelines, workers, mappings)."""
+        self.train_loader.close()
+        self.val_loader.close()
 
     @property
     def judged(self) -> torch.nn.Module:
@@ -218,8 +223,11 @@ class _Run:
         return self.ema.module if self.ema is not None else self.model
 
 
-def train(cfg: TrainConfig) -> dict:
+def train(cfg: TrainConfig, *, shards: ShardSet | None = None) -> dict:
     """Train per ``cfg``; returns ``{"best_avg_class_accuracy", "epochs", "steps", "out", "history"}``.
+
+    ``shards``: the opened set to train on (the caller closes it); None opens ``cfg.shard_dir`` once (with
+    ``cfg.remote`` and ``cfg.verify``) for both loaders and closes it at the end.
 
     Raises :class:`TrainError` for a shard set that cannot be trained on (unlabelled val, no full batch, another
     schema than the checkpoint to resume), what the loader and checkpoint readers raise, RuntimeError for an
@@ -228,27 +236,34 @@ def train(cfg: TrainConfig) -> dict:
     """
     device = resolve_device(cfg.device)
     dinfo = distributed.setup(device.type)
+    opened, run = None, None
     try:
-        run = _start(cfg, device, dinfo)
+        _check_out(Path(cfg.out), dinfo)  # before any work
+        if shards is None:
+            shards = opened = ShardSet.open(cfg.shard_dir, remote=cfg.remote, verify=cfg.verify)
+        run = _start(cfg, device, dinfo, shards)
         with run.stop.installed():
             result = _train(run)
     except BaseException:
         # no barrier: the other ranks may be blocked in a collective this rank will never join
         distributed.teardown(dinfo, failed=True)
         raise
+    finally:
+        if run is not None:
+            run.close()
+        if opened is not None:
+            opened.close()
     distributed.teardown(dinfo)
     return result
 
 
-def _start(cfg: TrainConfig, device: torch.device, dinfo: distributed.DistInfo) -> _Run:
+def _start(cfg: TrainConfig, device: torch.device, dinfo: distributed.DistInfo, shards: ShardSet) -> _Run:
     """Build the model, the step, the loaders and the scheduler; resume from ``last.pt`` when asked."""
     if device.type == "cuda" and device.index is None:
         device = torch.device("cuda", torch.cuda.current_device())  # under torchrun: the local rank's GPU
-    _check_out(Path(cfg.out), dinfo)
-    manifest = open_manifest(cfg.shard_dir, cfg.remote)  # a local folder or a URL (fastfashion/remote/cache.py)
-    schema = manifest_schema(manifest)
+    manifest, schema = shards.manifest, shards.schema
     if not manifest["splits"].get(VAL, {}).get("labelled", False):
-        raise TrainError(f"{cfg.shard_dir}: the {VAL} split is missing or unlabelled; training validates every epoch")
+        raise TrainError(f"{shards}: the {VAL} split is missing or unlabelled; training validates every epoch")
     _seed_everything(cfg.seed)
     # resuming overwrites every weight: do not fetch the initial ones (e.g. imagenet while offline)
     model = build_model(schema, device, weights=None if cfg.resume else cfg.weights, dropout=cfg.dropout,
@@ -263,13 +278,13 @@ def _start(cfg: TrainConfig, device: torch.device, dinfo: distributed.DistInfo) 
     common = LoaderConfig(batch_size=cfg.batch_size, backend=cfg.backend, device=device,
                           image_size=cfg.image_size, seed=cfg.seed, rank=dinfo.rank, world_size=dinfo.world_size,
                           workers=cfg.workers, verify=cfg.verify, remote=cfg.remote)
-    train_loader = FashionLoader(cfg.shard_dir, dataclasses.replace(
+    train_loader = FashionLoader(shards, dataclasses.replace(
         common, split=TRAIN, augment=cfg.train_augment(), shuffle=True, drop_last=True))
-    val_loader = FashionLoader(cfg.shard_dir, dataclasses.replace(
+    val_loader = FashionLoader(shards, dataclasses.replace(
         common, split=VAL, augment=False, shuffle=False, drop_last=False))
     if len(train_loader) == 0:
         n = manifest["splits"][TRAIN]["num_samples"] // dinfo.world_size
-        raise fixable(TrainError(f"{cfg.shard_dir}: {n} train samples per rank make no full batch of {cfg.batch_size}"),
+        raise fixable(TrainError(f"{shards}: {n} train samples per rank make no full batch of {cfg.batch_size}"),
                       "batch_size")
     log.info("training on %s (%s loader, %d rank(s)), %d train batches per epoch, recipe %s", device,
              train_loader.backend, dinfo.world_size, len(train_loader), cfg.recipe)
@@ -277,7 +292,7 @@ def _start(cfg: TrainConfig, device: torch.device, dinfo: distributed.DistInfo) 
                            warmup_steps=round(cfg.warmup_epochs * len(train_loader)), factor=cfg.lr_factor,
                            patience=cfg.lr_patience)
     run = _Run(cfg, Path(cfg.out), schema, device, dinfo, model, step, scheduler, train_loader, val_loader,
-               TrainState(), policy=CheckpointPolicy(minutes=cfg.checkpoint_minutes, every=cfg.checkpoint_every))
+               TrainState(), shards=shards, policy=CheckpointPolicy(minutes=cfg.checkpoint_minutes, every=cfg.checkpoint_every))
     if cfg.ema_halflife is not None:  # the decay per step whose weight halves after ema_halflife epochs
         run.ema = WeightEMA(model, 0.5 ** (1 / max(1.0, cfg.ema_halflife * len(train_loader))))
     if cfg.resume:

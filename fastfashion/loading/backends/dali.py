@@ -195,7 +195,7 @@ class DaliBackend:
         first = epochs[0][0]
         plan = [(e, p) for (e, _), p in zip(epochs, padded)]
         rand = RandomParams(ctx.augment, seed=ctx.seed, batch_size=b, plan=plan)
-        labels = None if ctx.samples.labels is None else PlannedLabels(ctx.samples.labels, batch_size=b, plan=plan)
+        labels = None if ctx.samples.label_member == "lbl" else PlannedLabels(ctx.samples.labels, batch_size=b, plan=plan)
         self._pipe = fashion_pipeline(paths=paths, index_paths=index_paths, cfg=ctx.augment, batch_size=b,
                                       device_id=self.device_id, num_threads=self.num_threads,
                                       seed=(ctx.seed * 1_000_003 + first * 7919 + ctx.rank) % (2 ** 31),
@@ -239,7 +239,7 @@ class DaliBackend:
                 r = refs[int(i)]
                 try:
                     data, lbl = files.sample(r)
-                    if self.ctx.samples.labels is None and len(lbl) != 8 * width:
+                    if self.ctx.samples.label_member == "lbl" and len(lbl) != 8 * width:
                         raise ValueError(f".lbl has {len(lbl)} bytes, expected {8 * width}")
                     Image.open(io.BytesIO(data)).load()
                 except Exception as e:  # noqa: BLE001 - any failure here is the diagnosis

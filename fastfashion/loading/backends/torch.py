@@ -30,7 +30,6 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from ...format.reader import SampleRef, ShardFiles
-from ...format.spec import label_problem
 from ...schema import Schema
 from ..augment import AugmentConfig, sample_seed
 from ..base import BackendContext, LoaderError
@@ -62,10 +61,10 @@ class ShardDataset(Dataset):
     """Samples of one split by global index (manifest order), read by offset from the tars."""
 
     def __init__(self, refs: Sequence[SampleRef], cfg: AugmentConfig, schema: Schema, seed: int = 0,
-                 labels: Sequence[Sequence[int]] | None = None, transform: Callable | None = None):
+                 labels: np.ndarray | None = None, transform: Callable | None = None):
         self.refs, self.cfg, self.schema, self.seed = list(refs), cfg, schema, seed
-        # labels decoded when the split was read (.cls/.json sets); None: each sample's .lbl member
-        self.labels = None if labels is None else np.asarray(labels, dtype=np.int64).reshape(len(self.refs), -1)
+        # class ids decoded and range-checked once when the split was read (format/reader.py: SplitSamples.labels)
+        self.labels = np.full((len(self.refs), len(schema)), -1, dtype=np.int64) if labels is None else labels
         self.custom = transform is not None  # the loader's augment= callable: RGB PIL image -> CHW tensor
         self.transform = transform if transform is not None else torchvision_transform(cfg)
         self.files = ShardFiles()  # per worker process: descriptors opened lazily, in the worker
@@ -81,19 +80,12 @@ class ShardDataset(Dataset):
         i, epoch = item if isinstance(item, tuple) else (item, 0)
         r = self.refs[i]
         try:
-            if self.labels is None:
-                jpg, lbl = self.files.sample(r)
-            else:
-                jpg, lbl = self.files.read(r.tar, r.jpg_offset, r.jpg_size), self.labels[i].astype("<i8").tobytes()
+            jpg = self.files.read(r.tar, r.jpg_offset, r.jpg_size)
             with Image.open(io.BytesIO(jpg)) as im:
                 img = im.convert("RGB")
         except Exception as e:  # noqa: BLE001 - untrusted bytes: any decoder failure (DecompressionBombError ...)
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise LoaderError(f"{r.tar}: sample {r.key!r}: {first}") from e
-        values = np.frombuffer(lbl, dtype="<i8").astype(np.int64)
-        problem = label_problem(values.tolist(), self.schema)  # checked at load time too; the file may change
-        if problem:
-            raise LoaderError(f"{r.tar}: sample {r.key!r}: {problem}")
         with torch.random.fork_rng(devices=[]):  # without workers this runs in the trainer's process: keep its RNG
             torch.manual_seed(sample_seed(self.seed, epoch, i))
             image = self.transform(img)
@@ -101,7 +93,7 @@ class ShardDataset(Dataset):
             raise LoaderError(f"{r.tar}: sample {r.key!r}: the augment callable returned a "
                               f"{type(image).__name__}, not a tensor (end it with e.g. torchvision's v2.ToImage() "
                               "and v2.ToDtype(torch.float32, scale=True))")
-        return image, torch.from_numpy(values), r.key
+        return image, torch.from_numpy(self.labels[i].copy()), r.key
 
     def __getitems__(self, indices: Sequence[int]):
         """The DataLoader's batch fetch: a :class:`LoaderError` becomes a :class:`_Failed` batch (plain data), so
