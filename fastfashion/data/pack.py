@@ -21,7 +21,7 @@ import os
 import re
 from typing import Mapping, Sequence
 
-from ..errors import sigterm_as_terminated
+from ..errors import ConfigError, FastfashionError, sigterm_as_terminated
 from ..format.spec import LABELLED_SPLITS, SPLITS, split_order
 from ..format.writer import Sample, ShardSetWriter
 from ..schema import Schema, SchemaError
@@ -35,7 +35,7 @@ per-file overhead stays negligible and a damaged shard costs little to re-create
 _SPLIT = re.compile(r"[A-Za-z0-9_-]+")
 
 
-class ShardWriterError(ValueError):
+class ShardWriterError(FastfashionError, ValueError):
     """A sample given to :class:`ShardWriter` is invalid; the message names the split and key."""
 
 
@@ -53,7 +53,7 @@ class ShardWriter:
                  check_images: bool = True, source: dict | None = None, options: dict | None = None,
                  skipped: Sequence[dict] = ()):
         if samples_per_shard < 1:
-            raise ValueError(f"samples_per_shard must be >= 1, got {samples_per_shard}")
+            raise ConfigError(f"samples_per_shard must be >= 1, got {samples_per_shard}")
         self.schema, self.samples_per_shard, self.check_images = schema, samples_per_shard, check_images
         self.source, self.skipped = source, list(skipped)
         self.options = options if options is not None else {"samples_per_shard": samples_per_shard}

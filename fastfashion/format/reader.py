@@ -9,13 +9,14 @@ import os
 import struct
 from pathlib import Path
 
+from ..errors import FastfashionError
 from ..schema import Schema
 from .dali_index import IndexFormatError, index_line, read_index
 from .labels import decode_labels_member
 from .spec import JPEG_START, UNLABELLED, label_problem
 
 
-class ShardReadError(RuntimeError):
+class ShardReadError(FastfashionError, RuntimeError):
     """A shard or sample cannot be read; the message names the shard (tar or idx) and, where known, the key."""
 
 

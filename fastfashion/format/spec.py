@@ -16,6 +16,7 @@ import json
 import struct
 from typing import Sequence
 
+from ..errors import FastfashionError
 from ..schema import Schema
 
 FORMAT = "fastfashion-shards"
@@ -26,6 +27,10 @@ UNLABELLED = -1  # every .lbl entry of a sample without labels (the test split)
 TRAIN, VAL, TEST = "train", "val", "test"
 SPLITS = (TRAIN, VAL, TEST)          # the splits of a source, in their usual order
 LABELLED_SPLITS = (TRAIN, VAL)       # splits that always carry labels (any other may, with an _attr file)
+
+
+class LabelError(FastfashionError, ValueError):
+    """A sample's label member cannot be read as class ids of the schema (wrong size, not JSON, unknown class)."""
 
 
 def split_order(split: str) -> tuple[int, str]:
@@ -55,14 +60,14 @@ def encode_labels(labels: Sequence[int] | None, schema: Schema) -> bytes:
     """The ``.lbl`` member: little-endian int64 per attribute, or all :data:`UNLABELLED` for ``None``."""
     values = [UNLABELLED] * len(schema) if labels is None else [int(v) for v in labels]
     if len(values) != len(schema):
-        raise ValueError(f"expected {len(schema)} labels, got {len(values)}")
+        raise LabelError(f"expected {len(schema)} labels, got {len(values)}")
     return struct.pack(f"<{len(values)}q", *values)
 
 
 def decode_labels(data: bytes, schema: Schema) -> tuple[int, ...] | None:
     """Inverse of :func:`encode_labels` (``None`` for an unlabelled sample)."""
     if len(data) != 8 * len(schema):
-        raise ValueError(f".lbl member has {len(data)} bytes, expected {8 * len(schema)}")
+        raise LabelError(f".lbl member has {len(data)} bytes, expected {8 * len(schema)}")
     values = struct.unpack(f"<{len(schema)}q", data)
     return None if all(v == UNLABELLED for v in values) else values
 

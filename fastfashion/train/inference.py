@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from ..errors import fixable
+from ..errors import FastfashionError, fixable
 from ..format.atomic import unwritable, write_file
 from ..format.manifest import manifest_schema
 from ..remote.cache import open_manifest
@@ -33,7 +33,7 @@ from .trainer import evaluate, infer
 log = logging.getLogger(__name__)
 
 
-class InferenceError(ValueError):
+class InferenceError(FastfashionError, ValueError):
     """A checkpoint cannot be applied to this shard set or split (another schema, a missing or unlabelled split)."""
 
 
