@@ -8,6 +8,7 @@ the map.
 from __future__ import annotations
 
 from ._version import __version__  # noqa: F401
+from .errors import FastfashionError  # noqa: F401  (light: the base of every error the library raises)
 from .schema import FASHION_SCHEMA, Attribute, Schema  # noqa: F401  (light: no torch import)
 
 _LAZY = {  # public name -> module; imported on first use: `import fastfashion` must not import torch or DALI
@@ -18,7 +19,7 @@ _LAZY = {  # public name -> module; imported on first use: `import fastfashion` 
 }
 
 
-__all__ = ["__version__", "Attribute", "Schema", "FASHION_SCHEMA", *_LAZY]
+__all__ = ["__version__", "Attribute", "Schema", "FASHION_SCHEMA", "FastfashionError", *_LAZY]
 
 
 def __dir__() -> list[str]:

@@ -12,6 +12,7 @@ import logging
 import os
 import sys
 import textwrap
+import traceback
 
 from .format.spec import TEST, TRAIN, VAL
 
@@ -650,12 +651,25 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # the reader of our output went away (`... | head`): nothing more to say
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
-    except (ValueError, OSError, RuntimeError) as e:  # typed library errors are ValueError/OSError subclasses
+    except Exception as e:
+        # The caller's or the environment's problem (errors.user_facing: a FastfashionError, an OSError with the
+        # OS's errno, out of memory) is one line and its exit_code (1); anything else is a bug in fastfashion: its
+        # traceback, one line asking for a report, and 70 (EX_SOFTWARE). -v raises everything (a traceback, 1).
         if verbose:
             raise
-        from .errors import fix_param
+        from . import __version__
+        from .errors import EXIT_SOFTWARE, fix_param, out_of_memory, user_facing
+        if not user_facing(e):
+            traceback.print_exc()
+            print(f"fastfashion {args.verb}: internal error (a bug in fastfashion {__version__}): please report it "
+                  "with the traceback above", file=sys.stderr)
+            return EXIT_SOFTWARE
+        if out_of_memory(e):  # torch's message goes on for lines; its first says what was asked for
+            text = (str(e).strip() or "out of memory").splitlines()[0]
+            print(f"fastfashion {args.verb}: error: {_advice(text, fix_param(e) or 'batch_size')}", file=sys.stderr)
+            return 1
         print(f"fastfashion {args.verb}: error: {_advice(str(e), fix_param(e))}", file=sys.stderr)
-        return 1
+        return getattr(e, "exit_code", 1)
 
 
 if __name__ == "__main__":

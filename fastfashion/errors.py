@@ -1,4 +1,9 @@
-"""Errors a caller fixes by changing one parameter.
+"""The library's error family, and errors a caller fixes by changing one parameter.
+
+Every error fastfashion raises on purpose is a :class:`FastfashionError`, and also the built-in it has always been
+(``ManifestError`` is a ValueError, ``RemoteError`` an OSError, ``LoaderError`` a RuntimeError), so ``except
+ValueError`` keeps working. Anything else escaping the library is a bug, or the operating system's own OSError (a
+full disk, a missing file): the command line prints one line for those two and a traceback for the rest.
 
 Library errors say what is wrong in the library's terms; :func:`fixable` tags one with the parameter that would
 avoid it (``overwrite``, ``skip_bad``, ``batch_size`` ...), so that the command line can name its flag instead of
@@ -12,6 +17,38 @@ import threading
 from typing import Iterator, TypeVar
 
 E = TypeVar("E", bound=BaseException)
+
+
+class FastfashionError(Exception):
+    """Base of every error the library raises on purpose: the message is one line naming the culprit, and the
+    command line prints just that line (plus the advice for its :func:`fix_param`) and exits with ``exit_code``."""
+
+    exit_code = 1  # the command line's exit status for this error
+
+
+class ConfigError(FastfashionError, ValueError):
+    """A parameter outside what it accepts (a config field, a size, a choice); the message names both."""
+
+
+class TargetExistsError(FastfashionError, FileExistsError):
+    """An output path exists and is not something the call may replace (or ``overwrite`` was not given)."""
+
+
+EXIT_SOFTWARE = 70  # sysexits.h EX_SOFTWARE: the command line's exit status for an internal error (a bug)
+
+
+def out_of_memory(err: BaseException) -> bool:
+    """Whether ``err`` is the machine running out of memory: MemoryError, or torch's OutOfMemoryError (CUDA; told
+    by name, so that this leaf module does not import torch)."""
+    return isinstance(err, MemoryError) or type(err).__name__ == "OutOfMemoryError"
+
+
+def user_facing(err: BaseException) -> bool:
+    """Whether ``err`` is the caller's or the environment's problem, which the command line states in one line: a
+    :class:`FastfashionError`, an OSError carrying the operating system's errno (a missing file, a full disk, a
+    refused permission or connection), or running out of memory. Anything else escaping the library is a bug."""
+    return isinstance(err, FastfashionError) or (isinstance(err, OSError) and err.errno is not None) \
+        or out_of_memory(err)
 
 
 def fixable(err: E, param: str) -> E:

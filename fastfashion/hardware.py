@@ -8,11 +8,17 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING
 
+from .errors import ConfigError, FastfashionError
+
 if TYPE_CHECKING:
     import torch
 
 DEVICES = ("auto", "cpu", "cuda")  # what ``device`` accepts, besides an explicit ``cuda:N``
 PRECISIONS = ("auto", "amp", "fp32")  # what ``precision`` accepts (fastfashion/train/device.py says what each means)
+
+
+class DeviceError(FastfashionError, RuntimeError):
+    """The device asked for is not here (CUDA requested but unavailable, more processes than GPUs)."""
 
 
 def available_cpus() -> int:
@@ -29,10 +35,10 @@ def resolve_device(device) -> "torch.device":
     import torch
     dev = str(device) if device is not None else "auto"
     if dev not in ("auto", "cpu") and not dev.startswith("cuda"):
-        raise ValueError(f"device must be auto, cpu or cuda[:N], got {device!r}")
+        raise ConfigError(f"device must be auto, cpu or cuda[:N], got {device!r}")
     cuda = torch.cuda.is_available()
     if dev.startswith("cuda") and not cuda:
-        raise RuntimeError(f"device {dev!r} requested but CUDA is not available")
+        raise DeviceError(f"device {dev!r} requested but CUDA is not available")
     return torch.device(("cuda" if cuda else "cpu") if dev == "auto" else dev)
 
 
@@ -52,11 +58,11 @@ def cuda_device_for(local_rank: int, device_count: int) -> int:
     processes than GPUs), instead of CUDA's "invalid device ordinal" or NCCL's "Duplicate GPU detected".
     """
     if device_count < 1:
-        raise RuntimeError("no CUDA device is visible to this process")
+        raise DeviceError("no CUDA device is visible to this process")
     if 0 <= local_rank < device_count:
         return local_rank
     visible = os.environ.get("CUDA_VISIBLE_DEVICES", "")
     if device_count == 1 and visible and "," not in visible:  # the launcher gave this process its own GPU
         return 0
-    raise RuntimeError(f"LOCAL_RANK={local_rank}, but this process sees only {device_count} CUDA devices: start at "
+    raise DeviceError(f"LOCAL_RANK={local_rank}, but this process sees only {device_count} CUDA devices: start at "
                        f"most {device_count} processes per node, or give each process its own GPU")

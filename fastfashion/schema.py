@@ -10,8 +10,10 @@ import json
 import os
 from typing import Iterable, Sequence
 
+from .errors import FastfashionError
 
-class SchemaError(ValueError):
+
+class SchemaError(FastfashionError, ValueError):
     """A schema file (``schema.json`` or ``list_attr_cloth.txt``) is malformed or disagrees with the expected
     schema."""
 

@@ -16,10 +16,11 @@ PKG = Path(__file__).resolve().parents[1] / "fastfashion"
 REPO = PKG.parent
 
 # layer (a top-level module or subpackage) -> the layers it may import. "" is the package root.
-LEAVES = {"_version", "schema", "hardware", "errors", "progress"}  # import nothing of fastfashion
+LEAVES = {"_version", "schema", "hardware", "errors", "progress"}  # import nothing of fastfashion but errors
 ALLOWED = {
-    **{leaf: set() for leaf in LEAVES},
-    "": {"_version", "schema"},  # the package root: the version, the schema, and lazily (by name) the loader
+    **{leaf: {"errors"} for leaf in LEAVES - {"errors"}},  # errors.FastfashionError is the base of every error
+    "errors": set(),
+    "": {"_version", "schema", "errors"},  # the package root: version, schema, error base; lazily (by name) the loader
     "format": {"_version", "schema", "errors"},
     "remote": LEAVES | {"format"},
     "shardset": LEAVES | {"format", "remote"},

@@ -38,7 +38,7 @@ def run_demo(cfg: DemoConfig = DemoConfig()) -> dict:
     from ..data.shard import ShardConfig, write_shards
     from ..data.source import class_counts, read_source
     from ..data.synth import SynthConfig, synthesize
-    from ..errors import fixable
+    from ..errors import TargetExistsError, fixable
     from ..format.spec import TEST, TRAIN, VAL
     from ..train.inference import evaluate_checkpoint, predict
     from ..train.recipes import recipe_config
@@ -49,7 +49,7 @@ def run_demo(cfg: DemoConfig = DemoConfig()) -> dict:
     out = Path(cfg.out)
     if out.exists() and any(out.iterdir()):
         if not (out / MARKER).is_file():  # never wipe a folder the demo did not create
-            raise fixable(FileExistsError(f"{out} exists and was not written by the demo; refusing to replace it"),
+            raise fixable(TargetExistsError(f"{out} exists and was not written by the demo; refusing to replace it"),
                           "out")
         shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)

@@ -23,9 +23,9 @@ import threading
 import time
 from typing import Iterator
 
-from ..errors import fix_param, fixable
+from ..errors import ConfigError, FastfashionError, fix_param, fixable
 from ..format.spec import TRAIN
-from ..hardware import PRECISIONS, available_cpus
+from ..hardware import PRECISIONS, DeviceError, available_cpus
 from ..loading.augment import check_image_size
 from ..loading.base import BACKENDS
 from ..loading.order import DEFAULT_WINDOW
@@ -38,6 +38,11 @@ BASELINE = "seed"
 ALL_BACKENDS = (BASELINE, *BACKENDS)
 DESCRIPTIONS = {BASELINE: "seed-style baseline: PIL + torchvision transforms over the image folder, DataLoader workers",
                 **{name: spec.description for name, spec in BACKENDS.items()}}
+
+
+class BenchError(FastfashionError, RuntimeError):
+    """One benchmark cannot run here as configured (no source folder for the baseline, a split smaller than a
+    batch); :func:`run_loader_bench` records it as that backend's skip reason."""
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -66,15 +71,15 @@ class BenchConfig:
         object.__setattr__(self, "image_size", check_image_size(self.image_size))
         for name in ("batch_size", "rounds", "batches"):
             if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
         for name in ("warmup", "train_steps"):
             if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+                raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+            raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         unknown = [b for b in self.backends if b not in ALL_BACKENDS]
         if unknown:
-            raise ValueError(f"unknown backend {unknown[0]!r}; choose from {', '.join(ALL_BACKENDS)}")
+            raise ConfigError(f"unknown backend {unknown[0]!r}; choose from {', '.join(ALL_BACKENDS)}")
 
 
 class _PeakRSS:
@@ -150,7 +155,7 @@ def make_bench_loader(name: str, cfg: BenchConfig, shards, *, for_training: bool
     if name == BASELINE:
         from .baseline import make_seed_loader
         if cfg.source is None:
-            raise fixable(RuntimeError("the seed-style baseline reads the raw image folder, and no source folder "
+            raise fixable(BenchError("the seed-style baseline reads the raw image folder, and no source folder "
                                        "was given"), "source")
         return make_seed_loader(cfg.source, shards.schema, cfg.split, batch_size=cfg.batch_size,
                                 image_size=cfg.image_size, workers=cfg.workers, augment=cfg.augment)
@@ -160,7 +165,7 @@ def make_bench_loader(name: str, cfg: BenchConfig, shards, *, for_training: bool
     from ..loading.loader import FashionLoader
     needs_cuda = BACKENDS[name].needs_cuda
     if needs_cuda and not torch.cuda.is_available():
-        raise RuntimeError("no CUDA device")
+        raise DeviceError("no CUDA device")
     to_gpu = needs_cuda or (for_training and name == "torch" and torch.cuda.is_available())
     device = "cuda" if to_gpu else "cpu"
     return FashionLoader(shards, LoaderConfig(
@@ -181,7 +186,7 @@ def endless(loader, start_epoch: int) -> Iterator:
             n += 1
             yield batch
         if n == 0:
-            raise RuntimeError("the loader yielded no batch: the split is smaller than one batch")
+            raise BenchError("the loader yielded no batch: the split is smaller than one batch")
         epoch += 1
 
 
@@ -224,7 +229,7 @@ def run_loader_bench(cfg: BenchConfig, shards=None) -> dict[str, dict]:
             with _PeakRSS() as mem:
                 first = next(iter(loader), None)
                 if first is None:
-                    raise fixable(RuntimeError(f"the {cfg.split} split is smaller than one batch of {cfg.batch_size}"),
+                    raise fixable(BenchError(f"the {cfg.split} split is smaller than one batch of {cfg.batch_size}"),
                                   "batch_size")
                 sync(first.images)
         except (RuntimeError, ImportError, OSError) as e:

@@ -23,7 +23,7 @@ import os
 import re
 from pathlib import Path
 
-from ..errors import fixable, sigterm_as_terminated
+from ..errors import FastfashionError, TargetExistsError, fixable, sigterm_as_terminated
 from ..format.atomic import file_sha256, fsync, write_file
 from ..format.dali_index import IndexEntry, entries_from_tar, format_index
 from ..format.labels import LABEL_MEMBERS, infer_schema, raw_labels, to_class_ids
@@ -41,7 +41,7 @@ _TAR_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*\.tar")  # a name the manife
 _SPLIT_PREFIX = re.compile(r"([A-Za-z0-9]+)[-_.]")
 
 
-class AdoptError(ValueError):
+class AdoptError(FastfashionError, ValueError):
     """A shard set cannot be adopted; the message names the tar (and the key)."""
 
 
@@ -174,7 +174,7 @@ def index_shards(shard_dir: str | os.PathLike, cfg: IndexConfig = IndexConfig())
     if not d.is_dir():
         raise AdoptError(f"{d}: not a folder")
     if (d / MANIFEST).exists() and not cfg.overwrite:
-        raise fixable(FileExistsError(f"{d} already has a {MANIFEST}; refusing to replace it"), "overwrite")
+        raise fixable(TargetExistsError(f"{d} already has a {MANIFEST}; refusing to replace it"), "overwrite")
     shards, member, schema = _read_set(d, cfg)
     splits = _split_entries(shards, schema)
     written: list[Path] = []

@@ -21,6 +21,7 @@ import re
 from pathlib import Path
 from typing import Sequence
 
+from ..errors import ConfigError
 from ..format.spec import SPLITS
 from ..schema import Attribute, Schema, SchemaError
 from .source import (
@@ -50,7 +51,7 @@ def check_split_ratio(ratio: Sequence[float]) -> tuple[float, float, float]:
     """``(train, val, test)`` fractions, each in [0, 1], adding up to 1. Raises ValueError."""
     r = tuple(float(x) for x in ratio)
     if len(r) != 3 or any(not 0 <= x <= 1 for x in r) or abs(sum(r) - 1) > 1e-6:
-        raise ValueError(f"split_ratio must be three fractions (train, val, test) adding up to 1, got {ratio!r}")
+        raise ConfigError(f"split_ratio must be three fractions (train, val, test) adding up to 1, got {ratio!r}")
     return r  # type: ignore[return-value]
 
 

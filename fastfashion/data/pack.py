@@ -20,7 +20,7 @@ import hashlib
 import os
 from typing import Mapping, Sequence
 
-from ..errors import sigterm_as_terminated
+from ..errors import ConfigError, FastfashionError, sigterm_as_terminated
 from ..format.spec import LABELLED_SPLITS, SPLIT_NAME, SPLITS, split_order
 from ..format.writer import Sample, ShardSetWriter
 from ..schema import Schema, SchemaError
@@ -33,7 +33,7 @@ shards for plain webdataset consumers, which hand whole shards to ranks x worker
 per-file overhead stays negligible and a damaged shard costs little to re-create or re-verify."""
 
 
-class ShardWriterError(ValueError):
+class ShardWriterError(FastfashionError, ValueError):
     """A sample given to :class:`ShardWriter` is invalid; the message names the split and key."""
 
 
@@ -51,7 +51,7 @@ class ShardWriter:
                  check_images: bool = True, source: dict | None = None, options: dict | None = None,
                  skipped: Sequence[dict] = ()):
         if samples_per_shard < 1:
-            raise ValueError(f"samples_per_shard must be >= 1, got {samples_per_shard}")
+            raise ConfigError(f"samples_per_shard must be >= 1, got {samples_per_shard}")
         self.schema, self.samples_per_shard, self.check_images = schema, samples_per_shard, check_images
         self.source, self.skipped = source, list(skipped)
         self.options = options if options is not None else {"samples_per_shard": samples_per_shard}

@@ -24,7 +24,7 @@ import threading
 import time
 from pathlib import Path
 
-from ..errors import fixable
+from ..errors import ConfigError, FastfashionError, fixable
 from ..format.atomic import clean_stale, file_sha256
 from ..format.spec import TRAIN, split_order
 from ..format.writer import check_target
@@ -42,6 +42,10 @@ class BadImageError(SourceError):
     """An image failed validation (truncated, not a JPEG, CMYK ...); names the split file and line listing it."""
 
 
+class SourceChangedError(FastfashionError, RuntimeError):
+    """An image's bytes changed between validation and writing (another process is editing the source)."""
+
+
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class ShardConfig:
     """Options of :func:`write_shards`. ``workers`` and ``overwrite`` do not affect the output."""
@@ -57,7 +61,7 @@ class ShardConfig:
 
     def __post_init__(self) -> None:
         if self.samples_per_shard < 1:
-            raise ValueError(f"samples_per_shard must be >= 1, got {self.samples_per_shard}")
+            raise ConfigError(f"samples_per_shard must be >= 1, got {self.samples_per_shard}")
         check_split_ratio(self.split_ratio)
 
     def manifest_options(self) -> dict:
@@ -97,7 +101,7 @@ def open_source(src: str | os.PathLike, cfg: "ShardConfig", on_error=None) -> So
         root = Path(cfg.images) if cfg.images is not None else src.parent
         return Source(src.resolve().stem, schema, records, root, ((src.name, src),), is_csv=True)
     if cfg.images is not None:
-        raise ValueError(f"images is only for a CSV source; {src} is a folder with img/ and split/")
+        raise ConfigError(f"images is only for a CSV source; {src} is a folder with img/ and split/")
     schema = source_schema(src, cfg.schema) if src.is_dir() else cfg.schema
     records = read_source(src, schema, on_error=on_error)
     listings = tuple((f"split/{f.name}", f) for f in sorted((src / "split").glob("*.txt")))
@@ -121,7 +125,7 @@ def _check_paths(src: Path, out: Path) -> None:
     src = src.parent if src.is_file() else src
     if out.resolve() == src.resolve() or src.resolve() in out.resolve().parents \
             or out.resolve() in src.resolve().parents:
-        raise ValueError(f"output folder {out} must not contain or be inside the source {src}")
+        raise ConfigError(f"output folder {out} must not contain or be inside the source {src}")
 
 
 def _validate_images(src: Path, records: dict[str, list[Record]], cfg: ShardConfig,
@@ -154,7 +158,7 @@ def _write(writer: ShardWriter, root: Path, recs: list[Record], digests: dict[st
     for r in recs:
         data = (root / r.path).read_bytes()
         if hashlib.sha256(data).hexdigest() != digests[r.path]:
-            raise RuntimeError(f"{root / r.path} changed while sharding")
+            raise SourceChangedError(f"{root / r.path} changed while sharding")
         writer.write(r.key, data, r.labels, split=r.split, path=r.path)
         bar.update(1)
 

@@ -20,12 +20,13 @@ import os
 from pathlib import Path
 from typing import Callable, Iterable
 
+from ..errors import FastfashionError
 from ..format.spec import LABELLED_SPLITS, SPLITS
 from ..schema import FASHION_SCHEMA, Schema, SchemaError
 
 log = logging.getLogger(__name__)
 
-class SourceError(ValueError):
+class SourceError(FastfashionError, ValueError):
     """Base class: the source folder is malformed. ``path`` and ``line`` name the culprit (line may be None)."""
 
     def __init__(self, path: str | os.PathLike, line: int | None, message: str):

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import fixable
+from ..errors import ConfigError, TargetExistsError, fixable
 from ..format.atomic import make_temp_dir, replace_dir, with_path
 from ..format.spec import LABELLED_SPLITS, SPLITS, TEST, TRAIN, VAL
 from ..hardware import available_cpus
@@ -70,18 +70,18 @@ class SynthConfig:
         for name in SPLITS:  # the fields are named after the splits
             v = getattr(self, name)
             if not isinstance(v, int) or v < 0:
-                raise ValueError(f"{name} must be a non-negative integer, got {v!r}")
+                raise ConfigError(f"{name} must be a non-negative integer, got {v!r}")
         if self.total == 0:
-            raise ValueError("train + val + test must be at least 1")
+            raise ConfigError("train + val + test must be at least 1")
         if self.total > MAX_IMAGES:
-            raise ValueError(f"at most {MAX_IMAGES} images (5-digit names), got {self.total}")
+            raise ConfigError(f"at most {MAX_IMAGES} images (5-digit names), got {self.total}")
         if not isinstance(self.seed, int) or self.seed < 0:
-            raise ValueError(f"seed must be a non-negative integer, got {self.seed!r}")
+            raise ConfigError(f"seed must be a non-negative integer, got {self.seed!r}")
         if self.workers is not None and self.workers < 1:
-            raise ValueError(f"workers must be >= 1, got {self.workers}")
+            raise ConfigError(f"workers must be >= 1, got {self.workers}")
         lo, hi = self.quality
         if not 1 <= lo <= hi <= 100:
-            raise ValueError(f"quality range must satisfy 1 <= lo <= hi <= 100, got {self.quality}")
+            raise ConfigError(f"quality range must satisfy 1 <= lo <= hi <= 100, got {self.quality}")
 
     @property
     def total(self) -> int:
@@ -176,13 +176,13 @@ def _write_lines(path: Path, lines: list[str]) -> None:
 
 def _prepare_target(out: Path, overwrite: bool) -> None:
     if out.exists() and not out.is_dir():
-        raise FileExistsError(f"{out} exists and is not a folder")
+        raise TargetExistsError(f"{out} exists and is not a folder")
     if out.is_dir() and any(out.iterdir()):
         if not overwrite:
-            raise fixable(FileExistsError(f"{out} exists and is not empty; refusing to replace it without "
+            raise fixable(TargetExistsError(f"{out} exists and is not empty; refusing to replace it without "
                                           "overwrite=True"), "overwrite")
         if not (out / "split").is_dir() or not (out / "img").is_dir():  # never wipe an unrelated folder
-            raise FileExistsError(f"{out} is not a data set folder (no img/ and split/); refusing to replace it")
+            raise TargetExistsError(f"{out} is not a data set folder (no img/ and split/); refusing to replace it")
     out.parent.mkdir(parents=True, exist_ok=True)
 
 

@@ -25,6 +25,7 @@ from typing import Sequence
 
 from PIL import Image
 
+from ..errors import ConfigError
 from ..hardware import available_cpus
 from ..progress import progress
 
@@ -97,7 +98,7 @@ def check_files(paths: Sequence[str | os.PathLike], workers: int | None = None, 
     paths = [str(p) for p in paths]
     workers = available_cpus() if workers is None else workers
     if workers < 1:
-        raise ValueError(f"workers must be >= 1, got {workers}")
+        raise ConfigError(f"workers must be >= 1, got {workers}")
     chunks = [paths[i:i + _CHUNK] for i in range(0, len(paths), _CHUNK)]
     workers = min(workers, len(chunks))
     out: list[ImageCheck] = []

@@ -18,10 +18,12 @@ import os
 import tarfile
 from typing import Iterable
 
+from ..errors import FastfashionError
+
 INDEX_VERSION = "v1.2"
 
 
-class IndexFormatError(ValueError):
+class IndexFormatError(FastfashionError, ValueError):
     """An ``.idx`` file is malformed; the message names file and line."""
 
 
@@ -95,7 +97,7 @@ def format_index(entries: Iterable[IndexEntry]) -> str:
     """The text of an ``.idx`` file for ``entries`` (in the given order)."""
     entries = list(entries)
     if not entries:
-        raise ValueError("an index needs at least one sample (DALI rejects empty webdataset archives)")
+        raise IndexFormatError("an index needs at least one sample (DALI rejects empty webdataset archives)")
     lines = [f"{INDEX_VERSION} {len(entries)}"]
     lines.extend(index_line(e) for e in entries)
     return "\n".join(lines) + "\n"

@@ -17,7 +17,7 @@ import json
 from typing import Any, Sequence
 
 from ..schema import Attribute, Schema, SchemaError
-from .spec import UNLABELLED, unpack_labels
+from .spec import UNLABELLED, LabelError, unpack_labels
 
 LABEL_MEMBERS = ("lbl", "cls", "json")  # in order of preference when a sample has several
 
@@ -31,19 +31,19 @@ def raw_labels(kind: str, data: bytes) -> Any:
     try:
         text = data.decode("utf-8").strip()
     except UnicodeDecodeError:
-        raise ValueError(f".{kind} member is not UTF-8 text") from None
+        raise LabelError(f".{kind} member is not UTF-8 text") from None
     if kind == "cls":
         if not text:
-            raise ValueError(".cls member is empty")
+            raise LabelError(".cls member is empty")
         return [int(text) if text.lstrip("-").isdigit() else text]
     if kind != "json":
-        raise ValueError(f"unknown label member {kind!r}; known: {', '.join(LABEL_MEMBERS)}")
+        raise LabelError(f"unknown label member {kind!r}; known: {', '.join(LABEL_MEMBERS)}")
     try:
         doc = json.loads(text)
     except ValueError as e:
-        raise ValueError(f".json member is not JSON: {e}") from None
+        raise LabelError(f".json member is not JSON: {e}") from None
     if not isinstance(doc, dict):
-        raise ValueError(".json member is not a JSON object")
+        raise LabelError(".json member is not a JSON object")
     for field in ("label_ids", "labels"):
         if field in doc:
             doc = doc[field]
@@ -53,7 +53,7 @@ def raw_labels(kind: str, data: bytes) -> Any:
     if doc is None or doc == {}:
         return None
     if not isinstance(doc, dict):
-        raise ValueError(".json labels are not an object {attribute: class}")
+        raise LabelError(".json labels are not an object {attribute: class}")
     return doc
 
 
@@ -66,7 +66,7 @@ def to_class_ids(kind: str, raw: Any, schema: Schema) -> tuple[int, ...] | None:
     try:
         return schema.parse_labels(raw)
     except SchemaError as e:
-        raise ValueError(str(e)) from None
+        raise LabelError(str(e)) from None
 
 
 def decode_labels_member(kind: str, data: bytes, schema: Schema) -> tuple[int, ...]:

@@ -11,13 +11,13 @@ import re
 from pathlib import Path
 from typing import Mapping, Sequence
 
-from ..errors import fixable
+from ..errors import FastfashionError, fixable
 from ..schema import Schema
 from .labels import LABEL_MEMBERS
 from .spec import FORMAT, MANIFEST, SPLIT_NAME, VERSION, split_order
 
 
-class ManifestError(ValueError):
+class ManifestError(FastfashionError, ValueError):
     """A shard folder has no readable, supported ``manifest.json``, or its files disagree with it."""
 
 

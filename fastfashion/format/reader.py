@@ -10,14 +10,19 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import FastfashionError
 from ..schema import Schema
 from .dali_index import IndexFormatError, index_line, read_index
 from .labels import decode_labels_member
 from .spec import JPEG_START, UNLABELLED, label_problem, unpack_labels
 
 
-class ShardReadError(RuntimeError):
+class ShardReadError(FastfashionError, RuntimeError):
     """A shard or sample cannot be read; the message names the shard (tar or idx) and, where known, the key."""
+
+
+class ShortReadError(FastfashionError, OSError):
+    """A shard file ended before a member it lists (truncated while being read)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,7 +79,7 @@ class ShardFiles:
             os.lseek(fd, offset, os.SEEK_SET)
             data = os.read(fd, size)
         if len(data) != size:
-            raise OSError(f"short read ({len(data)} of {size} bytes at offset {offset})")
+            raise ShortReadError(f"short read ({len(data)} of {size} bytes at offset {offset})")
         return data
 
     def sample(self, ref: SampleRef) -> tuple[bytes, bytes]:

@@ -17,6 +17,7 @@ import re
 import struct
 from typing import Sequence
 
+from ..errors import FastfashionError
 from ..schema import Schema
 
 FORMAT = "fastfashion-shards"
@@ -30,6 +31,10 @@ LABELLED_SPLITS = (TRAIN, VAL)       # splits that always carry labels (any othe
 
 
 SPLIT_NAME = re.compile(r"[A-Za-z0-9_-]+")  # what a split may be called: it becomes part of file names
+
+
+class LabelError(FastfashionError, ValueError):
+    """A sample's label member cannot be read as class ids of the schema (wrong size, not JSON, unknown class)."""
 
 
 def split_order(split: str) -> tuple[int, str]:
@@ -59,17 +64,17 @@ def encode_labels(labels: Sequence[int] | None, schema: Schema) -> bytes:
     """The ``.lbl`` member: little-endian int64 per attribute, or all :data:`UNLABELLED` for ``None``."""
     values = [UNLABELLED] * len(schema) if labels is None else [int(v) for v in labels]
     if len(values) != len(schema):
-        raise ValueError(f"expected {len(schema)} labels, got {len(values)}")
+        raise LabelError(f"expected {len(schema)} labels, got {len(values)}")
     return struct.pack(f"<{len(values)}q", *values)
 
 
 def unpack_labels(data: bytes, width: int | None = None) -> tuple[int, ...]:
     """The int64 values of a ``.lbl`` member (the one decoder of the format's label bytes); ``width``: the number of
-    attributes it must hold (None: any non-zero multiple of 8 bytes). Raises ValueError naming the size."""
+    attributes it must hold (None: any non-zero multiple of 8 bytes). Raises :class:`LabelError` naming the size."""
     if width is not None and len(data) != 8 * width:
-        raise ValueError(f".lbl member has {len(data)} bytes, expected {8 * width} (int64 x {width})")
+        raise LabelError(f".lbl member has {len(data)} bytes, expected {8 * width} (int64 x {width})")
     if len(data) % 8 or not data:
-        raise ValueError(f".lbl member has {len(data)} bytes, not a multiple of 8 (int64 per attribute)")
+        raise LabelError(f".lbl member has {len(data)} bytes, not a multiple of 8 (int64 per attribute)")
     return struct.unpack(f"<{len(data) // 8}q", data)
 
 

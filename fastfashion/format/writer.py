@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 from .._version import __version__
-from ..errors import fixable
+from ..errors import FastfashionError, TargetExistsError, fixable
 from ..schema import Schema
 from .atomic import clean_stale, file_sha256, fsync, make_temp_dir, replace_dir, with_path
 from .dali_index import entries_from_tar, write_index
@@ -22,19 +22,24 @@ from .spec import FORMAT, MANIFEST, VERSION, encode_labels, sample_json, shard_n
 TAR_MTIME = 0  # fixed member mtime: the same samples and options give byte-identical tars (and manifest)
 
 
+class ShardSetWriteError(FastfashionError, RuntimeError):
+    """A shard did not read back as written (e.g. a sample key with a dot, which the tar format splits)."""
+
+
 # --- the target folder ------------------------------------------------------------------------------------
 def check_target(shard_dir: Path, overwrite: bool) -> None:
-    """Raise FileExistsError unless ``shard_dir`` may be written: missing, empty, or a shard set and ``overwrite``."""
+    """Raise :class:`~fastfashion.errors.TargetExistsError` (a FileExistsError) unless ``shard_dir`` may be
+    written: missing, empty, or a shard set and ``overwrite``."""
     if not shard_dir.exists():
         return
     if not shard_dir.is_dir():
-        raise FileExistsError(f"{shard_dir} exists and is not a folder")
+        raise TargetExistsError(f"{shard_dir} exists and is not a folder")
     if not any(shard_dir.iterdir()):
         return  # an empty folder is replaced without asking
     if not (shard_dir / MANIFEST).is_file():
-        raise FileExistsError(f"{shard_dir} exists and is not a shard set; refusing to replace it")
+        raise TargetExistsError(f"{shard_dir} exists and is not a shard set; refusing to replace it")
     if not overwrite:
-        raise fixable(FileExistsError(f"{shard_dir} already holds a shard set; refusing to replace it without "
+        raise fixable(TargetExistsError(f"{shard_dir} already holds a shard set; refusing to replace it without "
                                       "overwrite=True"), "overwrite")
 
 
@@ -141,7 +146,7 @@ class ShardSetWriter:
                           "json": sample_json(s.path, s.labels, self.schema)})
         entries = entries_from_tar(tar_path)
         if [e.key for e in entries] != [s.key for s in batch]:  # e.g. a key with a dot in it
-            raise RuntimeError(f"{tar_name}: sample keys read back differ from those written")
+            raise ShardSetWriteError(f"{tar_name}: sample keys read back differ from those written")
         write_index(idx_path, entries)
         for p in (tar_path, idx_path):
             fsync(p)

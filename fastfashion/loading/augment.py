@@ -26,6 +26,8 @@ import re
 
 import numpy as np
 
+from ..errors import ConfigError
+
 MIN_IMAGE_SIZE = 8
 MAX_IMAGE_SIZE = 1024  # a 1024 px float32 batch of 64 is already 800 MB; the data set's images are 300 px tall
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -37,9 +39,9 @@ def check_image_size(size) -> int | tuple[int, int]:
     :data:`MIN_IMAGE_SIZE`..:data:`MAX_IMAGE_SIZE`; a pair of equal sides stays a pair. Raises ValueError."""
     sides = list(size) if isinstance(size, (tuple, list)) else [size]
     if len(sides) not in (1, 2) or any(isinstance(v, bool) or not isinstance(v, (int, np.integer)) for v in sides):
-        raise ValueError(f"image_size must be an int or (height, width), got {size!r}")
+        raise ConfigError(f"image_size must be an int or (height, width), got {size!r}")
     if not all(MIN_IMAGE_SIZE <= v <= MAX_IMAGE_SIZE for v in sides):
-        raise ValueError(f"image_size must be in {MIN_IMAGE_SIZE}..{MAX_IMAGE_SIZE}, got {size!r}")
+        raise ConfigError(f"image_size must be in {MIN_IMAGE_SIZE}..{MAX_IMAGE_SIZE}, got {size!r}")
     return int(sides[0]) if not isinstance(size, (tuple, list)) else (int(sides[0]), int(sides[-1]))
 
 
@@ -48,7 +50,7 @@ def parse_image_size(text: str) -> int | tuple[int, int]:
     :func:`check_image_size`. Raises ValueError."""
     m = re.fullmatch(r"\s*(\d+)\s*(?:[x,]\s*(\d+)\s*)?", text)
     if m is None:
-        raise ValueError(f"image size {text!r} is not N or HEIGHTxWIDTH (e.g. 224 or 64x48)")
+        raise ConfigError(f"image size {text!r} is not N or HEIGHTxWIDTH (e.g. 224 or 64x48)")
     return check_image_size(int(m.group(1)) if m.group(2) is None else (int(m.group(1)), int(m.group(2))))
 
 
@@ -80,23 +82,23 @@ class AugmentConfig:
 
     def __post_init__(self) -> None:
         if self.mode not in ("train", "eval"):
-            raise ValueError(f"mode must be 'train' or 'eval', got {self.mode!r}")
+            raise ConfigError(f"mode must be 'train' or 'eval', got {self.mode!r}")
         object.__setattr__(self, "image_size", check_image_size(self.image_size))
         if not 0 < self.scale[0] <= self.scale[1] <= 1:
-            raise ValueError(f"scale must satisfy 0 < lo <= hi <= 1, got {self.scale}")
+            raise ConfigError(f"scale must satisfy 0 < lo <= hi <= 1, got {self.scale}")
         if not 0 < self.ratio[0] <= self.ratio[1]:
-            raise ValueError(f"ratio must satisfy 0 < lo <= hi, got {self.ratio}")
+            raise ConfigError(f"ratio must satisfy 0 < lo <= hi, got {self.ratio}")
         if not 0 <= self.flip <= 1:
-            raise ValueError(f"flip is a probability, got {self.flip}")
+            raise ConfigError(f"flip is a probability, got {self.flip}")
         for name in ("brightness", "contrast", "saturation"):
             if not 0 <= getattr(self, name) < 1:
-                raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")
+                raise ConfigError(f"{name} must be in [0, 1), got {getattr(self, name)}")
         if not 0 <= self.hue <= 0.5:
-            raise ValueError(f"hue must be in [0, 0.5], got {self.hue}")
+            raise ConfigError(f"hue must be in [0, 0.5], got {self.hue}")
         if not 0 < self.eval_crop_ratio <= 1:
-            raise ValueError(f"eval_crop_ratio must be in (0, 1], got {self.eval_crop_ratio}")
+            raise ConfigError(f"eval_crop_ratio must be in (0, 1], got {self.eval_crop_ratio}")
         if self.interp not in ("auto", "linear", "nearest"):
-            raise ValueError(f"interp must be auto, linear or nearest, got {self.interp!r}")
+            raise ConfigError(f"interp must be auto, linear or nearest, got {self.interp!r}")
 
     @classmethod
     def train(cls, **kw) -> "AugmentConfig":
@@ -157,7 +159,7 @@ def sample_uniforms(seed: int, epoch: int, indices, n: int) -> np.ndarray:
     decodes it or where a run was resumed, so a resumed or re-sharded run augments every sample as an uninterrupted
     one would (counter-based: splitmix64 of a per-sample counter, vectorised)."""
     if not 0 < n <= _FIELDS_MAX:
-        raise ValueError(f"n must be in 1..{_FIELDS_MAX}, got {n}")
+        raise ConfigError(f"n must be in 1..{_FIELDS_MAX}, got {n}")
     idx = np.asarray(indices, dtype=np.uint64).reshape(-1, 1)
     with np.errstate(over="ignore"):
         counter = (idx * np.uint64(_FIELDS_MAX) + np.arange(n, dtype=np.uint64)[None, :]) * _GOLDEN + _base(seed, epoch)

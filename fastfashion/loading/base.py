@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 from typing import TYPE_CHECKING, Any, Callable, Iterator, NamedTuple, Protocol
 
+from ..errors import ConfigError, FastfashionError
 from ..format.spec import TRAIN
 from ..remote.store import RemoteConfig
 from .augment import AugmentConfig, check_image_size
@@ -39,7 +40,7 @@ BACKEND_CHOICES = ("auto", "dali", *BACKENDS)
 dali-cpu on the CPU) or ``auto`` (dali-gpu, else dali-cpu, else torch)."""
 
 
-class LoaderError(RuntimeError):
+class LoaderError(FastfashionError, RuntimeError):
     """A shard or sample cannot be loaded; the message names the shard (tar or idx) and the sample key."""
 
 
@@ -105,21 +106,21 @@ class LoaderConfig:
         for name in ("batch_size", "block", "window"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"{name} must be a positive integer, got {v!r}")
+                raise ConfigError(f"{name} must be a positive integer, got {v!r}")
         object.__setattr__(self, "image_size", check_image_size(self.image_size))
         if self.backend not in BACKEND_CHOICES:
-            raise ValueError(f"unknown backend {self.backend!r}; choose from {', '.join(BACKEND_CHOICES)}")
+            raise ConfigError(f"unknown backend {self.backend!r}; choose from {', '.join(BACKEND_CHOICES)}")
         if self.augment is not None and not isinstance(self.augment, (bool, AugmentConfig)) \
                 and not callable(self.augment):
             raise TypeError(f"augment must be {AUGMENT_ACCEPTS}; got {type(self.augment).__name__}")
         if self.gpu_cache not in (None, True, False):
-            raise ValueError(f"gpu_cache must be None, True or False, got {self.gpu_cache!r}")
+            raise ConfigError(f"gpu_cache must be None, True or False, got {self.gpu_cache!r}")
         if self.workers is not None and self.workers < 0:
-            raise ValueError(f"workers must be >= 0, got {self.workers}")
+            raise ConfigError(f"workers must be >= 0, got {self.workers}")
         if self.order not in (None, "blocked", "windowed"):
-            raise ValueError(f"order must be 'blocked' or 'windowed', got {self.order!r}")
+            raise ConfigError(f"order must be 'blocked' or 'windowed', got {self.order!r}")
         if self.dali_threads is not None and self.dali_threads < 1:
-            raise ValueError(f"dali_threads must be >= 1, got {self.dali_threads}")
+            raise ConfigError(f"dali_threads must be >= 1, got {self.dali_threads}")
 
     @property
     def is_train_split(self) -> bool:

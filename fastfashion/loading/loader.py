@@ -20,6 +20,7 @@ import threading
 
 import numpy as np
 
+from ..errors import ConfigError
 from ..format.reader import ShardReadError
 from ..format.spec import MANIFEST
 from ..format.verify import file_identity
@@ -126,7 +127,7 @@ class FashionLoader:
         self.drop_last = config.is_train_split if config.drop_last is None else bool(config.drop_last)
         self.rank, self.world_size = _dist(config.rank, config.world_size)
         if not 0 <= self.rank < self.world_size:
-            raise ValueError(f"rank {self.rank} out of range for world_size {self.world_size}")
+            raise ConfigError(f"rank {self.rank} out of range for world_size {self.world_size}")
         self.augment: AugmentConfig = config.resolved_augment()
         self.with_keys, self.block, self.epoch = config.with_keys, config.block, 0
         self._start = 0       # samples of self.epoch (all ranks) delivered before the next pass (a resumed run)
@@ -192,18 +193,18 @@ class FashionLoader:
         deliver (same samples; same augmentation, a function of (seed, epoch, sample)). Raises ValueError naming
         both values when the state belongs to other data or another order."""
         if not isinstance(state, dict) or state.get("version") != STATE_VERSION:
-            raise ValueError(f"not a loader state of version {STATE_VERSION}: {state!r:.200}")
+            raise ConfigError(f"not a loader state of version {STATE_VERSION}: {state!r:.200}")
         mine = self.state_dict()
         if self.order == "windowed" and state.get("world_size") != self.world_size:
-            raise ValueError(f"the loader state is for world_size {state.get('world_size')!r}, this loader has "
+            raise ConfigError(f"the loader state is for world_size {state.get('world_size')!r}, this loader has "
                              f"{self.world_size} (the windowed order resumes on the same number of ranks)")
         for key in ("data", "split", "num_samples", "seed", "batch_size", "shuffle", "drop_last", "block", "order"):
             if state.get(key, "blocked" if key == "order" else None) != mine[key]:
-                raise ValueError(f"the loader state is for {key} {state.get(key)!r}, this loader has {mine[key]!r}")
+                raise ConfigError(f"the loader state is for {key} {state.get(key)!r}, this loader has {mine[key]!r}")
         consumed = state.get("consumed")
         if not isinstance(consumed, int) or consumed < 0 or consumed % self.batch_size or \
                 consumed > len(self.samples.refs):
-            raise ValueError(f"the loader state's position {consumed!r} is not a whole number of batches of the "
+            raise ConfigError(f"the loader state's position {consumed!r} is not a whole number of batches of the "
                              f"split's {len(self.samples.refs)} samples")
         self.epoch, self._start, self._delivered = int(state["epoch"]), consumed, 0
 

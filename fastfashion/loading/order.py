@@ -27,13 +27,15 @@ from typing import Sequence
 
 import numpy as np
 
+from ..errors import ConfigError
+
 DEFAULT_BLOCK = 8  # samples per shuffle block: ~N/8 reader entries per epoch; a batch of 64 mixes >= 8 blocks
 
 
 def num_batches(num_samples: int, batch_size: int, drop_last: bool) -> int:
     """Batches per epoch for ``num_samples`` samples."""
     if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
     return num_samples // batch_size if drop_last else -(-num_samples // batch_size)
 
 
@@ -45,7 +47,7 @@ def shard_starts(sizes: Sequence[int]) -> np.ndarray:
 def permutation(sizes: Sequence[int], *, seed: int, epoch: int, block: int = DEFAULT_BLOCK) -> np.ndarray:
     """The blocked permutation of all global sample indices for ``(seed, epoch)`` (see module docstring)."""
     if block < 1:
-        raise ValueError(f"block must be >= 1, got {block}")
+        raise ConfigError(f"block must be >= 1, got {block}")
     rng = np.random.default_rng([int(seed) & 0xFFFFFFFF, int(epoch), 0x5EED])
     starts = shard_starts(sizes)
     blocks = []
@@ -69,16 +71,16 @@ def rank_share(order: np.ndarray, *, rank: int, world_size: int, batch_size: int
     ``start`` must be 0).
     """
     if not 0 <= rank < world_size:
-        raise ValueError(f"rank {rank} out of range for world_size {world_size}")
+        raise ConfigError(f"rank {rank} out of range for world_size {world_size}")
     if not 0 <= start <= len(order):
-        raise ValueError(f"start {start} outside the epoch's {len(order)} samples")
+        raise ConfigError(f"start {start} outside the epoch's {len(order)} samples")
     if drop_last:
         rest = order[start:]
         per_round = world_size * batch_size
         batches = rest[:len(rest) // per_round * per_round].reshape(-1, batch_size)
         return batches[rank::world_size].reshape(-1)
     if start:
-        raise ValueError("resuming mid-epoch (start > 0) needs drop_last (evaluation passes are not resumed)")
+        raise ConfigError("resuming mid-epoch (start > 0) needs drop_last (evaluation passes are not resumed)")
     return np.array_split(order, world_size)[rank]
 
 
@@ -117,9 +119,9 @@ def window_plan(sizes: Sequence[int], *, seed: int, epoch: int, rank: int = 0, w
     its shards in an epoch and needs at most the current and the next window on disk; the price is a batch mixing
     samples of ``window`` shards instead of the whole split (measured in the README, "Remote shards")."""
     if window < 1:
-        raise ValueError(f"window must be >= 1, got {window}")
+        raise ConfigError(f"window must be >= 1, got {window}")
     if not 0 <= rank < world_size:
-        raise ValueError(f"rank {rank} out of range for world_size {world_size}")
+        raise ConfigError(f"rank {rank} out of range for world_size {world_size}")
     starts = shard_starts(sizes)
     mine = np.random.default_rng([int(seed) & 0xFFFFFFFF, int(epoch), 0x3A1D]).permutation(len(sizes))[
         rank::world_size]
@@ -149,7 +151,7 @@ def windowed_indices(sizes: Sequence[int], *, seed: int, epoch: int, rank: int =
         mine = mine[:shortest // batch_size * batch_size]
     if start:
         if not drop_last or start % (world_size * batch_size):
-            raise ValueError(f"start {start} is not a whole number of rounds of {world_size} x {batch_size} "
+            raise ConfigError(f"start {start} is not a whole number of rounds of {world_size} x {batch_size} "
                              "(the windowed order resumes only training passes on the same number of ranks)")
         mine = mine[start // world_size:]
     return mine.astype(np.int64)

@@ -120,9 +120,10 @@ class ShardCache:
         return manifest, folder
 
     def shards(self, split: str) -> list[dict]:
-        """The manifest's shard entries of ``split``; ValueError for a split the set lacks."""
+        """The manifest's shard entries of ``split``; ManifestError for a split the set lacks."""
         if split not in self.manifest["splits"]:
-            raise ValueError(f"{redact(self.url)}: no split {split!r} (has {sorted(self.manifest['splits'])})")
+            raise fixable(ManifestError(f"{redact(self.url)}: no split {split!r} (has "
+                                        f"{sorted(self.manifest['splits'])})"), "split")
         return self.manifest["splits"][split]["shards"]
 
     # --- one file ----------------------------------------------------------------------------------------

@@ -20,7 +20,7 @@ import re
 import time
 from typing import Any, Callable, Mapping, TypeVar
 
-from ..errors import fixable
+from ..errors import ConfigError, FastfashionError, fixable
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +29,7 @@ _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
 EXTRAS = {"s3": "s3", "s3a": "s3", "gs": "gcs", "gcs": "gcs"}  # protocol -> the pip extra that brings its library
 
 
-class RemoteError(OSError):
+class RemoteError(FastfashionError, OSError):
     """A remote shard set cannot be read or written; the message names the (redacted) URL and the shard."""
 
 
@@ -94,14 +94,14 @@ class RemoteConfig:
 
     def __post_init__(self) -> None:
         if not isinstance(self.storage_options, Mapping):
-            raise ValueError("storage_options must be a mapping of keyword arguments for the fsspec filesystem")
+            raise ConfigError("storage_options must be a mapping of keyword arguments for the fsspec filesystem")
         object.__setattr__(self, "storage_options", StorageOptions(dict.items(self.storage_options)
                                                                    if isinstance(self.storage_options, dict)
                                                                    else self.storage_options))
         if self.cache_limit is not None and (isinstance(self.cache_limit, bool) or int(self.cache_limit) < 1):
-            raise ValueError(f"cache_limit must be a positive number of bytes, got {self.cache_limit!r}")
+            raise ConfigError(f"cache_limit must be a positive number of bytes, got {self.cache_limit!r}")
         if self.retries < 0 or self.timeout <= 0 or self.backoff < 0 or self.prefetch < 1:
-            raise ValueError("retries >= 0, timeout > 0, backoff >= 0 and prefetch >= 1 are required")
+            raise ConfigError("retries >= 0, timeout > 0, backoff >= 0 and prefetch >= 1 are required")
 
 
 def parse_size(text: str) -> int:
@@ -109,7 +109,7 @@ def parse_size(text: str) -> int:
     binary). Raises ValueError."""
     m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([kKMGT]?)(i?)[bB]?\s*", text)
     if not m:
-        raise ValueError(f"not a size: {text!r} (e.g. 500M, 20G, 1073741824)")
+        raise ConfigError(f"not a size: {text!r} (e.g. 500M, 20G, 1073741824)")
     base = 1024 if m.group(3) else 1000
     power = {"": 0, "k": 1, "K": 1, "M": 2, "G": 3, "T": 4}[m.group(2)]
     return int(float(m.group(1)) * base ** power)
@@ -124,7 +124,7 @@ def parse_storage_options(pairs: list[str] | None) -> dict[str, Any]:
     for pair in pairs or []:
         key, sep, value = pair.partition("=")
         if not sep or not key.strip():
-            raise ValueError(f"--storage-option needs KEY=VALUE, got one without '=' (key {key[:40]!r})")
+            raise ConfigError(f"--storage-option needs KEY=VALUE, got one without '=' (key {key[:40]!r})")
         try:
             parsed = json.loads(value) if value in ("true", "false", "null") or re.fullmatch(
                 r"-?[0-9]+(\.[0-9]+)?", value) else value

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Mapping, Sequence
 
-from ..format.manifest import manifest_schema
+from ..format.manifest import ManifestError, manifest_schema
 from ..format.spec import TRAIN
 from ..schema import Schema
 
@@ -14,15 +14,15 @@ def class_weights(class_counts: Mapping[str, Sequence[int]], schema: Schema) -> 
 
     ``N`` is the number of labelled samples of the attribute (the sum of its counts), ``K`` its number of classes and
     ``n_c`` the count of class ``c``; a class with ``n_c == 0`` gets weight 0. A balanced attribute gets all ones.
-    Returns ``{attribute: [w_0, ..., w_{K-1}]}`` in schema order. Raises ValueError on a count/schema mismatch.
+    Returns ``{attribute: [w_0, ..., w_{K-1}]}`` in schema order. Raises :class:`~fastfashion.format.manifest.ManifestError` (a ValueError) on a count/schema mismatch.
     """
     out = {}
     for a in schema:
         if a.name not in class_counts:
-            raise ValueError(f"class counts have no entry for attribute {a.name!r}")
+            raise ManifestError(f"class counts have no entry for attribute {a.name!r}")
         counts = [int(c) for c in class_counts[a.name]]
         if len(counts) != a.num_classes:
-            raise ValueError(f"class counts for {a.name!r} have {len(counts)} entries, schema has {a.num_classes}")
+            raise ManifestError(f"class counts for {a.name!r} have {len(counts)} entries, schema has {a.num_classes}")
         n = sum(counts)
         out[a.name] = [n / (a.num_classes * c) if c > 0 else 0.0 for c in counts]
     return out

@@ -16,13 +16,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..errors import FastfashionError
 from ..format.atomic import write_file
 
 FORMAT = "fastfashion-checkpoint"
 VERSION = 2  # 2: the loader's position within an epoch ("loader") and the epoch's progress
 
 
-class CheckpointError(ValueError):
+class CheckpointError(FastfashionError, ValueError):
     """A checkpoint file is missing, unreadable or not a fastfashion checkpoint."""
 
 

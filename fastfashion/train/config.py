@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import re
 
+from ..errors import ConfigError, FastfashionError
 from ..hardware import DEVICES, PRECISIONS
 from ..loading.augment import AugmentConfig, check_image_size
 from ..remote.store import RemoteConfig
@@ -17,7 +18,7 @@ CLASS_BALANCES = ("weights", "sqrt", "logit-adjust")  # how the loss makes up fo
 
 
 
-class TrainError(ValueError):
+class TrainError(FastfashionError, ValueError):
     """The shard set or run folder cannot be trained on as asked (no labelled val split, no full batch ...)."""
 
 
@@ -64,33 +65,33 @@ class TrainConfig:
         check_image_size(self.image_size)
         for name in ("epochs", "batch_size"):
             if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.max_steps is not None and self.max_steps < 1:
-            raise ValueError(f"max_steps must be >= 1, got {self.max_steps}")
+            raise ConfigError(f"max_steps must be >= 1, got {self.max_steps}")
         if self.device not in DEVICES and not re.fullmatch(r"cuda:\d+", str(self.device)):
-            raise ValueError(f"device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
+            raise ConfigError(f"device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
         if not 0.0 <= self.label_smoothing < 1.0:
-            raise ValueError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
+            raise ConfigError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
         if self.checkpoint_every is not None and self.checkpoint_every < 1:
-            raise ValueError(f"checkpoint_every must be >= 1, got {self.checkpoint_every}")
+            raise ConfigError(f"checkpoint_every must be >= 1, got {self.checkpoint_every}")
         if self.resume and self.overwrite:
-            raise ValueError("resume and overwrite exclude each other")
+            raise ConfigError("resume and overwrite exclude each other")
         if self.optimizer not in OPTIMIZERS:
-            raise ValueError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
+            raise ConfigError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
         if self.class_balance not in CLASS_BALANCES:
-            raise ValueError(f"class_balance must be one of {', '.join(CLASS_BALANCES)}, got {self.class_balance!r}")
+            raise ConfigError(f"class_balance must be one of {', '.join(CLASS_BALANCES)}, got {self.class_balance!r}")
         if self.precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+            raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         if self.schedule not in SCHEDULES:
-            raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
+            raise ConfigError(f"schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
         if self.warmup_epochs < 0 or self.lr <= 0:
-            raise ValueError(f"lr must be > 0 and warmup_epochs >= 0, got {self.lr} and {self.warmup_epochs}")
+            raise ConfigError(f"lr must be > 0 and warmup_epochs >= 0, got {self.lr} and {self.warmup_epochs}")
         if self.ema_halflife is not None and not self.ema_halflife > 0:
-            raise ValueError(f"ema_halflife must be > 0 epochs, got {self.ema_halflife}")
+            raise ConfigError(f"ema_halflife must be > 0 epochs, got {self.ema_halflife}")
         if self.resize_start is not None and not 0 < self.resize_start <= 1:
-            raise ValueError(f"resize_start must be a fraction of image_size in (0, 1], got {self.resize_start}")
+            raise ConfigError(f"resize_start must be a fraction of image_size in (0, 1], got {self.resize_start}")
         if not 0 <= self.ramp[0] <= self.ramp[1] <= 1:
-            raise ValueError(f"ramp must be two fractions of the epochs, 0 <= start <= end <= 1, got {self.ramp}")
+            raise ConfigError(f"ramp must be two fractions of the epochs, 0 <= start <= end <= 1, got {self.ramp}")
         self.train_augment()  # validates crop_scale, rotation and color_jitter
 
     def train_augment(self) -> AugmentConfig | bool:

@@ -18,6 +18,7 @@ import functools
 
 import torch
 
+from ..errors import ConfigError
 from ..hardware import PRECISIONS
 
 
@@ -38,7 +39,7 @@ def amp_dtype(device: torch.device | str, precision: str = "auto") -> torch.dtyp
     is slow and fp16 has tensor cores). Asks the current CUDA device unless ``device`` names an index.
     """
     if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+        raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     device = torch.device(device)
     if precision == "fp32":
         return None

@@ -13,13 +13,15 @@ import copy
 
 import torch
 
+from ..errors import ConfigError
+
 
 class WeightEMA:
     """The averaged copy of ``model`` (``.module``, in eval mode, no gradients)."""
 
     def __init__(self, model: torch.nn.Module, decay: float):
         if not 0 < decay < 1:
-            raise ValueError(f"ema decay must be in (0, 1), got {decay}")
+            raise ConfigError(f"ema decay must be in (0, 1), got {decay}")
         self.module = copy.deepcopy(model).eval().requires_grad_(False)
         self.decay, self.updates = decay, 0
 

@@ -13,11 +13,11 @@ from pathlib import Path
 
 import torch
 
-from ..errors import fixable
+from ..errors import FastfashionError, fixable
 from ..format.atomic import unwritable, write_file
 from ..format.spec import TEST, VAL
 from ..hardware import resolve_device
-from ..loading.base import LoaderConfig
+from ..loading.base import LoaderConfig, LoaderError
 from ..loading.loader import FashionLoader
 from ..progress import progress
 from ..remote.store import RemoteConfig
@@ -32,7 +32,7 @@ from .trainer import evaluate, infer
 log = logging.getLogger(__name__)
 
 
-class InferenceError(ValueError):
+class InferenceError(FastfashionError, ValueError):
     """A checkpoint cannot be applied to this shard set or split (another schema, a missing or unlabelled split)."""
 
 
@@ -137,7 +137,7 @@ def predict(checkpoint: str | os.PathLike, shards: ShardSet | str | os.PathLike,
                 preds.update(zip(batch.keys, p))
         order = shards.keys(split)
     if sorted(preds) != sorted(order):
-        raise RuntimeError(f"the loader yielded {len(preds)} distinct {split} keys, the shards hold {len(order)}")
+        raise LoaderError(f"the loader yielded {len(preds)} distinct {split} keys, the shards hold {len(order)}")
     _write_predictions(Path(out), "".join(" ".join(map(str, preds[k])) + "\n" for k in order), zip_)
     log.info("wrote %d predictions to %s", len(order), out)
     return Path(out)

@@ -21,6 +21,7 @@ from typing import Any, Sequence
 
 import torch
 
+from ..format.spec import LabelError
 from ..schema import Schema
 
 
@@ -40,7 +41,7 @@ def confusion_matrices(preds: torch.Tensor, targets: torch.Tensor, schema: Schem
         keep = t >= 0
         t, p = t[keep], p[keep]
         if (t >= k).any() or (p < 0).any() or (p >= k).any():
-            raise ValueError(f"attribute {schema[i].name!r}: class ids must be in 0..{k - 1}")
+            raise LabelError(f"attribute {schema[i].name!r}: class ids must be in 0..{k - 1}")
         cms.append(torch.bincount(t * k + p, minlength=k * k).reshape(k, k))
     return cms
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..errors import fixable
+from ..errors import FastfashionError, fixable
 from ..schema import Schema
 
 log = logging.getLogger(__name__)
@@ -20,7 +20,7 @@ log = logging.getLogger(__name__)
 TRUNK_FEATURES = 512  # ResNet-18's pooled feature width
 
 
-class WeightsError(RuntimeError):
+class WeightsError(FastfashionError, RuntimeError):
     """Initial weights could not be obtained (offline, missing or incompatible file)."""
 
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import json
 
+from ..errors import FastfashionError
 from .config import TrainConfig
 
 RECIPES: dict[str, dict] = {
@@ -35,7 +36,7 @@ RECIPES: dict[str, dict] = {
 """Each recipe: the TrainConfig fields it sets; the rest keep TrainConfig's defaults."""
 
 
-class RecipeError(ValueError):
+class RecipeError(FastfashionError, ValueError):
     """An unknown recipe name, or an override that is not a training option."""
 
 

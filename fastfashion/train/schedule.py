@@ -19,6 +19,8 @@ import math
 
 import torch
 
+from ..errors import ConfigError
+
 SCHEDULES = ("plateau", "linear", "cosine")
 SIZE_STEP = 16  # sizes are multiples of 16 (ResNet's stride 32 halves them evenly until the last stage)
 
@@ -59,7 +61,7 @@ class LRSchedule:
     def __init__(self, optimizer: torch.optim.Optimizer, kind: str, *, total_steps: int, warmup_steps: int = 0,
                  factor: float = 0.1, patience: int = 5):
         if kind not in SCHEDULES:
-            raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}, got {kind!r}")
+            raise ConfigError(f"schedule must be one of {', '.join(SCHEDULES)}, got {kind!r}")
         self.kind = kind
         if kind == "plateau":
             self._sched = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="max", factor=factor,

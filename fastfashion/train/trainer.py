@@ -32,7 +32,7 @@ from typing import Sequence
 
 import torch
 
-from ..errors import fixable
+from ..errors import ConfigError, fixable
 from ..format.atomic import write_file
 from ..format.spec import TRAIN, VAL
 from ..hardware import resolve_device
@@ -158,7 +158,7 @@ def infer(model, images: torch.Tensor, tta: str = "none") -> list[torch.Tensor]:
     if tta == "flip":
         logits = [(a + b) / 2 for a, b in zip(logits, model(images.flip(3)))]
     elif tta != "none":
-        raise ValueError(f"tta must be one of {', '.join(TTA_CHOICES)}, got {tta!r}")
+        raise ConfigError(f"tta must be one of {', '.join(TTA_CHOICES)}, got {tta!r}")
     return logits
 
 

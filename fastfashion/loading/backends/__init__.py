@@ -13,7 +13,8 @@ from __future__ import annotations
 import importlib
 import logging
 
-from ..base import BACKENDS, Backend, BackendContext
+from ...errors import ConfigError
+from ..base import BACKENDS, Backend, BackendContext, LoaderError
 
 log = logging.getLogger(__name__)
 
@@ -35,12 +36,12 @@ def _choose(backend: str, device, facts) -> str:
     if backend == "torch":
         return "torch"
     if backend in BACKENDS and BACKENDS[backend].needs_cuda and not cuda:
-        raise RuntimeError(f"backend {backend!r} delivers batches on the GPU, but device is {str(device)!r}")
+        raise LoaderError(f"backend {backend!r} delivers batches on the GPU, but device is {str(device)!r}")
     try:
         import nvidia.dali  # noqa: F401
     except ImportError as e:
         if backend != "auto":
-            raise RuntimeError(f"backend {backend!r} requested but NVIDIA DALI cannot be imported: {e}") from e
+            raise LoaderError(f"backend {backend!r} requested but NVIDIA DALI cannot be imported: {e}") from e
         log.warning("loader backend: torch (NVIDIA DALI is not importable: %s)", e)
         return "torch"
     if backend == "dali-cpu" or not cuda:
@@ -51,7 +52,7 @@ def _choose(backend: str, device, facts) -> str:
     problem = gpu_problem(facts if facts is not None else gather_facts())
     if problem is not None:
         if backend != "auto":
-            raise RuntimeError(f"backend {backend!r} on {device}: DALI cannot run on the GPU: {problem}")
+            raise LoaderError(f"backend {backend!r} on {device}: DALI cannot run on the GPU: {problem}")
         log.warning("loader backend: dali-cpu, batches copied to %s (DALI cannot run on the GPU: %s)", device,
                     problem)
         return "dali-cpu"
@@ -62,6 +63,6 @@ def _choose(backend: str, device, facts) -> str:
 def create_backend(name: str, ctx: BackendContext) -> Backend:
     """Build backend ``name`` (a key of :data:`~fastfashion.loading.base.BACKENDS`) for ``ctx``."""
     if name not in BACKENDS:
-        raise ValueError(f"unknown backend {name!r}; choose from {', '.join(BACKENDS)}")
+        raise ConfigError(f"unknown backend {name!r}; choose from {', '.join(BACKENDS)}")
     spec = BACKENDS[name]
     return getattr(importlib.import_module(spec.module), spec.cls)(name, ctx)

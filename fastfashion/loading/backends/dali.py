@@ -33,6 +33,7 @@ import numpy as np
 
 from ...format.atomic import register_temp, with_path
 from ...format.reader import ShardFiles
+from ...format.spec import LabelError
 from ...hardware import available_cpus, local_world_size
 from ..base import BackendContext, LoaderError
 from ..order import pad_to_batch, runs
@@ -240,7 +241,7 @@ class DaliBackend:
                 try:
                     data, lbl = files.sample(r)
                     if self.ctx.samples.label_member == "lbl" and len(lbl) != 8 * width:
-                        raise ValueError(f".lbl has {len(lbl)} bytes, expected {8 * width}")
+                        raise LabelError(f".lbl has {len(lbl)} bytes, expected {8 * width}")
                     Image.open(io.BytesIO(data)).load()
                 except Exception as e:  # noqa: BLE001 - any failure here is the diagnosis
                     return LoaderError(f"{r.tar}: sample {r.key!r} cannot be loaded: {e}")
