@@ -37,11 +37,14 @@ class SplitSamples:
     ``(tar path, idx lines)`` where ``idx_lines[j]`` is the shard's ``.idx`` line of its ``j``-th sample (what a
     per-epoch DALI index file copies). ``labels``: for a set whose label member is ``.cls`` or ``.json``
     (:mod:`fastfashion.format.labels`) the class ids of every sample, decoded when the split was read; None for a
-    ``.lbl`` set, whose readers take the labels from the tars."""
+    ``.lbl`` set, whose readers take the labels from the tars. ``shard_sha256``: the manifest's sha256 of each
+    shard's tar (what the DALI backend names the tars by, so a re-written tar is a new file to DALI); None when
+    unknown."""
 
     shards: list[tuple[str, list[str]]]
     refs: list[SampleRef]
     labels: list[tuple[int, ...]] | None = None  # per sample, decoded once: a set whose label member is not .lbl
+    shard_sha256: list[str] | None = None        # per shard, from the manifest: the tar's content key
 
     @property
     def sizes(self) -> list[int]:
@@ -157,7 +160,7 @@ def read_split_samples(shard_dir: str | os.PathLike, manifest: dict, split: str,
         raise ShardReadError(f"{d}: labels in .{kind} members are decoded from the tars when a loader is made; "
                              "streaming needs a .lbl set")
     labels = check_samples(refs, schema, kind) if tars else None
-    return SplitSamples(shards, refs, labels)
+    return SplitSamples(shards, refs, labels, [sh["sha256"] for sh in manifest["splits"][split]["shards"]])
 
 
 def check_samples(refs: list[SampleRef], schema: Schema, label_member: str = "lbl"
