@@ -213,9 +213,19 @@ class FashionLoader:
     def backend_context(self, **overrides) -> BackendContext:
         """What this loader's backend is built from (``overrides``: fields of :class:`BackendContext`)."""
         workers = min(4, available_cpus()) if self.config.workers is None else self.config.workers
+        # indices() as a function of the order's parameters, not the bound method: the backend the loader holds
+        # then keeps no reference back to it (a cycle keeps pipelines and file mappings until a gc run)
+        sizes, params = self.samples.sizes, dict(
+            seed=self.seed, shuffle=self.shuffle, rank=self.rank, world_size=self.world_size,
+            batch_size=self.batch_size, drop_last=self.drop_last, block=self.block,
+            window=self.config.window if self.order == "windowed" else None)
+
+        def order_of(epoch: int) -> np.ndarray:
+            return epoch_indices(sizes, epoch=epoch, **params)
+
         ctx = BackendContext(samples=self.samples, augment=self.augment, batch_size=self.batch_size, seed=self.seed,
                              rank=self.rank, device=self.device, workers=workers, schema=self.schema,
-                             order_of=self.indices, gpu_cache=self.config.gpu_cache, world_size=self.world_size,
+                             order_of=order_of, gpu_cache=self.config.gpu_cache, world_size=self.world_size,
                              dali_threads=self.config.dali_threads, transform=self.config.transform)
         return dataclasses.replace(ctx, **overrides)
 
@@ -302,7 +312,8 @@ class FashionLoader:
             self.epoch, self._start, self._delivered = epoch + 1, 0, 0
 
     def close(self) -> None:
-        """Release the backend (pipelines, workers, temporary files); a live iterator then raises LoaderError."""
+        """Release the backend (pipelines, workers, open files, temporary files); a live iterator then raises
+        LoaderError. Idempotent; iterating again afterwards builds a new backend. ``with`` calls it on exit."""
         with self._lock:
             self._generation += 1
             if self._backend is not None:
@@ -314,6 +325,14 @@ class FashionLoader:
     def __repr__(self) -> str:
         return (f"FashionLoader({str(self.shard_dir)!r}, split={self.split!r}, backend={self.backend!r}, "
                 f"device={str(self.device)!r}, batches={len(self)}, rank={self.rank}/{self.world_size})")
+
+    # --- lifecycle ---------------------------------------------------------------------------------------
+    def __enter__(self) -> "FashionLoader":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        """:meth:`close` on leaving ``with make_loader(...) as loader:``."""
+        self.close()
 
 
 class _Pass:
