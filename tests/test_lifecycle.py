@@ -80,6 +80,22 @@ def shard_set(tmp_path):
     return tmp_path / "shards"
 
 
+def held(shard_dir) -> set[str]:
+    """Files of ``shard_dir`` this process has mapped (DALI's reader) or open (the torch backend's descriptors)."""
+    prefix = os.path.realpath(shard_dir) + os.sep
+    with open("/proc/self/maps") as f:
+        found = {line.split()[-1] for line in f if prefix in line}
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            found.add(os.readlink(f"/proc/self/fd/{fd}"))
+        except OSError:  # closed meanwhile
+            continue
+    return {f for f in found if f.startswith(prefix)}
+
+
+needs_proc = pytest.mark.skipif(not os.path.exists("/proc/self/maps"), reason="needs Linux /proc")
+
+
 def loader_of(shards, backend, **kw):
     return make_loader(shards, "val", batch_size=4, backend=backend, device="cpu", augment=False, image_size=16,
                        with_keys=True, workers=0, **kw)
@@ -125,25 +141,25 @@ def test_dali_reads_through_content_named_links(shard_set):
 
 
 # --- close() and with ----------------------------------------------------------------------------------------------
+@needs_proc
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_with_closes_and_close_is_idempotent(shard_set, backend):
+    """Leaving ``with`` unmaps and closes the shards, drops the pipeline and its index files, although an iterator
+    of the pass is still referenced; close() again does nothing; the loader iterates again afterwards."""
     with FashionLoader(shard_set, LoaderConfig(split="val", batch_size=4, backend=backend, device="cpu",
                                                augment=False, image_size=16, with_keys=True, workers=0)) as loader:
         it = iter(loader)
         next(it)
         live = loader.active_backend
         assert live is not None
-        if backend == "torch":
-            live.dataset.files.read(loader.samples.refs[0].tar, 0, 1)  # a descriptor is open
-            assert live.dataset.files._fds
-        else:
-            index_dir = live._dir
+        assert held(shard_set)
+        if backend == "dali-cpu":
+            index_dir, pipe = live._dir, weakref.ref(live._pipe)
             assert os.listdir(index_dir)  # this pass's index files
     assert loader.active_backend is None
-    if backend == "torch":
-        assert not live.dataset.files._fds
-    else:
-        assert live._pipe is None and not os.path.exists(index_dir)
+    assert not held(shard_set)
+    if backend == "dali-cpu":
+        assert pipe() is None and not os.path.exists(index_dir)
     with pytest.raises(LoaderError, match="superseded"):
         next(it)
     loader.close()  # again: nothing to do
@@ -179,9 +195,12 @@ def no_gc():
         gc.enable()
 
 
+@needs_proc
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("close", [False, True])
 def test_dropped_loader_is_freed_without_gc(shard_set, no_gc, backend, close):
+    """A loader dropped after a batch (closed or not) is freed by reference counting alone, and its pipeline and
+    shard mappings with it."""
     loader = loader_of(shard_set, backend)
     batch = next(iter(loader))  # the pass is dropped right away: a suspended generator, released by refcount
     assert len(batch.keys) == 4
@@ -194,6 +213,7 @@ def test_dropped_loader_is_freed_without_gc(shard_set, no_gc, backend, close):
     assert ref() is None, gc.get_referrers(ref())
     assert backend_ref() is None
     assert pipe_ref is None or pipe_ref() is None
+    assert not held(shard_set)
 
 
 @pytest.mark.parametrize("order", ["blocked", "windowed"])
