@@ -143,7 +143,8 @@ class LoaderConfig:
 @dataclasses.dataclass(frozen=True)
 class BackendContext:
     """What a backend is built from: the split's samples, the transform, the batch size, the device batches are
-    delivered to, and ``order_of(epoch)`` (this rank's indices of any epoch, for backends that read ahead)."""
+    delivered to, and ``order_of(epoch)`` (this rank's indices of any epoch, for backends that read ahead; a function
+    of the order's parameters that holds no reference to the loader, which holds the backend: no cycle)."""
 
     samples: "SplitSamples"
     augment: AugmentConfig
@@ -172,5 +173,6 @@ class Backend(Protocol):
         ...
 
     def close(self) -> None:
-        """Release pipelines, worker processes and temporary files (iteration may start again afterwards)."""
+        """Release pipelines, worker processes, open files and temporary files; idempotent (iteration may start
+        again afterwards)."""
         ...

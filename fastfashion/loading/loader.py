@@ -147,10 +147,13 @@ class FashionLoader:
     # --- order -------------------------------------------------------------------------------------------
     def indices(self, epoch: int, start: int = 0) -> np.ndarray:
         """Global sample indices this rank delivers in ``epoch``, in delivery order."""
-        return epoch_indices(self.samples.sizes, seed=self.seed, epoch=epoch, shuffle=self.shuffle, rank=self.rank,
-                             world_size=self.world_size, batch_size=self.batch_size, drop_last=self.drop_last,
-                             start=start, block=self.block,
-                             window=self.config.window if self.order == "windowed" else None)
+        return epoch_indices(self.samples.sizes, epoch=epoch, start=start, **self._order_params())
+
+    def _order_params(self) -> dict:
+        """What the order depends on besides the epoch (:func:`~fastfashion.loading.order.epoch_indices`)."""
+        return dict(seed=self.seed, shuffle=self.shuffle, rank=self.rank, world_size=self.world_size,
+                    batch_size=self.batch_size, drop_last=self.drop_last, block=self.block,
+                    window=self.config.window if self.order == "windowed" else None)
 
     @property
     def _order_name(self) -> str:
@@ -216,9 +219,16 @@ class FashionLoader:
     def backend_context(self, **overrides) -> BackendContext:
         """What this loader's backend is built from (``overrides``: fields of :class:`BackendContext`)."""
         workers = min(4, available_cpus()) if self.config.workers is None else self.config.workers
+        # indices() as a function of the order's parameters, not the bound method: the backend the loader holds
+        # then keeps no reference back to it (a cycle keeps pipelines and file mappings until a gc run)
+        sizes, params = self.samples.sizes, self._order_params()
+
+        def order_of(epoch: int) -> np.ndarray:
+            return epoch_indices(sizes, epoch=epoch, **params)
+
         ctx = BackendContext(samples=self.samples, augment=self.augment, batch_size=self.batch_size, seed=self.seed,
                              rank=self.rank, device=self.device, workers=workers, schema=self.schema,
-                             order_of=self.indices, gpu_cache=self.config.gpu_cache, world_size=self.world_size,
+                             order_of=order_of, gpu_cache=self.config.gpu_cache, world_size=self.world_size,
                              dali_threads=self.config.dali_threads, transform=self.config.transform)
         return dataclasses.replace(ctx, **overrides)
 
@@ -293,8 +303,9 @@ class FashionLoader:
             self.epoch, self._start, self._delivered = epoch + 1, 0, 0
 
     def close(self) -> None:
-        """Release the backend (pipelines, workers, temporary files) and, when the loader opened its shard set
-        itself, the set's download threads; a live iterator then raises LoaderError (a later pass starts again)."""
+        """Release the backend (pipelines, workers, open files, temporary files) and, when the loader opened its
+        shard set itself, the set's download threads; a live iterator then raises LoaderError. Idempotent; iterating
+        again afterwards builds a new backend. ``with`` calls it on exit."""
         with self._lock:
             self._generation += 1
             if self._backend is not None:
@@ -305,15 +316,17 @@ class FashionLoader:
             if self._owns_shards:
                 self.shards.close()
 
+    def __repr__(self) -> str:
+        return (f"FashionLoader({str(self.shard_dir)!r}, split={self.split!r}, backend={self.backend!r}, "
+                f"device={str(self.device)!r}, batches={len(self)}, rank={self.rank}/{self.world_size})")
+
+    # --- lifecycle ---------------------------------------------------------------------------------------
     def __enter__(self) -> "FashionLoader":
         return self
 
     def __exit__(self, *exc) -> None:
+        """:meth:`close` on leaving ``with make_loader(...) as loader:``."""
         self.close()
-
-    def __repr__(self) -> str:
-        return (f"FashionLoader({str(self.shard_dir)!r}, split={self.split!r}, backend={self.backend!r}, "
-                f"device={str(self.device)!r}, batches={len(self)}, rank={self.rank}/{self.world_size})")
 
 
 class _Pass:

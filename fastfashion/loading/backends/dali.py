@@ -18,6 +18,14 @@ hit: off); False = off; True = on regardless, capped at :data:`FORCED_CACHE_FRAC
 only across complete passes: a pass abandoned mid-epoch (``max_steps``, a benchmark round) rebuilds the pipeline.
 DALI keeps one cache per device per process and refuses a second size (:func:`process_cache_mb`).
 
+Content keys. DALI keys what it keeps per file by path: the reader's memory mappings (shared by every pipeline of
+the process while one is alive) and, on the GPU, the decoder cache (by path and offset, for the whole process). A
+set re-written in place (``fastfashion shard --overwrite`` replaces the folder) has the old paths, so a loader
+opened on it could be served the old bytes. The reader is therefore given the tars by content: a per-process
+folder of symlinks ``{sha256}.tar`` (the manifest's checksum) to the real tars (:func:`content_path`); a new tar
+is a new path to DALI. Symlinks, not hardlinks: DALI keys by the path as given (not resolved), and a hardlink would
+fail across filesystems (the folder is on tmpfs).
+
 Threads: :func:`dali_threads`.
 """
 from __future__ import annotations
@@ -26,8 +34,10 @@ import atexit
 import io
 import logging
 import os
+import re
 import shutil
 import tempfile
+import threading
 
 import numpy as np
 
@@ -50,6 +60,8 @@ GPU_MAX_THREADS = 8  # CPU threads per GPU pipeline: the GPU does the decoding a
 _LIVE_DIRS: set[str] = set()  # index folders of open backends, removed at exit even if a loader is never closed
 atexit.register(lambda: [shutil.rmtree(d, ignore_errors=True) for d in list(_LIVE_DIRS)])
 _PROCESS_CACHE_MB: dict[int, int] = {}  # device index -> the decoder cache size this process fixed for it
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+_LINKS: dict[str, object] = {"dir": None, "pid": None, "lock": threading.Lock()}  # this process's content links
 
 
 def dali_threads(gpu: bool, cpus: int, local_world_size: int = 1) -> int:
@@ -62,8 +74,9 @@ def dali_threads(gpu: bool, cpus: int, local_world_size: int = 1) -> int:
 def process_cache_mb(device: int, wanted_mb: int, fixed: dict[int, int] = _PROCESS_CACHE_MB) -> int:
     """The decoder cache size a pipeline on ``device`` must use: DALI keeps one cache per device per process and
     raises "Cache for device N was already initialized with other parameters" for a second size. The first loader
-    that turns the cache on fixes its size; later loaders reuse it (entries are keyed by file and offset, so a train
-    and a val split share it safely); a loader without the cache (0) stays without."""
+    that turns the cache on fixes its size; later loaders reuse it (entries are keyed by the tar's content path and
+    the offset, :func:`content_path`, so a train and a val split share it safely); a loader without the cache (0)
+    stays without."""
     if wanted_mb <= 0:
         return 0
     size = fixed.setdefault(device, wanted_mb)
@@ -90,6 +103,37 @@ def _index_dir() -> str | None:
     disk-backed /tmp of the team machine 240 ms), else the default temporary folder."""
     shm = "/dev/shm"
     return shm if os.path.isdir(shm) and os.access(shm, os.W_OK) else None
+
+
+def content_path(tar: str, sha256: str | None) -> str:
+    """The path the DALI reader is given for ``tar`` whose content has checksum ``sha256``: a symlink
+    ``{sha256}.tar`` to it in this process's link folder (made, or re-pointed at ``tar``, here), so DALI's per-path
+    mappings and decoder cache are keyed by content. ``tar`` itself when the checksum is unknown or not a sha256.
+    Raises OSError (naming the link) when the link cannot be made."""
+    if sha256 is None or not _SHA256.fullmatch(sha256):
+        return tar
+    target = os.path.abspath(tar)
+    with _LINKS["lock"]:
+        if _LINKS["pid"] != os.getpid() or not os.path.isdir(_LINKS["dir"]):  # first use, or a forked child
+            d = tempfile.mkdtemp(prefix=f"fastfashion-dali-tars-{os.getpid()}-", dir=_index_dir())
+            register_temp(d)  # removed by the next command if this process is killed
+            _LIVE_DIRS.add(d)  # removed at exit: the links live as long as the process (DALI's caches do too)
+            _LINKS.update(dir=d, pid=os.getpid())
+        link = os.path.join(_LINKS["dir"], f"{sha256}.tar")
+        try:
+            if os.readlink(link) == target:
+                return link
+        except OSError:
+            pass
+        tmp = f"{link}.{threading.get_ident()}.tmp"  # same content, another copy: re-pointing is harmless
+        try:
+            if os.path.lexists(tmp):
+                os.unlink(tmp)
+            os.symlink(target, tmp)
+            os.replace(tmp, link)
+        except OSError as e:
+            raise with_path(e, link) from e
+    return link
 
 
 def size_hint(ctx: BackendContext, probe: int = 32) -> tuple[int, int]:
@@ -146,6 +190,7 @@ class DaliBackend:
         self.cache_mb = process_cache_mb(self.device_id, _cache_mb(ctx, self.size_hint)) if gpu else 0
         self.num_threads = ctx.dali_threads or dali_threads(gpu, available_cpus(), local_world_size())
         self._pipe = None
+        self.reader_paths: list[str] = []  # the tar paths the current pipeline's reader was given (content_path)
         self._plan: dict[int, int] = {}  # epoch -> its index in the current pipeline's sequence of epochs
         self._next: int | None = None  # the epoch whose first batch the pipeline produces next (None: unknown)
         self._dir = tempfile.mkdtemp(prefix=f"fastfashion-dali-{os.getpid()}-", dir=_index_dir())
@@ -158,6 +203,8 @@ class DaliBackend:
         return list(self._plan)
 
     def close(self) -> None:
+        """Drop the pipeline (its threads and file mappings go with it) and remove the per-epoch index files.
+        Idempotent; the next :meth:`epoch` builds a new pipeline."""
         self._pipe = None
         self._plan, self._next = {}, None
         if self._dir is not None:
@@ -174,8 +221,13 @@ class DaliBackend:
         for f in os.listdir(self._dir):
             os.unlink(os.path.join(self._dir, f))
         paths, index_paths = [], []
-        for j, (shard, local) in enumerate(runs(seq, self.ctx.samples.sizes)):
-            tar, lines = self.ctx.samples.shards[shard]
+        samples = self.ctx.samples
+        shas = samples.shard_sha256 or [None] * len(samples.shards)
+        tars = {}  # shard -> the path the reader gets: checked (re-pointed) once per pipeline
+        for j, (shard, local) in enumerate(runs(seq, samples.sizes)):
+            tar, lines = samples.shards[shard]
+            if shard not in tars:
+                tars[shard] = content_path(tar, shas[shard])
             ip = os.path.join(self._dir, f"{j:07d}.idx")
             try:
                 with open(ip, "w") as f:
@@ -183,7 +235,7 @@ class DaliBackend:
                     f.write("".join(lines[i] + "\n" for i in local))
             except OSError as e:  # a full /dev/shm (64 MB in a default Docker container) names the file
                 raise with_path(e, ip) from e
-            paths.append(tar)
+            paths.append(tars[shard])
             index_paths.append(ip)
         return paths, index_paths
 
@@ -193,6 +245,7 @@ class DaliBackend:
         self._pipe = None
         padded = [pad_to_batch(idx, b) for _, idx in epochs]
         paths, index_paths = self._write_index_files(np.concatenate(padded))
+        self.reader_paths = paths
         first = epochs[0][0]
         plan = [(e, p) for (e, _), p in zip(epochs, padded)]
         rand = RandomParams(ctx.augment, seed=ctx.seed, batch_size=b, plan=plan)

@@ -23,6 +23,7 @@ import logging
 import os
 import threading
 import time
+import weakref
 from typing import Callable, Sequence
 
 import numpy as np
@@ -168,6 +169,7 @@ class TorchBackend:
                                  worker_init_fn=functools.partial(_seed_worker, main_pid=os.getpid()),
                                  generator=torch.Generator(),
                                  multiprocessing_context=worker_context() if workers > 0 else None)
+        self._live = _dead  # the generator of the epoch being read, if any (weak)
 
     @property
     def pin_memory(self) -> bool:
@@ -177,6 +179,11 @@ class TorchBackend:
     def epoch(self, indices: np.ndarray, epoch: int):
         """Yield ``(images, labels)`` of ``indices``; raises :class:`LoaderError` (one line, naming shard and key)
         for a sample that cannot be loaded, whether it failed in a worker or here."""
+        batches = self._batches(indices, epoch)
+        self._live = weakref.ref(batches)  # weak: the pass's generator refers to this backend (no cycle)
+        return batches
+
+    def _batches(self, indices: np.ndarray, epoch: int):
         self.sampler.indices, self.sampler.epoch = indices, epoch
         self.loader.generator.manual_seed(hash((self.seed, epoch, self.rank)) & 0x7FFFFFFF)  # worker base seeds
         for batch in self.loader:
@@ -185,7 +192,20 @@ class TorchBackend:
             yield batch[0], batch[1]
 
     def close(self) -> None:
+        """End a live epoch (its DataLoader iterator, and with it the worker processes, now rather than when the
+        pass is dropped) and close the shard descriptors. Idempotent; :meth:`epoch` may run again afterwards."""
+        live, self._live = self._live(), _dead
+        if live is not None:
+            try:
+                live.close()
+            except ValueError:  # running in another thread: its workers end with that pass
+                log.debug("torch backend closed while a batch is being read; workers end with that pass")
         self.dataset.files.close()
+
+
+def _dead():
+    """A weak reference that is already dead (no live epoch)."""
+    return None
 
 
 def _seed_worker(worker_id: int, main_pid: int | None = None) -> None:
