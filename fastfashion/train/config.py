@@ -37,7 +37,8 @@ class TrainError(ValueError):
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class TrainConfig:
-    """Every option of a run; the command line's flags and help come from the field metadata (:mod:`fastfashion.options`)."""
+    """Every option of a run; ``fastfashion train``'s flags and help come from the field metadata
+    (:mod:`fastfashion.options`)."""
 
     shard_dir: str = option(flag="--shards", metavar="SHARD_DIR", required=False,  # --print-config needs neither
                             help="a shard folder written by 'fastfashion shard' (required unless --print-config)")
