@@ -16,7 +16,7 @@ PKG = Path(__file__).resolve().parents[1] / "fastfashion"
 REPO = PKG.parent
 
 # layer (a top-level module or subpackage) -> the layers it may import. "" is the package root.
-LEAVES = {"_version", "schema", "hardware", "errors", "progress"}  # import nothing of fastfashion but errors
+LEAVES = {"_version", "schema", "hardware", "errors", "progress", "options"}  # import nothing of fastfashion but errors
 ALLOWED = {
     **{leaf: {"errors"} for leaf in LEAVES - {"errors"}},  # errors.FastfashionError is the base of every error
     "errors": set(),

@@ -12,6 +12,8 @@ import shutil
 import time
 from pathlib import Path
 
+from ..options import option
+
 log = logging.getLogger(__name__)
 
 MARKER = ".fastfashion-demo"  # marks a folder the demo may replace
@@ -19,12 +21,14 @@ MARKER = ".fastfashion-demo"  # marks a folder the demo may replace
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class DemoConfig:
-    out: str = "demo_out"
-    train: int = 512          # synthetic images: about a minute on 2 cores, end to end
+    out: str = option("demo_out", metavar="DIR", help="output folder, replaced on each run (default: %(default)s)")
+    train: int = option(512, help=(  # about a minute on 2 cores, end to end
+        "synthetic train images (default: %(default)s)"))
     val: int = 128
     test: int = 128
     image_size: int = 64      # training resolution: the synthetic attributes stay visible at 64 px
-    epochs: int = 10          # the demo recipe's linear decay over 10 epochs: about 0.5 val average class accuracy
+    epochs: int = option(10, help=(  # the demo recipe's linear decay: about 0.5 val average class accuracy
+        "training epochs (default: %(default)s)"))
     recipe: str = "demo"      # train/recipes.py
     batch_size: int = 32
     bench_rounds: int = 3

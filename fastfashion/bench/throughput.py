@@ -26,9 +26,10 @@ from typing import Iterator
 from ..errors import ConfigError, FastfashionError, fix_param, fixable
 from ..format.spec import TRAIN
 from ..hardware import PRECISIONS, DeviceError, available_cpus
-from ..loading.augment import check_image_size
+from ..loading.augment import check_image_size, parse_image_size
 from ..loading.base import BACKENDS
 from ..loading.order import DEFAULT_WINDOW
+from ..options import option
 from ..progress import progress
 from ..remote.store import RemoteConfig
 
@@ -45,26 +46,43 @@ class BenchError(FastfashionError, RuntimeError):
     batch); :func:`run_loader_bench` records it as that backend's skip reason."""
 
 
+def parse_backends(text: str) -> tuple[str, ...]:
+    """``--backends dali-cpu,torch`` -> ``("dali-cpu", "torch")`` (checked by BenchConfig)."""
+    return tuple(b.strip() for b in text.split(",") if b.strip())
+
+
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class BenchConfig:
-    shard_dir: str                            # shard set written by `fastfashion shard`
-    source: str | None = None                 # raw folder for the seed baseline (None: baseline skipped)
-    split: str = TRAIN
-    backends: tuple[str, ...] = ALL_BACKENDS
-    batch_size: int = 64
-    image_size: int | tuple[int, int] = 224   # a square, or (height, width)
-    augment: bool = True                      # the full train augmentation (the seed's set) on every backend
-    rounds: int = 5                           # timed rounds per backend; the median is reported
-    batches: int = 20                         # timed batches per round
-    warmup: int = 3                           # batches dropped at the start of every round (pipeline fill)
-    workers: int = dataclasses.field(default_factory=available_cpus)  # CPUs this process may use
-    train_steps: int = 30                     # timed training steps per feeder and round (0: no training bench)
-    verify: bool = True                       # loaders check the shards' sha256 before reading
+    shard_dir: str = option(flag="--shards", metavar="SHARD_DIR", help="shard set written by `fastfashion shard`")
+    source: str | None = option(None, metavar="SRC_DIR", help=(  # None: baseline skipped
+        "raw FashionDataset folder the shards were made from, read by the seed-style baseline (without it the "
+        "baseline is skipped and no ratios are reported)"))
+    split: str = option(TRAIN, metavar="SPLIT", help="split to read (default: %(default)s)")
+    backends: tuple[str, ...] = option(ALL_BACKENDS, metavar="LIST", parse=parse_backends, help=(
+        "comma-separated subset of %(default)s (dali-gpu is skipped without CUDA)"))
+    batch_size: int = option(64, help="default: %(default)s")
+    image_size: int | tuple[int, int] = option(224, type=parse_image_size, metavar="N|HxW", help=(
+        "square side, or HEIGHTxWIDTH (e.g. 64x48), each 8..1024 (default: %(default)s)"))
+    augment: bool = option(True, flag="--no-augment", dest="no_augment", help=(  # the seed's set on every backend
+        "eval transform instead of the full train augmentation"))
+    rounds: int = option(5, help="timed rounds per backend (default: %(default)s)")  # the median is reported
+    batches: int = option(20, help="timed batches per round (default: %(default)s)")
+    warmup: int = option(3, help="batches dropped per round (default: %(default)s)")  # pipeline fill
+    workers: int = option(default_factory=available_cpus, help=(  # CPUs this process may use
+        "DataLoader workers of the seed and torch backends (default: the CPUs available)"))
+    train_steps: int = option(30, help=(  # per feeder and round
+        "then train ResNet-18 for N timed steps per feeder and round, fed by each backend and by an in-memory batch "
+        "(the ceiling), rounds interleaved; on CUDA when present, else on the CPU (0: skip; default: %(default)s)"))
+    verify: bool = option(True, flag="--no-verify", help=(
+        "skip checking the shard files against the manifest's sha256 before reading"))
     remote: RemoteConfig = RemoteConfig()     # shard_dir as a URL: storage options, cache folder and limit
-    order: str | None = None                  # loader order (None: blocked, windowed for a remote set > cache_limit)
-    window: int = DEFAULT_WINDOW              # shards per window of the windowed order
-    dali_threads: int | None = None           # CPU threads per DALI pipeline (None: the loader's default)
-    precision: str = "auto"                   # the training step's (train/device.py): amp also runs bf16 on a CPU
+    order: str | None = option(None, choices=("blocked", "windowed"), help=(
+        "sample order (default: blocked; windowed when a remote split exceeds --cache-limit)"))
+    window: int = option(DEFAULT_WINDOW, help="shards per window of the windowed order (default: %(default)s)")
+    dali_threads: int | None = option(None, help=(
+        "CPU threads per DALI pipeline (default: the loader's: the CPUs available, at most 8 on GPU)"))
+    precision: str = option("auto", choices=PRECISIONS, help=(  # train/device.py: amp also runs bf16 on a CPU
+        "the training benchmark's step, as `train --precision` (default: %(default)s)"))
     seed: int = 0
 
     def __post_init__(self) -> None:

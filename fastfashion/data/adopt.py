@@ -31,6 +31,7 @@ from ..format.manifest import MANIFEST
 from ..format.reader import ShardFiles, sample_key
 from ..format.spec import JPEG_START, split_order
 from ..format.writer import manifest_doc, write_wids_indexes
+from ..options import option
 from ..progress import progress
 from ..schema import Schema, SchemaError
 from .validate import JPEG_POLICY, check_jpeg
@@ -49,10 +50,12 @@ class AdoptError(FastfashionError, ValueError):
 class IndexConfig:
     """Options of :func:`index_shards`."""
 
-    schema: Schema | None = None     # None: inferred from the label members
-    split: str | None = None         # put every tar in this split instead of reading it from the names
-    check_images: bool = False       # also fully decode every JPEG (the JPEG policy of fastfashion shard)
-    overwrite: bool = False          # replace an existing manifest.json (and .idx files)
+    schema: Schema | None = option(None, metavar="FILE", parse=Schema.load, help=(  # None: from the label members
+        "the attribute schema (schema.json or list_attr_cloth.txt); default: inferred from the labels"))
+    split: str | None = option(None, metavar="SPLIT", help=(  # instead of reading it from the names
+        "put every tar in this split (default: from the names: train-*, val-*, test-*)"))
+    check_images: bool = option(False, help="also fully decode every JPEG (fastfashion shard's JPEG policy)")
+    overwrite: bool = option(False, help="replace an existing manifest.json and .idx files")
 
 
 @dataclasses.dataclass

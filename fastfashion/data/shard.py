@@ -28,6 +28,7 @@ from ..errors import ConfigError, FastfashionError, fixable
 from ..format.atomic import clean_stale, file_sha256
 from ..format.spec import TRAIN, split_order
 from ..format.writer import check_target
+from ..options import option
 from ..progress import progress
 from ..schema import Schema
 from .csv_source import DEFAULT_SPLIT_RATIO, check_split_ratio, read_csv_source
@@ -46,18 +47,40 @@ class SourceChangedError(FastfashionError, RuntimeError):
     """An image's bytes changed between validation and writing (another process is editing the source)."""
 
 
+def parse_split_ratio(text: str) -> tuple[float, ...]:
+    """``--split-ratio TRAIN,VAL,TEST`` -> the fractions (checked by the CSV reader). Raises ConfigError."""
+    try:
+        return tuple(float(x) for x in text.split(","))
+    except ValueError:
+        raise ConfigError(f"--split-ratio {text!r}: expected TRAIN,VAL,TEST fractions adding up to 1, "
+                         "e.g. 0.8,0.1,0.1") from None
+
+
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class ShardConfig:
     """Options of :func:`write_shards`. ``workers`` and ``overwrite`` do not affect the output."""
 
-    samples_per_shard: int = DEFAULT_SAMPLES_PER_SHARD  # see DEFAULT_SAMPLES_PER_SHARD for why
-    workers: int | None = None       # validation processes; None: all CPUs; 1: no subprocesses
-    seed: int = 0                    # train-order shuffle (and a CSV's split assignment without a split column)
-    skip_bad: bool = False           # record bad samples in the manifest and go on, instead of failing
-    overwrite: bool = False          # replace an existing shard set (after the new one is complete)
-    schema: Schema | None = None     # None: the source's own (split/schema.json, list_attr_cloth.txt, CSV header)
-    images: str | os.PathLike | None = None  # CSV source: the folder its paths are relative to (default: its own)
-    split_ratio: tuple[float, float, float] = DEFAULT_SPLIT_RATIO  # CSV without a split column: train, val, test
+    samples_per_shard: int = option(DEFAULT_SAMPLES_PER_SHARD, help=(  # see DEFAULT_SAMPLES_PER_SHARD for why
+        "samples per tar (default: %(default)s: the real train split becomes 10 shards of ~6 MB, enough to spread "
+        "whole shards over ranks x loader workers)"))
+    workers: int | None = option(None, help=(  # 1: no subprocesses
+        "validation processes (default: all CPU cores); the output does not depend on it"))
+    seed: int = option(0, help=(  # also a CSV's split assignment without a split column
+        "seed of the train-order shuffle (default: %(default)s)"))
+    skip_bad: bool = option(False, help=(
+        "leave out bad samples (bad image, missing image, bad label line), listing each with its reason under "
+        "'skipped' in manifest.json, instead of failing"))
+    overwrite: bool = option(False, help=(
+        "replace an existing shard set at SHARD_DIR (only after the new one is complete)"))
+    schema: Schema | None = option(None, metavar="FILE", parse=Schema.load, help=(  # None: the source's own
+        "the attribute schema: JSON {\"attributes\": [{\"name\": ..., \"classes\": [...]}, ...]} or a "
+        "list_attr_cloth.txt (default: the source's own); a schema file in the source must agree"))
+    images: str | os.PathLike | None = option(None, metavar="DIR", help=(
+        "CSV source: the folder its image paths are relative to (default: the CSV's folder)"))
+    split_ratio: tuple[float, float, float] = option(DEFAULT_SPLIT_RATIO, metavar="TRAIN,VAL,TEST",
+                                                     parse=parse_split_ratio, help=(
+        "CSV without a split column: fractions of rows dealt to train, val and test by --seed (default: "
+        "%(default)s)"))
 
     def __post_init__(self) -> None:
         if self.samples_per_shard < 1:

@@ -24,6 +24,7 @@ from ..errors import ConfigError, TargetExistsError, fixable
 from ..format.atomic import make_temp_dir, replace_dir, with_path
 from ..format.spec import LABELLED_SPLITS, SPLITS, TEST, TRAIN, VAL
 from ..hardware import available_cpus
+from ..options import option
 from ..progress import progress
 from ..schema import FASHION_SCHEMA, Schema
 from .synth_render import render_garment
@@ -57,11 +58,12 @@ LANDSCAPE_SHARE = 0.02         # ~2 % of real images are wider than tall (300 x 
 class SynthConfig:
     """How many images per split, the seed, and generation options. Raises ValueError when invalid."""
 
-    train: int = 5000                 # the real set has 5,000 / 1,000 / 1,000
-    val: int = 1000
-    test: int = 1000
-    seed: int = 0                     # image i is a pure function of (seed, i)
-    workers: int | None = None        # processes; None = the CPUs available; results never depend on it
+    train: int = option(5000, help="train images (default: %(default)s, like the real set)")  # real: 5,000/1,000/1,000
+    val: int = option(1000, help="val images (default: %(default)s)")
+    test: int = option(1000, help="test images, unlabelled (default: %(default)s)")
+    seed: int = option(0, help="random seed (default: %(default)s)")  # image i is a pure function of (seed, i)
+    workers: int | None = option(None, help=(  # None: the CPUs available
+        "processes (default: all CPU cores); the output does not depend on it"))
     quality: tuple[int, int] = (70, 95)   # JPEG quality drawn per image in this closed range
     schema: Schema = FASHION_SCHEMA
     balanced: bool = False            # classes drawn uniformly instead of at the real set's frequencies (the demo)

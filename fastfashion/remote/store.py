@@ -21,6 +21,7 @@ import time
 from typing import Any, Callable, Mapping, TypeVar
 
 from ..errors import ConfigError, FastfashionError, fixable
+from ..options import option
 
 log = logging.getLogger(__name__)
 
@@ -83,12 +84,20 @@ class RemoteConfig:
     ``backoff * 2**k`` seconds; ``timeout`` seconds without progress fails a try. ``prefetch``: download threads.
     """
 
-    storage_options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
-    cache_dir: str | os.PathLike | None = None
-    cache_limit: int | None = None
-    offline: bool = False
-    retries: int = 3
-    timeout: float = 60.0
+    storage_options: Mapping[str, Any] = option(
+        default_factory=dict, flag="--storage-option", action="append", metavar="KEY=VALUE",
+        parse=lambda pairs: parse_storage_options(pairs), help=(  # (defined below)
+            "fsspec filesystem option, repeatable; a.b=V nests (e.g. client_kwargs.endpoint_url=http://minio:9000, "
+            "anon=true). Credentials: the library's own chain (environment, profiles)"))
+    cache_dir: str | os.PathLike | None = option(None, metavar="DIR", help=(
+        "local cache root (default: $XDG_CACHE_HOME/fastfashion/shards)"))
+    cache_limit: int | None = option(None, metavar="SIZE", parse=lambda text: parse_size(text), help=(
+        "most bytes the set's cache may hold, e.g. 20G (default: no limit); a split larger than it is read in the "
+        "windowed order"))
+    offline: bool = option(False, help="read the cache only, no network")
+    retries: int = option(3, help="retries per request (default: %(default)s)")
+    timeout: float = option(60.0, metavar="S", help=(
+        "seconds without progress before a request fails (default: %(default)s)"))
     backoff: float = 0.5
     prefetch: int = 4
 

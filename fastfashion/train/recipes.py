@@ -1,39 +1,68 @@
 """Training recipes as data: named sets of :class:`~fastfashion.train.config.TrainConfig` values that any
-option can override (``fastfashion train --recipe fast --lr 3e-3``; ``--print-config`` shows the result).
+option can override (``fastfashion train --recipe fast --lr 3e-3``; ``--print-config`` shows the result). The values
+are :data:`RECIPES` (in :mod:`.config`, beside the fields); ``fastfashion train --help``, the README's recipe table
+(:func:`recipe_table`) and the reasons below are written from it, not beside it.
 
-- ``seed``: the seed report's recipe, for an ImageNet-initialised trunk: Adam lr 1e-4 with L2 weight decay 1e-3,
-  ReduceLROnPlateau, dropout 0.5, the full augmentation (crop, flip, rotation 15°, colour jitter 0.2), constant size.
+- ``seed``: the seed report's recipe, for an ImageNet-initialised trunk: Adam with L2 weight decay,
+  ReduceLROnPlateau, the full augmentation (crop, flip, rotation, colour jitter), constant size: TrainConfig's
+  defaults.
 - ``fast``: the time-to-accuracy recipe for training from scratch: bf16 autocast on a CPU that has it (AMX or
-  AVX512-BF16; mixed precision on CUDA as always), batch 32, Adam 5e-4 with a 0.3-epoch warm-up and a linear decay to
-  0, the logit-adjusted loss in place of the seed's class weights (``class_balance="logit-adjust"``), label smoothing
-  0.1, lighter augmentation (crops of 35-100 % of the area, no rotation, colour jitter 0.1) and dropout 0.2, an
-  exponential moving average of the weights (half-life half an epoch; the average is what is validated and saved),
-  16 epochs. Measured from scratch on the 2-core machine at 112 px (README "Time to accuracy"): 0.483 val average
-  class accuracy in 16 epochs and 18.6 minutes, where the seed recipe reached 0.445 in 37.6 minutes, and ahead of it
-  at every equal wall-clock point.
-- ``demo``: for a few hundred images (``make demo``): AdamW at 2e-3 (weight decay 0.05) with a 1-epoch warm-up and a
-  linear decay, label smoothing 0.1, dropout 0.2, crop (25-100 % of the area) and flip only, the weight average,
-  10 epochs: 0.57 val average class accuracy on the demo's set, where the first fast candidate (Adam 2e-4, batch 64,
-  fp32, the seed's augmentation and class weights) reached 0.39 after 8 epochs.
+  AVX512-BF16; mixed precision on CUDA as always), a smaller batch, a higher peak learning rate with a short warm-up
+  and a linear decay to 0, the logit-adjusted loss in place of the seed's class weights, label smoothing, lighter
+  augmentation and dropout, an exponential moving average of the weights (the average is what is validated and
+  saved). Measured from scratch on the 2-core machine at 112 px (README "Time to accuracy"): 0.483 val average class
+  accuracy in 18.6 minutes, where the seed recipe reached 0.445 in 37.6 minutes, and ahead of it at every equal
+  wall-clock point.
+- ``demo``: for a few hundred images (``make demo``): AdamW with a warm-up and a linear decay, label smoothing,
+  crop and flip only, the weight average: 0.57 val average class accuracy on the demo's set, where the first fast
+  candidate (Adam 2e-4, batch 64, fp32, the seed's augmentation and class weights) reached 0.39 after 8 epochs.
 """
 from __future__ import annotations
 
 import dataclasses
 import json
+from typing import Any
 
 from ..errors import FastfashionError
-from .config import TrainConfig
+from ..options import format_value
+from .config import RECIPES, TrainConfig
 
-RECIPES: dict[str, dict] = {
-    "seed": {},  # TrainConfig's defaults are the seed report's recipe
-    "fast": {"precision": "amp", "batch_size": 32, "lr": 5e-4, "schedule": "linear", "warmup_epochs": 0.3,
-             "class_balance": "logit-adjust", "label_smoothing": 0.1, "crop_scale": (0.35, 1.0), "rotation": 0.0,
-             "color_jitter": 0.1, "dropout": 0.2, "ema_halflife": 0.5, "epochs": 16},
-    "demo": {"optimizer": "adamw", "lr": 2e-3, "weight_decay": 0.05, "schedule": "linear", "warmup_epochs": 1.0,
-             "label_smoothing": 0.1, "dropout": 0.2, "crop_scale": (0.25, 1.0), "rotation": 0.0,
-             "color_jitter": 0.0, "ema_halflife": 0.5, "epochs": 10},
-}
-"""Each recipe: the TrainConfig fields it sets; the rest keep TrainConfig's defaults."""
+__all__ = ["RECIPES", "RECIPE_NOTES", "RECIPE_OPTIONS", "RecipeError", "format_config", "recipe_config",
+           "recipe_note", "recipe_table", "recipe_values"]
+
+RECIPE_OPTIONS = ("epochs", "batch_size", "optimizer", "lr", "weight_decay", "schedule", "warmup_epochs",
+                  "label_smoothing", "dropout", "class_balance", "image_size", "resize_start", "ema_halflife",
+                  "augment", "crop_scale", "rotation", "color_jitter", "precision")
+"""The options a recipe sets or may set: on the command line they default to the recipe's value."""
+
+RECIPE_NOTES = {"seed": "the seed report's recipe, for an ImageNet-initialised trunk",
+                "fast": "the time-to-accuracy recipe, for training from scratch",
+                "demo": "for a few hundred images (make demo)"}
+"""What each recipe is for, in a few words (``train --help``)."""
+
+
+def recipe_values(name: str) -> dict[str, Any]:
+    """Recipe -> its value of the TrainConfig field ``name`` (its own, else TrainConfig's default)."""
+    default = {f.name: f.default for f in dataclasses.fields(TrainConfig)}[name]
+    return {recipe: values.get(name, default) for recipe, values in RECIPES.items()}
+
+
+def recipe_note(name: str) -> str:
+    """``seed: 45, fast: 16, demo: 10`` (or ``every recipe: 224``): the recipes' values of option ``name``, as the
+    ``train --help`` texts show them."""
+    shown = {recipe: format_value(v) for recipe, v in recipe_values(name).items()}
+    if len(set(shown.values())) == 1:
+        return f"every recipe: {next(iter(shown.values()))}"
+    return ", ".join(f"{recipe}: {v}" for recipe, v in shown.items())
+
+
+def recipe_table() -> str:
+    """The recipes side by side as a Markdown table, one row per option of :data:`RECIPE_OPTIONS` (the README
+    holds a copy that tests/test_options.py compares with this)."""
+    rows = ["| option | " + " | ".join(RECIPES) + " |", "|---|" + "---|" * len(RECIPES)]
+    for name in RECIPE_OPTIONS:
+        rows.append(f"| `{name}` | " + " | ".join(format_value(v) for v in recipe_values(name).values()) + " |")
+    return "\n".join(rows)
 
 
 class RecipeError(FastfashionError, ValueError):

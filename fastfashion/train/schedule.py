@@ -16,8 +16,10 @@ and stays there. Validation always runs at ``image_size``: the size the model is
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
 from ..errors import ConfigError
 
@@ -60,6 +62,7 @@ class LRSchedule:
 
     def __init__(self, optimizer: torch.optim.Optimizer, kind: str, *, total_steps: int, warmup_steps: int = 0,
                  factor: float = 0.1, patience: int = 5):
+        import torch  # here, not at module level: the CLI reads SCHEDULES without loading torch
         if kind not in SCHEDULES:
             raise ConfigError(f"schedule must be one of {', '.join(SCHEDULES)}, got {kind!r}")
         self.kind = kind
