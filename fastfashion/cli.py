@@ -531,7 +531,7 @@ def _run_bench(args) -> int:
 
     from .bench.report import format_table, run_bench
     from .bench.throughput import BenchConfig
-    from .format.atomic import unwritable
+    from .fsutil import unwritable
     for path in filter(None, (args.json, args.png)):  # checked before minutes of measuring, not after
         problem = unwritable(path)
         if problem:
@@ -639,7 +639,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s")
     from .errors import Terminated, terminate_on_sigterm, terminated
-    from .format.atomic import clean_dead_owners
+    from .fsutil import clean_dead_owners
     from .progress import set_enabled
     set_enabled(False if quiet else None)  # None: bars only when stderr is a terminal
     try:

@@ -16,11 +16,11 @@ PKG = Path(__file__).resolve().parents[1] / "fastfashion"
 REPO = PKG.parent
 
 # layer (a top-level module or subpackage) -> the layers it may import. "" is the package root.
-LEAVES = {"_version", "schema", "hardware", "errors", "progress"}  # import nothing of fastfashion
+LEAVES = {"_version", "schema", "hardware", "errors", "progress", "fsutil"}  # import nothing of fastfashion
 ALLOWED = {
     **{leaf: set() for leaf in LEAVES},
     "": {"_version", "schema"},  # the package root: the version, the schema, and lazily (by name) the loader
-    "format": {"_version", "schema", "errors"},
+    "format": {"_version", "schema", "errors", "fsutil"},
     "remote": LEAVES | {"format"},
     "data": LEAVES | {"format", "remote"},
     "loading": LEAVES | {"format", "remote"},

@@ -38,10 +38,11 @@ from pathlib import Path
 from typing import Iterable
 
 from ..errors import fixable
-from ..format.atomic import clean_stale_files, register_temp, write_file
+from ..format.atomic import clean_stale_files, write_file
 from ..format.manifest import ManifestError, read_manifest
 from ..format.spec import MANIFEST
 from ..format.verify import IntegrityError, VerifiedFiles, verified_cache_path, verify_download, verify_file
+from ..fsutil import register_temp
 from ..progress import progress
 from .store import RemoteConfig, RemoteError, Store, redact
 

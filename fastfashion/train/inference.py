@@ -13,8 +13,9 @@ from pathlib import Path
 import torch
 
 from ..errors import fixable
-from ..format.atomic import unwritable, write_file
+from ..format.atomic import write_file
 from ..format.manifest import manifest_schema
+from ..fsutil import unwritable
 from ..remote.cache import open_manifest
 from ..remote.store import RemoteConfig
 from ..format.reader import split_keys

@@ -31,8 +31,9 @@ import tempfile
 
 import numpy as np
 
-from ...format.atomic import register_temp, with_path
+from ...format.atomic import with_path
 from ...format.reader import ShardFiles
+from ...fsutil import register_temp
 from ...hardware import available_cpus, local_world_size
 from ..base import BackendContext, LoaderError
 from ..order import pad_to_batch, runs
