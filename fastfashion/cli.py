@@ -129,11 +129,12 @@ def _add_train(sub) -> None:
                        description="Train FashionNet (ResNet-18 trunk, one head per category) with a named recipe "
                                    "(--recipe; every option below overrides it, --print-config shows the result): "
                                    "seed = the seed report's (Adam 1e-4, ReduceLROnPlateau, full augmentation), "
-                                   "fast = the time-to-accuracy candidate (Adam 2e-4, warm-up + linear decay to 0, "
-                                   "label smoothing, a weight average, 16 epochs; from scratch on 2 CPU cores it did "
-                                   "not beat seed yet: README 'Time to accuracy'), demo = for a "
-                                   "few hundred images (AdamW 2e-3, light augmentation, 10 epochs). Class-weighted "
-                                   "cross-entropy; AMP + channels_last on CUDA. Writes RUN_DIR/last.pt every epoch, "
+                                   "fast = for training from scratch (bf16 where the CPU has it, batch 32, "
+                                   "Adam 5e-4, warm-up + linear decay to 0, logit-adjusted loss, label smoothing, "
+                                   "lighter augmentation, a weight average, 16 epochs: README 'Time to accuracy'), "
+                                   "demo = for a few hundred images (AdamW 2e-3, light augmentation, 10 epochs). "
+                                   "Cross-entropy with class weights (seed) or logit adjustment (fast); "
+                                   "AMP + channels_last on CUDA. Writes RUN_DIR/last.pt every epoch, "
                                    "best.pt (best val average class accuracy), metrics.json and curves.png. "
                                    "Multi-GPU: torchrun --nproc_per_node=N -m fastfashion train ...")
     p.add_argument("--shards", metavar="SHARD_DIR", dest="shard_dir",
@@ -251,7 +252,8 @@ def _add_eval_common(p, default_split: str) -> None:
     p.add_argument("--checkpoint", required=True, metavar="CKPT", help="a checkpoint written by train (best.pt)")
     p.add_argument("--split", default=default_split, metavar="SPLIT", help="split (default: %(default)s)")
     p.add_argument("--batch-size", type=int, metavar="N", default=64, help="batch size (default: %(default)s)")
-    p.add_argument("--tta", choices=("none", "flip"), default="none",
+    from .train.config import TTA_CHOICES
+    p.add_argument("--tta", choices=TTA_CHOICES, default="none",
                    help="test-time augmentation: flip = average the logits of each image and its mirror image "
                         "(twice the compute; default: %(default)s)")
     _add_device_backend(p)

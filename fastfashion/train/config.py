@@ -14,6 +14,7 @@ SEED_LR = 1e-4             # the seed report's Adam learning rate (tuned for an 
 SEED_WEIGHT_DECAY = 1e-3   # the seed report's Adam weight decay
 OPTIMIZERS = ("adam", "adamw")
 CLASS_BALANCES = ("weights", "sqrt", "logit-adjust")  # how the loss makes up for rare classes (loss.loss_weights)
+TTA_CHOICES = ("none", "flip")  # test-time augmentation of evaluate/predict (trainer.infer)
 
 
 

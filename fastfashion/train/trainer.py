@@ -44,7 +44,7 @@ from ..remote.cache import open_manifest
 from ..schema import Schema
 from . import checkpoint as ckpt_io
 from . import distributed
-from .config import OPTIMIZERS, SEED_LR, SEED_WEIGHT_DECAY, TrainConfig, TrainError  # noqa: F401 (re-exported)
+from .config import SEED_LR, SEED_WEIGHT_DECAY, TTA_CHOICES, TrainConfig, TrainError
 from .device import autocast as make_autocast
 from .device import channels_last as use_channels_last
 from .device import to_device
@@ -147,9 +147,6 @@ def train_one_epoch(step: TrainStep, loader: FashionLoader, schema: Schema, *, m
     elapsed = time.perf_counter() - t_start
     acc.all_reduce()
     return EpochResult(acc.compute(), steps, images, elapsed, wait)
-
-
-TTA_CHOICES = ("none", "flip")
 
 
 def infer(model, images: torch.Tensor, tta: str = "none") -> list[torch.Tensor]:
