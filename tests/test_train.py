@@ -453,15 +453,15 @@ def test_class_balance_weights_sqrt_and_logit_adjustment(shards):
     from fastfashion.format.manifest import class_weights
     manifest = read_manifest(shards)
     counts = manifest["splits"]["train"]["class_counts"]
-    seed_w = class_weights(counts, S)
+    full_w = class_weights(counts, S)
     cpu = torch.device("cpu")
     w, lp = train_mod.loss_weights(manifest, cpu)
     assert lp is None
-    for t, want in zip(w, seed_w.values()):
+    for t, want in zip(w, full_w.values()):
         assert t.tolist() == pytest.approx(want)
     w, lp = train_mod.loss_weights(manifest, cpu, "sqrt")
     assert lp is None
-    for t, want in zip(w, seed_w.values()):
+    for t, want in zip(w, full_w.values()):
         assert t.tolist() == pytest.approx([x ** 0.5 for x in want])
     w, lp = train_mod.loss_weights(manifest, cpu, "logit-adjust")
     assert w == [None] * len(S.attributes)

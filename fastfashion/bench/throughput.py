@@ -144,12 +144,12 @@ def make_bench_loader(name: str, cfg: BenchConfig, *, for_training: bool = False
     from ..format.manifest import manifest_schema
     from ..remote.cache import open_manifest
     if name == BASELINE:
-        from .baseline import make_seed_loader
+        from .baseline import make_baseline_loader
         if cfg.source is None:
             raise fixable(RuntimeError("the seed-style baseline reads the raw image folder, and no source folder "
                                        "was given"), "source")
         schema = manifest_schema(open_manifest(cfg.shard_dir, cfg.remote))
-        return make_seed_loader(cfg.source, schema, cfg.split, batch_size=cfg.batch_size,
+        return make_baseline_loader(cfg.source, schema, cfg.split, batch_size=cfg.batch_size,
                                 image_size=cfg.image_size, workers=cfg.workers, augment=cfg.augment)
     import torch
 

@@ -45,7 +45,7 @@ class ShardWriter:
     ``samples_per_shard``: samples per tar; ``overwrite``: replace an existing shard set (only once the new one is
     complete); ``check_images``: validate each JPEG as it is written (``fastfashion shard`` validates all of them in
     parallel first and turns this off); ``source``, ``options``, ``skipped``: manifest fields (default: a source
-    named after ``out_dir`` with a fingerprint over keys, paths, labels and image sha256s).
+    named after ``out_dir`` whose ``fingerprint`` is a digest over keys, paths, labels and image sha256s).
     """
 
     def __init__(self, out_dir: str | os.PathLike, schema: Schema, *,

@@ -78,7 +78,7 @@ def _skip_entry(split: str, line: int, path: str, reason: str) -> dict:
 @dataclasses.dataclass(frozen=True)
 class Source:
     """A source read and checked: its schema, records per split, the folder image paths are relative to, and the
-    listing files (name relative to the source, path) that the fingerprint covers."""
+    listing files (name relative to the source, path) that the source digest covers."""
 
     name: str
     schema: Schema
@@ -104,7 +104,7 @@ def open_source(src: str | os.PathLike, cfg: "ShardConfig", on_error=None) -> So
     return Source(src.resolve().name, schema, records, src, listings)
 
 
-def _fingerprint(source: Source, digests: dict[str, str]) -> str:
+def _source_digest(source: Source, digests: dict[str, str]) -> str:
     """sha256 over the listing files' bytes and every listed image's sha256 (paths relative:
     location-independent)."""
     h = hashlib.sha256()
@@ -186,7 +186,7 @@ def write_shards(src_dir: str | os.PathLike, shard_dir: str | os.PathLike | None
     threading.Thread(target=importlib.import_module, args=("webdataset",), daemon=True).start()
     good, digests = _validate_images(source.image_root, source.records, cfg, skipped)
     t0 = time.perf_counter()
-    info = {"name": source.name, "fingerprint": _fingerprint(source, digests), "num_listed": num_listed}
+    info = {"name": source.name, "fingerprint": _source_digest(source, digests), "num_listed": num_listed}
     options = cfg.manifest_options()
     if source.is_csv:
         options["split_ratio"] = list(cfg.split_ratio)

@@ -10,8 +10,8 @@ from ..loading.augment import AugmentConfig, check_image_size
 from ..remote.store import RemoteConfig
 from .schedule import SCHEDULES, image_size_at
 
-SEED_LR = 1e-4             # the seed report's Adam learning rate (tuned for an ImageNet-initialised trunk)
-SEED_WEIGHT_DECAY = 1e-3   # the seed report's Adam weight decay
+REFERENCE_LR = 1e-4            # the seed report's Adam learning rate (tuned for an ImageNet-initialised trunk)
+REFERENCE_WEIGHT_DECAY = 1e-3  # the seed report's Adam weight decay
 OPTIMIZERS = ("adam", "adamw")
 CLASS_BALANCES = ("weights", "sqrt", "logit-adjust")  # how the loss makes up for rare classes (loss.loss_weights)
 TTA_CHOICES = ("none", "flip")  # test-time augmentation of evaluate/predict (trainer.infer)
@@ -30,8 +30,8 @@ class TrainConfig:
     batch_size: int = 64               # per rank
     recipe: str = "seed"               # the named recipe these values started from (train/recipes.py)
     optimizer: str = "adam"            # adam (L2 weight decay, the seed's) | adamw (decoupled weight decay)
-    lr: float = SEED_LR                # peak learning rate
-    weight_decay: float = SEED_WEIGHT_DECAY
+    lr: float = REFERENCE_LR           # peak learning rate (the seed recipe's)
+    weight_decay: float = REFERENCE_WEIGHT_DECAY
     dropout: float = 0.5               # in every head
     label_smoothing: float = 0.0
     class_balance: str = "weights"     # weights (the seed's N/(K n_c)) | sqrt (their roots) | logit-adjust

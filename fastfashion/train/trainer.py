@@ -44,7 +44,7 @@ from ..remote.cache import open_manifest
 from ..schema import Schema
 from . import checkpoint as ckpt_io
 from . import distributed
-from .config import SEED_LR, SEED_WEIGHT_DECAY, TTA_CHOICES, TrainConfig, TrainError
+from .config import REFERENCE_LR, REFERENCE_WEIGHT_DECAY, TTA_CHOICES, TrainConfig, TrainError
 from .device import autocast as make_autocast
 from .device import channels_last as use_channels_last
 from .device import to_device
@@ -71,7 +71,7 @@ class TrainStep:
     :func:`train` and the training benchmark both run it."""
 
     def __init__(self, model: torch.nn.Module, weights: Sequence[torch.Tensor | None], device: torch.device, *,
-                 lr: float = SEED_LR, weight_decay: float = SEED_WEIGHT_DECAY, label_smoothing: float = 0.0,
+                 lr: float = REFERENCE_LR, weight_decay: float = REFERENCE_WEIGHT_DECAY, label_smoothing: float = 0.0,
                  net: torch.nn.Module | None = None, optimizer: str = "adam", precision: str = "auto",
                  log_priors: Sequence[torch.Tensor] | None = None):
         self.model, self.net = model, net if net is not None else model  # net: the DDP wrapper, if any
