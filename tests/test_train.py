@@ -221,7 +221,8 @@ def test_run_dir_holds_checkpoints_metrics_and_curves(run2):
         # measured timings: a share in [0, 1] and a positive rate are all that is knowable on a shared machine
         assert 0 <= row["data_wait_share"] <= 1 and row["images_per_s"] > 0 and row["lr"] == TINY["lr"]
         assert row["train_seconds"] > 0 and row["val_seconds"] > 0 and row["image_size"] == TINY["image_size"]
-    assert 0 < history[0]["minutes"] < history[1]["minutes"] and 0 < history[0]["cpu_minutes"] < history[1]["cpu_minutes"]
+    assert 0 < history[0]["minutes"] < history[1]["minutes"]
+    assert 0 < history[0]["cpu_minutes"] < history[1]["cpu_minutes"]
     assert history[1]["minutes"] * 60 == pytest.approx(sum(r["train_seconds"] + r["val_seconds"] for r in history))
     last = ckpt_io.load_checkpoint(out / "last.pt")
     assert last["epoch"] == 2 and last["image_size"] == 32 and last["schema"] == S.to_dict()

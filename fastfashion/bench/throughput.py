@@ -243,7 +243,7 @@ def run_loader_bench(cfg: BenchConfig) -> dict[str, dict]:
             bar.update()
     bar.close()
     base = results.get(BASELINE, {}).get("rounds") or None
-    for name, res in results.items():
+    for res in results.values():
         if res["status"] != "ok":
             continue
         rounds = res["rounds"]

@@ -111,7 +111,7 @@ def _source_digest(source: Source, digests: dict[str, str]) -> str:
     records = source.records
     for name, f in source.listings:
         h.update(f"{name} {file_sha256(f)}\n".encode())
-    for split, recs in records.items():
+    for recs in records.values():
         for r in recs:
             h.update(f"{r.path} {digests.get(r.path, '-')}\n".encode())
     return "sha256:" + h.hexdigest()

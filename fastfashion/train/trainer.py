@@ -21,6 +21,7 @@ file beside, then ``os.replace``); JSON holds ``null`` where a metric is undefin
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import logging
 import math
@@ -359,7 +360,7 @@ def _train(run: _Run) -> dict:
         left = None if cfg.max_steps is None else cfg.max_steps - state.step
         cpu0 = _cpu_seconds()
         res = train_one_epoch(run.step, run.train_loader, run.schema, max_steps=left, acc=acc, carried=carried,
-                              on_step=lambda a, partial: _after_step(run, epoch, a, partial),
+                              on_step=functools.partial(_after_step, run, epoch),
                               desc=f"epoch {epoch + 1}/{cfg.epochs}", disable_bar=bar_off)
         distributed.broadcast_buffers(run.model, dinfo)
         if run.ema is not None:
