@@ -17,6 +17,7 @@ demo: $(STAMP)
 	$(VENV)/bin/fastfashion demo --out demo_out
 
 test: $(STAMP)
+	$(VENV)/bin/ruff check fastfashion tests benchmarks
 	$(PY) -m pytest tests -m "not long"
 
 test-long: $(STAMP)

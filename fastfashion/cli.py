@@ -146,7 +146,8 @@ def _add_eval_common(p, default_split: str) -> None:
     p.add_argument("--checkpoint", required=True, metavar="CKPT", help="a checkpoint written by train (best.pt)")
     p.add_argument("--split", default=default_split, metavar="SPLIT", help="split (default: %(default)s)")
     p.add_argument("--batch-size", type=int, metavar="N", default=64, help="batch size (default: %(default)s)")
-    p.add_argument("--tta", choices=("none", "flip"), default="none",
+    from .train.config import TTA_CHOICES
+    p.add_argument("--tta", choices=TTA_CHOICES, default="none",
                    help="test-time augmentation: flip = average the logits of each image and its mirror image "
                         "(twice the compute; default: %(default)s)")
     _add_device_backend(p)
@@ -342,7 +343,7 @@ def _run_bench(args) -> int:
 
     from .bench.report import format_table, run_bench
     from .bench.throughput import BenchConfig
-    from .format.atomic import unwritable
+    from .fsutil import unwritable
     for path in filter(None, (args.json, args.png)):  # checked before minutes of measuring, not after
         problem = unwritable(path)
         if problem:
@@ -442,7 +443,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s")
     from .errors import Terminated, terminate_on_sigterm, terminated
-    from .format.atomic import clean_dead_owners
+    from .fsutil import clean_dead_owners
     from .progress import set_enabled
     set_enabled(False if quiet else None)  # None: bars only when stderr is a terminal
     try:

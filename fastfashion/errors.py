@@ -14,7 +14,8 @@ from __future__ import annotations
 import contextlib
 import signal
 import threading
-from typing import Iterator, TypeVar
+from collections.abc import Iterator
+from typing import TypeVar
 
 E = TypeVar("E", bound=BaseException)
 

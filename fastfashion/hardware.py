@@ -29,7 +29,7 @@ def available_cpus() -> int:
         return os.cpu_count() or 1
 
 
-def resolve_device(device) -> "torch.device":
+def resolve_device(device) -> torch.device:
     """``auto`` (CUDA when available, else CPU), ``cpu``, ``cuda`` or ``cuda:N`` as a torch.device. Raises ValueError
     for anything else and RuntimeError when CUDA is asked for but not available."""
     import torch

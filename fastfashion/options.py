@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-from typing import Any, Callable, Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 from .errors import ConfigError
 
@@ -154,7 +155,7 @@ def config_values(cls, args: argparse.Namespace, *, exclude: Iterable[str] = ())
     added to this verb), less ``exclude``. A None value (a flag not given, without a default) is left out, so the
     field keeps its default (or the recipe's value); ``parse`` turns the text into the field's value."""
     out = {}
-    for name, (field, opt) in options(cls).items():
+    for name, (_field, opt) in options(cls).items():
         dest = dest_of(name, opt)
         if name in exclude or not hasattr(args, dest):
             continue

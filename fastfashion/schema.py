@@ -8,7 +8,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 from .errors import FastfashionError
 
@@ -109,7 +109,7 @@ class Schema:
         return {"attributes": [{"name": a.name, "classes": list(a.classes)} for a in self.attributes]}
 
     @classmethod
-    def from_dict(cls, d: dict) -> "Schema":
+    def from_dict(cls, d: dict) -> Schema:
         """Inverse of :meth:`to_dict`; also accepts ``{attribute: [class names]}`` (attributes in file order).
         Raises :class:`SchemaError` for any other shape."""
         if isinstance(d, dict) and "attributes" not in d and all(isinstance(v, list) for v in d.values()):
@@ -127,7 +127,7 @@ class Schema:
         return json.dumps(self.to_dict(), indent=1) + "\n"
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> "Schema":
+    def load(cls, path: str | os.PathLike) -> Schema:
         """A schema from a file: JSON (``schema.json``, see :meth:`from_dict`) or, for any other suffix, a
         ``list_attr_cloth.txt`` (:meth:`parse_list_attr_cloth`). Raises :class:`SchemaError` naming the file (and
         line), FileNotFoundError for a missing file."""
@@ -153,13 +153,13 @@ class Schema:
         return f"{self.total_classes} \nattribute_name   attribute_type\n" + "\n".join(rows) + "\n"
 
     @classmethod
-    def parse_list_attr_cloth(cls, path: str | os.PathLike, names: Iterable[str] | None = None) -> "Schema":
+    def parse_list_attr_cloth(cls, path: str | os.PathLike, names: Iterable[str] | None = None) -> Schema:
         """Parse ``split/list_attr_cloth.txt``: a count line, a header, then ``class_name type`` rows (type 1-based).
 
         ``names`` gives the attribute names in order (default: those of :data:`FASHION_SCHEMA` when the number of
         types matches, else ``attr1``, ``attr2`` ...). Raises :class:`SchemaError` naming file and line.
         """
-        with open(path, "r", encoding="utf-8", newline="") as f:
+        with open(path, encoding="utf-8", newline="") as f:
             lines = f.read().splitlines()
         if len(lines) < 2:
             raise SchemaError(f"{path}: expected a count line and a header line")
@@ -224,7 +224,7 @@ def _class_id(attr: Attribute, value) -> int:
 
 def _count_types(path: str | os.PathLike) -> int:
     """Number of distinct attribute types in a list_attr_cloth.txt (parsed leniently for naming)."""
-    with open(path, "r", encoding="utf-8") as f:
+    with open(path, encoding="utf-8") as f:
         rows = [line.split() for line in f.read().splitlines()[2:] if line.strip()]
     return len({r[-1] for r in rows}) if rows else 0
 

@@ -48,8 +48,8 @@ class ShardSet:
         self._verified: set[str] = set()
 
     @classmethod
-    def open(cls, location: "str | os.PathLike | ShardSet", *, remote: RemoteConfig | None = None,
-             verify: bool = True) -> "ShardSet":
+    def open(cls, location: str | os.PathLike | ShardSet, *, remote: RemoteConfig | None = None,
+             verify: bool = True) -> ShardSet:
         """The shard set at ``location``: a folder written by ``fastfashion shard``/``index``, or an fsspec URL
         (``s3://``, ``gs://``, ``https://``, ``file://``) read through its cache (``remote``: storage options,
         cache folder and limit, offline, retries). A ``ShardSet`` is returned as it is. Raises
@@ -143,7 +143,7 @@ class ShardSet:
         if self.cache is not None:
             self.cache.close()
 
-    def __enter__(self) -> "ShardSet":
+    def __enter__(self) -> ShardSet:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -7,8 +7,8 @@ import functools
 import http.server
 import socket
 import threading
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 
 def free_port() -> int:

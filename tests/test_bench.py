@@ -13,10 +13,10 @@ import torch
 from fastfashion import cli
 from fastfashion.bench.report import format_table, run_bench
 from fastfashion.bench.throughput import BenchConfig
+from fastfashion.bench.training import CEILING
 from fastfashion.data.shard import ShardConfig, write_shards
 from fastfashion.data.source import MissingSplitFileError
 from fastfashion.schema import FASHION_SCHEMA
-from fastfashion.bench.training import CEILING
 from fastfashion.train.inference import predict
 from fastfashion.train.metrics import avg_class_accuracy
 

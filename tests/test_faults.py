@@ -204,7 +204,7 @@ def test_leftovers_of_killed_runs_are_removed_by_the_next_command(base, tmp_path
     proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True,
                             env={**os.environ, "TQDM_DISABLE": "1"})
     assert proc.stdout.readline().strip() == "ready"
-    from fastfashion.format.atomic import owner_record
+    from fastfashion.fsutil import owner_record
     record = owner_record(proc.pid)  # named by host, boot, PID and start time
     recorded = record.read_text().splitlines()
     assert recorded and all(Path(p).exists() for p in recorded)  # its temporaries, recorded under its PID
@@ -265,13 +265,23 @@ def test_a_shard_changed_after_the_loader_was_made_is_refused(base, tmp_path, ba
 def test_owner_records_of_live_or_foreign_processes_are_kept(tmp_path):
     """Only a record of this machine whose process is gone (or whose PID now belongs to a process started at
     another time) is cleaned; another host's record, possibly on a shared cache folder, is left alone."""
-    from fastfashion.format.atomic import _owner_gone, owner_record
+    from fastfashion.fsutil import _owner_gone, owner_record
     me = owner_record().name
     host, boot, pid, start = me.split("_")
     assert not _owner_gone(me)  # this process
     assert _owner_gone(f"{host}_{boot}_{pid}_{int(start) + 1}")  # the same PID, another start: a reused PID
     assert _owner_gone(f"{host}_otherboo_{pid}_{start}")  # an earlier boot of this machine
     assert not _owner_gone(f"another-host_{boot}_1_1")  # someone else's machine
+
+
+def test_cache_home_follows_xdg_cache_home_and_holds_the_owner_records(tmp_path, monkeypatch):
+    from fastfashion.fsutil import cache_home, owner_record
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert cache_home() == tmp_path / "xdg" / "fastfashion"
+    assert owner_record().parent == tmp_path / "xdg" / "fastfashion" / "owners"
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert cache_home() == tmp_path / "home" / ".cache" / "fastfashion"
 
 
 def test_one_iterator_read_by_two_threads_or_after_close(base):

@@ -16,12 +16,12 @@ PKG = Path(__file__).resolve().parents[1] / "fastfashion"
 REPO = PKG.parent
 
 # layer (a top-level module or subpackage) -> the layers it may import. "" is the package root.
-LEAVES = {"_version", "schema", "hardware", "errors", "progress", "options"}  # import nothing of fastfashion but errors
+LEAVES = {"_version", "schema", "hardware", "errors", "progress", "options", "fsutil"}  # only errors of fastfashion
 ALLOWED = {
     **{leaf: {"errors"} for leaf in LEAVES - {"errors"}},  # errors.FastfashionError is the base of every error
     "errors": set(),
     "": {"_version", "schema", "errors"},  # the package root: version, schema, error base; lazily (by name) the loader
-    "format": {"_version", "schema", "errors"},
+    "format": {"_version", "schema", "errors", "fsutil"},
     "remote": LEAVES | {"format"},
     "shardset": LEAVES | {"format", "remote"},
     "data": LEAVES | {"format", "remote", "shardset"},

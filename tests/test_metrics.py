@@ -6,8 +6,8 @@ import math
 import pytest
 import torch
 
-from fastfashion.train.balance import class_weights
 from fastfashion.schema import FASHION_SCHEMA as S
+from fastfashion.train.balance import class_weights
 from fastfashion.train.metrics import MetricAccumulator, avg_class_accuracy, confusion_matrices, json_safe, summarize
 
 

@@ -111,8 +111,8 @@ def test_round_trip_with_dali_cpu_pipeline(tiny_dataset, tiny_shards):
         @pipeline_def(batch_size=n, num_threads=1, device_id=None, prefetch_queue_depth=1)
         def pipe():
             return tuple(fn.readers.webdataset(
-                paths=[str(tiny_shards / sh["tar"]) for sh in shards],
-                index_paths=[str(tiny_shards / sh["idx"]) for sh in shards],
+                paths=[str(tiny_shards / sh["tar"]) for sh in shards],  # noqa: B023 - built and run in this turn
+                index_paths=[str(tiny_shards / sh["idx"]) for sh in shards],  # noqa: B023
                 ext=["jpg", "lbl", "json"], dtypes=[types.UINT8, types.INT64, types.UINT8],
                 missing_component_behavior="error", random_shuffle=False, name="reader"))
 

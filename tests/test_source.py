@@ -27,7 +27,7 @@ def write_set(root: Path, n=(3, 2, 2), *, eol: str = "\n", final_newline: bool =
     data, i = _jpeg(), 0
     for split, count in zip(src.SPLITS, n):
         paths, labels = [], []
-        for j in range(count):
+        for _ in range(count):
             (root / "img" / f"{i:05d}.jpg").write_bytes(data)
             paths.append(f"img/{i:05d}.jpg")
             labels.append(" ".join(str((i + k) % c) for k, c in enumerate(FASHION_SCHEMA.num_classes)))

@@ -17,7 +17,7 @@ from ..loading.base import Batch
 from ..schema import Schema
 
 
-def seed_transforms(image_size: int | tuple[int, int], augment: bool):
+def baseline_transforms(image_size: int | tuple[int, int], augment: bool):
     """The seed report's torchvision transforms (PIL in, normalized float tensor out)."""
     from torchvision import transforms as T
     cfg = AugmentConfig(image_size=image_size)
@@ -29,7 +29,7 @@ def seed_transforms(image_size: int | tuple[int, int], augment: bool):
     return T.Compose(ops + [T.ToTensor(), T.Normalize(cfg.mean, cfg.std)])
 
 
-class SeedFolderDataset(Dataset):
+class BaselineFolderDataset(Dataset):
     """The seed's map-style Dataset: ``split/X.txt`` image paths + ``X_attr.txt`` labels, PIL decode."""
 
     def __init__(self, src_dir: str | os.PathLike, split: str, schema: Schema, transform=None):
@@ -56,9 +56,9 @@ def _collate(samples) -> Batch:
     return Batch(torch.stack(images), torch.stack(labels), list(keys))
 
 
-def make_seed_loader(src_dir: str | os.PathLike, schema: Schema, split: str = TRAIN, *, batch_size: int = 64,
-                     image_size: int | tuple[int, int] = 224, workers: int = 2, augment: bool = True) -> DataLoader:
+def make_baseline_loader(src_dir: str | os.PathLike, schema: Schema, split: str = TRAIN, *, batch_size: int = 64,
+                         image_size: int | tuple[int, int] = 224, workers: int = 2, augment: bool = True) -> DataLoader:
     """The seed-style baseline loader over the raw folder; yields :class:`~fastfashion.loading.base.Batch`."""
-    ds = SeedFolderDataset(src_dir, split, schema, seed_transforms(image_size, augment))
+    ds = BaselineFolderDataset(src_dir, split, schema, baseline_transforms(image_size, augment))
     return DataLoader(ds, batch_size=batch_size, shuffle=augment, num_workers=workers, collate_fn=_collate,
                       drop_last=augment, multiprocessing_context=worker_context() if workers > 0 else None)

@@ -2,8 +2,9 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Mapping, Sequence
+from typing import TYPE_CHECKING
 
 from ..train.curves import pyplot, save_figure
 
@@ -11,7 +12,7 @@ if TYPE_CHECKING:
     from ..schema import Schema
 
 
-def plot_class_histogram(class_counts: Mapping[str, Sequence[int]], schema: "Schema", path: str | os.PathLike, *,
+def plot_class_histogram(class_counts: Mapping[str, Sequence[int]], schema: Schema, path: str | os.PathLike, *,
                          weights: Mapping[str, Sequence[float]] | None = None, title: str = "") -> Path:
     """Class counts per attribute (the seed report's figure 1), one panel per schema attribute; with ``weights``
     (e.g. :func:`~fastfashion.train.balance.class_weights` of the train counts, the trainer's) each class is shown

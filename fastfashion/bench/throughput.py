@@ -21,7 +21,7 @@ import logging
 import statistics
 import threading
 import time
-from typing import Iterator
+from collections.abc import Iterator
 
 from ..errors import ConfigError, FastfashionError, fix_param, fixable
 from ..format.spec import TRAIN
@@ -131,7 +131,7 @@ class _PeakRSS:
             self.peak = max(self.peak, self._sample())
             self._stop.wait(self._interval)
 
-    def __enter__(self) -> "_PeakRSS":
+    def __enter__(self) -> _PeakRSS:
         self._thread.start()
         return self
 
@@ -171,11 +171,11 @@ def make_bench_loader(name: str, cfg: BenchConfig, shards, *, for_training: bool
     RuntimeError when it cannot run here. ``for_training`` on CUDA: the torch backend delivers to the GPU from
     pinned memory, as for ``fastfashion train``."""
     if name == BASELINE:
-        from .baseline import make_seed_loader
+        from .baseline import make_baseline_loader
         if cfg.source is None:
             raise fixable(BenchError("the seed-style baseline reads the raw image folder, and no source folder "
                                        "was given"), "source")
-        return make_seed_loader(cfg.source, shards.schema, cfg.split, batch_size=cfg.batch_size,
+        return make_baseline_loader(cfg.source, shards.schema, cfg.split, batch_size=cfg.batch_size,
                                 image_size=cfg.image_size, workers=cfg.workers, augment=cfg.augment)
     import torch
 
@@ -276,7 +276,7 @@ def run_loader_bench(cfg: BenchConfig, shards=None) -> dict[str, dict]:
         if hasattr(loader, "close"):
             loader.close()
     base = results.get(BASELINE, {}).get("rounds") or None
-    for name, res in results.items():
+    for res in results.values():
         if res["status"] != "ok":
             continue
         rounds = res["rounds"]

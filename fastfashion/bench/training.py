@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import statistics
 import time
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 from ..progress import progress
 from .throughput import BenchConfig, endless, make_bench_loader, open_bench_set, sync

@@ -190,9 +190,9 @@ def index_shards(shard_dir: str | os.PathLike, cfg: IndexConfig = IndexConfig())
                 entry = next(e for e in splits[sh.split]["shards"] if e["tar"] == sh.tar.name)
                 entry["idx_sha256"] = file_sha256(idx)
             write_wids_indexes(d, splits)
-            fingerprint = hashlib.sha256("".join(f"{e['tar']} {e['sha256']}\n" for s in splits.values()
-                                                 for e in s["shards"]).encode()).hexdigest()
-            source = {"name": d.resolve().name, "fingerprint": "sha256:" + fingerprint,
+            source_digest = hashlib.sha256("".join(f"{e['tar']} {e['sha256']}\n" for s in splits.values()
+                                                   for e in s["shards"]).encode()).hexdigest()
+            source = {"name": d.resolve().name, "fingerprint": "sha256:" + source_digest,
                       "num_listed": sum(s["num_samples"] for s in splits.values())}
             manifest = manifest_doc(schema, splits, source=source, options={"adopted": True,
                                     "check_images": cfg.check_images}, extra={"label_member": member or "none",

@@ -18,8 +18,8 @@ import logging
 import os
 import random
 import re
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from ..errors import ConfigError
 from ..format.spec import SPLITS

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 from ..errors import ConfigError, FastfashionError, sigterm_as_terminated
 from ..format.spec import LABELLED_SPLITS, SPLIT_NAME, SPLITS, split_order
@@ -43,7 +43,7 @@ class ShardWriter:
     ``samples_per_shard``: samples per tar; ``overwrite``: replace an existing shard set (only once the new one is
     complete); ``check_images``: validate each JPEG as it is written (``fastfashion shard`` validates all of them in
     parallel first and turns this off); ``source``, ``options``, ``skipped``: manifest fields (default: a source
-    named after ``out_dir`` with a fingerprint over keys, paths, labels and image sha256s).
+    named after ``out_dir`` whose ``fingerprint`` is a digest over keys, paths, labels and image sha256s).
     """
 
     def __init__(self, out_dir: str | os.PathLike, schema: Schema, *,
@@ -62,7 +62,7 @@ class ShardWriter:
         self._sigterm = sigterm_as_terminated()
         self.manifest: dict | None = None       # set when the with block ends without error
 
-    def __enter__(self) -> "ShardWriter":
+    def __enter__(self) -> ShardWriter:
         self._sigterm.__enter__()
         try:
             self._writer.__enter__()

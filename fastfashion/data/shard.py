@@ -105,7 +105,7 @@ def _skip_entry(split: str, line: int, path: str, reason: str) -> dict:
 @dataclasses.dataclass(frozen=True)
 class Source:
     """A source read and checked: its schema, records per split, the folder image paths are relative to, and the
-    listing files (name relative to the source, path) that the fingerprint covers."""
+    listing files (name relative to the source, path) that the source digest covers."""
 
     name: str
     schema: Schema
@@ -115,7 +115,7 @@ class Source:
     is_csv: bool = False
 
 
-def open_source(src: str | os.PathLike, cfg: "ShardConfig", on_error=None) -> Source:
+def open_source(src: str | os.PathLike, cfg: ShardConfig, on_error=None) -> Source:
     """A folder in the FashionDataset layout, or a ``.csv`` file (images under ``cfg.images``)."""
     src = Path(src)
     if src.suffix.lower() == ".csv" and not src.is_dir():
@@ -131,14 +131,14 @@ def open_source(src: str | os.PathLike, cfg: "ShardConfig", on_error=None) -> So
     return Source(src.resolve().name, schema, records, src, listings)
 
 
-def _fingerprint(source: Source, digests: dict[str, str]) -> str:
+def _source_digest(source: Source, digests: dict[str, str]) -> str:
     """sha256 over the listing files' bytes and every listed image's sha256 (paths relative:
     location-independent)."""
     h = hashlib.sha256()
     records = source.records
     for name, f in source.listings:
         h.update(f"{name} {file_sha256(f)}\n".encode())
-    for split, recs in records.items():
+    for recs in records.values():
         for r in recs:
             h.update(f"{r.path} {digests.get(r.path, '-')}\n".encode())
     return "sha256:" + h.hexdigest()
@@ -213,7 +213,7 @@ def write_shards(src_dir: str | os.PathLike, shard_dir: str | os.PathLike | None
     threading.Thread(target=importlib.import_module, args=("webdataset",), daemon=True).start()
     good, digests = _validate_images(source.image_root, source.records, cfg, skipped)
     t0 = time.perf_counter()
-    info = {"name": source.name, "fingerprint": _fingerprint(source, digests), "num_listed": num_listed}
+    info = {"name": source.name, "fingerprint": _source_digest(source, digests), "num_listed": num_listed}
     options = cfg.manifest_options()
     if source.is_csv:
         options["split_ratio"] = list(cfg.split_ratio)

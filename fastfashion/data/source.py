@@ -17,8 +17,8 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Callable, Iterable
 
 from ..errors import FastfashionError
 from ..format.spec import LABELLED_SPLITS, SPLITS

@@ -20,8 +20,8 @@ import logging
 import multiprocessing
 import os
 import signal
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from PIL import Image
 

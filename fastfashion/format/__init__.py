@@ -7,5 +7,6 @@
 * :mod:`.reader` -- the sample reader: a split's samples by byte offset (what every backend reads);
 * :mod:`.atomic` -- crash-safe files and folders, used by every writer in the library.
 
-This layer imports only :mod:`fastfashion.schema` (and the standard library; webdataset inside the writer).
+This layer imports only the leaves :mod:`fastfashion.schema`, :mod:`fastfashion.errors`, :mod:`fastfashion.fsutil`
+and :mod:`fastfashion._version` (and the standard library; webdataset inside the writer).
 """

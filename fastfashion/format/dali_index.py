@@ -16,7 +16,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import tarfile
-from typing import Iterable
+from collections.abc import Iterable
 
 from ..errors import FastfashionError
 

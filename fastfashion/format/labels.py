@@ -14,7 +14,8 @@ they go, and decode the others once, when the loader is made (:func:`decode_labe
 from __future__ import annotations
 
 import json
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from ..schema import Attribute, Schema, SchemaError
 from .spec import UNLABELLED, LabelError, unpack_labels

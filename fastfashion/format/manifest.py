@@ -8,8 +8,8 @@ from __future__ import annotations
 import json
 import os
 import re
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Mapping, Sequence
 
 from ..errors import FastfashionError, fixable
 from ..schema import Schema

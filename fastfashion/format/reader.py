@@ -97,7 +97,7 @@ class ShardFiles:
     def __getstate__(self):
         return {"_fds": {}}
 
-    def __enter__(self) -> "ShardFiles":
+    def __enter__(self) -> ShardFiles:
         return self
 
     def __exit__(self, *exc) -> None:

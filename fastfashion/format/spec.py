@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import re
 import struct
-from typing import Sequence
+from collections.abc import Sequence
 
 from ..errors import FastfashionError
 from ..schema import Schema

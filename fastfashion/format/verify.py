@@ -17,6 +17,7 @@ import threading
 import time
 from pathlib import Path
 
+from ..fsutil import cache_home
 from .atomic import file_sha256, write_file
 from .dali_index import IndexFormatError, read_index
 from .manifest import ManifestError
@@ -32,8 +33,7 @@ class IntegrityError(ManifestError):
 
 def verified_cache_path() -> Path:
     """``$XDG_CACHE_HOME/fastfashion/verified.json`` (default ``~/.cache/...``): files that passed, by identity."""
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "fastfashion" / "verified.json"
+    return cache_home() / "verified.json"
 
 
 def file_identity(path: str | os.PathLike) -> list[int]:

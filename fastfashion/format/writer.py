@@ -9,8 +9,8 @@ import dataclasses
 import json
 import os
 import shutil
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Iterable, Sequence
 
 from .._version import __version__
 from ..errors import FastfashionError, TargetExistsError, fixable
@@ -76,7 +76,7 @@ class ShardSetWriter:
         self.splits: dict[str, dict] = {}
         self._open: dict[str, dict] = {}  # split -> pending samples, written shards, class counts
 
-    def __enter__(self) -> "ShardSetWriter":
+    def __enter__(self) -> ShardSetWriter:
         clean_stale(self.shard_dir)
         check_target(self.shard_dir, self.overwrite)
         self.tmp = make_temp_dir(self.shard_dir)

@@ -8,8 +8,8 @@ RandomResizedCrop), a horizontal flip with probability ``flip``, a rotation by `
 shift from ``U(-hue, hue)`` of a full turn) and ImageNet mean/std normalization.
 
 Eval: resize the shorter side to ``round(max(height, width) / eval_crop_ratio)`` (256 for 224: the ImageNet
-convention, 0.875) and centre-crop ``image_size``; then normalize. A solid-colour image stays exactly that colour, which the
-alignment tests rely on.
+convention, 0.875) and centre-crop ``image_size``; then normalize. A solid-colour image stays exactly that colour,
+which the alignment tests rely on.
 
 Where the backends differ on purpose (documented in ``docs/loader.md``): DALI fuses crop, resize, rotation and flip
 into one affine warp, and its crop box is clamped to the image instead of re-sampled up to ten times. A rotated
@@ -101,12 +101,12 @@ class AugmentConfig:
             raise ConfigError(f"interp must be auto, linear or nearest, got {self.interp!r}")
 
     @classmethod
-    def train(cls, **kw) -> "AugmentConfig":
+    def train(cls, **kw) -> AugmentConfig:
         """The full train augmentation (overrides in ``kw``)."""
         return cls(mode="train", **kw)
 
     @classmethod
-    def eval(cls, **kw) -> "AugmentConfig":
+    def eval(cls, **kw) -> AugmentConfig:
         """The deterministic eval transform (resize shorter side, centre crop, normalize)."""
         return cls(mode="eval", **kw)
 

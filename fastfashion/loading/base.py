@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import TYPE_CHECKING, Any, Callable, Iterator, NamedTuple, Protocol
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 from ..errors import ConfigError, FastfashionError
 from ..format.spec import TRAIN
@@ -65,7 +66,8 @@ class LoaderConfig:
 
     ``augment``: None = train augmentation for the train split, eval transform otherwise; a bool forces it; an
     :class:`AugmentConfig` sets every knob (``image_size`` overrides its own); a callable replaces the built-in
-    augmentation (:data:`AUGMENT_ACCEPTS`). ``image_size``: an int (square) or ``(height, width)``. ``shuffle``/``drop_last``: None = on
+    augmentation (:data:`AUGMENT_ACCEPTS`). ``image_size``: an int (square) or ``(height, width)``.
+    ``shuffle``/``drop_last``: None = on
     for train, off otherwise. ``rank``/``world_size``: None = from ``torch.distributed`` when initialized, else 0/1.
     ``workers``: DataLoader workers of the torch backend (None: min(4, CPUs)). ``block``: shuffle block size
     (:mod:`fastfashion.loading.order`). ``gpu_cache`` (dali-gpu only): the decoder cache policy (None: automatic,
@@ -146,15 +148,15 @@ class BackendContext:
     delivered to, and ``order_of(epoch)`` (this rank's indices of any epoch, for backends that read ahead; a function
     of the order's parameters that holds no reference to the loader, which holds the backend: no cycle)."""
 
-    samples: "SplitSamples"
+    samples: SplitSamples
     augment: AugmentConfig
     batch_size: int
     seed: int
     rank: int
     device: Any                                  # torch.device
     workers: int                                 # torch backend: DataLoader workers
-    schema: "Schema"                             # of the shard set: labels per sample and their ranges
-    order_of: Callable[[int], "np.ndarray"]
+    schema: Schema                             # of the shard set: labels per sample and their ranges
+    order_of: Callable[[int], np.ndarray]
     gpu_cache: bool | None = None                # dali-gpu: decoder cache policy
     world_size: int = 1                          # ranks reading the split (dali-gpu: the automatic cache policy)
     dali_threads: int | None = None              # DALI: CPU threads per pipeline (None: dali_threads())
@@ -167,7 +169,7 @@ class Backend(Protocol):
     """A loader backend: turns one epoch's order into batches. Chosen by name from
     :data:`fastfashion.loading.backends.BACKENDS`; the loader has no per-backend code."""
 
-    def epoch(self, indices: "np.ndarray", epoch: int) -> Iterator[tuple[Any, Any]]:
+    def epoch(self, indices: np.ndarray, epoch: int) -> Iterator[tuple[Any, Any]]:
         """Yield ``(images, labels)`` for the global sample ``indices`` in order, in batches of the context's batch
         size (the last may be smaller). Raises :class:`LoaderError` naming shard and key."""
         ...

@@ -97,7 +97,7 @@ class FashionLoader:
     outside the world size, RuntimeError when a requested backend or device cannot run.
     """
 
-    def __init__(self, shards: "ShardSet | str | os.PathLike", config: LoaderConfig = LoaderConfig()):
+    def __init__(self, shards: ShardSet | str | os.PathLike, config: LoaderConfig = LoaderConfig()):
         self._owns_shards = not isinstance(shards, ShardSet)
         self.shards = ShardSet.open(shards, remote=config.remote, verify=config.verify)
         try:
@@ -321,7 +321,7 @@ class FashionLoader:
                 f"device={str(self.device)!r}, batches={len(self)}, rank={self.rank}/{self.world_size})")
 
     # --- lifecycle ---------------------------------------------------------------------------------------
-    def __enter__(self) -> "FashionLoader":
+    def __enter__(self) -> FashionLoader:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -336,7 +336,7 @@ class _Pass:
     def __init__(self, batches):
         self._batches, self._lock = batches, threading.Lock()
 
-    def __iter__(self) -> "_Pass":
+    def __iter__(self) -> _Pass:
         return self
 
     def __next__(self) -> Batch:
@@ -352,9 +352,10 @@ class _Pass:
         self._batches.close()
 
 
-def make_loader(shards: "ShardSet | str | os.PathLike", split: str = "train", batch_size: int = 64, backend: str = "auto",
+def make_loader(shards: ShardSet | str | os.PathLike, split: str = "train", batch_size: int = 64, backend: str = "auto",
                 device="auto", augment=None, shuffle: bool | None = None,
-                image_size: int | tuple[int, int] = 224, seed: int = 0, rank: int | None = None, world_size: int | None = None,
+                image_size: int | tuple[int, int] = 224, seed: int = 0, rank: int | None = None,
+                world_size: int | None = None,
                 with_keys: bool = False, drop_last: bool | None = None, *, workers: int | None = None,
                 block: int = DEFAULT_BLOCK, gpu_cache: bool | None = None,
                 dali_threads: int | None = None, verify: bool = True, order: str | None = None,

@@ -23,7 +23,7 @@ the last batch may be smaller): no sample is padded or duplicated.
 """
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 

@@ -16,7 +16,7 @@ read:
 from __future__ import annotations
 
 import logging
-from typing import Iterator
+from collections.abc import Iterator
 
 import numpy as np
 

@@ -2,7 +2,7 @@
 
 DALI's webdataset reader maps local files only, and the torch backend reads by offset, so both read a remote set
 from a local folder: :class:`ShardCache` keeps one per set under the cache root
-(``cache_dir``, default ``$XDG_CACHE_HOME/fastfashion/shards``), named by the fingerprint of the set's
+(``cache_dir``, default ``$XDG_CACHE_HOME/fastfashion/shards``), named by the digest of the set's
 ``manifest.json`` (the sha256 of its bytes: a replaced set gets a new folder, a stale file is never mistaken
 for a new one). The folder holds ``manifest.json`` and the shard files under their own names, so it is itself a
 shard folder.
@@ -21,7 +21,7 @@ shard folder.
   downloads; give each one its share.
 * **Ahead**: :meth:`ShardCache.prefetch` hands shards to a pool of ``prefetch`` threads; :meth:`ShardCache.ensure`
   waits for them.
-* **Offline**: the set is found through ``urls/`` (the URL's last known fingerprint) and read from the cache alone;
+* **Offline**: the set is found through ``urls/`` (the URL's last known manifest digest) and read from the cache alone;
   missing shards are listed in one error.
 """
 from __future__ import annotations
@@ -33,14 +33,15 @@ import hashlib
 import logging
 import os
 import threading
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 from ..errors import fixable
-from ..format.atomic import clean_stale_files, register_temp, write_file
+from ..format.atomic import clean_stale_files, write_file
 from ..format.manifest import MAX_MANIFEST_BYTES, ManifestError, parse_manifest, read_manifest
 from ..format.spec import MANIFEST
 from ..format.verify import IntegrityError, VerifiedFiles, verified_cache_path, verify_download, verify_file
+from ..fsutil import cache_home, register_temp
 from ..progress import progress
 from .store import RemoteConfig, RemoteError, Store, redact
 
@@ -54,13 +55,10 @@ _PINS: dict[str, dict[int, set[str]]] = {}  # cache folder -> pin owner id -> ta
 
 def cache_root(cache_dir: str | os.PathLike | None = None) -> Path:
     """The cache root: ``cache_dir``, else ``$XDG_CACHE_HOME/fastfashion/shards`` (default ``~/.cache/...``)."""
-    if cache_dir is not None:
-        return Path(cache_dir)
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "fastfashion" / "shards"
+    return Path(cache_dir) if cache_dir is not None else cache_home() / "shards"
 
 
-def fingerprint(manifest_bytes: bytes) -> str:
+def manifest_digest(manifest_bytes: bytes) -> str:
     """The name of a set's cache folder: the first 16 hex digits of its manifest's sha256."""
     return hashlib.sha256(manifest_bytes).hexdigest()[:16]
 
@@ -108,7 +106,7 @@ class ShardCache:
                                           f"{self.root}"), "offline") from None
         data = self.store.read_bounded(MANIFEST, "the shard set's manifest", MAX_MANIFEST_BYTES)  # one request
         manifest = parse_manifest(data, self.store.where(MANIFEST))
-        folder = self.root / fingerprint(data)
+        folder = self.root / manifest_digest(data)
         try:
             folder.mkdir(parents=True, exist_ok=True)
             if not (folder / MANIFEST).is_file():
@@ -380,5 +378,5 @@ def cached_summary(folder: Path) -> dict:
     return {p.name: p.stat().st_size for p in folder.iterdir() if p.suffix in (".tar", ".idx")}
 
 
-__all__ = ["ShardCache", "cache_root", "fingerprint", "shard_bytes",
+__all__ = ["ShardCache", "cache_root", "manifest_digest", "shard_bytes",
            "pointer_folder", "cached_summary", "IDX_BYTES_PER_SAMPLE"]

@@ -18,7 +18,8 @@ import logging
 import os
 import re
 import time
-from typing import Any, Callable, Mapping, TypeVar
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
 
 from ..errors import ConfigError, FastfashionError, fixable
 from ..options import option
@@ -78,8 +79,8 @@ class RemoteConfig:
 
     ``storage_options``: passed to the fsspec filesystem (``endpoint_url``/``client_kwargs``, ``anon``, region
     ...; never logged). ``cache_dir``: the cache root (None: ``$XDG_CACHE_HOME/fastfashion/shards``); each set gets
-    a folder named by its manifest fingerprint. ``cache_limit``: bytes the set's cache folder may hold (None: no
-    limit); refused at start when below the working set, naming the minimum. ``offline``: use the cache alone.
+    a folder named by its manifest's sha256 (16 hex digits). ``cache_limit``: bytes the set's cache folder may hold
+    (None: no limit); refused at start when below the working set, naming the minimum. ``offline``: use the cache alone.
     ``retries``/``timeout``/``backoff``: per request, a failed transfer is tried ``retries`` more times after
     ``backoff * 2**k`` seconds; ``timeout`` seconds without progress fails a try. ``prefetch``: download threads.
     """

@@ -11,8 +11,8 @@ import logging
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from ..errors import fixable
 from ..format.dali_index import IndexFormatError, read_index

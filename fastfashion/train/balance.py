@@ -2,7 +2,7 @@
 also prints beside the counts. Pure Python (no torch), so that ``inspect`` needs no model code."""
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 from ..format.manifest import ManifestError, manifest_schema
 from ..format.spec import TRAIN
@@ -14,7 +14,8 @@ def class_weights(class_counts: Mapping[str, Sequence[int]], schema: Schema) -> 
 
     ``N`` is the number of labelled samples of the attribute (the sum of its counts), ``K`` its number of classes and
     ``n_c`` the count of class ``c``; a class with ``n_c == 0`` gets weight 0. A balanced attribute gets all ones.
-    Returns ``{attribute: [w_0, ..., w_{K-1}]}`` in schema order. Raises :class:`~fastfashion.format.manifest.ManifestError` (a ValueError) on a count/schema mismatch.
+    Returns ``{attribute: [w_0, ..., w_{K-1}]}`` in schema order. Raises
+    :class:`~fastfashion.format.manifest.ManifestError` (a ValueError) on a count/schema mismatch.
     """
     out = {}
     for a in schema:

@@ -13,10 +13,11 @@ from ..options import option, parse_fraction_pair
 from ..remote.store import RemoteConfig
 from .schedule import SCHEDULES, image_size_at
 
-SEED_LR = 1e-4             # the seed report's Adam learning rate (tuned for an ImageNet-initialised trunk)
-SEED_WEIGHT_DECAY = 1e-3   # the seed report's Adam weight decay
+REFERENCE_LR = 1e-4            # the seed report's Adam learning rate (tuned for an ImageNet-initialised trunk)
+REFERENCE_WEIGHT_DECAY = 1e-3  # the seed report's Adam weight decay
 OPTIMIZERS = ("adam", "adamw")
 CLASS_BALANCES = ("weights", "sqrt", "logit-adjust")  # how the loss makes up for rare classes (loss.loss_weights)
+TTA_CHOICES = ("none", "flip")  # test-time augmentation of evaluate/predict (trainer.infer)
 RAMP = (0.1, 0.7)  # progressive resizing grows the size between these fractions of the epochs
 
 RECIPES: dict[str, dict] = {
@@ -51,8 +52,8 @@ class TrainConfig:
                          help="named set of the options below (default: %(default)s)")
     optimizer: str = option("adam", choices=OPTIMIZERS,
                             help="adam (L2 weight decay, the seed report's) or adamw (decoupled weight decay)")
-    lr: float = option(SEED_LR, help="peak learning rate")
-    weight_decay: float = option(SEED_WEIGHT_DECAY, help="weight decay")
+    lr: float = option(REFERENCE_LR, help="peak learning rate")
+    weight_decay: float = option(REFERENCE_WEIGHT_DECAY, help="weight decay")
     dropout: float = option(0.5, help="dropout in every head")
     label_smoothing: float = option(0.0, help="cross-entropy label smoothing")
     class_balance: str = option("weights", choices=CLASS_BALANCES, help=(

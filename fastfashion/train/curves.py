@@ -6,8 +6,8 @@ that draw a figure as a by-product catch ImportError and go on.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from ..format.atomic import write_file
 

@@ -14,8 +14,9 @@ from pathlib import Path
 import torch
 
 from ..errors import FastfashionError, fixable
-from ..format.atomic import unwritable, write_file
+from ..format.atomic import write_file
 from ..format.spec import TEST, VAL
+from ..fsutil import unwritable
 from ..hardware import resolve_device
 from ..loading.base import LoaderConfig, LoaderError
 from ..loading.loader import FashionLoader

@@ -2,13 +2,13 @@
 priors from the manifest's train class counts (``TrainConfig.class_balance``)."""
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
 
-from .balance import train_class_weights
 from ..format.spec import TRAIN
+from .balance import train_class_weights
 from .config import TrainError
 
 

@@ -17,7 +17,8 @@ written as JSON (``metrics.json``, ``evaluate --json``) goes through :func:`json
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 

@@ -11,7 +11,7 @@ import contextlib
 import signal
 import threading
 import time
-from typing import Iterator
+from collections.abc import Iterator
 
 import torch
 
@@ -37,7 +37,7 @@ class StopFlag:
         self.signum = self.signum or signum
 
     @contextlib.contextmanager
-    def installed(self) -> Iterator["StopFlag"]:
+    def installed(self) -> Iterator[StopFlag]:
         """Catch SIGTERM and SIGINT as a flag inside the block (main thread only; elsewhere a no-op)."""
         if threading.current_thread() is not threading.main_thread():
             yield self

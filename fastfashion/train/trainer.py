@@ -21,14 +21,15 @@ file beside, then ``os.replace``); JSON holds ``null`` where a metric is undefin
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import logging
 import math
 import os
 import signal
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import torch
 
@@ -38,12 +39,12 @@ from ..format.spec import TRAIN, VAL
 from ..hardware import resolve_device
 from ..loading.base import LoaderConfig
 from ..loading.loader import FashionLoader
-from ..shardset import ShardSet
 from ..progress import progress
 from ..schema import Schema
+from ..shardset import ShardSet
 from . import checkpoint as ckpt_io
 from . import distributed
-from .config import OPTIMIZERS, SEED_LR, SEED_WEIGHT_DECAY, TrainConfig, TrainError  # noqa: F401 (re-exported)
+from .config import REFERENCE_LR, REFERENCE_WEIGHT_DECAY, TTA_CHOICES, TrainConfig, TrainError
 from .device import autocast as make_autocast
 from .device import channels_last as use_channels_last
 from .device import to_device
@@ -70,7 +71,7 @@ class TrainStep:
     :func:`train` and the training benchmark both run it."""
 
     def __init__(self, model: torch.nn.Module, weights: Sequence[torch.Tensor | None], device: torch.device, *,
-                 lr: float = SEED_LR, weight_decay: float = SEED_WEIGHT_DECAY, label_smoothing: float = 0.0,
+                 lr: float = REFERENCE_LR, weight_decay: float = REFERENCE_WEIGHT_DECAY, label_smoothing: float = 0.0,
                  net: torch.nn.Module | None = None, optimizer: str = "adam", precision: str = "auto",
                  log_priors: Sequence[torch.Tensor] | None = None):
         self.model, self.net = model, net if net is not None else model  # net: the DDP wrapper, if any
@@ -146,9 +147,6 @@ def train_one_epoch(step: TrainStep, loader: FashionLoader, schema: Schema, *, m
     elapsed = time.perf_counter() - t_start
     acc.all_reduce()
     return EpochResult(acc.compute(), steps, images, elapsed, wait)
-
-
-TTA_CHOICES = ("none", "flip")
 
 
 def infer(model, images: torch.Tensor, tta: str = "none") -> list[torch.Tensor]:
@@ -292,7 +290,8 @@ def _start(cfg: TrainConfig, device: torch.device, dinfo: distributed.DistInfo, 
                            warmup_steps=round(cfg.warmup_epochs * len(train_loader)), factor=cfg.lr_factor,
                            patience=cfg.lr_patience)
     run = _Run(cfg, Path(cfg.out), schema, device, dinfo, model, step, scheduler, train_loader, val_loader,
-               TrainState(), shards=shards, policy=CheckpointPolicy(minutes=cfg.checkpoint_minutes, every=cfg.checkpoint_every))
+               TrainState(), shards=shards,
+               policy=CheckpointPolicy(minutes=cfg.checkpoint_minutes, every=cfg.checkpoint_every))
     if cfg.ema_halflife is not None:  # the decay per step whose weight halves after ema_halflife epochs
         run.ema = WeightEMA(model, 0.5 ** (1 / max(1.0, cfg.ema_halflife * len(train_loader))))
     if cfg.resume:
@@ -377,7 +376,7 @@ def _train(run: _Run) -> dict:
         left = None if cfg.max_steps is None else cfg.max_steps - state.step
         cpu0 = _cpu_seconds()
         res = train_one_epoch(run.step, run.train_loader, run.schema, max_steps=left, acc=acc, carried=carried,
-                              on_step=lambda a, partial: _after_step(run, epoch, a, partial),
+                              on_step=functools.partial(_after_step, run, epoch),
                               desc=f"epoch {epoch + 1}/{cfg.epochs}", disable_bar=bar_off)
         distributed.broadcast_buffers(run.model, dinfo)
         if run.ema is not None:

@@ -41,9 +41,10 @@ import threading
 
 import numpy as np
 
-from ...format.atomic import register_temp, with_path
+from ...format.atomic import with_path
 from ...format.reader import ShardFiles
 from ...format.spec import LabelError
+from ...fsutil import register_temp
 from ...hardware import available_cpus, local_world_size
 from ..base import BackendContext, LoaderError
 from ..order import pad_to_batch, runs
@@ -249,7 +250,8 @@ class DaliBackend:
         first = epochs[0][0]
         plan = [(e, p) for (e, _), p in zip(epochs, padded)]
         rand = RandomParams(ctx.augment, seed=ctx.seed, batch_size=b, plan=plan)
-        labels = None if ctx.samples.label_member == "lbl" else PlannedLabels(ctx.samples.labels, batch_size=b, plan=plan)
+        labels = None if ctx.samples.label_member == "lbl" else \
+            PlannedLabels(ctx.samples.labels, batch_size=b, plan=plan)  # .lbl: DALI reads the tar member itself
         self._pipe = fashion_pipeline(paths=paths, index_paths=index_paths, cfg=ctx.augment, batch_size=b,
                                       device_id=self.device_id, num_threads=self.num_threads,
                                       seed=(ctx.seed * 1_000_003 + first * 7919 + ctx.rank) % (2 ** 31),

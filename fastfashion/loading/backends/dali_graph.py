@@ -16,7 +16,7 @@ on the GPU for dali-gpu (``mixed`` decode), on the CPU for dali-cpu.
 from __future__ import annotations
 
 import math
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 

@@ -24,7 +24,7 @@ import os
 import threading
 import time
 import weakref
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
