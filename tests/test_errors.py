@@ -39,12 +39,6 @@ BUILTIN_ERRORS = {name for name, obj in vars(builtins).items()
 ALLOWED = {
     ("fastfashion/__init__.py", "__getattr__", "AttributeError"):
         "a module's __getattr__ must raise AttributeError (the import protocol: hasattr, from-imports)",
-    ("fastfashion/format/writer.py", "ShardSetWriter.add", "RuntimeError"):
-        "ShardSetWriter used outside its with block or after finish_split: the Python caller's bug",
-    ("fastfashion/format/writer.py", "ShardSetWriter.write_split", "RuntimeError"):
-        "ShardSetWriter used outside its with block: the Python caller's bug",
-    ("fastfashion/format/writer.py", "ShardSetWriter.commit", "RuntimeError"):
-        "commit twice, outside the with block or with a split not finished: the Python caller's bug",
     ("fastfashion/loading/loader.py", "_backend_for_transform", "TypeError"):
         "a torchvision transform given to a DALI backend by name: a Python caller's mistake (no flag passes one)",
     ("fastfashion/loading/base.py", "LoaderConfig.__post_init__", "TypeError"):

@@ -419,7 +419,7 @@ def test_overwrite_semantics(src_copy, tmp_path, monkeypatch):
         write_shards(src_copy, out, _cfg(seed=1))
     assert read_manifest(out)["options"]["seed"] == 0
     # a failing overwrite keeps the old set intact
-    monkeypatch.setattr("fastfashion.format.writer.ShardSetWriter.commit", lambda self, **kw: (_ for _ in ()).throw(
+    monkeypatch.setattr("fastfashion.data.pack.commit_set", lambda *a, **kw: (_ for _ in ()).throw(
         RuntimeError("disk full")))
     with pytest.raises(RuntimeError, match="^disk full$"):
         write_shards(src_copy, out, _cfg(seed=1, overwrite=True))

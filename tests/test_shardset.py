@@ -129,3 +129,29 @@ def test_a_loader_closes_the_set_it_opened(shard_set, monkeypatch):
     shards = ShardSet.open(shard_set)
     make_loader(shards, "val", batch_size=4, backend="torch", device="cpu", image_size=16, workers=0).close()
     assert closed == [loader.shards]  # not the caller's
+
+
+def test_readme_shardset_snippet_runs(counting_server, tmp_path, monkeypatch, capsys):
+    """README's ShardSet snippet, against the test server instead of example.com."""
+    import pathlib
+    import re
+    readme = (pathlib.Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    [code] = [b for b in re.findall(r"```python\n(.*?)```", readme, flags=re.S) if "ShardSet.open(" in b]
+    url, counts = counting_server
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    exec(compile(code.replace("https://example.com/sets/fashion", url), "README.md", "exec"), {})
+    assert "['train', 'val', 'test']" in capsys.readouterr().out
+    assert _manifest_requests(counts) == 1
+
+
+def test_a_manifest_is_read_in_one_bounded_request(counting_server, shard_set):
+    """Store.read_bounded: the whole object in one GET, however the body is chunked; refused past the limit, having
+    read at most limit + 1 bytes."""
+    from fastfashion.remote.store import RemoteError, Store
+    url, counts = counting_server
+    size = (shard_set / "manifest.json").stat().st_size
+    store = Store(url, RemoteConfig(retries=0))
+    assert store.read_bounded("manifest.json", "the manifest", size) == (shard_set / "manifest.json").read_bytes()
+    assert counts == {("GET", "manifest.json"): 1}
+    with pytest.raises(RemoteError, match=r"/manifest\.json: the manifest: more than the 100 bytes it may have$"):
+        store.read_bounded("manifest.json", "the manifest", 100)

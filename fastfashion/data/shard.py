@@ -25,9 +25,8 @@ import time
 from pathlib import Path
 
 from ..errors import ConfigError, FastfashionError, fixable
-from ..format.atomic import clean_stale, file_sha256
+from ..format.atomic import file_sha256
 from ..format.spec import TRAIN, split_order
-from ..format.writer import check_target
 from ..options import option
 from ..progress import progress
 from ..schema import Schema
@@ -199,8 +198,6 @@ def write_shards(src_dir: str | os.PathLike, shard_dir: str | os.PathLike | None
     src = Path(src_dir)
     out = Path(shard_dir) if shard_dir is not None else default_shard_dir(src)
     _check_paths(src, out)
-    clean_stale(out)
-    check_target(out, cfg.overwrite)  # fail fast, before minutes of validation
     skipped: list[dict] = []
 
     def on_error(split: str, line: int, path: str, err: SourceError) -> None:
@@ -208,18 +205,20 @@ def write_shards(src_dir: str | os.PathLike, shard_dir: str | os.PathLike | None
         log.warning("skipping: %s", err)
 
     source = open_source(src, cfg, on_error if cfg.skip_bad else None)
+    options = cfg.manifest_options()
+    if source.is_csv:
+        options["split_ratio"] = list(cfg.split_ratio)
+    # the target is checked here, before minutes of validation; the manifest's source and skipped come after it
+    writer = ShardWriter(out, source.schema, samples_per_shard=cfg.samples_per_shard, overwrite=cfg.overwrite,
+                         check_images=False, options=options)
     num_listed = sum(len(v) for v in source.records.values()) + len(skipped)
     # webdataset imports torch (~3 s): overlap that with validation, which mostly waits on worker processes.
     threading.Thread(target=importlib.import_module, args=("webdataset",), daemon=True).start()
     good, digests = _validate_images(source.image_root, source.records, cfg, skipped)
     t0 = time.perf_counter()
-    info = {"name": source.name, "fingerprint": _source_digest(source, digests), "num_listed": num_listed}
-    options = cfg.manifest_options()
-    if source.is_csv:
-        options["split_ratio"] = list(cfg.split_ratio)
-    with ShardWriter(out, source.schema, samples_per_shard=cfg.samples_per_shard, overwrite=cfg.overwrite,
-                     check_images=False, source=info, options=options, skipped=skipped) as writer, \
-            progress(total=sum(len(v) for v in good.values()), desc="write", unit="img", leave=False) as bar:
+    writer.source = {"name": source.name, "fingerprint": _source_digest(source, digests), "num_listed": num_listed}
+    writer.skipped = skipped
+    with writer, progress(total=sum(len(v) for v in good.values()), desc="write", unit="img", leave=False) as bar:
         for split in sorted(good, key=split_order):
             _write(writer, source.image_root, good[split], digests, bar)
     manifest = writer.manifest

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ConfigError, TargetExistsError, fixable
-from ..format.atomic import make_temp_dir, replace_dir, with_path
+from ..format.atomic import clean_stale, make_temp_dir, replace_dir, with_path
 from ..format.spec import LABELLED_SPLITS, SPLITS, TEST, TRAIN, VAL
 from ..hardware import available_cpus
 from ..options import option
@@ -177,6 +177,7 @@ def _write_lines(path: Path, lines: list[str]) -> None:
 
 
 def _prepare_target(out: Path, overwrite: bool) -> None:
+    clean_stale(out)  # the temporaries of a killed run (an interrupted overwrite is put back)
     if out.exists() and not out.is_dir():
         raise TargetExistsError(f"{out} exists and is not a folder")
     if out.is_dir() and any(out.iterdir()):

@@ -45,8 +45,8 @@ def clean_stale(out_dir: Path) -> None:
 
 
 def make_temp_dir(out_dir: Path) -> Path:
-    """A new empty ``.NAME.tmp-PID-HEX`` folder beside ``out_dir`` (stale ones of dead processes removed first)."""
-    clean_stale(out_dir)
+    """A new empty ``.NAME.tmp-PID-HEX`` folder beside ``out_dir`` (its writer removed stale ones of dead processes
+    first, :func:`clean_stale`)."""
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = _side_name(out_dir, "tmp")
     tmp.mkdir()

@@ -1,6 +1,6 @@
 """``manifest.json``: read and check it, verify the files against it, summarise it, derive the class weights.
 
-The manifest is written last by :class:`~fastfashion.format.writer.ShardSetWriter`; every field is specified in
+The manifest is written last (:func:`~fastfashion.format.writer.commit_set`); every field is specified in
 ``docs/format.md``. Readers learn every length from it, never by scanning tars.
 """
 from __future__ import annotations

@@ -223,8 +223,12 @@ class Store:
         http(s) one streamed GET (no HEAD first); elsewhere the store's size, then the bytes."""
         def http() -> bytes:
             # size= skips fsspec's HEAD; block_size 0 streams the body, so a lying server cannot make us buffer more
+            chunks, got = [], 0
             with self.fs.open(self.path(name), "rb", block_size=0, size=limit) as f:
-                return f.read(limit + 1)
+                while got <= limit and (chunk := f.read(limit + 1 - got)):  # a stream read returns what arrived
+                    chunks.append(chunk)
+                    got += len(chunk)
+            return b"".join(chunks)
 
         if self.protocol in ("http", "https"):
             data = self.call(what, name, http)
