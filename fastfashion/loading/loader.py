@@ -68,7 +68,7 @@ def _dist(rank, world_size) -> tuple[int, int]:
     if world_size is None and env_world is not None and env_world > 1 and rank is None and env_rank is None:
         raise ConfigError(f"WORLD_SIZE={env_world} is set but RANK is not, and no process group is initialised: "
                           "make the loader after torch.distributed.init_process_group (with Lightning: in "
-                          "train_dataloader()), or pass rank= and world_size=")
+                          "setup() or train_dataloader()), or pass rank= and world_size=")
     rank = int(rank) if rank is not None else env_rank if env_rank is not None else 0
     world_size = int(world_size) if world_size is not None else env_world if env_world is not None else 1
     if world_size > 1:
