@@ -71,9 +71,9 @@ def _dist(rank, world_size) -> tuple[int, int]:
                           "setup() or train_dataloader()), or pass rank= and world_size=")
     rank = int(rank) if rank is not None else env_rank if env_rank is not None else 0
     world_size = int(world_size) if world_size is not None else env_world if env_world is not None else 1
-    if world_size > 1:
-        log.debug("rank %d of %d from the environment (RANK, WORLD_SIZE): no process group is initialised",
-                  rank, world_size)
+    if env_rank is not None or env_world is not None:
+        log.debug("rank %d of %d from the environment (RANK=%s, WORLD_SIZE=%s): no process group is initialised",
+                  rank, world_size, env_rank, env_world)
     return rank, world_size
 
 
@@ -122,8 +122,9 @@ class FashionLoader:
     caller closes it), or a folder or URL, opened here with ``config.remote`` and ``config.verify`` (and closed with
     the loader). Raises :class:`~fastfashion.format.manifest.ManifestError` for a folder that is not a shard set, a
     shard that is missing or not the size the manifest records, or a split the set lacks
-    (:class:`~fastfashion.shardset.SplitError`), :class:`LoaderError` for a damaged ``.idx``, ValueError for a rank
-    outside the world size, RuntimeError when a requested backend or device cannot run.
+    (:class:`~fastfashion.shardset.SplitError`), :class:`LoaderError` for a damaged ``.idx``, ConfigError for a rank
+    outside the world size or torchrun's ``WORLD_SIZE`` without ``RANK`` (see :func:`_dist`), RuntimeError when a
+    requested backend or device cannot run.
     """
 
     def __init__(self, shards: ShardSet | str | os.PathLike, config: LoaderConfig = LoaderConfig()):
