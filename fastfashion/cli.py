@@ -432,6 +432,15 @@ def _advice(message: str, param: str | None) -> str:
     return f"{message}; {ADVICE[param]}" if param in ADVICE else message
 
 
+def _torchrun_rank() -> tuple[int, bool]:
+    """(this process's rank, whether it is one of several) from torchrun's RANK and WORLD_SIZE; (0, False) outside
+    torchrun or when they are not integers (the loader reports those)."""
+    try:
+        return int(os.environ.get("RANK") or 0), int(os.environ.get("WORLD_SIZE") or 1) > 1
+    except ValueError:
+        return 0, False
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     parser = build_parser()
@@ -440,8 +449,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return EXIT_USAGE
     verbose, quiet = getattr(args, "verbose", False), getattr(args, "quiet", False)
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO,
-                        format="%(levelname)s %(name)s: %(message)s")
+    # under torchrun every rank runs this: INFO once per run (rank 0), warnings and errors from every rank, named
+    rank, ranked = _torchrun_rank()
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING if quiet or rank else logging.INFO,
+                        format="%(levelname)s " + (f"rank {rank} " if ranked else "") + "%(name)s: %(message)s")
     from .errors import Terminated, terminate_on_sigterm, terminated
     from .fsutil import clean_dead_owners
     from .progress import set_enabled

@@ -26,3 +26,24 @@ def make_dataset(path: str | os.PathLike, *, train: int, val: int, test: int, se
     For tests that need a private copy to corrupt; prefer the session-scoped ``tiny_dataset`` fixture otherwise.
     """
     return synthesize(path, SynthConfig(train=train, val=val, test=test, seed=seed, workers=1))
+
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def readme_script(heading: str, shards: str | os.PathLike, folder: str | os.PathLike) -> Path:
+    """The one ```python block of README.md's section ``### {heading}``, exactly as written but for its
+    ``SHARDS = "shards/FashionDataset"`` line (set to ``shards``), saved as a script in ``folder``."""
+    import re
+    text = README.read_text(encoding="utf-8")
+    assert f"\n### {heading}\n" in text, f"README.md has no section {heading!r}"
+    section = re.split(r"\n#{2,3} ", text.split(f"\n### {heading}\n", 1)[1], maxsplit=1)[0]
+    blocks = re.findall(r"```python\n(.*?)```", section, flags=re.S)
+    assert len(blocks) == 1, f"README.md section {heading!r}: {len(blocks)} python blocks"
+    line = 'SHARDS = "shards/FashionDataset"\n'
+    assert blocks[0].count(line) == 1, f"README.md section {heading!r} sets no SHARDS"
+    name = re.match(r'"""(\w+\.py)', blocks[0])
+    assert name, f"README.md section {heading!r}: the script's docstring does not start with its file name"
+    path = Path(folder) / name.group(1)
+    path.write_text(blocks[0].replace(line, f"SHARDS = {str(shards)!r}\n"), encoding="utf-8")
+    return path

@@ -452,14 +452,21 @@ def test_resume_mid_epoch_gives_the_same_batches(shards, backend, device):
     assert second.state_dict()["epoch"] == 3  # the epoch was completed
 
 
-def test_break_then_iterate_again_continues_the_epoch(shards):
-    loader = make_loader(shards, "train", batch_size=2, backend="torch", device="cpu", with_keys=True, image_size=16,
-                         workers=0)
+def test_break_then_iterate_again_starts_the_next_epoch_and_the_state_keeps_the_position(shards):
+    """Issue 26 changed this: iterating again after a break used to continue the epoch (which made Lightning, which
+    stops after len() batches, lose every second epoch); now it starts the next epoch (torchdata's rule), and the
+    state taken after the break still resumes the rest of the abandoned epoch in a new loader."""
+    kw = dict(batch_size=2, backend="torch", device="cpu", with_keys=True, image_size=16, workers=0)
+    loader = make_loader(shards, "train", **kw)
     it = iter(loader)
     head = [k for _ in range(3) for k in next(it).keys]
     del it
-    rest = [k for b in loader for k in b.keys]
-    assert head + rest == loader.keys(0) and loader.epoch == 1
+    state = loader.state_dict()
+    assert (state["epoch"], state["consumed"]) == (0, 6)
+    assert [k for b in loader for k in b.keys] == loader.keys(1) and loader.epoch == 2
+    resumed = make_loader(shards, "train", **kw)
+    resumed.load_state_dict(state)
+    assert head + [k for b in resumed for k in b.keys] == loader.keys(0)
 
 
 @pytest.mark.parametrize("old,new", [(2, 1), (2, 3)])

@@ -301,15 +301,21 @@ def test_errors_are_one_clear_line(shards, tmp_path, capsys):
 
 
 def test_torchrun_two_processes_gloo(shards, tmp_path):
-    """DDP on the CPU: 2 ranks, disjoint shares; val metrics reduced over ranks equal a single-process evaluate."""
+    """DDP on the CPU: 2 ranks, disjoint shares; val metrics reduced over ranks equal a single-process evaluate; each
+    INFO line once (rank 0 logs INFO, the other ranks warnings and errors only)."""
+    import collections
     out = tmp_path / "ddp"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "TQDM_DISABLE": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "fastfashion",
-           "-q", "train", "--shards", str(shards), "--out", str(out), "--epochs", "1", "--batch-size", "8",
+           "train", "--shards", str(shards), "--out", str(out), "--epochs", "1", "--batch-size", "8",
            "--image-size", "32", "--lr", "1e-3", "--device", "cpu", "--backend", "torch", "--workers", "0"]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.count("trained 1 epochs") == 1  # only rank 0 reports
+    info = [line for line in proc.stderr.splitlines() if line.startswith("INFO ")]
+    assert [line for line, n in collections.Counter(info).items() if n > 1] == []
+    assert info and all(line.startswith("INFO rank 0 ") for line in info), info
+    assert any("joined the gloo process group" in line for line in info)  # an INFO line every rank logs
     history = json.loads((out / "metrics.json").read_text())
     assert len(history) == 1 and history[0]["step"] == 2  # 40 train / 2 ranks / batch 8 -> 2 steps per rank
     single = evaluate_checkpoint(out / "last.pt", shards)

@@ -7,7 +7,11 @@ Every backend reads the same order: :func:`fastfashion.loading.order.epoch_indic
 world_size)``, so ``len()`` is exact, each sample is delivered exactly once per epoch on exactly one rank (train:
 ``drop_last``, a different remainder dropped each epoch; val/test: everything, the last batch may be smaller, ranks'
 shares may differ by one sample), and keys come from that order (no per-sample metadata through the pipeline).
-After a complete pass the loader moves to the next epoch by itself; ``set_epoch(e)`` chooses one explicitly.
+Epochs survive any outer loop (torchdata's ``StatefulDataLoader`` rules): ``set_epoch(e)`` starts epoch ``e`` at its
+first sample (unless :meth:`FashionLoader.load_state_dict` set a position in ``e``); a pass that delivered its last
+batch is complete (the loader is then at the next epoch) even if the iterator is never exhausted; and a new
+``iter()`` after an abandoned pass (a ``break``, ``limit_train_batches``) starts the next epoch. ``state_dict()``
+always holds the exact position of the last pass, so a run stopped mid-epoch resumes where it stopped.
 """
 from __future__ import annotations
 
@@ -38,14 +42,39 @@ log = logging.getLogger(__name__)
 __all__ = ["FashionLoader", "make_loader"]
 
 
+def _env_int(name: str) -> int | None:
+    value = os.environ.get(name)
+    if value is None or value.strip() == "":
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        raise ConfigError(f"environment variable {name}={value!r} is not an integer") from None
+
+
 def _dist(rank, world_size) -> tuple[int, int]:
+    """This process's (rank, world size): the arguments where given, else the initialised default process group's,
+    else torchrun's ``RANK`` and ``WORLD_SIZE`` (a script that runs under torchrun without
+    ``init_process_group``), else rank 0 of 1. Raises ConfigError for ``WORLD_SIZE`` > 1 without ``RANK`` (e.g.
+    a loader made in a Lightning DDP child before its process group exists): every rank would read the whole
+    split."""
     if rank is not None and world_size is not None:
         return int(rank), int(world_size)
     import torch.distributed as dist
     if dist.is_available() and dist.is_initialized():
         return (dist.get_rank() if rank is None else int(rank),
                 dist.get_world_size() if world_size is None else int(world_size))
-    return (0 if rank is None else int(rank)), (1 if world_size is None else int(world_size))
+    env_rank, env_world = _env_int("RANK"), _env_int("WORLD_SIZE")
+    if world_size is None and env_world is not None and env_world > 1 and rank is None and env_rank is None:
+        raise ConfigError(f"WORLD_SIZE={env_world} is set but RANK is not, and no process group is initialised: "
+                          "make the loader after torch.distributed.init_process_group (with Lightning: in "
+                          "setup() or train_dataloader()), or pass rank= and world_size=")
+    rank = int(rank) if rank is not None else env_rank if env_rank is not None else 0
+    world_size = int(world_size) if world_size is not None else env_world if env_world is not None else 1
+    if env_rank is not None or env_world is not None:
+        log.debug("rank %d of %d from the environment (RANK=%s, WORLD_SIZE=%s): no process group is initialised",
+                  rank, world_size, env_rank, env_world)
+    return rank, world_size
 
 
 STATE_VERSION = 1
@@ -93,8 +122,9 @@ class FashionLoader:
     caller closes it), or a folder or URL, opened here with ``config.remote`` and ``config.verify`` (and closed with
     the loader). Raises :class:`~fastfashion.format.manifest.ManifestError` for a folder that is not a shard set, a
     shard that is missing or not the size the manifest records, or a split the set lacks
-    (:class:`~fastfashion.shardset.SplitError`), :class:`LoaderError` for a damaged ``.idx``, ValueError for a rank
-    outside the world size, RuntimeError when a requested backend or device cannot run.
+    (:class:`~fastfashion.shardset.SplitError`), :class:`LoaderError` for a damaged ``.idx``, ConfigError for a rank
+    outside the world size or torchrun's ``WORLD_SIZE`` without ``RANK`` (see :func:`_dist`), RuntimeError when a
+    requested backend or device cannot run.
     """
 
     def __init__(self, shards: ShardSet | str | os.PathLike, config: LoaderConfig = LoaderConfig()):
@@ -130,8 +160,12 @@ class FashionLoader:
             raise ConfigError(f"rank {self.rank} out of range for world_size {self.world_size}")
         self.augment: AugmentConfig = config.resolved_augment()
         self.with_keys, self.block, self.epoch = config.with_keys, config.block, 0
-        self._start = 0       # samples of self.epoch (all ranks) delivered before the next pass (a resumed run)
-        self._delivered = 0   # batches this rank delivered in the current pass
+        # The position (see state_dict): the last pass's, or where the next one starts. A pass that starts after an
+        # abandoned one (_live, _delivered > 0) starts the next epoch instead.
+        self._start = 0         # samples of self.epoch (all ranks) delivered before the current or next pass
+        self._delivered = 0     # batches this rank delivered in the current pass
+        self._live = False      # a pass started and did not deliver its last batch (set_epoch supersedes it)
+        self._resumed = False   # _start came from load_state_dict and no pass has started since
         self._data_digest = _data_digest(shards.manifest, config.split)
         self.num_samples = len(self.indices(0))
         if self.num_samples == 0:
@@ -163,11 +197,18 @@ class FashionLoader:
         return num_batches(self.num_samples, self.batch_size, self.drop_last)
 
     def set_epoch(self, epoch: int) -> None:
-        """Choose the epoch the next iteration delivers (order = f(seed, epoch)); a resumed position applies only
-        to the epoch it was saved in."""
-        if int(epoch) != self.epoch:
-            self._start = 0
-        self.epoch = int(epoch)
+        """The next pass delivers ``epoch`` (order = f(seed, epoch)) from its first sample, whatever the passes
+        before it did; or, right after :meth:`load_state_dict` of a state in ``epoch``, from that position. A pass
+        in progress (started, its last batch not delivered) ends: its iterator raises :class:`LoaderError`. An
+        iterator made but not read yet is not a pass in progress: it delivers ``epoch`` (so ``set_epoch`` in a
+        framework's epoch-start hook applies)."""
+        epoch = int(epoch)
+        with self._lock:
+            if self._live:
+                self._generation += 1
+            if not (self._resumed and epoch == self.epoch):
+                self._start, self._resumed = 0, False
+            self.epoch, self._delivered, self._live = epoch, 0, False
 
     def set_image_size(self, image_size: int | tuple[int, int]) -> None:
         """Deliver images of ``image_size`` from the next pass on (progressive resizing: the trainer grows the size
@@ -184,7 +225,9 @@ class FashionLoader:
         """Where this loader stands, as plain JSON values (torchdata's ``Stateful`` protocol): the epoch, the samples
         of it all ranks delivered (``consumed``: a prefix of the epoch's order, see :mod:`.order`), and what the
         order depends on. :meth:`load_state_dict` on a loader of the same data continues from there, on any number
-        of ranks."""
+        of ranks. Taken during a pass (or after one was abandoned), it is that pass's exact position: a new loader
+        loaded with it delivers the batches that pass would have delivered next. After a pass delivered its last
+        batch it is the next epoch at 0."""
         consumed = self._start + self._delivered * self.batch_size * self.world_size if self.drop_last else 0
         return {"version": STATE_VERSION, "epoch": self.epoch, "consumed": consumed, "seed": self.seed,
                 "world_size": self.world_size, "batch_size": self.batch_size, "shuffle": self.shuffle,
@@ -209,7 +252,11 @@ class FashionLoader:
                 consumed > len(self.samples.refs):
             raise ConfigError(f"the loader state's position {consumed!r} is not a whole number of batches of the "
                              f"split's {len(self.samples.refs)} samples")
-        self.epoch, self._start, self._delivered = int(state["epoch"]), consumed, 0
+        with self._lock:
+            if self._live:  # a pass in progress ends, as with set_epoch
+                self._generation += 1
+            self.epoch, self._start, self._delivered = int(state["epoch"]), consumed, 0
+            self._live, self._resumed = False, True
 
     def keys(self, epoch: int | None = None) -> list[str]:
         """Sample keys of an epoch on this rank, in delivery order (what ``with_keys`` yields, batch by batch)."""
@@ -238,10 +285,13 @@ class FashionLoader:
         return self._backend
 
     def __iter__(self):
-        """A pass over the rest of the current epoch: after a complete pass the next epoch; after an abandoned one
-        (``break``) the samples it did not deliver (train; an evaluation pass starts over). It supersedes any
-        earlier iterator of this loader: using that one again raises :class:`LoaderError` (the backend, a DALI
-        pipeline, serves one pass at a time)."""
+        """A pass over an epoch, decided when its first batch is asked for: the epoch :meth:`set_epoch` chose (or
+        :meth:`load_state_dict`'s position in it); else after a complete pass the next epoch; after an abandoned
+        pass (one that delivered some batches but not its last: a ``break``, a framework's batch limit) also the
+        next epoch, from its first sample. A pass is complete once it delivered its last batch (``len()`` batches
+        from the epoch's start), even if the iterator is never exhausted. It supersedes any earlier iterator of
+        this loader: using that one again raises :class:`LoaderError` (the backend, a DALI pipeline, serves one
+        pass at a time)."""
         with self._lock:
             self._generation += 1
             return _Pass(self._pass(self._generation))
@@ -270,11 +320,13 @@ class FashionLoader:
             return next(batches, None)
 
     def _pass(self, generation: int):
-        epoch = self.epoch
-        if self._delivered and self.drop_last:  # an abandoned pass: continue after what it delivered
-            self._start += self._delivered * self.batch_size * self.world_size
-        self._delivered = 0
-        indices = self.indices(epoch, self._start)
+        with self._lock:
+            self._check_current(generation)
+            if self._live and self._delivered:  # after an abandoned pass: the next epoch, from its start
+                self.epoch, self._start = self.epoch + 1, 0
+            self._delivered, self._live, self._resumed = 0, True, False
+            epoch, start = self.epoch, self._start
+        indices = self.indices(epoch, start)
         with self._lock:
             self._check_current(generation)
             self._check_files()
@@ -286,6 +338,8 @@ class FashionLoader:
                                   then=self.indices(epoch + 1), owner=self) if self.streaming else \
                 self._backend.epoch(indices, epoch)
         a = 0
+        if len(indices) == 0:  # nothing to deliver (a rank without samples, a resumed epoch's end)
+            self._complete(generation, epoch)
         while (out := self._next_batch(batches, generation)) is not None:
             images, labels = out
             k = len(labels)
@@ -294,13 +348,28 @@ class FashionLoader:
             if images.device != self.device:
                 images = images.to(self.device, non_blocking=True)
                 labels = labels.to(self.device, non_blocking=True)
-            self._delivered += 1
+            with self._lock:
+                self._check_current(generation)
+                self._delivered += 1
+            if a >= len(indices):  # the last batch: the pass is complete before it is handed out
+                # the backend runs to its end now, not when (if ever) the caller asks past len(): a DALI pipeline
+                # then knows it may serve the next epoch (Lightning and zip(range(len(L)), L) never ask)
+                if a > len(indices) or self._next_batch(batches, generation) is not None:
+                    raise LoaderError(f"{self.shard_dir} split {self.split!r}: backend {self.backend} delivered more "
+                                      f"than the pass's {len(indices)} samples")
+                self._complete(generation, epoch)
+                yield Batch(images, labels, keys)
+                return
             yield Batch(images, labels, keys)
         if a != len(indices):
             raise LoaderError(f"{self.shard_dir} split {self.split!r}: backend {self.backend} delivered {a} of "
                               f"{len(indices)} samples")
-        if self.epoch == epoch:  # a complete pass: the next iteration reshuffles
-            self.epoch, self._start, self._delivered = epoch + 1, 0, 0
+
+    def _complete(self, generation: int, epoch: int) -> None:
+        """The pass of ``epoch`` delivered its last batch: the loader is at the next epoch's start."""
+        with self._lock:
+            if generation == self._generation and self._live:
+                self.epoch, self._start, self._delivered, self._live = epoch + 1, 0, 0, False
 
     def close(self) -> None:
         """Release the backend (pipelines, workers, open files, temporary files) and, when the loader opened its
