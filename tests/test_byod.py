@@ -276,7 +276,7 @@ def test_readme_byod_snippets_run(csv_shards, tmp_path, monkeypatch):
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
         for code in blocks if HAVE_DALI else blocks[:-1]:
-            exec(compile(code, str(readme), "exec"), {})
+            exec(compile(code, str(readme), "exec"), {"__name__": "__main__"})  # the scripts run their main block
     lines = out.getvalue().splitlines()
     assert lines[0] == str({"colour": [1, 0], "size": [0, 1, 0]})  # the ShardWriter's train class counts
     assert lines[1] == "torch.Size([8, 3, 48, 32])"
