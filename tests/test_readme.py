@@ -15,7 +15,8 @@ What may differ from the text is stated in the tables below, and nothing else:
 
 How each runs: ``fastfashion ARGS`` as ``fastfashion.cli.main(ARGS)`` in this process (no interpreter start per
 line), leading ``VAR=value`` words set the environment for that call, ``taskset -c N`` (CPU pinning for timings) is
-dropped; ``python SCRIPT ARGS`` as a subprocess (a repository script from the repository). A python block with an
+dropped; ``python benchmarks/SCRIPT.py ARGS`` as ``__main__`` in this process too (``runpy``: the interpreter's
+start is what a subprocess would add; these scripts start no worker processes). A python block with an
 ``if __name__ == "__main__":`` guard is a script (it starts DataLoader workers or DALI): it is written to a file and
 run by the interpreter, as a user runs it; the others are executed in this process, the blocks of a section sharing
 their names as in one session (the reading snippets of docs/format.md build on each other).
@@ -27,6 +28,7 @@ import io
 import json
 import os
 import re
+import runpy
 import shlex
 import shutil
 import subprocess
@@ -268,7 +270,14 @@ def _run_command(s: Snippet, cwd: Path, world: dict) -> str:
             return out.getvalue()
         if argv[0] == "python" and argv[1].endswith(".py"):
             script = argv[1] if Path(argv[1]).is_absolute() else str(REPO / argv[1])
-            return _subprocess(s, [sys.executable, script, *argv[2:]], cwd)
+            mp.setattr(sys, "argv", [script, *argv[2:]])
+            out = io.StringIO()
+            try:
+                with contextlib.redirect_stdout(out):
+                    runpy.run_path(script, run_name="__main__")
+            except SystemExit as e:
+                assert e.code in (0, None), f"{s}: `{s.text}` exited {e.code}"
+            return out.getvalue()
     raise AssertionError(f"{s}: no way to run `{s.text}` here: add it to SKIP with the reason")
 
 
