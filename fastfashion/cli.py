@@ -265,8 +265,9 @@ def _run_inspect(args) -> int:
         if args.verify:
             shards.verify_all()
             print("verify: every tar and idx matches its sha256")
-        if shards.url and not args.plots:
-            return 0  # no folder to put the histograms in: --plots DIR names one
+        if shards.url and not args.plots:  # no folder to put the histograms in: --plots DIR names one
+            print("no class histograms written (the set is a URL): pass --plots DIR to write them there")
+            return 0
         try:
             from .bench.plots import plot_class_histogram
         except ImportError as e:
@@ -274,6 +275,7 @@ def _run_inspect(args) -> int:
             return 0
         out = Path(args.plots or args.shard_dir)
         out.mkdir(parents=True, exist_ok=True)
+        wrote = False
         for split in shards.splits:
             s = shards.entry(split)
             if s.get("class_counts"):
@@ -281,6 +283,9 @@ def _run_inspect(args) -> int:
                                             weights=weights, title=f"{split}: {s['num_samples']} samples (dots: "
                                                                    "train class weights)")
                 print(f"wrote {path}")
+                wrote = True
+        if not wrote:
+            print("no class histograms written: no split is labelled")
     return 0
 
 
@@ -421,6 +426,7 @@ ADVICE = {  # library parameter (errors.fixable) -> what to do on the command li
     "cache_limit": "raise --cache-limit (or drop it)",
     "cache_dir": "free space there or choose another --cache-dir",
     "offline": "run once without --offline to fill the cache",
+    "use_offline": "pass --offline to read it from the cache",
     "resume_or_overwrite": "pass --resume to continue it, or --overwrite to start over",
     "index_split": "name the tars train-*.tar, val-*.tar, test-*.tar, or pass --split SPLIT",
     "schema": "pass --schema FILE",

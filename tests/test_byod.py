@@ -130,6 +130,39 @@ def test_cli_shard_csv_index_and_one_line_errors(tmp_path, capsys):
     assert capsys.readouterr().err.strip().endswith("pass --overwrite to replace it")
 
 
+def test_cli_shard_a_csv_beside_its_output(tmp_path, monkeypatch):
+    """README: ``fastfashion shard labels.csv shards/mine --images photos/`` run in the CSV's folder works: only the
+    image folder and the output may not overlap; a split column means no split_ratio in the manifest."""
+    write_csv_set(tmp_path)  # tmp/labels.csv (with a split column), tmp/images/
+    monkeypatch.chdir(tmp_path)
+    assert main(["shard", "labels.csv", "shards/mine", "--images", "images/", "--workers", "1", "-q"]) == 0
+    m = read_manifest(tmp_path / "shards" / "mine")
+    assert m["options"] == {"samples_per_shard": 500, "seed": 0, "skip_bad": False}  # only the options in effect
+    from fastfashion.errors import ConfigError
+    with pytest.raises(ConfigError, match=r"^output folder images/out must not contain or be inside the image "
+                                          r"folder images$"):
+        write_shards("labels.csv", "images/out", ShardConfig(images="images", workers=1))
+    with pytest.raises(ConfigError, match=r"^output folder out must not contain or be inside the image folder \.$"):
+        write_shards("labels.csv", "out", ShardConfig(workers=1))  # images default to the CSV's folder
+
+
+def test_index_a_null_json_member_is_unlabelled(tmp_path):
+    """docs/format.md: a .json member that is ``null`` marks an unlabelled sample (index and loaders agree)."""
+    import webdataset as wds
+    d = write_outside_shards(tmp_path / "tars", "json")
+    for tar in d.glob("test-*.tar"):
+        tar.unlink()
+    with wds.ShardWriter(str(d / "test-%06d.tar"), maxcount=10, verbose=0) as w:
+        for split, key, i in samples():
+            if split == "test":
+                w.write({"__key__": key, "jpg": jpeg(i), "json": b"null"})
+    m = index_shards(d, IndexConfig(schema=SCHEMA2))
+    assert m["splits"]["test"]["labelled"] is False and m["splits"]["test"]["num_samples"] == SPLIT_SIZES["test"]
+    got = _labels_by_key(make_loader(d, split="test", batch_size=4, backend="torch", device="cpu", image_size=8,
+                                     with_keys=True, workers=0))
+    assert got == {k: (-1, -1) for s, k, _ in samples() if s == "test"}
+
+
 def test_hand_written_manifest_is_refused_when_read(csv_shards, tmp_path, capsys):
     """A manifest missing what a verb needs is refused in one line naming the field, not a KeyError in train."""
     import shutil
@@ -243,7 +276,7 @@ def test_readme_byod_snippets_run(csv_shards, tmp_path, monkeypatch):
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
         for code in blocks if HAVE_DALI else blocks[:-1]:
-            exec(compile(code, str(readme), "exec"), {})
+            exec(compile(code, str(readme), "exec"), {"__name__": "__main__"})  # the scripts run their main block
     lines = out.getvalue().splitlines()
     assert lines[0] == str({"colour": [1, 0], "size": [0, 1, 0]})  # the ShardWriter's train class counts
     assert lines[1] == "torch.Size([8, 3, 48, 32])"

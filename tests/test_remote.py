@@ -98,7 +98,7 @@ def test_streamed_through_a_bounded_cache_gives_the_local_windowed_batches(local
     assert_same(got, want)
 
 
-def test_warm_cache_downloads_nothing_and_offline_works(local_set, tmp_path):
+def test_warm_cache_downloads_nothing_and_offline_works(local_set, tmp_path, capsys, monkeypatch):
     cache = tmp_path / "cache"
     with http_server(local_set.parent) as base:
         url = f"{base}/shards"
@@ -109,6 +109,20 @@ def test_warm_cache_downloads_nothing_and_offline_works(local_set, tmp_path):
     # the server is stopped
     off = make_loader(url, "val", cache_dir=cache, offline=True, **loader_kw("torch"))
     assert_same(batches(off), want)
+    # online with the host down and the set cached: the error says where the copy is, the command line --offline
+    from fastfashion.cli import main
+    from fastfashion.errors import fix_param
+    with pytest.raises(RemoteError) as e:
+        make_loader(url, "val", cache_dir=cache, remote=FAST, **loader_kw("torch"))
+    folder = next(p for p in cache.iterdir() if p.name != "urls")
+    assert str(e.value) == (f"{url}/manifest.json: the shard set's manifest: host unreachable after 2 tries; this set "
+                            f"is in the cache {folder}")
+    assert fix_param(e.value) == "use_offline"
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))  # inspect reads the default cache root
+    shutil.copytree(cache, tmp_path / "xdg" / "fastfashion" / "shards")
+    assert main(["-q", "inspect", url, "--retries", "0"]) == 1
+    assert capsys.readouterr().err.strip().endswith("shards/" + folder.name + "; pass --offline to read it from the "
+                                                    "cache")
     with pytest.raises(RemoteError, match=r"offline, and .* not in the cache"):
         make_loader(url, "train", cache_dir=cache, offline=True, **loader_kw("torch"))
 
@@ -276,8 +290,15 @@ def test_cli_shard_to_url_inspect_verify_and_errors(tmp_path, tiny_dataset, caps
         assert main(["-q", "shard", str(tiny_dataset), url, "--workers", "1", *so]) == 1
         assert main(["-q", "inspect", url, "--verify", *so]) == 0
         assert main(["-q", "inspect", f"s3://{bucket}/none", *so]) == 1
+        import s3fs
+
+        from fastfashion.format.spec import wids_index
+        fs, m = s3fs.S3FileSystem(**opts), json.loads(s3fs.S3FileSystem(**opts).cat(f"{bucket}/cli/manifest.json"))
+        for split in ("train", "val", "test"):  # docs/format.md lists them: uploaded with the set
+            assert fs.cat(f"{bucket}/cli/{split}.wids.json").decode() == wids_index(split, m["splits"][split]["shards"])
     out = capsys.readouterr()
     assert "verify: every tar and idx matches its sha256" in out.out
+    assert "no class histograms written (the set is a URL): pass --plots DIR to write them there" in out.out
     errors = out.err.strip().splitlines()
     assert errors == [f"fastfashion shard: error: {url}/manifest.json: a shard set already exists there; pass "
                       "--overwrite to replace it",
@@ -358,3 +379,22 @@ def test_train_then_predict_offline_from_a_url(local_set, tmp_path):
     assert main(["-q", "predict", "--shards", url, "--checkpoint", str(tmp_path / "r" / "last.pt"), "--out",
                  str(tmp_path / "p.txt"), "--split", "val", "--backend", "torch", "--offline", *cache]) == 0
     assert len((tmp_path / "p.txt").read_text().splitlines()) == 12
+    # and on the default split (test): training cached it too
+    assert main(["-q", "predict", "--shards", url, "--checkpoint", str(tmp_path / "r" / "last.pt"), "--out",
+                 str(tmp_path / "t.txt"), "--backend", "torch", "--offline", *cache]) == 0
+    assert len((tmp_path / "t.txt").read_text().splitlines()) == 8
+
+
+def test_a_split_cached_also_is_there_offline(local_set, tmp_path):
+    """ShardCache.fetch_also (what the trainer calls for the test split): the split whole in the cache, unless the
+    cache is bounded; offline it downloads nothing."""
+    with http_server(local_set.parent) as base:
+        url = f"{base}/shards"
+        bounded = ShardCache(url, RemoteConfig(cache_dir=tmp_path / "c", cache_limit=10**9))
+        assert bounded.fetch_also("test") is False and bounded.fetch_also("nosuch") is False
+        assert not list(bounded.dir.glob("test-*"))
+        cache = ShardCache(url, RemoteConfig(cache_dir=tmp_path / "c"))
+        assert cache.fetch_also("test") is True
+        assert sorted(cache.downloaded) == sorted(f"test-0000{i}.{x}" for i in range(2) for x in ("idx", "tar"))
+    off = make_loader(url, "test", cache_dir=tmp_path / "c", offline=True, **loader_kw("torch"))
+    assert sum(len(b.keys) for b in off) == 8

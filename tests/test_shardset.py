@@ -139,7 +139,7 @@ def test_readme_shardset_snippet_runs(counting_server, tmp_path, monkeypatch, ca
     [code] = [b for b in re.findall(r"```python\n(.*?)```", readme, flags=re.S) if "ShardSet.open(" in b]
     url, counts = counting_server
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    exec(compile(code.replace("https://example.com/sets/fashion", url), "README.md", "exec"), {})
+    exec(compile(code.replace("https://example.com/sets/fashion", url), "README.md", "exec"), {"__name__": "__main__"})
     assert "['train', 'val', 'test']" in capsys.readouterr().out
     assert _manifest_requests(counts) == 1
 

@@ -175,6 +175,26 @@ def test_symlink_inside_root_is_fine(tmp_path):
         ("00000", "img/00000.jpg"), ("00001", "img/00001.jpg"), ("00002", "img/00002.jpg")]
 
 
+def test_symlinked_image_folder_inside_the_root_is_followed_outside_refused(tmp_path):
+    """The documented rule (docs/data.md): a symlink, to a file or a folder, is followed when it resolves inside the
+    data set folder; one resolving outside is refused naming the split file and line."""
+    root = write_set(tmp_path / "ds")
+    (root / "img").rename(root / "pictures")
+    (root / "img").symlink_to("pictures")  # an image folder linked within the root
+    assert [r.path for r in src.read_source(root)["train"]] == ["img/00000.jpg", "img/00001.jpg", "img/00002.jpg"]
+    (root / "pictures").rename(tmp_path / "elsewhere")
+    (root / "img").unlink()
+    (root / "img").symlink_to(tmp_path / "elsewhere")  # an image folder on another disk
+    with pytest.raises(src.UnsafePathError, match=_at(root, "train.txt", 1) + r": image path 'img/00000\.jpg' is a "
+                                                  "symlink pointing outside the root$"):
+        src.read_source(root)
+    (root / "img").unlink()
+    (tmp_path / "elsewhere").rename(root / "img")
+    linked = tmp_path / "linked"
+    linked.symlink_to(root)  # the data set folder itself may be a link: its target is the root
+    assert [r.path for r in src.read_source(linked)["val"]] == ["img/00003.jpg", "img/00004.jpg"]
+
+
 def test_missing_image(tmp_path):
     root = write_set(tmp_path)
     (root / "img" / "00004.jpg").unlink()

@@ -79,6 +79,11 @@ def _rows(path: Path) -> list[tuple[int, list[str]]]:
     return out
 
 
+def has_split_column(csv_path: str | os.PathLike) -> bool:
+    """Whether the CSV's header has a ``split`` column (without one, ``split_ratio`` deals the rows)."""
+    return SPLIT_COLUMN in _rows(Path(csv_path))[0][1]
+
+
 def _infer_schema(names: Sequence[str], columns: Sequence[Sequence[str]]) -> Schema:
     """One attribute per column: classes ``"0"`` .. max when every value is a class id, else the sorted names."""
     attrs = []

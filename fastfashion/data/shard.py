@@ -30,7 +30,7 @@ from ..format.spec import TRAIN, split_order
 from ..options import option
 from ..progress import progress
 from ..schema import Schema
-from .csv_source import DEFAULT_SPLIT_RATIO, check_split_ratio, read_csv_source
+from .csv_source import DEFAULT_SPLIT_RATIO, check_split_ratio, has_split_column, read_csv_source
 from .pack import DEFAULT_SAMPLES_PER_SHARD, ShardWriter
 from .source import Record, SourceError, read_source, source_schema
 from .validate import check_files
@@ -112,6 +112,7 @@ class Source:
     image_root: Path
     listings: tuple[tuple[str, Path], ...]
     is_csv: bool = False
+    dealt: bool = False  # a CSV without a split column: its rows were dealt to the splits by split_ratio
 
 
 def open_source(src: str | os.PathLike, cfg: ShardConfig, on_error=None) -> Source:
@@ -121,7 +122,8 @@ def open_source(src: str | os.PathLike, cfg: ShardConfig, on_error=None) -> Sour
         schema, records = read_csv_source(src, cfg.images, cfg.schema, split_ratio=cfg.split_ratio, seed=cfg.seed,
                                           on_error=on_error)
         root = Path(cfg.images) if cfg.images is not None else src.parent
-        return Source(src.resolve().stem, schema, records, root, ((src.name, src),), is_csv=True)
+        return Source(src.resolve().stem, schema, records, root, ((src.name, src),), is_csv=True,
+                      dealt=not has_split_column(src))
     if cfg.images is not None:
         raise ConfigError(f"images is only for a CSV source; {src} is a folder with img/ and split/")
     schema = source_schema(src, cfg.schema) if src.is_dir() else cfg.schema
@@ -143,11 +145,15 @@ def _source_digest(source: Source, digests: dict[str, str]) -> str:
     return "sha256:" + h.hexdigest()
 
 
-def _check_paths(src: Path, out: Path) -> None:
-    src = src.parent if src.is_file() else src
+def _check_paths(src: Path, out: Path, images: str | os.PathLike | None = None) -> None:
+    """The output must not overlap the folder the images are read from: the source folder, or for a CSV its
+    ``images`` folder (default: the CSV's folder); a CSV elsewhere may sit beside the output."""
+    what = "source"
+    if src.suffix.lower() == ".csv" and not src.is_dir():
+        src, what = (Path(images) if images is not None else src.parent), "image folder"
     if out.resolve() == src.resolve() or src.resolve() in out.resolve().parents \
             or out.resolve() in src.resolve().parents:
-        raise ConfigError(f"output folder {out} must not contain or be inside the source {src}")
+        raise ConfigError(f"output folder {out} must not contain or be inside the {what} {src}")
 
 
 def _validate_images(src: Path, records: dict[str, list[Record]], cfg: ShardConfig,
@@ -197,7 +203,7 @@ def write_shards(src_dir: str | os.PathLike, shard_dir: str | os.PathLike | None
     """
     src = Path(src_dir)
     out = Path(shard_dir) if shard_dir is not None else default_shard_dir(src)
-    _check_paths(src, out)
+    _check_paths(src, out, cfg.images)
     skipped: list[dict] = []
 
     def on_error(split: str, line: int, path: str, err: SourceError) -> None:
@@ -206,7 +212,7 @@ def write_shards(src_dir: str | os.PathLike, shard_dir: str | os.PathLike | None
 
     source = open_source(src, cfg, on_error if cfg.skip_bad else None)
     options = cfg.manifest_options()
-    if source.is_csv:
+    if source.dealt:  # only an option in effect is recorded: with a split column, the CSV says where each row goes
         options["split_ratio"] = list(cfg.split_ratio)
     # the target is checked here, before minutes of validation; the manifest's source and skipped come after it
     writer = ShardWriter(out, source.schema, samples_per_shard=cfg.samples_per_shard, overwrite=cfg.overwrite,

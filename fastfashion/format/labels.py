@@ -43,6 +43,8 @@ def raw_labels(kind: str, data: bytes) -> Any:
         doc = json.loads(text)
     except ValueError as e:
         raise LabelError(f".json member is not JSON: {e}") from None
+    if doc is None:  # a member that is just null: unlabelled, as docs/format.md says
+        return None
     if not isinstance(doc, dict):
         raise LabelError(".json member is not a JSON object")
     for field in ("label_ids", "labels"):

@@ -22,7 +22,8 @@ shard folder.
 * **Ahead**: :meth:`ShardCache.prefetch` hands shards to a pool of ``prefetch`` threads; :meth:`ShardCache.ensure`
   waits for them.
 * **Offline**: the set is found through ``urls/`` (the URL's last known manifest digest) and read from the cache alone;
-  missing shards are listed in one error.
+  missing shards are listed in one error. Online with the host unreachable (or timing out) and the set in the cache,
+  the error says so, tagged ``use_offline`` (the command line: pass ``--offline``).
 """
 from __future__ import annotations
 
@@ -104,7 +105,13 @@ class ShardCache:
             except (OSError, ManifestError):
                 raise fixable(RemoteError(f"{redact(self.url)}: offline, and this set is not in the cache "
                                           f"{self.root}"), "offline") from None
-        data = self.store.read_bounded(MANIFEST, "the shard set's manifest", MAX_MANIFEST_BYTES)  # one request
+        try:
+            data = self.store.read_bounded(MANIFEST, "the shard set's manifest", MAX_MANIFEST_BYTES)  # one request
+        except RemoteError as e:
+            cached = _cached_manifest_folder(pointer)
+            if e.transient and cached is not None:  # the host is down, but a copy is here: say how to read it
+                raise fixable(RemoteError(f"{e}; this set is in the cache {cached}"), "use_offline") from None
+            raise
         manifest = parse_manifest(data, self.store.where(MANIFEST))
         folder = self.root / manifest_digest(data)
         try:
@@ -338,6 +345,21 @@ class ShardCache:
             for sh in entries:
                 self._lru[sh["tar"]] = None
 
+    def fetch_also(self, split: str) -> bool:
+        """Cache ``split`` whole besides the splits being read (the trainer asks for the test split, what
+        ``predict`` reads by default, so that ``predict --offline`` works after training). Skipped, and logged,
+        when the set has no such split, offline, or with a ``cache_limit`` (a bounded cache holds what is being
+        read). Returns whether the split is now in the cache."""
+        if not self.manifest["splits"].get(split, {}).get("shards") or self.store is None:
+            return False
+        if self.config.cache_limit is not None:
+            log.info("%s: the %s split is not cached beside a bounded cache (cache_limit); predict --offline on it "
+                     "needs one run of predict without --offline", redact(self.url), split)
+            return False
+        self.fetch_split(split)
+        log.info("%s: the %s split is cached too (what predict reads by default)", redact(self.url), split)
+        return True
+
     def close(self) -> None:
         """Stop the download threads (downloads in progress finish; queued ones are dropped) and save what was
         verified."""
@@ -362,6 +384,16 @@ def _disk_error(e: OSError, folder: Path, name: str) -> OSError:
     if e.errno in (errno.EACCES, errno.EROFS, errno.EPERM):
         return fixable(RemoteError(f"{folder}: cannot write the cache ({e.strerror})"), "cache_dir")
     return e
+
+
+def _cached_manifest_folder(pointer: Path) -> Path | None:
+    """The cache folder ``pointer`` names, when it holds a readable manifest (None otherwise)."""
+    try:
+        folder = pointer.parent.parent / pointer.read_text(encoding="utf-8").strip()
+        read_manifest(folder, check_files=False)
+        return folder
+    except (OSError, ManifestError):
+        return None
 
 
 def pointer_folder(url: str, cache_dir: str | os.PathLike | None = None) -> Path | None:

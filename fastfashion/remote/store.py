@@ -32,7 +32,11 @@ EXTRAS = {"s3": "s3", "s3a": "s3", "gs": "gcs", "gcs": "gcs"}  # protocol -> the
 
 
 class RemoteError(FastfashionError, OSError):
-    """A remote shard set cannot be read or written; the message names the (redacted) URL and the shard."""
+    """A remote shard set cannot be read or written; the message names the (redacted) URL and the shard.
+    ``transient``: the store could not be reached (unreachable, timed out, a server error), as opposed to an answer
+    (403, 404) or a bad object."""
+
+    transient = False
 
 
 def is_url(path: str | os.PathLike) -> bool:
@@ -204,8 +208,9 @@ class Store:
                     raise
                 if not transient or attempt >= cfg.retries:
                     tries = f" after {attempt + 1} tries" if transient else ""
-                    raise fixable(RemoteError(f"{self.where(name)}: {what}: {kind}{tries}"), _FIX.get(kind, "")
-                                  ) from None
+                    err = fixable(RemoteError(f"{self.where(name)}: {what}: {kind}{tries}"), _FIX.get(kind, ""))
+                    err.transient = transient
+                    raise err from None
                 delay = cfg.backoff * 2 ** attempt
                 log.info("%s: %s: %s; retrying in %.1f s", self.where(name), what, kind, delay)
                 time.sleep(delay)

@@ -1,9 +1,9 @@
 """Writing a shard set to a URL (``fastfashion shard SRC URL``) and checking one there (``inspect --verify URL``).
 
-The manifest is the commit point: :func:`publish` builds the set in a local temporary folder, uploads every tar and
-``.idx``, checks each object's size, and writes ``manifest.json`` last, so a reader sees either no set or a
-complete one. Replacing an existing set (``overwrite``) first deletes its manifest (readers then see no set
-rather than a mix), and after the new manifest deletes the old set's objects the new one does not list.
+The manifest is the commit point: :func:`publish` builds the set in a local temporary folder, uploads every tar,
+``.idx`` and ``{split}.wids.json``, checks each object's size, and writes ``manifest.json`` last, so a reader sees
+either no set or a complete one. Replacing an existing set (``overwrite``) first deletes its manifest (readers then
+see no set rather than a mix), and after the new manifest deletes the old set's objects the new one does not list.
 """
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from pathlib import Path
 from ..errors import fixable
 from ..format.dali_index import IndexFormatError, read_index
 from ..format.manifest import MAX_MANIFEST_BYTES, parse_manifest, read_manifest
-from ..format.spec import MANIFEST
+from ..format.spec import MANIFEST, wids_name
 from ..format.verify import IntegrityError, verify_file
 from ..progress import progress
 from .cache import CHUNK
@@ -27,12 +27,15 @@ log = logging.getLogger(__name__)
 
 
 def _set_files(manifest: dict) -> list[str]:
-    return [sh[k] for s in manifest["splits"].values() for sh in s["shards"] for k in ("tar", "idx")]
+    """Every file of a set but its manifest: the tars and ``.idx`` files, and each split's ``{split}.wids.json``."""
+    return [sh[k] for s in manifest["splits"].values() for sh in s["shards"] for k in ("tar", "idx")] + \
+        [wids_name(split) for split, s in manifest["splits"].items() if s["shards"]]
 
 
 def upload_shard_set(shard_dir: str | os.PathLike, url: str, *, overwrite: bool = False,
                      config: RemoteConfig = RemoteConfig()) -> dict:
-    """Upload the local shard set ``shard_dir`` to ``url``: tars and ``.idx`` files, then ``manifest.json``.
+    """Upload the local shard set ``shard_dir`` to ``url``: tars, ``.idx`` files and the wids indexes
+    (``{split}.wids.json``, tar names relative to it: they work at the URL too), then ``manifest.json``.
     Returns the manifest. Raises :class:`RemoteError` for a URL that already holds a set (without ``overwrite``),
     and the store's one-line errors."""
     d = Path(shard_dir)
@@ -45,11 +48,13 @@ def upload_shard_set(shard_dir: str | os.PathLike, url: str, *, overwrite: bool 
         old = parse_manifest(store.read_bounded(MANIFEST, "the old manifest", MAX_MANIFEST_BYTES),
                              store.where(MANIFEST))
         store.call("the old manifest", MANIFEST, lambda: store.fs.rm_file(store.path(MANIFEST)))
-    names = _set_files(manifest)
+    names = [n for n in _set_files(manifest) if (d / n).is_file()]  # a set written before wids indexes has none
     for name in progress(names, desc="upload", unit="file", off=len(names) < 8):
         _put(store, d / name, name)
     _put(store, d / MANIFEST, MANIFEST)
     for name in sorted(set(_set_files(old)) - set(names)) if old else ():
+        if name.endswith(".wids.json") and not store.exists(name):
+            continue  # the old set was uploaded without its wids indexes
         store.call(f"old shard file {name}", name, lambda name=name: store.fs.rm_file(store.path(name)))
     log.info("uploaded %d files to %s", len(names) + 1, store.where(""))
     return manifest

@@ -35,7 +35,7 @@ import torch
 
 from ..errors import ConfigError, fixable
 from ..format.atomic import write_file
-from ..format.spec import TRAIN, VAL
+from ..format.spec import TEST, TRAIN, VAL
 from ..hardware import resolve_device
 from ..loading.base import LoaderConfig
 from ..loading.loader import FashionLoader
@@ -280,6 +280,8 @@ def _start(cfg: TrainConfig, device: torch.device, dinfo: distributed.DistInfo, 
         common, split=TRAIN, augment=cfg.train_augment(), shuffle=True, drop_last=True))
     val_loader = FashionLoader(shards, dataclasses.replace(
         common, split=VAL, augment=False, shuffle=False, drop_last=False))
+    if shards.cache is not None:  # a URL: cache what predict reads by default too, so that predict --offline works
+        shards.cache.fetch_also(TEST)
     if len(train_loader) == 0:
         n = manifest["splits"][TRAIN]["num_samples"] // dinfo.world_size
         raise fixable(TrainError(f"{shards}: {n} train samples per rank make no full batch of {cfg.batch_size}"),
