@@ -31,6 +31,15 @@ def make_dataset(path: str | os.PathLike, *, train: int, val: int, test: int, se
 README = Path(__file__).resolve().parents[1] / "README.md"
 
 
+def make_shard_set(root: str | os.PathLike, *, train: int, val: int, test: int, samples_per_shard: int) -> Path:
+    """A synthetic set under ``root/data`` sharded to ``root/shards`` (returned)."""
+    from fastfashion.data.shard import ShardConfig, write_shards
+    root = Path(root)
+    write_shards(make_dataset(root / "data", train=train, val=val, test=test), root / "shards",
+                 ShardConfig(samples_per_shard=samples_per_shard, workers=1))
+    return root / "shards"
+
+
 def readme_script(heading: str, shards: str | os.PathLike, folder: str | os.PathLike) -> Path:
     """The one ```python block of README.md's section ``### {heading}``, exactly as written but for its
     ``SHARDS = "shards/FashionDataset"`` line (set to ``shards``), saved as a script in ``folder``."""

@@ -8,19 +8,14 @@ import subprocess
 import sys
 
 import pytest
-from helpers import make_dataset, readme_script
-
-from fastfashion.data.shard import ShardConfig, write_shards
+from helpers import make_shard_set, readme_script
 
 N_TRAIN = 128  # the script's batch 32 on 2 ranks: 2 batches per rank, every sample once per epoch
 
 
 @pytest.fixture(scope="module")
 def shards(tmp_path_factory):
-    root = tmp_path_factory.mktemp("ddp")
-    write_shards(make_dataset(root / "data", train=N_TRAIN, val=8, test=4), root / "shards",
-                 ShardConfig(samples_per_shard=48, workers=1))
-    return root / "shards"
+    return make_shard_set(tmp_path_factory.mktemp("ddp"), train=N_TRAIN, val=8, test=4, samples_per_shard=48)
 
 
 def torchrun(args: list[str], cwd) -> subprocess.CompletedProcess:

@@ -14,9 +14,8 @@ import subprocess
 import sys
 
 import pytest
-from helpers import make_dataset, readme_script
+from helpers import make_shard_set, readme_script
 
-from fastfashion.data.shard import ShardConfig, write_shards
 from fastfashion.loading.loader import make_loader
 
 L = pytest.importorskip("lightning")  # the dev extra installs it; a bare install skips these tests
@@ -26,10 +25,7 @@ N_TRAIN = 128
 
 @pytest.fixture(scope="module")
 def shards(tmp_path_factory):
-    root = tmp_path_factory.mktemp("lightning")
-    write_shards(make_dataset(root / "data", train=N_TRAIN, val=8, test=4), root / "shards",
-                 ShardConfig(samples_per_shard=48, workers=1))
-    return root / "shards"
+    return make_shard_set(tmp_path_factory.mktemp("lightning"), train=N_TRAIN, val=8, test=4, samples_per_shard=48)
 
 
 @pytest.fixture()

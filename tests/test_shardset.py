@@ -9,10 +9,9 @@ import threading
 
 import numpy as np
 import pytest
-from helpers import make_dataset
+from helpers import make_shard_set
 
 from fastfashion import FastfashionError, ShardSet
-from fastfashion.data.shard import ShardConfig, write_shards
 from fastfashion.format.spec import UNLABELLED
 from fastfashion.loading.loader import make_loader
 from fastfashion.remote.store import RemoteConfig
@@ -21,10 +20,7 @@ from fastfashion.shardset import SplitError
 
 @pytest.fixture(scope="module")
 def shard_set(tmp_path_factory):
-    root = tmp_path_factory.mktemp("shardset")
-    data = make_dataset(root / "data", train=24, val=8, test=8)
-    write_shards(data, root / "shards", ShardConfig(samples_per_shard=8, workers=1, seed=0))
-    return root / "shards"
+    return make_shard_set(tmp_path_factory.mktemp("shardset"), train=24, val=8, test=8, samples_per_shard=8)
 
 
 class _Counting(http.server.SimpleHTTPRequestHandler):
