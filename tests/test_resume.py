@@ -139,3 +139,37 @@ def test_torchrun_stopped_mid_epoch_resumes_on_another_number_of_processes(shard
     assert p.returncode == 0, err[-3000:]
     done = torch.load(out / "last.pt", map_location="cpu", weights_only=True)
     assert done["epoch"] == 1 and done["step"] == step + (24 - consumed) // (new * 2)  # the rest, dealt to `new`
+
+
+@pytest.mark.parametrize("stop_after", [4, 6])  # mid-epoch, and after the epoch's last step (before validation)
+def test_stopped_at_a_step_and_resumed_equals_an_uninterrupted_run(shard_dir, tmp_path, monkeypatch, stop_after):
+    """In-process and fast: the run stops (as on SIGTERM) right after the checkpoint of step ``stop_after`` and is
+    resumed; it ends with the uninterrupted run's steps, epochs and weights. After the epoch's last step the loader is
+    already at the next epoch: the resumed run must validate, not train that epoch a second time."""
+    from fastfashion.train import trainer
+    from fastfashion.train.preemption import Preempted
+    from fastfashion.train.recipes import recipe_config
+
+    def cfg(out, **kw):
+        return recipe_config("seed", shard_dir=str(shard_dir), out=str(out), epochs=2, batch_size=4, image_size=16,
+                             backend="torch", workers=0, lr=1e-3, device="cpu", **kw)
+
+    trainer.train(cfg(tmp_path / "whole"))
+    real_agree = trainer.agree
+    monkeypatch.setattr(trainer, "agree", lambda flags, info: [True, True] if stop_after_step() else
+                        real_agree(flags, info))
+    calls = iter(range(1, 100))
+
+    def stop_after_step() -> bool:
+        return next(calls) == stop_after
+
+    with pytest.raises(Preempted):
+        trainer.train(cfg(tmp_path / "cut"))
+    monkeypatch.setattr(trainer, "agree", real_agree)
+    assert torch.load(tmp_path / "cut" / "last.pt", map_location="cpu", weights_only=True)["step"] == stop_after
+    trainer.train(cfg(tmp_path / "cut", resume=True))
+    a = torch.load(tmp_path / "whole" / "last.pt", map_location="cpu", weights_only=True)
+    b = torch.load(tmp_path / "cut" / "last.pt", map_location="cpu", weights_only=True)
+    assert a["step"] == b["step"] == 12 and a["epoch"] == b["epoch"] == 2
+    assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])  # bitwise
+    assert [r["val"] for r in a["history"]] == [r["val"] for r in b["history"]]

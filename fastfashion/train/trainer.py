@@ -126,7 +126,10 @@ def train_one_epoch(step: TrainStep, loader: FashionLoader, schema: Schema, *, m
     c = carried or {}
     wait, images, steps = c.get("wait", 0.0), c.get("images", 0), c.get("steps", 0)
     t_start = time.perf_counter() - c.get("seconds", 0.0)
-    done, it = steps, iter(loader)
+    done = steps
+    # a checkpoint taken after the epoch's last step (before validation) leaves nothing of this epoch to train: the
+    # loader's state is then the next epoch's start, and iterating would train the epoch a second time
+    it = iter(loader) if steps < len(loader) else iter(())
     with progress(total=len(loader), initial=steps, desc=desc, leave=False, off=disable_bar) as bar:
         while max_steps is None or steps - done < max_steps:
             t0 = time.perf_counter()
