@@ -99,18 +99,17 @@ class ShardCache:
     def _open_manifest(self) -> tuple[dict, Path]:
         pointer = self.root / "urls" / _url_key(self.url)
         if self.store is None:
-            try:
-                folder = self.root / pointer.read_text(encoding="utf-8").strip()
-                return read_manifest(folder, check_files=False), folder
-            except (OSError, ManifestError):
+            cached = _cached_manifest(pointer)
+            if cached is None:
                 raise fixable(RemoteError(f"{redact(self.url)}: offline, and this set is not in the cache "
-                                          f"{self.root}"), "offline") from None
+                                          f"{self.root}"), "offline")
+            return cached
         try:
             data = self.store.read_bounded(MANIFEST, "the shard set's manifest", MAX_MANIFEST_BYTES)  # one request
         except RemoteError as e:
-            cached = _cached_manifest_folder(pointer)
+            cached = _cached_manifest(pointer)
             if e.transient and cached is not None:  # the host is down, but a copy is here: say how to read it
-                raise fixable(RemoteError(f"{e}; this set is in the cache {cached}"), "use_offline") from None
+                raise fixable(RemoteError(f"{e}; this set is in the cache {cached[1]}"), "use_offline") from None
             raise
         manifest = parse_manifest(data, self.store.where(MANIFEST))
         folder = self.root / manifest_digest(data)
@@ -386,12 +385,12 @@ def _disk_error(e: OSError, folder: Path, name: str) -> OSError:
     return e
 
 
-def _cached_manifest_folder(pointer: Path) -> Path | None:
-    """The cache folder ``pointer`` names, when it holds a readable manifest (None otherwise)."""
+def _cached_manifest(pointer: Path) -> tuple[dict, Path] | None:
+    """The manifest and cache folder that ``pointer`` (a URL's last known set) names, when the folder holds a
+    readable manifest (None otherwise)."""
     try:
         folder = pointer.parent.parent / pointer.read_text(encoding="utf-8").strip()
-        read_manifest(folder, check_files=False)
-        return folder
+        return read_manifest(folder, check_files=False), folder
     except (OSError, ManifestError):
         return None
 
