@@ -1,4 +1,4 @@
-"""Writing the format: :func:`write_shard` (one tar, written with webdataset's ``TarWriter``, and its DALI
+"""Writing the format: :func:`write_shard` (one tar, the bytes webdataset's ``TarWriter`` writes, and its DALI
 ``.idx``: the unit of work of every writer front-end), the split entries, the wids indexes and ``manifest.json``, and
 :func:`commit_set`, which writes the manifest last and renames the finished folder into place. The one writer
 class built on them is :class:`fastfashion.data.pack.ShardWriter`.
@@ -8,7 +8,9 @@ Its reading half is :mod:`fastfashion.format.reader`; the format is specified in
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
+import tarfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -54,9 +56,10 @@ class Sample:
     labels: tuple[int, ...] | None
 
 
-def write_shard(folder: Path, split: str, index: int, samples: Sequence[Sample], schema: Schema) -> dict:
+def write_shard(folder: Path, split: str, index: int, samples: Iterable[Sample], schema: Schema) -> dict:
     """Write shard ``index`` of ``split`` into ``folder``: ``{split}-{index:05d}.tar`` (the samples in order, fixed
-    member mtime and owner: the same samples give the same bytes) and its DALI ``.idx``, both synced. Returns the
+    member mtime and owner: the same samples give the same bytes) and its DALI ``.idx``, both synced; ``samples`` is
+    iterated once (a generator reading each image as it goes holds one image at a time). Returns the
     shard's manifest entry (names, sample count, bytes, sha256 of both files). A pure function of its arguments:
     what a writer front-end (a local writer, a worker of a cluster) calls per shard. Raises
     :class:`ShardSetWriteError` when the tar does not read back with the keys written, an OSError naming the tar
@@ -64,21 +67,35 @@ def write_shard(folder: Path, split: str, index: int, samples: Sequence[Sample],
     tar_name, idx_name = shard_names(split, index)
     tar_path, idx_path = folder / tar_name, folder / idx_name
     try:
-        import webdataset as wds
-        with wds.TarWriter(str(tar_path), encoder=False, mtime=TAR_MTIME) as tw:
+        keys = []
+        with open(tar_path, "wb") as f, tarfile.open(fileobj=f, mode="w|") as tar:
             for s in samples:
-                tw.write({"__key__": s.key, "jpg": s.jpeg, "lbl": encode_labels(s.labels, schema),
-                          "json": sample_json(s.path, s.labels, schema)})
+                members = {"jpg": s.jpeg, "lbl": encode_labels(s.labels, schema),
+                           "json": sample_json(s.path, s.labels, schema)}
+                for ext in sorted(members):
+                    _add(tar, f"{s.key}.{ext}", members[ext])
+                keys.append(s.key)
         entries = entries_from_tar(tar_path)
-        if [e.key for e in entries] != [s.key for s in samples]:  # e.g. a key with a dot in it
+        if [e.key for e in entries] != keys:  # e.g. a key with a dot in it
             raise ShardSetWriteError(f"{tar_name}: sample keys read back differ from those written")
         write_index(idx_path, entries)
         for p in (tar_path, idx_path):
             fsync(p)
-        return {"tar": tar_name, "idx": idx_name, "num_samples": len(samples), "bytes": tar_path.stat().st_size,
+        return {"tar": tar_name, "idx": idx_name, "num_samples": len(keys), "bytes": tar_path.stat().st_size,
                 "sha256": file_sha256(tar_path), "idx_sha256": file_sha256(idx_path)}
     except OSError as e:
         raise with_path(e, tar_path) from e
+
+
+def _add(tar: tarfile.TarFile, name: str, data: bytes | str) -> None:
+    """One member, as webdataset's ``TarWriter(encoder=False, mtime=TAR_MTIME)`` writes it (owner ``bigdata``,
+    mode 0444, members of a sample in sorted order): the bytes of every fastfashion tar since 0.1, without importing
+    webdataset (and torch) in every worker."""
+    data = data.encode("utf-8") if isinstance(data, str) else data
+    info = tarfile.TarInfo(name)
+    info.size, info.mtime, info.mode = len(data), TAR_MTIME, 0o444
+    info.uname = info.gname = "bigdata"
+    tar.addfile(info, io.BytesIO(data))
 
 
 def class_counts(samples: Iterable[Sample], schema: Schema) -> dict[str, list[int]]:

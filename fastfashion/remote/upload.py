@@ -26,7 +26,7 @@ from .store import RemoteConfig, RemoteError, Store
 log = logging.getLogger(__name__)
 
 
-def _set_files(manifest: dict) -> list[str]:
+def set_files(manifest: dict) -> list[str]:
     """Every file of a set but its manifest: the tars and ``.idx`` files, and each split's ``{split}.wids.json``."""
     return [sh[k] for s in manifest["splits"].values() for sh in s["shards"] for k in ("tar", "idx")] + \
         [wids_name(split) for split, s in manifest["splits"].items() if s["shards"]]
@@ -48,11 +48,11 @@ def upload_shard_set(shard_dir: str | os.PathLike, url: str, *, overwrite: bool 
         old = parse_manifest(store.read_bounded(MANIFEST, "the old manifest", MAX_MANIFEST_BYTES),
                              store.where(MANIFEST))
         store.call("the old manifest", MANIFEST, lambda: store.fs.rm_file(store.path(MANIFEST)))
-    names = [n for n in _set_files(manifest) if (d / n).is_file()]  # a set written before wids indexes has none
+    names = [n for n in set_files(manifest) if (d / n).is_file()]  # a set written before wids indexes has none
     for name in progress(names, desc="upload", unit="file", off=len(names) < 8):
-        _put(store, d / name, name)
-    _put(store, d / MANIFEST, MANIFEST)
-    for name in sorted(set(_set_files(old)) - set(names)) if old else ():
+        put_file(store, d / name, name)
+    put_file(store, d / MANIFEST, MANIFEST)
+    for name in sorted(set(set_files(old)) - set(names)) if old else ():
         if name.endswith(".wids.json") and not store.exists(name):
             continue  # the old set was uploaded without its wids indexes
         store.call(f"old shard file {name}", name, lambda name=name: store.fs.rm_file(store.path(name)))
@@ -60,7 +60,7 @@ def upload_shard_set(shard_dir: str | os.PathLike, url: str, *, overwrite: bool 
     return manifest
 
 
-def _put(store: Store, local: Path, name: str) -> None:
+def put_file(store: Store, local: Path, name: str) -> None:
     """Upload one file and check the stored size."""
     size = local.stat().st_size
     store.call(f"upload of {name}", name, lambda: store.fs.put_file(str(local), store.path(name)))
