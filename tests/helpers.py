@@ -56,3 +56,12 @@ def readme_script(heading: str, shards: str | os.PathLike, folder: str | os.Path
     path = Path(folder) / name.group(1)
     path.write_text(blocks[0].replace(line, f"SHARDS = {str(shards)!r}\n"), encoding="utf-8")
     return path
+
+
+def slow_tasks_env(flag: str | os.PathLike, seconds: float = 0.1) -> dict[str, str]:
+    """The environment for a subprocess whose shard writing (its own and its workers') is slowed down while the
+    file ``flag`` exists: ``seconds`` per image (tests/slow_tasks/sitecustomize.py)."""
+    here = Path(__file__).resolve().parent / "slow_tasks"
+    path = os.pathsep.join([str(here), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    return {**os.environ, "PYTHONPATH": path, "FASTFASHION_TEST_SLOW": str(flag),
+            "FASTFASHION_TEST_SLOW_S": str(seconds), "TQDM_DISABLE": "1"}

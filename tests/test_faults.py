@@ -219,26 +219,35 @@ def test_leftovers_of_killed_runs_are_removed_by_the_next_command(base, tmp_path
 
 
 def test_sigterm_during_shard_is_one_line_and_143(tmp_path):
-    """The command line, mid-way through writing tars (slowed down here): one line, 143, nothing left behind."""
+    """The command line, mid-way through writing tars in two worker processes (slowed down here): one line, 143, no
+    worker traceback, no set; the shards it committed are kept for the same command run again, which reuses them."""
+    from helpers import slow_tasks_env
     data = make_dataset(tmp_path / "data", train=12, val=4, test=4)
     out = tmp_path / "out"
-    script = ("import sys, time, webdataset as wds\n"
-              "real = wds.TarWriter.write\n"
-              "wds.TarWriter.write = lambda self, obj: (time.sleep(0.2), real(self, obj))[1]\n"
-              "from fastfashion.cli import main\n"
-              f"sys.exit(main(['shard', {str(data)!r}, {str(out)!r}, '--workers', '2', '--samples-per-shard', '2']))\n")
-    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "TQDM_DISABLE": "1"})
+    flag = tmp_path / "ctl" / "slow"
+    flag.parent.mkdir()
+    flag.touch()
+    args = [sys.executable, "-m", "fastfashion", "shard", str(data), str(out), "--workers", "2",
+            "--samples-per-shard", "2"]
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=slow_tasks_env(flag, 0.2))
     deadline = time.monotonic() + 60
-    while not list(tmp_path.glob(".out.tmp-*/train-00001.tar")):
+    while not list(tmp_path.glob(".out.partial/_fragments/train-0000*.json")):
         assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
         time.sleep(0.05)
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 143
-    assert [ln for ln in err.splitlines() if not ln.startswith("INFO")] == \
-        ["fastfashion shard: terminated (SIGTERM); temporary files removed"]  # no worker tracebacks
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["data"]
+    lines = [ln for ln in err.splitlines() if not ln.startswith("INFO")]
+    assert lines[-1] == "fastfashion shard: terminated (SIGTERM); temporary files removed"  # no worker tracebacks
+    assert len(lines) == 2 and re.fullmatch(r"WARNING fastfashion\.data\.output: kept \d+ committed shards in "
+                                            r".*\.out\.partial: the same command run again reuses them.*", lines[0])
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".out.partial", "ctl", "data"]
+    assert not list(tmp_path.glob(".out.partial/.attempt-*"))  # the scratch of the shards in flight is gone
+    flag.unlink()
+    r = subprocess.run(args, capture_output=True, text=True, env={**os.environ, "TQDM_DISABLE": "1"}, timeout=120)
+    assert r.returncode == 0 and re.search(r"reused [1-9]\d* of 10 shards", r.stderr), r.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ctl", "data", "out"]
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

@@ -19,6 +19,7 @@ from helpers import REAL_DATA, make_dataset
 from PIL import Image
 
 from fastfashion import FASHION_SCHEMA, cli
+from fastfashion.errors import ConfigError
 from fastfashion.data import source as src_mod
 from fastfashion.data.shard import BadImageError, ShardConfig, default_shard_dir, write_shards
 from fastfashion.data.validate import check_jpeg
@@ -349,45 +350,61 @@ def test_structural_errors_stay_fatal_with_skip_bad(src_copy, tmp_path):
 
 
 # --- atomicity and overwrite -----------------------------------------------------------------------------------
+def _files(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+
+
 @pytest.mark.parametrize("exc", [KeyboardInterrupt, RuntimeError])
-def test_interrupted_write_leaves_nothing(src_copy, tmp_path, monkeypatch, exc):
-    import webdataset as wds
-
+def test_an_interrupted_run_leaves_no_set_and_the_same_run_again_reuses_its_shards(src_copy, tmp_path, monkeypatch,
+                                                                                 exc, caplog):
+    from fastfashion.format import writer
     calls = {"n": 0}
-    real_write = wds.TarWriter.write
+    real_add = writer._add
 
-    def write(self, obj):
-        calls["n"] += 1
-        if calls["n"] == 8:  # mid-way: the train shard is done, val half written
+    def add(tar, name, data):
+        calls["n"] += name.endswith(".jpg")
+        if calls["n"] == 8:  # mid-way: both train shards are committed, val-00000 half written
             raise exc("boom")
-        return real_write(self, obj)
+        return real_add(tar, name, data)
 
-    monkeypatch.setattr(wds.TarWriter, "write", write)
+    monkeypatch.setattr(writer, "_add", add)
     out = tmp_path / "out"
     with pytest.raises(exc, match="^boom$"):
         write_shards(src_copy, out, _cfg(samples_per_shard=4))
-    assert calls["n"] == 8 and not out.exists() and _leftovers(out) == []
+    assert calls["n"] == 8 and not out.exists() and _leftovers(out) == [".out.partial"]
+    with pytest.raises(ManifestError, match="no manifest"):
+        read_manifest(tmp_path / ".out.partial")  # not a shard set
+    monkeypatch.undo()
+    with caplog.at_level("INFO", logger="fastfashion.data.shard"):
+        write_shards(src_copy, out, _cfg(samples_per_shard=4))
+    assert "reused 2 of 4 shards" in caplog.text and _leftovers(out) == []
+    write_shards(src_copy, tmp_path / "fresh", _cfg(samples_per_shard=4))
+    assert _files(out) == _files(tmp_path / "fresh")
 
 
-def _start_slow_writer(src: Path, out: Path) -> subprocess.Popen:
-    """A subprocess sharding ``src`` slowly (0.2 s per sample), once it is mid-way through writing."""
-    script = textwrap.dedent(f"""
-        import time, webdataset as wds
-        from fastfashion.data.shard import ShardConfig, write_shards
-        real = wds.TarWriter.write
-        def slow(self, obj):
-            time.sleep(0.2)
-            return real(self, obj)
-        wds.TarWriter.write = slow
-        write_shards({str(src)!r}, {str(out)!r}, ShardConfig(workers=1, samples_per_shard=2))
-    """)
-    proc = subprocess.Popen([sys.executable, "-c", script], env={**os.environ, "TQDM_DISABLE": "1"},
+def test_a_run_that_commits_nothing_leaves_nothing(src_copy, tmp_path, monkeypatch):
+    from fastfashion.format import writer
+    monkeypatch.setattr(writer, "_add", lambda *a: (_ for _ in ()).throw(RuntimeError("boom")))
+    with pytest.raises(RuntimeError, match="^boom$"):
+        write_shards(src_copy, tmp_path / "out", _cfg())
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["src"]
+
+
+def _start_slow_writer(src: Path, out: Path, workers: int = 1) -> subprocess.Popen:
+    """A subprocess sharding ``src`` slowly (0.2 s per sample, in its workers too), once it has committed a shard
+    and is writing the next."""
+    from helpers import slow_tasks_env
+    flag = out.parent / "slow"
+    flag.touch()
+    script = (f"from fastfashion.data.shard import ShardConfig, write_shards\n"
+              f"write_shards({str(src)!r}, {str(out)!r}, ShardConfig(workers={workers}, samples_per_shard=2))\n")
+    proc = subprocess.Popen([sys.executable, "-c", script], env=slow_tasks_env(flag, 0.2),
                             stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 60
-    while not list(out.parent.glob(f".{out.name}.tmp-*/train-00001.tar")):
+    while not (out.parent / f".{out.name}.partial" / "_fragments" / "train-00000.json").exists():
         if proc.poll() is not None or time.monotonic() > deadline:
             proc.kill()
-            pytest.fail("the writer subprocess did not start writing")
+            pytest.fail("the writer subprocess did not commit a shard")
         time.sleep(0.05)
     return proc
 
@@ -395,20 +412,37 @@ def _start_slow_writer(src: Path, out: Path) -> subprocess.Popen:
 @pytest.mark.slow
 def test_sigterm_and_sigkill_mid_run(src_copy, tmp_path):
     out = tmp_path / "out"
+    partial = tmp_path / ".out.partial"
     proc = _start_slow_writer(src_copy, out)
     proc.send_signal(signal.SIGTERM)  # cleaned up like Ctrl-C
     # SIGTERM becomes fastfashion.errors.Terminated (a KeyboardInterrupt), uncaught in this library-level script:
     # exit status 1 after the cleanup (the command line turns it into one line and 143, see test_cli)
-    assert proc.wait() == 1 and not out.exists() and _leftovers(out) == []
-    proc = _start_slow_writer(src_copy, out)
+    assert proc.wait() == 1 and not out.exists() and _leftovers(out) == [".out.partial"]
+    assert not list(partial.glob(".attempt-*"))  # the interrupted shard's scratch folder is gone
+    shutil.rmtree(partial)
+    proc = _start_slow_writer(src_copy, out, workers=2)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    assert not out.exists() and len(_leftovers(out)) == 1  # SIGKILL leaves a temp folder ...
-    tmp = tmp_path / _leftovers(out)[0]
-    with pytest.raises(ManifestError, match=f"^{re.escape(str(tmp))}: not a shard set \\(no manifest\\.json\\)$"):
-        read_manifest(tmp)  # ... that is not a shard set ...
-    write_shards(src_copy, out, _cfg())  # ... and the next run removes it
+    time.sleep(0.5)  # its pool workers notice the driver is gone and exit
+    assert not out.exists() and _leftovers(out) == [".out.partial"]  # SIGKILL leaves the work folder ...
+    with pytest.raises(ManifestError, match=f"^{re.escape(str(partial))}: not a shard set \\(no manifest\\.json\\)$"):
+        read_manifest(partial)  # ... that is not a shard set ...
+    (tmp_path / "slow").unlink()
+    write_shards(src_copy, out, _cfg())  # ... and the next run reuses what it committed and removes the rest
     assert read_manifest(out)["splits"]["train"]["num_samples"] == 6 and _leftovers(out) == []
+    write_shards(src_copy, tmp_path / "fresh", _cfg())
+    assert _files(out) == _files(tmp_path / "fresh")
+
+
+def test_a_second_run_on_the_same_output_is_refused_while_the_first_runs(src_copy, tmp_path):
+    out = tmp_path / "out"
+    proc = _start_slow_writer(src_copy, out)
+    try:
+        with pytest.raises(ConfigError, match=f"^{re.escape(str(out))}: another conversion is writing it"):
+            write_shards(src_copy, out, _cfg())
+    finally:
+        proc.kill()
+        proc.wait()
 
 
 def test_overwrite_semantics(src_copy, tmp_path, monkeypatch):
@@ -419,7 +453,7 @@ def test_overwrite_semantics(src_copy, tmp_path, monkeypatch):
         write_shards(src_copy, out, _cfg(seed=1))
     assert read_manifest(out)["options"]["seed"] == 0
     # a failing overwrite keeps the old set intact
-    monkeypatch.setattr("fastfashion.data.pack.commit_set", lambda *a, **kw: (_ for _ in ()).throw(
+    monkeypatch.setattr("fastfashion.data.output.commit_set", lambda *a, **kw: (_ for _ in ()).throw(
         RuntimeError("disk full")))
     with pytest.raises(RuntimeError, match="^disk full$"):
         write_shards(src_copy, out, _cfg(seed=1, overwrite=True))

@@ -186,6 +186,8 @@ class LocalTarget(Target):
         if self._fd is None:
             return
         if failed and self.work.is_dir():
+            for scratch in self.work.glob(".attempt-*"):  # of tasks stopped in flight (the engine has stopped)
+                shutil.rmtree(scratch, ignore_errors=True)
             frags = list((self.work / FRAGMENTS).glob("*.json"))
             if frags:
                 log.warning("kept %d committed shards in %s: the same command run again reuses them (remove the "
