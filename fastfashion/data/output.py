@@ -29,7 +29,7 @@ import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
-from ..errors import ConfigError, fixable
+from ..errors import ConfigError, FastfashionError, fixable
 from ..format.atomic import clean_stale, fsync, with_path
 from ..format.manifest import MAX_MANIFEST_BYTES, parse_manifest
 from ..format.spec import MANIFEST, wids_index, wids_name
@@ -40,7 +40,12 @@ from ..remote.upload import put_file, set_files
 log = logging.getLogger(__name__)
 
 FRAGMENTS = "_fragments"        # fragment records: {FRAGMENTS}/{split}-{index:05d}.json
+RUN = "_run"                    # the token of the run that owns the work area; a task of another run commits nothing
 _MAX_FRAGMENT_BYTES = 1 << 20   # a fragment record is a few hundred bytes
+
+
+class SupersededError(FastfashionError, RuntimeError):
+    """A task of a run that another run has since taken over (its driver died): it commits nothing."""
 
 
 def _attempt_name() -> str:
@@ -50,9 +55,10 @@ def _attempt_name() -> str:
 # --- the worker half ---------------------------------------------------------------------------------------------
 @dataclasses.dataclass(frozen=True)
 class LocalSink:
-    """A local work area (a folder every worker can reach)."""
+    """A local work area (a folder every worker can reach), owned by run ``run``."""
 
     folder: str
+    run: str
 
     @contextmanager
     def scratch(self):
@@ -67,6 +73,8 @@ class LocalSink:
     def commit(self, scratch: Path, names: list[str], fragment: dict) -> None:
         """Move the shard's files into the work area, then write its fragment record (the commit marker)."""
         folder = Path(self.folder)
+        if (folder / RUN).read_text(encoding="utf-8") != self.run:
+            raise SupersededError(f"{folder}: another run took over; shard {fragment['name']} not committed")
         for name in names:
             try:
                 os.replace(scratch / name, folder / name)
@@ -84,10 +92,11 @@ class LocalSink:
 
 @dataclasses.dataclass(frozen=True)
 class RemoteSink:
-    """A work area at a URL: one object put per file."""
+    """A work area at a URL: one object put per file; owned by run ``run``."""
 
     url: str
     config: RemoteConfig
+    run: str
 
     @contextmanager
     def scratch(self):
@@ -99,6 +108,8 @@ class RemoteSink:
 
     def commit(self, scratch: Path, names: list[str], fragment: dict) -> None:
         store = Store(self.url, self.config)
+        if store.cat(RUN, "the work area's run token") != self.run.encode():
+            raise SupersededError(f"{store.where('')}: another run took over; shard {fragment['name']} not committed")
         for name in names:
             put_file(store, scratch / name, name)
         name = f"{FRAGMENTS}/{fragment['name']}.json"
@@ -136,7 +147,7 @@ class LocalTarget(Target):
         self.out, self.overwrite, self.is_local = Path(out), overwrite, True
         self.work = self.out.parent / f".{self.out.name}.partial"
         self.where = str(self.out)
-        self.sink = LocalSink(str(self.work))
+        self.sink = LocalSink(str(self.work), secrets.token_hex(8))
         self._fd: int | None = None
 
     def claim(self) -> dict[str, dict]:
@@ -154,6 +165,7 @@ class LocalTarget(Target):
             self._fd = None
             raise ConfigError(f"{self.out}: another conversion is writing it (its work folder {self.work} is "
                               "locked); wait for it to end") from None
+        (self.work / RUN).write_text(self.sink.run, encoding="utf-8")  # tasks of a dead run commit nothing now
         for stale in self.work.glob(".attempt-*"):  # attempts of dead runs (this run holds the lock)
             shutil.rmtree(stale, ignore_errors=True)
         fragments = {}
@@ -203,7 +215,7 @@ class RemoteTarget(Target):
         self.url, self.overwrite, self.config, self.is_local = url.rstrip("/"), overwrite, config, False
         self.store = Store(self.url, config)
         self.where = self.store.where("")
-        self.sink = RemoteSink(self.url, config)
+        self.sink = RemoteSink(self.url, config, secrets.token_hex(8))
         self._old: list[str] = []
         self._sizes: dict[str, int] = {}
 
@@ -217,6 +229,8 @@ class RemoteTarget(Target):
                                  store.where(MANIFEST))
             self._old = set_files(old)
             store.call("the old manifest", MANIFEST, lambda: store.fs.rm_file(store.path(MANIFEST)))
+        token = self.sink.run.encode()
+        store.call("the work area's run token", RUN, lambda: store.fs.pipe_file(store.path(RUN), token))
         found = store.call("listing", "", lambda: store.fs.find(store.root, detail=True)) if store.root else {}
         prefix = store.root + "/"
         self._sizes = {k.removeprefix(prefix): int(v.get("size") or 0) for k, v in found.items()}
@@ -243,7 +257,7 @@ class RemoteTarget(Target):
         data = (json.dumps(manifest, indent=1, sort_keys=True) + "\n").encode()
         store.call("the manifest", MANIFEST, lambda: store.fs.pipe_file(store.path(MANIFEST), data))
         keep = set(set_files(manifest)) | {MANIFEST}
-        for name in sorted({n for n in self._old if n not in keep} | set(self._fragments_now())):
+        for name in sorted({n for n in self._old if n not in keep} | set(self._fragments_now()) | {RUN}):
             store.call(f"old file {name}", name, lambda n=name: store.fs.rm_file(store.path(n)))
 
     def _fragments_now(self) -> list[str]:
