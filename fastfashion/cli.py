@@ -48,8 +48,10 @@ def _add_shard(sub) -> None:
                     "img/ and split/ (the FashionDataset layout; schema: split/schema.json or\n"
                     "split/list_attr_cloth.txt) or a CSV with a header path,ATTRIBUTE,...[,split] (values: class\n"
                     "names or ids; schema: schema.json beside it, else inferred from the values). Train samples are\n"
-                    "shuffled by --seed; val and test keep file order. Built in a temporary folder and renamed at\n"
-                    "the end: a failed or interrupted run leaves nothing behind.",
+                    "shuffled by --seed; val and test keep file order. SRC and SHARD_DIR may be URLs (s3://, gs://,\n"
+                    "http(s):// for SRC). --engine ray runs the same tasks on a Ray cluster: the output is\n"
+                    "byte-identical. A failed or interrupted run leaves no shard set; the same command run again\n"
+                    "reuses every shard it committed (kept in .SHARD_DIR.partial beside a local SHARD_DIR).",
         epilog="Samples: KEY.jpg (original JPEG bytes), KEY.lbl (labels, little-endian int64 per attribute; all -1\n"
                "for an unlabelled sample), KEY.json ({\"path\": ..., \"labels\": {attribute: class name},\n"
                "\"label_ids\": {attribute: class id}}, null labels when unlabelled).\n\n"
@@ -58,11 +60,11 @@ def _add_shard(sub) -> None:
                "(e.g. PNG named .jpg),\nCMYK/YCCK JPEGs (decoders disagree on their colours). Rejected images, "
                "missing images and bad label lines\nare fatal (error names file:line) unless --skip-bad; structural "
                "problems (missing split files, line-count\nmismatch, duplicate keys) are always fatal.")
-    p.add_argument("src_dir", metavar="SRC", help="a folder (img/, split/) or a labels .csv")
+    p.add_argument("src_dir", metavar="SRC", help="a folder (img/, split/) or a labels .csv; a path or a URL")
     p.add_argument("shard_dir", metavar="SHARD_DIR", nargs="?", default=None,
-                   help="shard folder to create (default: shards/<name of SRC>)")
+                   help="shard folder to create, a path or a URL (default: shards/<name of SRC>)")
     add_options(p, ShardConfig)
-    _add_remote(p, cache=False)
+    _add_remote(p, cache=False, title="storage (SRC or SHARD_DIR as a URL: s3://, gs://, https://, file://)")
     p.set_defaults(func=_run_shard)
 
 
@@ -127,10 +129,11 @@ def _add_device_backend(p) -> None:
     _add_remote(p)
 
 
-def _add_remote(p, *, cache: bool = True) -> None:
+def _add_remote(p, *, cache: bool = True, title: str = "remote shards (SHARD_DIR as a URL: s3://, gs://, https://, "
+                                                        "file://)") -> None:
     """Options of a shard set at a URL (s3://, gs://, https://, file://): how to reach it and where to cache it."""
     from .remote.store import RemoteConfig
-    g = p.add_argument_group("remote shards (SHARD_DIR as a URL: s3://, gs://, https://, file://)")
+    g = p.add_argument_group(title)
     add_options(g, RemoteConfig, exclude=() if cache else ("cache_dir", "cache_limit", "offline"))
 
 
@@ -230,15 +233,12 @@ def _run_shard(args) -> int:
     cfg = config_from_args(ShardConfig, args)  # --schema FILE and --split-ratio text parsed here (errors exit 1)
     out = args.shard_dir or default_shard_dir(args.src_dir)
     t0 = time.perf_counter()
-    from .remote.store import is_url
-    if is_url(out):  # built locally, then uploaded with manifest.json last
-        from .remote.upload import publish
-        m = publish(lambda d: write_shards(args.src_dir, d, cfg), out, overwrite=args.overwrite,
-                    config=_remote_config(args))
-    else:
-        m = write_shards(args.src_dir, out, cfg)
+    m = write_shards(args.src_dir, out, cfg, remote=_remote_config(args))
+    dt = time.perf_counter() - t0
     splits = ", ".join(f"{k} {v['num_samples']} in {len(v['shards'])} shards" for k, v in ordered_splits(m))
-    print(f"wrote {out}: {splits}; {len(m['skipped'])} skipped ({time.perf_counter() - t0:.1f} s)")
+    n = sum(v["num_samples"] for v in m["splits"].values()) + len(m["skipped"])
+    print(f"wrote {out}: {splits}; {len(m['skipped'])} skipped ({dt:.1f} s, {n / max(dt, 1e-9):.0f} img/s, "
+          f"{cfg.engine} engine)")
     return 0
 
 

@@ -4,13 +4,11 @@ from __future__ import annotations
 import io
 import json
 import math
-import os
 import re
 import shutil
 import signal
 import subprocess
 import sys
-import textwrap
 import time
 from pathlib import Path
 
@@ -19,10 +17,10 @@ from helpers import REAL_DATA, make_dataset
 from PIL import Image
 
 from fastfashion import FASHION_SCHEMA, cli
-from fastfashion.errors import ConfigError
 from fastfashion.data import source as src_mod
 from fastfashion.data.shard import BadImageError, ShardConfig, default_shard_dir, write_shards
 from fastfashion.data.validate import check_jpeg
+from fastfashion.errors import ConfigError
 from fastfashion.format.dali_index import (
     IndexEntry,
     IndexFormatError,

@@ -10,6 +10,7 @@ the run as raised. Ctrl-C or SIGTERM on the driver cancels every task in flight.
 """
 from __future__ import annotations
 
+import abc
 import logging
 import multiprocessing
 import os
@@ -37,20 +38,20 @@ def _failed(names: list[str], tries: int, why: str) -> EngineError:
     return EngineError(f"{len(names)} task(s) failed {tries} times ({why}): {shown}")
 
 
-class Engine:
+class Engine(abc.ABC):
     """Runs ``fn(*args)`` for every ``args`` of a list of tasks; see the module docstring."""
 
     name: str
     slots: int            # tasks that can run at once
     hosts: int = 1        # machines the workers run on (a local output needs a file system they all share)
 
+    @abc.abstractmethod
     def map(self, fn: Callable, tasks: Sequence[tuple], names: Sequence[str],
             done: Callable[[int], None] = lambda i: None) -> list:
         """Results of ``fn(*tasks[i])`` in task order; ``done(i)`` is called as each one finishes."""
-        raise NotImplementedError
 
-    def close(self) -> None:
-        pass
+    def close(self) -> None:  # noqa: B027 - nothing to release unless the engine says otherwise
+        """Release the workers (a pool kept between calls, a Ray started for the run)."""
 
     def __enter__(self) -> Engine:
         return self

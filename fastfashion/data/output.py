@@ -3,7 +3,8 @@ failed run so that the same command run again reuses every shard already committ
 
 Two halves. The driver holds a :class:`Target` (:class:`LocalTarget`, :class:`RemoteTarget`): it claims the work
 area, reads the fragment records of earlier attempts, and at the end writes the wids indexes and ``manifest.json``
-last. A worker holds the target's :class:`Sink` (small and picklable: what a Ray task or a pool process receives): it
+last. A worker holds the target's sink (:class:`LocalSink`, :class:`RemoteSink`; small and picklable: what a Ray
+task or a pool process receives): it
 writes one shard in a private scratch folder, commits the tar and its ``.idx`` (a rename into the work area, or one
 object put each), and only then writes the shard's fragment record (counts, sizes, sha256s, the plan digest). A shard
 without a fragment record is never listed, whatever its files say.
@@ -17,6 +18,7 @@ no rename), and files of the old set that the new one does not list are removed 
 """
 from __future__ import annotations
 
+import abc
 import dataclasses
 import fcntl
 import json
@@ -118,27 +120,27 @@ class RemoteSink:
 
 
 # --- the driver half ---------------------------------------------------------------------------------------------
-class Target:
+class Target(abc.ABC):
     """The driver's side of an output (see the module docstring)."""
 
     where: str
     is_local: bool
     sink: LocalSink | RemoteSink
 
+    @abc.abstractmethod
     def claim(self) -> dict[str, dict]:
         """Claim the work area (refusing a set that exists without ``overwrite``) and return the fragment records
         found there, by shard name."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def reusable(self, fragment: dict) -> bool:
         """Whether the shard a fragment record describes is in the work area as recorded."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def finish(self, manifest: dict) -> None:
         """Write the wids indexes and the manifest (last) and make the set visible."""
-        raise NotImplementedError
 
-    def release(self, failed: bool) -> None:
+    def release(self, failed: bool) -> None:  # noqa: B027 - a remote work area holds nothing to release
         """End of the run; after a failure the committed shards stay for the next run."""
 
 

@@ -294,10 +294,11 @@ def _split_entries(tasks: list[ShardTask], fragments: list[dict], labelled: dict
 
 
 def write_shards(src_dir: str | os.PathLike, shard_dir: str | os.PathLike | None = None,
-                 cfg: ShardConfig = ShardConfig(), *, remote: RemoteConfig | None = None) -> dict:
+                 cfg: ShardConfig = ShardConfig(), *, remote: RemoteConfig | None = None, **options) -> dict:
     """Validate the source ``src_dir`` (a FashionDataset-layout folder, or a ``.csv`` with ``cfg.images``; a path or
     a URL) and write its shard set to ``shard_dir`` (a folder or a URL; default :func:`default_shard_dir`), with the
     engine ``cfg.engine`` (``"local"``: a process pool; ``"ray"``: Ray tasks). ``remote``: how URLs are reached.
+    ``options``: :class:`ShardConfig` fields overriding ``cfg`` (``write_shards(src, out, engine="ray")``).
 
     Returns the manifest. The output does not depend on the engine or the number of workers. Raises
     :class:`~fastfashion.data.source.SourceError` (naming file and line) for a bad source or image unless
@@ -305,6 +306,7 @@ def write_shards(src_dir: str | os.PathLike, shard_dir: str | os.PathLike | None
     still raise), ``FileExistsError`` if ``shard_dir`` holds a shard set and ``cfg.overwrite`` is off. A failed
     run leaves no set; the shards it committed are reused by the same call run again.
     """
+    cfg = dataclasses.replace(cfg, **options) if options else cfg
     src = str(src_dir)
     out = shard_dir if shard_dir is not None else default_shard_dir(src)
     remote = remote or RemoteConfig()

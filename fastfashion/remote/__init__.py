@@ -2,7 +2,7 @@
 
 * :mod:`.store` -- URLs, storage options, retries and one-line errors (:class:`~.store.RemoteError`);
 * :mod:`.cache` -- :class:`~.cache.ShardCache`, the verified, shared, bounded local copy the loaders read;
-* :mod:`.upload` -- :func:`~.upload.upload_shard_set` (``fastfashion shard SRC URL``) and
+* :mod:`.upload` -- :func:`~.upload.upload_shard_set` (a local set to a URL) and
   :func:`~.upload.verify_remote` (``fastfashion inspect --verify URL``).
 
 This layer imports the leaves and :mod:`fastfashion.format`; :mod:`fastfashion.data`, :mod:`fastfashion.loading`

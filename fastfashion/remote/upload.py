@@ -1,6 +1,7 @@
-"""Writing a shard set to a URL (``fastfashion shard SRC URL``) and checking one there (``inspect --verify URL``).
+"""Uploading a local shard set to a URL (``fastfashion shard SRC URL`` writes there directly, through
+:mod:`fastfashion.data.output`, with the same rules) and checking one there (``inspect --verify URL``).
 
-The manifest is the commit point: :func:`publish` builds the set in a local temporary folder, uploads every tar,
+The manifest is the commit point: :func:`upload_shard_set` uploads every tar,
 ``.idx`` and ``{split}.wids.json``, checks each object's size, and writes ``manifest.json`` last, so a reader sees
 either no set or a complete one. Replacing an existing set (``overwrite``) first deletes its manifest (readers then
 see no set rather than a mix), and after the new manifest deletes the old set's objects the new one does not list.
@@ -9,9 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 import tempfile
-from collections.abc import Callable
 from pathlib import Path
 
 from ..errors import fixable
@@ -67,22 +66,6 @@ def put_file(store: Store, local: Path, name: str) -> None:
     got = store.size(name, f"uploaded {name}")
     if got != size:
         raise RemoteError(f"{store.where(name)}: stored {got} bytes of {size}")
-
-
-def publish(build: Callable[[Path], dict], url: str, *, overwrite: bool = False,
-            config: RemoteConfig = RemoteConfig()) -> dict:
-    """``build(folder)`` a shard set into a local temporary folder, then :func:`upload_shard_set` it to ``url``
-    (the temporary folder is removed either way). An existing set at ``url`` without ``overwrite`` is refused
-    before the build."""
-    store = Store(url, config)
-    if not overwrite and store.exists(MANIFEST):
-        raise fixable(RemoteError(f"{store.where(MANIFEST)}: a shard set already exists there"), "overwrite")
-    tmp = Path(tempfile.mkdtemp(prefix="fastfashion-upload-"))
-    try:
-        build(tmp / "set")
-        return upload_shard_set(tmp / "set", url, overwrite=overwrite, config=config)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def read_remote_manifest(url: str, config: RemoteConfig = RemoteConfig()) -> dict:
