@@ -196,3 +196,25 @@ def test_a_multi_machine_cluster_refuses_local_paths_unless_shared(source, tmp_p
     with pytest.raises(ConfigError, match="spans 2 machines but .* is a local path: give URLs"):
         shard._check_reach(TwoHosts(), opened, target, cfg())
     shard._check_reach(TwoHosts(), opened, target, cfg(shared_output=True))  # declared shared: allowed
+
+
+def test_sigterm_on_the_driver_cancels_the_ray_tasks(ray_flag, source, tmp_path):
+    out = tmp_path / "out"
+    frags = tmp_path / ".out.partial" / "_fragments"
+    ray_flag.touch()
+    try:
+        args = [sys.executable, "-m", "fastfashion", "shard", str(source), str(out), "--engine", "ray",
+                "--ray-address", ray.get_runtime_context().gcs_address, "--samples-per-shard", "4", "--skip-bad"]
+        proc = subprocess.Popen(args, env=slow_tasks_env(ray_flag, 0.3), stdout=subprocess.DEVNULL,
+                                stderr=subprocess.PIPE, text=True)
+        _wait_for(lambda: frags.is_dir() and any(frags.iterdir()), "a committed shard")
+        t0 = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+        assert proc.returncode == 143 and time.monotonic() - t0 < 15, err
+        assert err.splitlines()[-1] == "fastfashion shard: terminated (SIGTERM); temporary files removed"
+        committed = sorted(p.name for p in frags.iterdir())
+        time.sleep(3)  # a task still running would commit its shard (1.2 s each) meanwhile
+        assert sorted(p.name for p in frags.iterdir()) == committed and not out.exists()
+    finally:
+        ray_flag.unlink()

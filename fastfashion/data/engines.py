@@ -15,6 +15,7 @@ import logging
 import multiprocessing
 import os
 import signal
+import threading
 from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
@@ -155,24 +156,33 @@ class RayEngine(Engine):
             raise ConfigError("the ray engine needs Ray: pip install 'fastfashion[ray]'") from None
         self.ray, self.retries, self.started = ray, retries, False
         if not ray.is_initialized():
-            address = address or os.environ.get("RAY_ADDRESS")
-            quiet = {"logging_level": logging.WARNING, "log_to_driver": True}
-            if address:
-                try:
-                    ray.init(address=address, **quiet)
-                except (ConnectionError, ValueError) as e:
-                    raise ConfigError(f"cannot reach the Ray cluster at {address}: {e}") from None
-            else:
-                try:
-                    ray.init(address="auto", **quiet)
-                except ConnectionError:
-                    ray.init(num_cpus=workers, include_dashboard=False, **quiet)
-                    self.started = True
+            # Ray's core worker installs its own SIGTERM handler (it prints a stack and exits): keep the caller's,
+            # so that SIGTERM cancels the tasks and ends the run like Ctrl-C
+            handler = signal.getsignal(signal.SIGTERM)
+            try:
+                self._init(address or os.environ.get("RAY_ADDRESS"), workers)
+            finally:
+                if threading.current_thread() is threading.main_thread() and handler is not None:
+                    signal.signal(signal.SIGTERM, handler)
         alive = [n for n in ray.nodes() if n.get("Alive")]
         self.hosts = len({n.get("NodeManagerAddress") for n in alive}) or 1
         self.slots = max(1, int(ray.cluster_resources().get("CPU", 1)))
         log.info("Ray: %d CPUs on %d node(s), %d host(s)%s", self.slots, len(alive), self.hosts,
                  " (started for this run)" if self.started else "")
+
+    def _init(self, address: str | None, workers: int | None) -> None:
+        ray, quiet = self.ray, {"logging_level": logging.WARNING, "log_to_driver": True}
+        if address:
+            try:
+                ray.init(address=address, **quiet)
+            except (ConnectionError, ValueError) as e:
+                raise ConfigError(f"cannot reach the Ray cluster at {address}: {e}") from None
+            return
+        try:
+            ray.init(address="auto", **quiet)  # a cluster already running on this machine
+        except ConnectionError:
+            ray.init(num_cpus=workers, include_dashboard=False, **quiet)
+            self.started = True
 
     def map(self, fn, tasks, names, done=lambda i: None):
         ray = self.ray
