@@ -218,3 +218,62 @@ def test_sigterm_on_the_driver_cancels_the_ray_tasks(ray_flag, source, tmp_path)
         assert sorted(p.name for p in frags.iterdir()) == committed and not out.exists()
     finally:
         ray_flag.unlink()
+
+
+@pytest.mark.parametrize("listing", [True, False], ids=["index-page", "no-index-page"])
+def test_a_source_over_http(source, reference, tmp_path, listing):
+    """Images read over http by the workers; the split files found on the server's index page, or without one
+    by their usual names."""
+    import http.server
+
+    from remote_servers import http_server
+
+    class NoIndex(http.server.SimpleHTTPRequestHandler):
+        def list_directory(self, path):
+            self.send_error(403)
+
+        def log_message(self, *args) -> None:
+            pass
+
+    with http_server(source, **({} if listing else {"handler": NoIndex})) as url:
+        write_shards(url, tmp_path / "out", cfg(workers=2))
+    got = files(tmp_path / "out")
+    assert {k: v for k, v in got.items() if k != "manifest.json"} == \
+        {k: v for k, v in reference.items() if k != "manifest.json"}
+
+
+def test_transient_server_errors_are_retried_and_a_missing_image_is_data(source, reference, tmp_path):
+    """Every third request of the source server fails with a 503: the conversion retries (with backoff) and gives
+    the same set; an image the server does not have is a bad image (skip_bad lists it), not a retry."""
+    import http.server
+    import itertools
+
+    from remote_servers import http_server
+
+    from fastfashion.remote.store import RemoteConfig
+    count = itertools.count()
+
+    class Flaky(http.server.SimpleHTTPRequestHandler):
+        def do_GET(self):
+            if next(count) % 3 == 2:
+                self.send_error(503)
+            else:
+                super().do_GET()
+
+        def log_message(self, *args) -> None:
+            pass
+
+    remote = RemoteConfig(backoff=0.01, retries=5)
+    with http_server(source, handler=Flaky) as url:
+        write_shards(url, tmp_path / "out", cfg(workers=2), remote=remote)
+    got = files(tmp_path / "out")
+    assert {k: v for k, v in got.items() if k != "manifest.json"} == \
+        {k: v for k, v in reference.items() if k != "manifest.json"}
+    gone = tmp_path / "gone"
+    shutil.copytree(source, gone)
+    victim = (gone / "split" / "test.txt").read_text().split()[2]
+    (gone / victim).unlink()
+    with http_server(gone) as url:
+        m = write_shards(url, tmp_path / "out2", cfg(workers=1), remote=remote)
+    assert [s["path"] for s in m["skipped"]][-1] == victim
+    assert m["skipped"][-1]["reason"].endswith(f"image {victim!r}: cannot read: not found (404)")

@@ -16,7 +16,9 @@ from __future__ import annotations
 import hashlib
 import os
 import socket
+from collections import deque
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from ..errors import FastfashionError
@@ -25,6 +27,8 @@ from ..remote.store import RemoteConfig, RemoteError, Store, is_url
 from ..schema import Schema
 from .plan import ShardTask
 from .validate import ImageCheck, check_jpeg
+
+READ_AHEAD = 16  # image requests in flight per task when the images are at a URL
 
 
 class SourceChangedError(FastfashionError, RuntimeError):
@@ -48,33 +52,54 @@ class ImageReader:
             return (Path(self.root) / path).read_bytes()
         return self.store.cat(path, f"image {path}")
 
+    def read_all(self, paths: Sequence[str]) -> Iterator[tuple[str, bytes | Exception]]:
+        """``(path, bytes or the exception reading it raised)`` in order. At a URL, up to :data:`READ_AHEAD`
+        requests are in flight (an object store's latency, not its bandwidth, bounds one request at a time), so at
+        most that many images are held at once; a local folder is read one image at a time."""
+        def one(path: str) -> bytes | Exception:
+            try:
+                return self.read(path)
+            except (OSError, RemoteError) as e:
+                return e
+
+        if self.store is None:
+            yield from ((p, one(p)) for p in paths)
+            return
+        with ThreadPoolExecutor(READ_AHEAD) as pool:
+            window: deque = deque()
+            for path in paths:
+                window.append((path, pool.submit(one, path)))
+                if len(window) >= READ_AHEAD:
+                    p, f = window.popleft()
+                    yield p, f.result()
+            while window:
+                p, f = window.popleft()
+                yield p, f.result()
+
 
 def check_chunk(root: str, paths: Sequence[str], config: RemoteConfig | None = None) -> list[ImageCheck]:
     """Each image's :class:`~fastfashion.data.validate.ImageCheck` (reason None: accepted). An image that cannot be
     read (missing, access denied) is a bad image; a transfer that keeps failing after its retries raises."""
-    reader, out = ImageReader(root, config), []
-    for path in paths:
-        try:
-            data = reader.read(path)
-        except RemoteError as e:
-            if getattr(e, "transient", False):
-                raise
-            out.append(ImageCheck(f"cannot read: {str(e).rsplit(': ', 1)[-1]}", None, 0))
-            continue
-        except OSError as e:
-            out.append(ImageCheck(f"cannot read: {e.strerror or e}", None, 0))
-            continue
-        out.append(ImageCheck(check_jpeg(data), hashlib.sha256(data).hexdigest(), len(data)))
+    out = []
+    for _, data in ImageReader(root, config).read_all(paths):
+        if isinstance(data, RemoteError):
+            if getattr(data, "transient", False):
+                raise data
+            out.append(ImageCheck(f"cannot read: {str(data).rsplit(': ', 1)[-1]}", None, 0))
+        elif isinstance(data, OSError):
+            out.append(ImageCheck(f"cannot read: {data.strerror or data}", None, 0))
+        else:
+            out.append(ImageCheck(check_jpeg(data), hashlib.sha256(data).hexdigest(), len(data)))
     return out
 
 
 def _samples(task: ShardTask, reader: ImageReader) -> Iterator[Sample]:
-    """The task's samples, each image read when its turn comes (one image in memory at a time)."""
-    for s in task.samples:
-        try:
-            data = reader.read(s.path)
-        except FileNotFoundError:
-            raise SourceChangedError(f"{reader.where(s.path)} disappeared while sharding") from None
+    """The task's samples, each image read when its turn comes (at most :data:`READ_AHEAD` in memory)."""
+    for s, (_, data) in zip(task.samples, reader.read_all([s.path for s in task.samples])):
+        if isinstance(data, FileNotFoundError) or (isinstance(data, RemoteError) and "(404)" in str(data)):
+            raise SourceChangedError(f"{reader.where(s.path)} disappeared while sharding")
+        if isinstance(data, Exception):
+            raise data
         if hashlib.sha256(data).hexdigest() != s.sha256:
             raise SourceChangedError(f"{reader.where(s.path)} changed while sharding")
         yield Sample(s.key, s.path, data, s.labels)
