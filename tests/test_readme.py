@@ -81,6 +81,7 @@ SKIP = {
     "--weights imagenet": "downloads ImageNet weights: no network here",
     "loader = FashionLoader(shard_dir, LoaderConfig(": "an API synopsis (each keyword with its default), not a program",
     "w_c = N / (K · n_c)": "a formula, not a command",
+    "ray job submit": "needs a Ray cluster's job server; tests/test_engines.py runs the engine on a local Ray",
 }
 SKIP_HEADINGS = ("Using it with Lightning", "Using it in your own DDP script")  # run by their own tests
 
@@ -198,7 +199,20 @@ PRELUDE = {  # (document, the start of a ## heading) -> code run before the sect
     ("docs/loader.md", "Augmentation"): "from fastfashion import make_loader",
 }
 
+def _bucket_source(d: Path, world: dict) -> None:
+    """The synthetic FashionDataset in s3://bucket/FashionDataset on the module's moto server."""
+    import s3fs
+    s3fs.S3FileSystem.clear_instance_cache()
+    fs = s3fs.S3FileSystem()
+    if not fs.exists("bucket"):
+        fs.mkdir("bucket")
+    fs.put(str(world["shared"]), "bucket/FashionDataset", recursive=True)
+
+
 SETUP = {  # (document, the start of a ## heading) -> what the section takes as given
+    ("docs/cluster.md", "Running it"): _bucket_source,
+    ("docs/cluster.md", "Reading a set back"):
+        lambda d, world: shutil.copytree(world["fashion_shards"], d / "shards" / "FashionDataset"),
     ("README.md", "Bring your own data"): _byod,
     ("README.md", "Remote shards"): _remote,
     ("docs/format.md", "9. Reading a set"):
