@@ -69,7 +69,8 @@ def digest(folder: Path) -> str:
     return h.hexdigest()
 
 
-def run(engine: str, src: Path, out: Path, workers: int, address: str | None) -> float:
+def run(engine: str, src: Path, out: Path, workers: int, address: str | None) -> tuple[float, float]:
+    """Wall seconds and the driver's peak RSS (MiB) of one conversion."""
     args = [sys.executable, "-m", "fastfashion", "shard", str(src), str(out)]
     if engine == "serial":
         args += ["--workers", "1"]
@@ -82,11 +83,15 @@ def run(engine: str, src: Path, out: Path, workers: int, address: str | None) ->
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     env["TQDM_DISABLE"] = "1"
     t0 = time.perf_counter()
-    r = subprocess.run(args, capture_output=True, text=True, env=env)
-    dt = time.perf_counter() - t0
-    if r.returncode:
-        sys.exit(f"{engine}: fastfashion shard failed:\n{r.stderr[-2000:]}")
-    return dt
+    with tempfile.TemporaryFile() as err:
+        proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=err, env=env)
+        _, status, usage = os.wait4(proc.pid, 0)  # the driver's own peak RSS (its workers are not its children)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        dt = time.perf_counter() - t0
+        if proc.returncode:
+            err.seek(0)
+            sys.exit(f"{engine}: fastfashion shard failed:\n{err.read().decode()[-2000:]}")
+    return dt, usage.ru_maxrss / 1024
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -110,26 +115,30 @@ def main(argv: list[str] | None = None) -> int:
             ray.init(num_cpus=args.workers, include_dashboard=False, logging_level="ERROR")
             address = ray.get_runtime_context().gcs_address
         times: dict[str, list[float]] = {e: [] for e in engines}
+        rss: dict[str, float] = {}
         sets: dict[str, str] = {}
         run(engines[0], src, tmp / "warmup", args.workers, address)  # page cache and imports, not timed
         shutil.rmtree(tmp / "warmup")
         for r in range(args.rounds):
             for e in engines[r % len(engines):] + engines[:r % len(engines)]:
                 out = tmp / f"{e}-{r}"
-                times[e].append(run(e, src, out, args.workers, address))
+                dt, mib = run(e, src, out, args.workers, address)
+                times[e].append(dt)
+                rss[e] = max(rss.get(e, 0.0), mib)
                 sets.setdefault(e, digest(out))
                 shutil.rmtree(out)
         base = statistics.median(times[engines[0]])
         rows = []
         print(f"{n} images, {args.workers} workers, {args.rounds} rounds (median wall time, start-up included)")
-        print("| engine | wall s | img/s | x " + engines[0] + " | same bytes |")
-        print("|---|---|---|---|---|")
+        print("| engine | wall s | img/s | x " + engines[0] + " | driver peak RSS | same bytes |")
+        print("|---|---|---|---|---|---|")
         for e in engines:
             med = statistics.median(times[e])
             same = sets[e] == sets[engines[0]]
             rows.append({"engine": e, "wall_s": times[e], "median_s": med, "img_per_s": n / med,
-                         "ratio": base / med, "identical": same})
-            print(f"| {e} | {med:.1f} | {n / med:,.0f} | {base / med:.2f} | {'yes' if same else 'NO'} |")
+                         "ratio": base / med, "driver_rss_mib": rss[e], "identical": same})
+            print(f"| {e} | {med:.1f} | {n / med:,.0f} | {base / med:.2f} | {rss[e]:.0f} MiB | "
+                  f"{'yes' if same else 'NO'} |")
         if args.json:
             args.json.write_text(json.dumps({"images": n, "workers": args.workers, "rounds": args.rounds,
                                              "results": rows}, indent=1))

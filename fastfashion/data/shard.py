@@ -25,11 +25,9 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import hashlib
-import importlib
 import logging
 import os
 import random
-import threading
 import time
 from pathlib import Path
 
@@ -329,8 +327,6 @@ def write_shards(src_dir: str | os.PathLike, shard_dir: str | os.PathLike | None
         try:
             with make_engine(cfg.engine, workers=cfg.workers, ray_address=cfg.ray_address) as engine:
                 _check_reach(engine, source, target, cfg)
-                if engine.slots == 1:  # webdataset imports torch (~3 s): overlap it with validation
-                    threading.Thread(target=importlib.import_module, args=("webdataset",), daemon=True).start()
                 good, digests = _validate_images(engine, source, cfg, remote, skipped)
                 labelled = _check_labelling(good)
                 manifest = _write(engine, source, target, good, digests, found, cfg, remote)
@@ -364,9 +360,14 @@ def _write(engine: Engine, source: Source, target: Target, good: dict[str, list[
     t0 = time.perf_counter()
     root, n = str(source.image_root), sum(len(tasks[i].samples) for i in todo)
     with progress(total=n, desc="write", unit="img", leave=False) as bar:
+        shards_done = iter(range(1, len(todo) + 1))
+
+        def done(k: int) -> None:
+            bar.set_postfix_str(f"{next(shards_done)}/{len(todo)} shards", refresh=False)
+            bar.update(len(tasks[todo[k]].samples))
+
         written = engine.map(write_task, [(tasks[i], plans[i], source.schema, root, target.sink, remote)
-                                          for i in todo], [tasks[i].name for i in todo],
-                             done=lambda k: bar.update(len(tasks[todo[k]].samples)))
+                                          for i in todo], [tasks[i].name for i in todo], done=done)
     for i, frag in zip(todo, written):
         fragments[i] = frag
     dt = time.perf_counter() - t0
