@@ -36,6 +36,7 @@ from ..format.atomic import clean_stale, fsync, with_path
 from ..format.manifest import MAX_MANIFEST_BYTES, parse_manifest
 from ..format.spec import MANIFEST, wids_index, wids_name
 from ..format.writer import check_target, commit_set
+from ..fsutil import register_temp
 from ..remote.store import RemoteConfig, RemoteError, Store, is_url
 from ..remote.upload import put_file, set_files
 
@@ -102,7 +103,10 @@ class RemoteSink:
 
     @contextmanager
     def scratch(self):
+        """A private local folder, recorded under this process: a worker killed meanwhile leaves it to the next
+        fastfashion command on that machine (:func:`fastfashion.fsutil.register_temp`)."""
         path = Path(tempfile.mkdtemp(prefix="fastfashion-shard-"))
+        register_temp(path)
         try:
             yield path
         finally:
