@@ -277,3 +277,16 @@ def test_transient_server_errors_are_retried_and_a_missing_image_is_data(source,
         m = write_shards(url, tmp_path / "out2", cfg(workers=1), remote=remote)
     assert [s["path"] for s in m["skipped"]][-1] == victim
     assert m["skipped"][-1]["reason"].endswith(f"image {victim!r}: cannot read: not found (404)")
+
+
+@pytest.mark.parametrize("with_schema", [True, False], ids=["schema-beside", "inferred"])
+def test_a_csv_source_over_http_equals_the_local_csv(tmp_path, with_schema):
+    from remote_servers import http_server
+    from second_set import write_csv_set
+    csv = write_csv_set(tmp_path / "csv", with_schema=with_schema)
+    (tmp_path / "csv" / "images").rename(tmp_path / "csv" / "photos")
+    local = write_shards(csv, tmp_path / "local", ShardConfig(workers=1, images=tmp_path / "csv" / "photos"))
+    with http_server(tmp_path / "csv") as url:
+        remote = write_shards(f"{url}/labels.csv", tmp_path / "remote", ShardConfig(workers=2, images=f"{url}/photos"))
+    assert remote["source"] == {**local["source"]}
+    assert files(tmp_path / "remote") == files(tmp_path / "local")
