@@ -98,6 +98,7 @@ def test_a_bad_image_found_on_ray_is_the_same_one_line_error(ray_flag, source, t
     assert sorted(p.name for p in tmp_path.iterdir()) == []  # nothing written, no work folder
 
 
+@pytest.mark.long
 @pytest.mark.skipif(not REAL_DATA.is_dir(), reason="the real data set is not here")
 def test_the_real_data_set_on_ray_equals_the_local_engine(ray_flag, tmp_path):
     write_shards(REAL_DATA, tmp_path / "local", ShardConfig(workers=2))

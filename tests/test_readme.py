@@ -78,6 +78,7 @@ SKIP = {
     "srun fastfashion train": "needs SLURM",
     "!R=; test -f /content/drive": "Colab cell syntax (!) and a Drive folder",
     'pip install -e ".[s3]"': "installs packages (s3fs is in the dev extra)",
+    'pip install -e ".[ray,s3]"': "installs packages (Ray and s3fs are in the dev extra)",
     "--weights imagenet": "downloads ImageNet weights: no network here",
     "loader = FashionLoader(shard_dir, LoaderConfig(": "an API synopsis (each keyword with its default), not a program",
     "w_c = N / (K · n_c)": "a formula, not a command",
