@@ -317,9 +317,9 @@ def write_shards(src_dir: str | os.PathLike, shard_dir: str | os.PathLike | None
         log.warning("skipping: %s", err)
 
     with sigterm_as_terminated(), _opened(src, cfg, on_error if cfg.skip_bad else None, remote) as source:
-        options = cfg.manifest_options()
+        recorded = cfg.manifest_options()
         if source.dealt:  # only an option in effect is recorded: with a split column, the CSV says where each row goes
-            options["split_ratio"] = list(cfg.split_ratio)
+            recorded["split_ratio"] = list(cfg.split_ratio)
         num_listed = sum(len(v) for v in source.records.values()) + len(skipped)
         target = make_target(out, overwrite=cfg.overwrite, config=remote)
         found = target.claim()  # the target is checked here, before minutes of validation
@@ -329,11 +329,11 @@ def write_shards(src_dir: str | os.PathLike, shard_dir: str | os.PathLike | None
                 _check_reach(engine, source, target, cfg)
                 good, digests = _validate_images(engine, source, cfg, remote, skipped)
                 labelled = _check_labelling(good)
-                manifest = _write(engine, source, target, good, digests, found, cfg, remote)
-            manifest = manifest_doc(source.schema, _split_entries(*manifest, labelled, source.schema),
+                tasks, fragments = _write(engine, source, target, good, digests, found, cfg, remote)
+            manifest = manifest_doc(source.schema, _split_entries(tasks, fragments, labelled, source.schema),
                                     source={"name": source.name, "fingerprint": _source_digest(source, digests),
                                             "num_listed": num_listed},
-                                    options=options, skipped=skipped, extra={"jpeg_policy": JPEG_POLICY})
+                                    options=recorded, skipped=skipped, extra={"jpeg_policy": JPEG_POLICY})
             target.finish(manifest)
             failed = False
         finally:
