@@ -78,7 +78,8 @@ def test_gpu_problem_decisions():
     assert gpu_problem(GOOD) is None
     assert gpu_problem(DaliCudaFacts(dali_cuda=12, driver_cuda=12020, devices=2)) is None
     assert gpu_problem(OLD_DRIVER) == ("the installed DALI is built for CUDA 13, but the NVIDIA driver supports CUDA "
-                                       "12.2 only; install fastfashion[dali-cu12] (the DALI build for CUDA 12)")
+                                       "12.2 only; install fastfashion[dali-cu12] (the DALI build for CUDA 12): "
+                                       'pip uninstall -y nvidia-dali-cuda130 && pip install -e ".[dali-cu12]"')
     assert gpu_problem(DaliCudaFacts(dali_cuda=13, driver_cuda=None, devices=0)) == \
         "no NVIDIA driver library (libcuda) could be loaded"
     assert gpu_problem(DaliCudaFacts(dali_cuda=None, driver_cuda=13000, devices=0)) == \
