@@ -291,7 +291,7 @@ class DaliBackend:
             return
         if self._pipe is None or self._next != epoch:
             entries = len(runs(pad_to_batch(indices, self.ctx.batch_size), self.ctx.samples.sizes))
-            horizon = capped_horizon(self.horizon, entries)
+            horizon = capped_horizon(self.horizon, entries, MAX_READER_ENTRIES)
             if horizon < self.horizon:
                 log.debug("DALI pipeline horizon %d epochs, not %d: %d reader entries per epoch", horizon,
                           self.horizon, entries)
