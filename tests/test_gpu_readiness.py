@@ -222,3 +222,16 @@ def test_hardware_jpeg_decoder_by_gpu_family(name, engine, load):
     from fastfashion.loading.backends.jpeg_engine import DEFAULT_HW_DECODER_LOAD, default_load, has_engine
     assert has_engine(name) is engine
     assert default_load(name) == (DEFAULT_HW_DECODER_LOAD if load is None else load)
+
+
+def test_dist_backend_can_be_forced_to_gloo(monkeypatch):
+    """Two DDP ranks on one GPU (the GPU check's smoke test) need gloo: NCCL refuses a shared device."""
+    from fastfashion.errors import ConfigError
+    from fastfashion.train.distributed import dist_backend
+    monkeypatch.delenv("FASTFASHION_DIST_BACKEND", raising=False)
+    assert (dist_backend("cuda"), dist_backend("cpu")) == ("nccl", "gloo")
+    monkeypatch.setenv("FASTFASHION_DIST_BACKEND", "gloo")
+    assert dist_backend("cuda") == "gloo"
+    monkeypatch.setenv("FASTFASHION_DIST_BACKEND", "mpi")
+    with pytest.raises(ConfigError, match="^FASTFASHION_DIST_BACKEND must be gloo or nccl, got 'mpi'$"):
+        dist_backend("cuda")
