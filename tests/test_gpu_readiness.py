@@ -235,3 +235,25 @@ def test_dist_backend_can_be_forced_to_gloo(monkeypatch):
     monkeypatch.setenv("FASTFASHION_DIST_BACKEND", "mpi")
     with pytest.raises(ConfigError, match="^FASTFASHION_DIST_BACKEND must be gloo or nccl, got 'mpi'$"):
         dist_backend("cuda")
+
+
+def test_hw_decoder_sweep_runs_only_where_the_gpu_has_the_engine():
+    from fastfashion.bench.hwdecoder import format_sweep, run_hw_decoder_sweep, sweep_skip_reason
+    from fastfashion.bench.throughput import BenchConfig
+    from fastfashion.errors import ConfigError
+    assert sweep_skip_reason("NVIDIA H100 80GB HBM3", dali=True) is None
+    assert sweep_skip_reason("NVIDIA A100-SXM4-80GB", dali=True) is None
+    assert sweep_skip_reason("Tesla T4", dali=True).startswith("Tesla T4 has no hardware JPEG decoder")
+    assert sweep_skip_reason(None, dali=True).startswith("no CUDA device: the hw_decoder_load sweep needs a GPU")
+    assert sweep_skip_reason("NVIDIA H200", dali=False) == "NVIDIA DALI is not importable"
+    cfg = BenchConfig(shard_dir="unused")
+    assert cfg.hw_decoder_loads == (0.0, 0.5, 0.75, 0.9)
+    if not torch.cuda.is_available():  # CPU side: skipped with the reason, no loader is made (no shards needed)
+        sweep = run_hw_decoder_sweep(cfg, shards=None)
+        assert sweep["status"] == "skipped"
+        assert format_sweep(sweep) == f"hw_decoder_load sweep skipped: {sweep['reason']}"
+    table = format_sweep({"status": "ok", "gpu": "NVIDIA H100", "default": 0.65, "best": 0.9, "loads": {
+        "0.9": {"hw_decoder_load": 0.9, "images_per_s": 9000.0, "p50_ms": 7.1, "p99_ms": 9.0}}})
+    assert table.splitlines()[-1].split() == ["0.90", "9000", "7.10", "9.00"]
+    with pytest.raises(ConfigError, match="^hw_decoder_loads must be between 0 and 1"):
+        BenchConfig(shard_dir="unused", hw_decoder_loads=(1.5,))
