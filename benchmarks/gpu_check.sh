@@ -102,7 +102,7 @@ export TQDM_DISABLE=1
 if [ "$dry" -eq 1 ]; then
   mode="dry run (CPU, dali-cpu)"; dev=cpu; dali=dali-cpu
   n_train=48; n_eval=16; size=32; bs=8
-  bench_args=(--backends seed,torch,dali-cpu --rounds 1 --batches 2 --warmup 1 --train-steps 1 --workers 1)
+  bench_args=(--backends seed,torch,dali-cpu,dali-gpu --rounds 1 --batches 2 --warmup 1 --train-steps 1 --workers 1)
   train_args=(--max-steps 4); fast_args=(--epochs 1 --max-steps 2 --image-size 32 --batch-size 8)
   cache_args=(--epochs 2 --device cpu)
   tests='tests/test_gpu_path.py -m "not gpu and not long" -k "train_graph or label_members"'
