@@ -133,20 +133,29 @@ def test_ddp_two_ranks_disjoint_shares_then_resume(colours, tmp_path, device):
     assert [h["epoch"] for h in history] == [1, 2] and history[-1]["step"] == 2 * ((N_TRAIN // 2) // 4)
 
 
-@pytest.mark.parametrize("device", [pytest.param("cuda", id="dali-gpu", marks=[pytest.mark.gpu, CUDA])])
-def test_resume_on_the_gpu(colours, tmp_path, device):
-    """Resume on the GPU (AMP, GradScaler state, the loader's position): a run cut by max_steps and resumed ends
-    at the uninterrupted run's step and epoch (the CPU twin is tests/test_resume.py)."""
+@pytest.mark.parametrize("device", [pytest.param("cpu", id="dali-cpu", marks=pytest.mark.long),
+                                    pytest.param("cuda", id="dali-gpu", marks=[pytest.mark.gpu, CUDA])])
+def test_stopped_mid_epoch_and_resumed_on_the_device(colours, tmp_path, monkeypatch, device):
+    """Resume on the GPU (AMP, the GradScaler's state, the loader's position in a dali-gpu epoch): a run stopped
+    after step 3 (as on SIGTERM) and resumed ends at the uninterrupted run's step and epoch, with finite weights
+    (bitwise equality is the CPU's: tests/test_resume.py)."""
+    from fastfashion.train import trainer
     from fastfashion.train.config import TrainConfig
-    from fastfashion.train.trainer import train
+    from fastfashion.train.preemption import Preempted
 
     def cfg(out, **kw):
         return TrainConfig(shard_dir=str(colours), out=str(out), epochs=2, batch_size=4, image_size=32,
                            backend=BACKEND[device], device=device, checkpoint_minutes=None, **kw)
-    whole = train(cfg(tmp_path / "whole"))
-    train(cfg(tmp_path / "cut", max_steps=3))
-    resumed = train(cfg(tmp_path / "cut", resume=True))
+    whole = trainer.train(cfg(tmp_path / "whole"))
+    real_poll = trainer.poll
+    monkeypatch.setattr(trainer, "poll", lambda step, signalled, policy, info: (True, True) if step == 3
+                        else real_poll(step, signalled, policy, info))
+    with pytest.raises(Preempted):
+        trainer.train(cfg(tmp_path / "cut"))
+    monkeypatch.setattr(trainer, "poll", real_poll)
+    cut = torch.load(tmp_path / "cut" / "last.pt", map_location="cpu", weights_only=True)
+    assert (cut["step"], cut["epoch"], cut["loader"]["consumed"]) == (3, 0, 12)
+    resumed = trainer.train(cfg(tmp_path / "cut", resume=True))
     assert (resumed["steps"], resumed["epochs"]) == (whole["steps"], whole["epochs"]) == (2 * (N_TRAIN // 4), 2)
     ckpt = torch.load(tmp_path / "cut" / "last.pt", map_location="cpu", weights_only=True)
-    assert ckpt["step"] == whole["steps"] and all(torch.isfinite(v).all() for v in ckpt["model"].values()
-                                                  if v.is_floating_point())
+    assert all(torch.isfinite(v).all() for v in ckpt["model"].values() if v.is_floating_point())
