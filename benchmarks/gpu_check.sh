@@ -13,7 +13,7 @@
 #   cache     the decoder cache on vs off over full epochs (benchmarks/gpu_cache.py)
 #   train, resume, evaluate, predict   the trainer on CUDA with dali-gpu (AMP, channels_last, checkpoints)
 #   ddp       torchrun, 2 ranks on the one GPU over gloo (FASTFASHION_DIST_BACKEND=gloo), one epoch
-#   fast      the fast recipe, 16 epochs at 112 px, then evaluate (time to accuracy on a GPU)
+#   fast      the fast recipe, 16 epochs at 112 px, validated every epoch (time to accuracy on a GPU)
 # Results: ONE archive gpu_check.tar.gz (every step's log and JSON, the figures) and summary.txt (a table to paste
 # into the README: each step's status and seconds, then the measured numbers), nothing else. The exit status is
 # non-zero, and summary.txt and the last line name the failed steps, whenever any step fails (or ran out of the
