@@ -5,6 +5,8 @@ that sizes a worker pool or picks a device.
 """
 from __future__ import annotations
 
+import ctypes
+import logging
 import os
 from typing import TYPE_CHECKING
 
@@ -12,6 +14,8 @@ from .errors import ConfigError, FastfashionError
 
 if TYPE_CHECKING:
     import torch
+
+log = logging.getLogger(__name__)
 
 DEVICES = ("auto", "cpu", "cuda")  # what ``device`` accepts, besides an explicit ``cuda:N``
 PRECISIONS = ("auto", "amp", "fp32")  # what ``precision`` accepts (fastfashion/train/device.py says what each means)
@@ -37,8 +41,11 @@ def resolve_device(device) -> torch.device:
     if dev not in ("auto", "cpu") and not dev.startswith("cuda"):
         raise ConfigError(f"device must be auto, cpu or cuda[:N], got {device!r}")
     cuda = torch.cuda.is_available()
+    problem = None if cuda else cuda_build_problem("torch", torch.version.cuda, driver_cuda_version())
     if dev.startswith("cuda") and not cuda:
-        raise DeviceError(f"device {dev!r} requested but CUDA is not available")
+        raise DeviceError(f"device {dev!r} requested but CUDA is not available" + (f": {problem}" if problem else ""))
+    if problem:  # a GPU is there, but this torch cannot use it: say so loudly instead of training on the CPU
+        log.warning("running on the CPU although there is an NVIDIA GPU: %s", problem)
     return torch.device(("cuda" if cuda else "cpu") if dev == "auto" else dev)
 
 
@@ -66,3 +73,56 @@ def cuda_device_for(local_rank: int, device_count: int) -> int:
         return 0
     raise DeviceError(f"LOCAL_RANK={local_rank}, but this process sees only {device_count} CUDA devices: start at "
                        f"most {device_count} processes per node, or give each process its own GPU")
+
+
+# The command that replaces CUDA-13 builds (torch, DALI) by CUDA-12 ones, for a driver that supports CUDA 12 only
+# (a Colab T4 on driver 535); torch's cu126 wheels run on any CUDA 12 driver (minor version compatibility).
+DALI12_INSTALL = 'pip uninstall -y nvidia-dali-cuda130 && pip install -e ".[dali-cu12]"'  # torch already fine
+CUDA12_INSTALL = ('pip uninstall -y torch torchvision nvidia-dali-cuda130 && pip install torch torchvision '
+                  '--index-url https://download.pytorch.org/whl/cu126 && pip install -e ".[dali-cu12]"')
+
+
+def driver_version(version: int) -> tuple[int, int]:
+    """``(major, minor)`` of a CUDA version as the driver reports it (``cuDriverGetVersion``: 1000 * major + 10 *
+    minor, so 12020 = 12.2, 12080 = 12.8, 13000 = 13.0)."""
+    return version // 1000, version % 1000 // 10
+
+
+def build_cuda_major(version) -> int | None:
+    """The CUDA major version of a build from its record: a dotted string (``torch.version.cuda`` "12.8",
+    "13.0") or DALI's ``__cuda_version__``, the dotted toolkit version with the dots removed (12.2.140 -> 122140,
+    12.8.93 -> 12893, 13.0.88 -> 13088: the major is its first two digits, as DALI itself reads it; dividing by
+    1000 would give 122 for the first). None for None, 0 or something unreadable."""
+    text = str(version or "").strip()
+    if "." in text:
+        head = text.split(".", 1)[0]
+        return int(head) if head.isdigit() else None
+    return int(text[:2]) if text.isdigit() and int(text) > 0 and len(text) >= 2 else None
+
+
+def cuda_build_problem(what: str, build, driver: int | None) -> str | None:
+    """Why ``what`` (a package name), built for CUDA ``build`` (see :func:`build_cuda_major`), cannot run on a driver
+    reporting ``driver`` (:func:`driver_version`; None: no driver), with the command that fixes it; None when it can,
+    or when there is no driver or no CUDA build to compare (a CPU-only machine, a CPU build)."""
+    major = build_cuda_major(build)
+    if driver is None or major is None:
+        return None
+    d_major, d_minor = driver_version(driver)
+    if d_major >= major:  # CUDA minor version compatibility: any driver of the same major runs the build
+        return None
+    fix = f"; install the CUDA 12 builds: {CUDA12_INSTALL}" if d_major == 12 else \
+        f"; update the NVIDIA driver to one for CUDA {major}"
+    return f"{what} is built for CUDA {major}, but the NVIDIA driver supports CUDA {d_major}.{d_minor} only{fix}"
+
+
+def driver_cuda_version() -> int | None:
+    """The CUDA version the NVIDIA driver supports (``cuDriverGetVersion``, e.g. 12020), or None when no driver
+    library (libcuda) can be loaded."""
+    for lib in ("libcuda.so.1", "libcuda.so", "nvcuda.dll"):
+        try:
+            cuda = ctypes.CDLL(lib)
+        except OSError:
+            continue
+        version = ctypes.c_int(0)
+        return version.value if cuda.cuDriverGetVersion(ctypes.byref(version)) == 0 else None
+    return None

@@ -78,7 +78,8 @@ def test_gpu_problem_decisions():
     assert gpu_problem(GOOD) is None
     assert gpu_problem(DaliCudaFacts(dali_cuda=12, driver_cuda=12020, devices=2)) is None
     assert gpu_problem(OLD_DRIVER) == ("the installed DALI is built for CUDA 13, but the NVIDIA driver supports CUDA "
-                                       "12.2 only; install fastfashion[dali-cu12] (the DALI build for CUDA 12)")
+                                       "12.2 only; install fastfashion[dali-cu12] (the DALI build for CUDA 12): "
+                                       'pip uninstall -y nvidia-dali-cuda130 && pip install -e ".[dali-cu12]"')
     assert gpu_problem(DaliCudaFacts(dali_cuda=13, driver_cuda=None, devices=0)) == \
         "no NVIDIA driver library (libcuda) could be loaded"
     assert gpu_problem(DaliCudaFacts(dali_cuda=None, driver_cuda=13000, devices=0)) == \
@@ -137,3 +138,122 @@ def test_cuda_train_step_lets_cudnn_pick_kernels():
     logits, labels, loss = step(Batch(x, y))
     assert labels.is_cuda and torch.isfinite(loss) and [lg.shape for lg in logits] == \
         [(4, k) for k in FASHION_SCHEMA.num_classes]
+
+
+@pytest.mark.parametrize("record,major", [(122140, 12), ("12.2", 12), (12893, 12), ("12.8", 12), (13088, 13),
+                                          ("13.0", 13), (13492, 13), (None, None), (0, None), ("cpu", None)])
+def test_cuda_build_version_parse(record, major):
+    """DALI's __cuda_version__ is the toolkit version without dots (12.2.140 -> 122140): `// 1000` read it as 122."""
+    from fastfashion.hardware import build_cuda_major
+    assert build_cuda_major(record) == major
+
+
+@pytest.mark.parametrize("driver,expected", [(12020, (12, 2)), (12080, (12, 8)), (13000, (13, 0))])
+def test_driver_version_parse(driver, expected):
+    from fastfashion.hardware import driver_version
+    assert driver_version(driver) == expected
+
+
+def test_cuda_build_problem_names_the_install_command():
+    from fastfashion.hardware import CUDA12_INSTALL, cuda_build_problem
+    assert cuda_build_problem("torch", "13.0", 12020) == (
+        f"torch is built for CUDA 13, but the NVIDIA driver supports CUDA 12.2 only; install the CUDA 12 builds: "
+        f"{CUDA12_INSTALL}")
+    assert "dali-cu12" in CUDA12_INSTALL and "whl/cu126" in CUDA12_INSTALL
+    assert cuda_build_problem("torch", "12.8", 12020) is None  # minor version compatibility
+    assert cuda_build_problem("torch", "13.0", 13000) is None
+    assert cuda_build_problem("torch", None, 12020) is None  # a CPU build of torch
+    assert cuda_build_problem("torch", "13.0", None) is None  # no driver: a machine without a GPU
+    assert "update the NVIDIA driver" in cuda_build_problem("torch", "13.0", 11080)
+    assert gpu_problem(DaliCudaFacts(dali_cuda=13, driver_cuda=12080, devices=1)).startswith(
+        "the installed DALI is built for CUDA 13, but the NVIDIA driver supports CUDA 12.8 only")
+
+
+def test_torch_that_cannot_use_the_driver_warns_loudly(monkeypatch, caplog):
+    """A T4 on driver 535 with the CUDA 13 torch: torch sees no GPU, and training would silently run on the CPU."""
+    from fastfashion import hardware
+    from fastfashion.hardware import CUDA12_INSTALL, DeviceError, resolve_device
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.version, "cuda", "13.0")
+    monkeypatch.setattr(hardware, "driver_cuda_version", lambda: 12020)
+    with caplog.at_level(logging.WARNING, logger="fastfashion.hardware"):
+        assert resolve_device("auto") == torch.device("cpu")
+    assert "running on the CPU although there is an NVIDIA GPU: torch is built for CUDA 13" in caplog.text
+    assert CUDA12_INSTALL in caplog.text
+    with pytest.raises(DeviceError, match="^device 'cuda' requested but CUDA is not available: torch is built for"):
+        resolve_device("cuda")
+    monkeypatch.setattr(hardware, "driver_cuda_version", lambda: None)  # no GPU at all: quiet, as before
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="fastfashion.hardware"):
+        assert resolve_device("auto") == torch.device("cpu")
+    assert caplog.text == ""
+
+
+def test_pipeline_horizon_is_capped_by_reader_entries():
+    from fastfashion.loading.backends.dali import MAX_READER_ENTRIES, capped_horizon
+    assert capped_horizon(8, 100) == 8
+    assert capped_horizon(8, MAX_READER_ENTRIES // 3) == 3
+    assert capped_horizon(8, 10 * MAX_READER_ENTRIES) == 1  # a huge split: one epoch per pipeline, never 0
+
+
+@needs_dali
+def test_dali_backend_plans_fewer_epochs_when_the_cap_is_reached(tmp_path, monkeypatch):
+    from fastfashion.data.shard import ShardConfig, write_shards
+    from fastfashion.loading.backends import dali
+    from fastfashion.loading.loader import make_loader
+    write_shards(make_dataset(tmp_path / "data", train=16, val=4, test=4), tmp_path / "s",
+                 ShardConfig(workers=1, samples_per_shard=4))
+    loaders = {}
+    for cap in (10_000, 9):
+        monkeypatch.setattr(dali, "MAX_READER_ENTRIES", cap)
+        loader = loaders[cap] = make_loader(tmp_path / "s", "train", batch_size=4, backend="dali-cpu", device="cpu",
+                                            image_size=16, block=1)
+        assert sum(len(b.labels) for b in loader) == 16
+    assert loaders[10_000].active_backend.epochs_planned == [0, 1, 2, 3]  # CPU_HORIZON
+    assert 1 <= len(loaders[9].active_backend.epochs_planned) < 4  # >= 4 reader entries per epoch (4 shards)
+    for loader in loaders.values():
+        loader.close()
+
+
+@pytest.mark.parametrize("name,engine,load", [("NVIDIA H100 80GB HBM3", True, None), ("NVIDIA H200", True, None),
+                                              ("NVIDIA A100-SXM4-40GB", True, None), ("Tesla T4", False, 0.0),
+                                              ("NVIDIA GeForce RTX 4090", False, None), (None, False, None)])
+def test_hardware_jpeg_decoder_by_gpu_family(name, engine, load):
+    from fastfashion.loading.backends.jpeg_engine import DEFAULT_HW_DECODER_LOAD, default_load, has_engine
+    assert has_engine(name) is engine
+    assert default_load(name) == (DEFAULT_HW_DECODER_LOAD if load is None else load)
+
+
+def test_dist_backend_can_be_forced_to_gloo(monkeypatch):
+    """Two DDP ranks on one GPU (the GPU check's smoke test) need gloo: NCCL refuses a shared device."""
+    from fastfashion.errors import ConfigError
+    from fastfashion.train.distributed import dist_backend
+    monkeypatch.delenv("FASTFASHION_DIST_BACKEND", raising=False)
+    assert (dist_backend("cuda"), dist_backend("cpu")) == ("nccl", "gloo")
+    monkeypatch.setenv("FASTFASHION_DIST_BACKEND", "gloo")
+    assert dist_backend("cuda") == "gloo"
+    monkeypatch.setenv("FASTFASHION_DIST_BACKEND", "mpi")
+    with pytest.raises(ConfigError, match="^FASTFASHION_DIST_BACKEND must be gloo or nccl, got 'mpi'$"):
+        dist_backend("cuda")
+
+
+def test_hw_decoder_sweep_runs_only_where_the_gpu_has_the_engine():
+    from fastfashion.bench.hwdecoder import format_sweep, run_hw_decoder_sweep, sweep_skip_reason
+    from fastfashion.bench.throughput import BenchConfig
+    from fastfashion.errors import ConfigError
+    assert sweep_skip_reason("NVIDIA H100 80GB HBM3", dali=True) is None
+    assert sweep_skip_reason("NVIDIA A100-SXM4-80GB", dali=True) is None
+    assert sweep_skip_reason("Tesla T4", dali=True).startswith("Tesla T4 has no hardware JPEG decoder")
+    assert sweep_skip_reason(None, dali=True).startswith("no CUDA device: the hw_decoder_load sweep needs a GPU")
+    assert sweep_skip_reason("NVIDIA H200", dali=False) == "NVIDIA DALI is not importable"
+    cfg = BenchConfig(shard_dir="unused")
+    assert cfg.hw_decoder_loads == (0.0, 0.5, 0.75, 0.9)
+    if not torch.cuda.is_available():  # CPU side: skipped with the reason, no loader is made (no shards needed)
+        sweep = run_hw_decoder_sweep(cfg, shards=None)
+        assert sweep["status"] == "skipped"
+        assert format_sweep(sweep) == f"hw_decoder_load sweep skipped: {sweep['reason']}"
+    table = format_sweep({"status": "ok", "gpu": "NVIDIA H100", "default": 0.65, "best": 0.9, "loads": {
+        "0.9": {"hw_decoder_load": 0.9, "images_per_s": 9000.0, "p50_ms": 7.1, "p99_ms": 9.0}}})
+    assert table.splitlines()[-1].split() == ["0.90", "9000", "7.10", "9.00"]
+    with pytest.raises(ConfigError, match="^hw_decoder_loads must be between 0 and 1"):
+        BenchConfig(shard_dir="unused", hw_decoder_loads=(1.5,))

@@ -155,17 +155,12 @@ def test_stopped_at_a_step_and_resumed_equals_an_uninterrupted_run(shard_dir, tm
                              backend="torch", workers=0, lr=1e-3, device="cpu", **kw)
 
     trainer.train(cfg(tmp_path / "whole"))
-    real_agree = trainer.agree
-    monkeypatch.setattr(trainer, "agree", lambda flags, info: [True, True] if stop_after_step() else
-                        real_agree(flags, info))
-    calls = iter(range(1, 100))
-
-    def stop_after_step() -> bool:
-        return next(calls) == stop_after
-
+    real_poll = trainer.poll
+    monkeypatch.setattr(trainer, "poll", lambda step, signalled, policy, info: (True, True) if step == stop_after
+                        else real_poll(step, signalled, policy, info))
     with pytest.raises(Preempted):
         trainer.train(cfg(tmp_path / "cut"))
-    monkeypatch.setattr(trainer, "agree", real_agree)
+    monkeypatch.setattr(trainer, "poll", real_poll)
     assert torch.load(tmp_path / "cut" / "last.pt", map_location="cpu", weights_only=True)["step"] == stop_after
     trainer.train(cfg(tmp_path / "cut", resume=True))
     a = torch.load(tmp_path / "whole" / "last.pt", map_location="cpu", weights_only=True)
@@ -173,3 +168,29 @@ def test_stopped_at_a_step_and_resumed_equals_an_uninterrupted_run(shard_dir, tm
     assert a["step"] == b["step"] == 12 and a["epoch"] == b["epoch"] == 2
     assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])  # bitwise
     assert [r["val"] for r in a["history"]] == [r["val"] for r in b["history"]]
+
+
+def test_preemption_polls_the_ranks_every_n_steps_not_every_step(monkeypatch):
+    """Under DDP the stop flag and the time rule cost a collective (an all-reduce, a host sync on NCCL): `poll` makes
+    one every POLL_EVERY steps and at the step rule's checkpoints, and none on one process; the step rule itself
+    needs no agreement (the same on every rank)."""
+    import torch.distributed as dist
+
+    from fastfashion.train.distributed import DistInfo
+    from fastfashion.train.preemption import POLL_EVERY, CheckpointPolicy, poll
+    reduced = []
+    monkeypatch.setattr(dist, "get_backend", lambda *a: "gloo")
+    monkeypatch.setattr(dist, "all_reduce", lambda t, op=None: reduced.append(t.clone()))  # a lone rank's max
+    two = DistInfo(rank=0, world_size=2)
+    policy = CheckpointPolicy(minutes=None, every=10)
+    decisions = [poll(step, step >= 5, policy, two) for step in range(1, 101)]
+    polled = sorted({s for s in range(1, 101) if s % POLL_EVERY == 0} | set(range(10, 101, 10)))
+    assert len(reduced) == len(polled) < 100 // 4  # not one per step
+    first_stop = next(s for s, (stop, _) in zip(range(1, 101), decisions) if stop)
+    assert first_stop == polled[0] == 10  # the signal of step 5 is seen at the next poll, a checkpoint step here
+    assert [s for s, (_, due) in zip(range(1, 101), decisions) if due] == list(range(10, 101, 10))
+    reduced.clear()
+    alone = [poll(step, step >= 5, CheckpointPolicy(minutes=None, every=None), DistInfo()) for step in range(1, 40)]
+    assert reduced == [] and [stop for stop, _ in alone].index(True) == 4  # one process: every step, no collective
+    assert poll(POLL_EVERY * 3, True, CheckpointPolicy(minutes=None, every=None), two) == (True, False)
+    assert poll(POLL_EVERY * 3 + 1, True, CheckpointPolicy(minutes=None, every=None), two) == (False, False)

@@ -42,6 +42,9 @@ def run_bench(cfg: BenchConfig) -> dict:
         if shards.url and ok and ok[-1] != BASELINE:  # cold and warm cache beside a local copy
             from .remote import run_remote_bench
             result["remote"] = run_remote_bench(cfg, result["loaders"][ok[-1]]["backend"])
+        if "dali-gpu" in cfg.backends and cfg.hw_decoder_loads:  # where the GPU has a hardware JPEG decoder
+            from .hwdecoder import run_hw_decoder_sweep
+            result["hw_decoder"] = run_hw_decoder_sweep(cfg, shards)
         if cfg.train_steps > 0 and ok:
             from .training import run_train_bench
             result["train"] = run_train_bench(cfg, ok, shards)
@@ -64,6 +67,9 @@ def format_table(result: dict) -> str:
         lines.append(f"{name:<10} {r['images_per_s']:>8.0f} {r['images_per_s_min']:>6.0f}-{r['images_per_s_max']:<6.0f}"
                      f" {ratio:>7} {r['cpu_s_per_1000_images']:>9.2f} {r['peak_rss_mb']:>8.0f}"
                      f" {r['time_to_first_batch_s']:>11.2f}")
+    if "hw_decoder" in result:
+        from .hwdecoder import format_sweep
+        lines.append(format_sweep(result["hw_decoder"]))
     if "remote" in result:
         from .remote import format_remote
         lines.append(format_remote(result["remote"]))

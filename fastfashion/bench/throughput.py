@@ -27,6 +27,7 @@ from ..errors import ConfigError, FastfashionError, fix_param, fixable
 from ..format.spec import TRAIN
 from ..hardware import PRECISIONS, DeviceError, available_cpus
 from ..loading.augment import check_image_size, parse_image_size
+from ..loading.backends.jpeg_engine import SWEEP
 from ..loading.base import BACKENDS
 from ..loading.order import DEFAULT_WINDOW
 from ..options import option
@@ -44,6 +45,14 @@ DESCRIPTIONS = {BASELINE: "seed-style baseline: PIL + torchvision transforms ove
 class BenchError(FastfashionError, RuntimeError):
     """One benchmark cannot run here as configured (no source folder for the baseline, a split smaller than a
     batch); :func:`run_loader_bench` records it as that backend's skip reason."""
+
+
+def parse_loads(text: str) -> tuple[float, ...]:
+    """``--hw-decoder-loads 0,0.5`` -> ``(0.0, 0.5)`` (checked by BenchConfig)."""
+    try:
+        return tuple(float(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise ConfigError(f"hw_decoder_loads must be numbers between 0 and 1, got {text!r}") from None
 
 
 def parse_backends(text: str) -> tuple[str, ...]:
@@ -81,6 +90,9 @@ class BenchConfig:
     window: int = option(DEFAULT_WINDOW, help="shards per window of the windowed order (default: %(default)s)")
     dali_threads: int | None = option(None, help=(
         "CPU threads per DALI pipeline (default: the loader's: the CPUs available, at most 8 on GPU)"))
+    hw_decoder_loads: tuple[float, ...] = option(SWEEP, metavar="LIST", parse=parse_loads, help=(
+        "hw_decoder_load values dali-gpu is read with in turn where the GPU has a hardware JPEG decoder "
+        "(A100/H100/H200; skipped elsewhere), comma-separated, empty to skip (default: 0,0.5,0.75,0.9)"))
     precision: str = option("auto", choices=PRECISIONS, help=(  # train/device.py: amp also runs bf16 on a CPU
         "the training benchmark's step, as `train --precision` (default: %(default)s)"))
     seed: int = 0
@@ -95,6 +107,8 @@ class BenchConfig:
                 raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.precision not in PRECISIONS:
             raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+        if any(not 0.0 <= v <= 1.0 for v in self.hw_decoder_loads):
+            raise ConfigError(f"hw_decoder_loads must be between 0 and 1, got {self.hw_decoder_loads}")
         unknown = [b for b in self.backends if b not in ALL_BACKENDS]
         if unknown:
             raise ConfigError(f"unknown backend {unknown[0]!r}; choose from {', '.join(ALL_BACKENDS)}")

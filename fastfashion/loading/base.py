@@ -72,7 +72,9 @@ class LoaderConfig:
     ``workers``: DataLoader workers of the torch backend (None: min(4, CPUs)). ``block``: shuffle block size
     (:mod:`fastfashion.loading.order`). ``gpu_cache`` (dali-gpu only): the decoder cache policy (None: automatic,
     see :mod:`fastfashion.loading.backends.dali`). ``dali_threads``: CPU threads of each DALI pipeline (None: the
-    backend's default, :func:`fastfashion.loading.backends.dali.dali_threads`). ``verify``: check every tar and
+    backend's default, :func:`fastfashion.loading.backends.dali.dali_threads`). ``hw_decoder_load`` (dali-gpu only):
+    the share of JPEGs for the GPU's hardware JPEG decoder (None: the GPU family's default,
+    :mod:`fastfashion.loading.backends.jpeg_engine`). ``verify``: check every tar and
     ``.idx`` of the split against the manifest's size and sha256 before the first read
     (:mod:`fastfashion.format.verify`; remembered per file, so a warm start does not hash again); False skips it, at
     the risk of delivering corrupted bytes. ``order``: ``blocked`` (the full blocked shuffle), ``windowed``
@@ -99,6 +101,7 @@ class LoaderConfig:
     block: int = DEFAULT_BLOCK
     gpu_cache: bool | None = None
     dali_threads: int | None = None    # DALI CPU threads per pipeline (None: see backends/dali.py dali_threads)
+    hw_decoder_load: float | None = None  # dali-gpu: hardware JPEG decoder share (None: by GPU, jpeg_engine.py)
     verify: bool = True                # check the split's files against the manifest's sha256 before reading
     order: str | None = None           # blocked | windowed | None (see above)
     window: int = DEFAULT_WINDOW       # shards per window of the windowed order
@@ -123,6 +126,8 @@ class LoaderConfig:
             raise ConfigError(f"order must be 'blocked' or 'windowed', got {self.order!r}")
         if self.dali_threads is not None and self.dali_threads < 1:
             raise ConfigError(f"dali_threads must be >= 1, got {self.dali_threads}")
+        if self.hw_decoder_load is not None and not 0.0 <= self.hw_decoder_load <= 1.0:
+            raise ConfigError(f"hw_decoder_load must be between 0 and 1, got {self.hw_decoder_load}")
 
     @property
     def is_train_split(self) -> bool:
@@ -162,6 +167,7 @@ class BackendContext:
     dali_threads: int | None = None              # DALI: CPU threads per pipeline (None: dali_threads())
     roi_decode: bool | None = None               # DALI train crop strategy (None: decode the crop only on CPU)
     horizon: int | None = None                   # DALI: epochs per pipeline (None: the backend's default)
+    hw_decoder_load: float | None = None         # dali-gpu: hardware JPEG decoder share (None: by GPU family)
     transform: Callable | None = None            # the augment= callable, replacing the built-in augmentation
 
 

@@ -276,7 +276,8 @@ class FashionLoader:
         ctx = BackendContext(samples=self.samples, augment=self.augment, batch_size=self.batch_size, seed=self.seed,
                              rank=self.rank, device=self.device, workers=workers, schema=self.schema,
                              order_of=order_of, gpu_cache=self.config.gpu_cache, world_size=self.world_size,
-                             dali_threads=self.config.dali_threads, transform=self.config.transform)
+                             dali_threads=self.config.dali_threads, transform=self.config.transform,
+                             hw_decoder_load=self.config.hw_decoder_load)
         return dataclasses.replace(ctx, **overrides)
 
     @property

@@ -65,8 +65,10 @@ def channels_last(device: torch.device, precision: str = "auto") -> bool:
 
 
 def to_device(batch, device: torch.device, use_channels_last: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(images, labels)`` of a :class:`~fastfashion.loading.base.Batch` on ``device`` (asynchronous copies)."""
-    images = batch.images.to(device, non_blocking=True)
-    if use_channels_last:
-        images = images.contiguous(memory_format=torch.channels_last)
+    """``(images, labels)`` of a :class:`~fastfashion.loading.base.Batch` on ``device`` (asynchronous copies), the
+    images in the channels_last memory format when ``use_channels_last``: one ``to`` that converts while it copies,
+    and returns the batch itself when it is already there in that format (dali-gpu delivers channels_last on the
+    GPU: no copy at all)."""
+    fmt = torch.channels_last if use_channels_last else torch.preserve_format
+    images = batch.images.to(device, non_blocking=True, memory_format=fmt)
     return images, batch.labels.to(device, non_blocking=True)

@@ -3,6 +3,10 @@
 ``torchrun --nproc_per_node=N -m fastfashion train ...`` sets ``RANK``, ``WORLD_SIZE`` and ``LOCAL_RANK``;
 :func:`setup` reads them, initialises the default process group once and pins the rank's GPU.
 
+``FASTFASHION_DIST_BACKEND=gloo`` runs CUDA ranks over gloo instead of NCCL, and lets several ranks share a GPU
+(rank ``LOCAL_RANK`` on GPU ``LOCAL_RANK % device count``): NCCL refuses two ranks on one device, gloo does not.
+For smoke-testing DDP on a one-GPU machine (``benchmarks/gpu_check.sh``), not for speed.
+
 Failure: when one rank raises, :func:`teardown` (``failed=True``) destroys the group without a barrier, and a rank
 left waiting in a collective gives up after :data:`TIMEOUT` instead of torch's default (10 to 30 minutes); torchrun
 also stops the other workers as soon as one exits with an error.
@@ -17,6 +21,7 @@ import os
 import torch
 import torch.distributed as dist
 
+from ..errors import ConfigError
 from ..hardware import cuda_device_for
 
 log = logging.getLogger(__name__)
@@ -50,14 +55,24 @@ def setup(device_type: str) -> DistInfo:
     if world_size <= 1:
         return DistInfo()
     local_rank = int(os.environ.get("LOCAL_RANK", 0))
+    backend = dist_backend(device_type)
     if device_type == "cuda":
-        # before NCCL init, so each rank owns one GPU; a clear error when there are more ranks than GPUs
-        torch.cuda.set_device(cuda_device_for(local_rank, torch.cuda.device_count()))
-    backend = "nccl" if device_type == "cuda" else "gloo"
+        count = torch.cuda.device_count()
+        # before NCCL init, so each rank owns one GPU; a clear error when there are more ranks than GPUs (gloo: shared)
+        torch.cuda.set_device(local_rank % max(1, count) if backend == "gloo" else cuda_device_for(local_rank, count))
     dist.init_process_group(backend=backend, timeout=TIMEOUT)
     info = DistInfo(dist.get_rank(), dist.get_world_size(), owns_group=True)
     log.info("rank %d/%d joined the %s process group", info.rank, info.world_size, backend)
     return info
+
+
+def dist_backend(device_type: str) -> str:
+    """The process group's backend: NCCL on CUDA, gloo on the CPU; ``FASTFASHION_DIST_BACKEND`` (gloo or nccl)
+    overrides it. Raises ConfigError for another value."""
+    forced = os.environ.get("FASTFASHION_DIST_BACKEND", "").strip().lower()
+    if forced and forced not in ("gloo", "nccl"):
+        raise ConfigError(f"FASTFASHION_DIST_BACKEND must be gloo or nccl, got {forced!r}")
+    return forced or ("nccl" if device_type == "cuda" else "gloo")
 
 
 def teardown(info: DistInfo, *, failed: bool = False) -> None:

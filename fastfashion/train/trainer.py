@@ -52,7 +52,7 @@ from .ema import WeightEMA
 from .loss import loss_weights, multi_head_loss
 from .metrics import MetricAccumulator, json_safe
 from .model import FashionNet
-from .preemption import CheckpointPolicy, Preempted, StopFlag, agree
+from .preemption import CheckpointPolicy, Preempted, StopFlag, agree, poll
 from .schedule import LRSchedule
 
 log = logging.getLogger(__name__)
@@ -404,7 +404,7 @@ def _after_step(run: _Run, epoch: int, acc: MetricAccumulator, partial: EpochRes
     run.scheduler.after_step()
     if run.ema is not None:
         run.ema.update(run.model)
-    stop, due = agree([bool(run.stop.signum), run.policy.due(run.state.step)], run.dinfo)
+    stop, due = poll(run.state.step, bool(run.stop.signum), run.policy, run.dinfo)  # no collective per step
     if not (stop or due):
         return
     progress = {"epoch": epoch, "acc": acc.reduced_state(), "steps": partial.steps, "images": partial.images,

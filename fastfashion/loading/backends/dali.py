@@ -49,11 +49,13 @@ from ...hardware import available_cpus, local_world_size
 from ..base import BackendContext, LoaderError
 from ..order import pad_to_batch, runs
 from .dali_graph import PlannedLabels, RandomParams, fashion_pipeline
+from .jpeg_engine import DEFAULT_HW_DECODER_LOAD, default_load
 
 log = logging.getLogger(__name__)
 
 GPU_HORIZON = 8  # epochs per GPU pipeline: it (and its decoder cache) lives that long
 CPU_HORIZON = 4  # epochs per CPU pipeline: amortizes a rebuild (~0.3 s, mostly the old pipeline's shutdown)
+MAX_READER_ENTRIES = 65_536  # index files (reader entries) per pipeline: caps the horizon of a large split
 CACHE_FRACTION = 0.25  # automatic GPU decoder cache: on only when the split fits in this share of free GPU memory
 FORCED_CACHE_FRACTION = 0.5  # gpu_cache=True: the cache may take up to this share, leaving the rest to the model
 GPU_MAX_THREADS = 8  # CPU threads per GPU pipeline: the GPU does the decoding and augmentation; each mixed-decoder
@@ -97,6 +99,13 @@ def decoder_cache_mb(need_mb: int, free_mb: int, gpu_cache: bool | None, world_s
     if gpu_cache is None:
         return need_mb if world_size == 1 and need_mb <= CACHE_FRACTION * free_mb else 0
     return max(0, min(need_mb, int(FORCED_CACHE_FRACTION * free_mb)))
+
+
+def capped_horizon(wanted: int, entries_per_epoch: int, cap: int = MAX_READER_ENTRIES) -> int:
+    """Epochs one pipeline reads: ``wanted``, fewer when their index files would exceed ``cap`` reader entries in
+    all (each is a file in the index folder, usually tmpfs, and an entry the reader holds for the pipeline's life:
+    a large split at the default shuffle block writes ~N/8 per epoch), at least 1."""
+    return max(1, min(wanted, cap // max(1, entries_per_epoch)))
 
 
 def _index_dir() -> str | None:
@@ -152,6 +161,11 @@ def size_hint(ctx: BackendContext, probe: int = 32) -> tuple[int, int]:
     return max(h for h, _ in hw), max(w for _, w in hw)
 
 
+def _gpu_name(device: int | None) -> str | None:
+    import torch
+    return torch.cuda.get_device_name(device) if device is not None and torch.cuda.is_available() else None
+
+
 def _cache_mb(ctx: BackendContext, hint: tuple[int, int]) -> int:
     """The decoder cache size for this split (:func:`decoder_cache_mb` of ``gpu_cache``), logged."""
     import torch
@@ -188,7 +202,14 @@ class DaliBackend:
         self.device_id = ctx.device.index if gpu else None
         self.horizon = max(1, ctx.horizon or (GPU_HORIZON if gpu else CPU_HORIZON))
         self.size_hint = size_hint(ctx)
-        self.cache_mb = process_cache_mb(self.device_id, _cache_mb(ctx, self.size_hint)) if gpu else 0
+        roi = ctx.roi_decode is True and ctx.augment.is_train and ctx.transform is None
+        if gpu and roi:  # a cropped decode cannot be cached: the decoder cache stays off (dali_graph.fashion_pipeline)
+            log.info("GPU decoder cache off: roi_decode decodes only each crop, which the cache cannot keep")
+        self.cache_mb = process_cache_mb(self.device_id, _cache_mb(ctx, self.size_hint)) if gpu and not roi else 0
+        self.hw_decoder_load = ctx.hw_decoder_load if ctx.hw_decoder_load is not None else \
+            default_load(_gpu_name(self.device_id)) if gpu else DEFAULT_HW_DECODER_LOAD
+        # on the GPU the training step wants channels_last (train/device.py): DALI writes HWC, viewed as NCHW
+        self.channels_last = gpu and ctx.transform is None
         self.num_threads = ctx.dali_threads or dali_threads(gpu, available_cpus(), local_world_size())
         self._pipe = None
         self.reader_paths: list[str] = []  # the tar paths the current pipeline's reader was given (content_path)
@@ -257,7 +278,8 @@ class DaliBackend:
                                       seed=(ctx.seed * 1_000_003 + first * 7919 + ctx.rank) % (2 ** 31),
                                       cache_mb=self.cache_mb, size_hint=self.size_hint,
                                       roi_decode=ctx.roi_decode, random_params=rand, labels=labels,
-                                      transform=ctx.transform)
+                                      transform=ctx.transform, channels_last=self.channels_last,
+                                      hw_decoder_load=self.hw_decoder_load)
         self._pipe.build()
         self._plan = {e: k for k, (e, _) in enumerate(epochs)}
         self._next = first
@@ -268,16 +290,26 @@ class DaliBackend:
         if len(indices) == 0:
             return
         if self._pipe is None or self._next != epoch:
+            entries = len(runs(pad_to_batch(indices, self.ctx.batch_size), self.ctx.samples.sizes))
+            horizon = capped_horizon(self.horizon, entries, MAX_READER_ENTRIES)
+            if horizon < self.horizon:
+                log.debug("DALI pipeline horizon %d epochs, not %d: %d reader entries per epoch", horizon,
+                          self.horizon, entries)
             self._build([(e, indices if e == epoch else self.ctx.order_of(e))
-                         for e in range(epoch, epoch + self.horizon)])
+                         for e in range(epoch, epoch + horizon)])
         self._next = None  # mid-epoch until the last batch is out
+        import torch
         from nvidia.dali.plugin.pytorch.torch_utils import to_torch_tensor
         n, b = len(indices), self.ctx.batch_size
+        # the outputs on torch's current stream: ordered before the step's kernels, no host sync per batch
+        stream = torch.cuda.current_stream(self.device_id) if self.device_id is not None else None
         for a in range(0, n, b):
             try:
-                images, labels = self._pipe.run()
+                images, labels = self._pipe.run(stream)
                 x = to_torch_tensor(images.as_tensor(), copy=False)  # zero-copy (DLPack)
                 y = to_torch_tensor(labels.as_tensor(), copy=False)
+                if self.channels_last:  # NHWC memory as an NCHW tensor with channels_last strides: no copy
+                    x = x.permute(0, 3, 1, 2)
             except RuntimeError as e:
                 self._pipe = None
                 raise self._culprit(indices[a:a + b], e) from e

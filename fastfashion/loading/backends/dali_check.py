@@ -7,10 +7,11 @@ package to install; an explicit request for the GPU gets the same advice as an e
 """
 from __future__ import annotations
 
-import ctypes
 import dataclasses
 import logging
 from importlib import metadata
+
+from ...hardware import DALI12_INSTALL, build_cuda_major, driver_cuda_version, driver_version
 
 log = logging.getLogger(__name__)
 
@@ -33,24 +34,26 @@ def gpu_problem(facts: DaliCudaFacts) -> str | None:
     """Why DALI's GPU operators cannot run with ``facts``, or None when nothing stands in the way."""
     if facts.driver_cuda is None:
         return "no NVIDIA driver library (libcuda) could be loaded"
-    driver = f"{facts.driver_cuda // 1000}.{facts.driver_cuda % 1000 // 10}"
-    if facts.dali_cuda is not None and facts.driver_cuda < facts.dali_cuda * 1000:
-        fix = EXTRAS.get(facts.driver_cuda // 1000)
-        advice = f"; install fastfashion[{fix}] (the DALI build for CUDA {facts.driver_cuda // 1000})" if fix else ""
+    d_major, d_minor = driver_version(facts.driver_cuda)
+    if facts.dali_cuda is not None and d_major < facts.dali_cuda:
+        fix = EXTRAS.get(d_major)
+        advice = f"; install fastfashion[{fix}] (the DALI build for CUDA {d_major})" if fix else ""
+        if d_major == 12:
+            advice += f": {DALI12_INSTALL}"
         return (f"the installed DALI is built for CUDA {facts.dali_cuda}, but the NVIDIA driver supports CUDA "
-                f"{driver} only{advice}")
+                f"{d_major}.{d_minor} only{advice}")
     if facts.devices < 1:
-        return f"DALI sees no CUDA device (driver CUDA {driver})"
+        return f"DALI sees no CUDA device (driver CUDA {d_major}.{d_minor})"
     return None
 
 
 def _dali_cuda_major() -> int | None:
-    try:  # the imported build's own record (e.g. 13492 for CUDA 13.x), whatever package installed it
+    try:  # the imported build's own record (13492 for CUDA 13.4.92), whatever package installed it
         import nvidia.dali as dali
-        version = int(getattr(dali, "__cuda_version__", 0))
-        if version > 0:
-            return version // 1000
-    except (ImportError, ValueError, TypeError):
+        major = build_cuda_major(getattr(dali, "__cuda_version__", None))
+        if major is not None:
+            return major
+    except ImportError:
         pass
     for name, major in DALI_PACKAGES.items():
         try:
@@ -58,17 +61,6 @@ def _dali_cuda_major() -> int | None:
             return major
         except metadata.PackageNotFoundError:
             continue
-    return None
-
-
-def _driver_cuda_version() -> int | None:
-    for lib in ("libcuda.so.1", "libcuda.so", "nvcuda.dll"):
-        try:
-            cuda = ctypes.CDLL(lib)
-        except OSError:
-            continue
-        version = ctypes.c_int(0)
-        return version.value if cuda.cuDriverGetVersion(ctypes.byref(version)) == 0 else None
     return None
 
 
@@ -83,5 +75,5 @@ def _dali_devices() -> int:
 
 def gather_facts() -> DaliCudaFacts:
     """The facts of this machine (call only after ``import nvidia.dali`` succeeded)."""
-    return DaliCudaFacts(_dali_cuda_major(), _driver_cuda_version(), _dali_devices())
+    return DaliCudaFacts(_dali_cuda_major(), driver_cuda_version(), _dali_devices())
 

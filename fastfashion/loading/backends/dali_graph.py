@@ -21,6 +21,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from ..augment import AugmentConfig, sample_uniforms
+from .jpeg_engine import DEFAULT_HW_DECODER_LOAD
 
 CONTRAST_CENTER = 128.0  # contrast blends towards mid-grey (DALI's convention; torchvision: the image's mean grey)
 
@@ -152,20 +153,29 @@ def _normalization(cfg: AugmentConfig, r=None):
     return fn.stack(*[(m - shift) / bc for m in mean]), fn.stack(*[v / bc for v in std])
 
 
-def _decoder_args(gpu: bool, size_hint: tuple[int, int], cache_mb: int) -> dict:
-    """Arguments of the image decoder: ``mixed`` on the GPU (hardware decoder share, preallocation, decoder cache)."""
+def _decoder_args(gpu: bool, size_hint: tuple[int, int], hw_decoder_load: float) -> dict:
+    """Arguments of the image decoder: ``mixed`` on the GPU (the hardware decoder's share ``hw_decoder_load``,
+    preallocation, decoder cache). Arguments every decoder takes (``decoders.image`` and ``decoders.image_crop``)
+    except the cache ones, which only ``decoders.image`` accepts: :func:`_cache_args`."""
     from nvidia.dali import types
     dec = dict(device="mixed" if gpu else "cpu", output_type=types.RGB, jpeg_fancy_upsampling=True)
     if gpu:
-        dec.update(hw_decoder_load=0.65,  # share of JPEGs for the A100/H100 hardware decoder, rest on CUDA
+        dec.update(hw_decoder_load=hw_decoder_load,  # share of JPEGs for the A100/H100 hardware decoder
                    preallocate_height_hint=size_hint[0], preallocate_width_hint=size_hint[1],
                    device_memory_padding=16 << 20, host_memory_padding=8 << 20)
-        if cache_mb:
-            dec.update(cache_size=cache_mb, cache_type="threshold", cache_threshold=0, cache_batch_copy=True)
     return dec
 
 
-def _train_images(jpg, dec: dict, cfg: AugmentConfig, *, random_params: RandomParams, roi_decode: bool, dev: str):
+def _cache_args(gpu: bool, cache_mb: int) -> dict:
+    """The decoder cache's arguments (``decoders.image`` on the GPU only: a cropped decode is not cacheable, and
+    ``decoders.image_crop`` rejects them when the graph is defined)."""
+    if not (gpu and cache_mb):
+        return {}
+    return dict(cache_size=cache_mb, cache_type="threshold", cache_threshold=0, cache_batch_copy=True)
+
+
+def _train_images(jpg, dec: dict, cache: dict, cfg: AugmentConfig, *, random_params: RandomParams, roi_decode: bool,
+                  dev: str, layout: str = "CHW"):
     """The train branch: random resized crop + flip + rotation as one warp, colour jitter, normalization."""
     from nvidia.dali import fn, types
     r = fn.external_source(source=random_params, batch=True, batch_info=True, dtype=types.FLOAT, ndim=1,
@@ -177,7 +187,7 @@ def _train_images(jpg, dec: dict, cfg: AugmentConfig, *, random_params: RandomPa
         shape = fn.cast(img.shape(), dtype=types.FLOAT)
         box = (0.0, 0.0, shape[1], shape[0])
     else:  # GPU: nvJPEG decodes whole images cheaply, and only full decodes can live in the decoder cache
-        img = fn.decoders.image(jpg, **dec)
+        img = fn.decoders.image(jpg, **dec, **cache)
     interp = types.INTERP_LINEAR if cfg.interp_for(dev) == "linear" else types.INTERP_NN
     img = fn.warp_affine(img, matrix=_affine(box, r, cfg), size=list(cfg.hw),
                          inverse_map=False, interp_type=interp, fill_value=0)
@@ -185,20 +195,20 @@ def _train_images(jpg, dec: dict, cfg: AugmentConfig, *, random_params: RandomPa
         # float output: DALI's CPU float->uint8 saturating cast costs more than the colour matrix itself
         img = fn.hsv(img, hue=r[9], saturation=r[8], dtype=types.FLOAT)
     mean, std = _normalization(cfg, r)
-    return fn.crop_mirror_normalize(img, mean=mean, std=std, dtype=_out_dtype(cfg), output_layout="CHW")
+    return fn.crop_mirror_normalize(img, mean=mean, std=std, dtype=_out_dtype(cfg), output_layout=layout)
 
 
-def _eval_images(jpg, dec: dict, cfg: AugmentConfig):
+def _eval_images(jpg, dec: dict, cache: dict, cfg: AugmentConfig, layout: str = "CHW"):
     """The eval branch: resize the shorter side, centre crop, normalize (as torchvision's Resize + CenterCrop)."""
     from nvidia.dali import fn, types
-    img = fn.decoders.image(jpg, **dec)
+    img = fn.decoders.image(jpg, **dec, **cache)
     h, w = _eval_size(jpg, cfg)
     img = fn.resize(img, size=fn.stack(h, w), interp_type=types.INTERP_LINEAR, antialias=True)
     mean, std = _normalization(cfg)
     ch, cw = cfg.hw
     return fn.crop_mirror_normalize(img, crop=[ch, cw], crop_pos_x=_centre_pos(w, cw),
                                     crop_pos_y=_centre_pos(h, ch), mean=mean, std=std,
-                                    dtype=_out_dtype(cfg), output_layout="CHW")
+                                    dtype=_out_dtype(cfg), output_layout=layout)
 
 
 def _out_dtype(cfg: AugmentConfig):
@@ -210,7 +220,8 @@ def fashion_pipeline(*, paths: Sequence[str], index_paths: Sequence[str], cfg: A
                      device_id: int | None, num_threads: int, seed: int, prefetch: int = 2, cache_mb: int = 0,
                      size_hint: tuple[int, int] = (0, 0), roi_decode: bool | None = None,
                      random_params: RandomParams | None = None, labels: PlannedLabels | None = None,
-                     transform: Callable | None = None):
+                     transform: Callable | None = None, channels_last: bool = False,
+                     hw_decoder_load: float = DEFAULT_HW_DECODER_LOAD):
     """Build (not run) the DALI pipeline. ``device_id=None``: every operator on the CPU; else decode ``mixed``
     and the rest on GPU ``device_id``. Outputs: images float[16] ``[B,3,S,S]`` normalized, labels int64
     ``[B,label width]``. ``cache_mb`` > 0 (GPU only) keeps decoded images in the decoder's cache; ``size_hint`` is
@@ -220,7 +231,12 @@ def fashion_pipeline(*, paths: Sequence[str], index_paths: Sequence[str], cfg: A
     whose labels are not ``.lbl`` members, the labels of each batch (the reader then reads only ``.jpg``).
     ``transform`` (the loader's ``augment=`` callable) replaces the augmentation: ``transform(images, labels)``
     gets the decoded RGB images (HWC uint8; on the GPU when ``device_id`` is set, else on the CPU) and the labels
-    (int64 per attribute, CPU) as DALI data nodes and returns the images to deliver."""
+    (int64 per attribute, CPU) as DALI data nodes and returns the images to deliver. ``channels_last``: the
+    built-in graphs emit HWC samples (the backend views them as NCHW tensors with channels_last strides, which is
+    the memory format the CUDA training step wants: no copy to convert). ``hw_decoder_load``: the share of JPEGs
+    ``mixed`` decoding gives the hardware JPEG decoder where the GPU has one (A100, H100, H200; ignored elsewhere).
+    The decoder cache applies to full decodes only: with ``roi_decode`` it is left out (a cropped decode cannot be
+    cached)."""
     from nvidia.dali import fn, pipeline_def, types
     gpu = device_id is not None
     if cfg.is_train and random_params is None:
@@ -239,15 +255,16 @@ def fashion_pipeline(*, paths: Sequence[str], index_paths: Sequence[str], cfg: A
                                         missing_component_behavior="error", name="reader")
             lbl = fn.external_source(source=labels, batch=True, batch_info=True, dtype=types.INT64, ndim=1,
                                      name="labels")
-        dec = _decoder_args(gpu, size_hint, cache_mb)
+        dec, cache = _decoder_args(gpu, size_hint, hw_decoder_load), _cache_args(gpu, cache_mb)
+        layout = "HWC" if channels_last else "CHW"
         if transform is not None:
-            img = transform(fn.decoders.image(jpg, **dec), lbl)
+            img = transform(fn.decoders.image(jpg, **dec, **cache), lbl)
         elif cfg.is_train:
-            img = _train_images(jpg, dec, cfg, random_params=random_params,
+            img = _train_images(jpg, dec, cache, cfg, random_params=random_params,
                                 roi_decode=(not gpu) if roi_decode is None else roi_decode,
-                                dev="gpu" if gpu else "cpu")
+                                dev="gpu" if gpu else "cpu", layout=layout)
         else:
-            img = _eval_images(jpg, dec, cfg)
+            img = _eval_images(jpg, dec, cache, cfg, layout)
         return img, (lbl.gpu() if gpu else lbl)
 
     return graph()
