@@ -66,3 +66,48 @@ def cuda_device_for(local_rank: int, device_count: int) -> int:
         return 0
     raise DeviceError(f"LOCAL_RANK={local_rank}, but this process sees only {device_count} CUDA devices: start at "
                        f"most {device_count} processes per node, or give each process its own GPU")
+
+
+def available_memory() -> int | None:
+    """Bytes of memory this process may still take: the kernel's ``MemAvailable``, lowered to what the cgroup
+    (a container's or a SLURM job's ``memory.max``) leaves; None where neither can be read (not Linux)."""
+    found = []
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    found.append(int(line.split()[1]) * 1024)
+                    break
+    except (OSError, ValueError, IndexError):
+        pass
+    found += [v for v in (_cgroup_left(),) if v is not None]
+    return min(found) if found else None
+
+
+def _cgroup_left() -> int | None:
+    """Bytes left under this process's cgroup memory limit (v2 ``memory.max``, v1 ``memory.limit_in_bytes``); None
+    without a limit or a readable cgroup."""
+    try:
+        with open("/proc/self/cgroup", encoding="ascii") as f:
+            lines = [ln.strip().split(":", 2) for ln in f]
+    except OSError:
+        return None
+    for _, controllers, group in (ln for ln in lines if len(ln) == 3):
+        if controllers == "":  # v2: the unified hierarchy
+            base = f"/sys/fs/cgroup{group.rstrip('/')}"
+            files = (f"{base}/memory.max", f"{base}/memory.current")
+        elif "memory" in controllers.split(","):
+            base = f"/sys/fs/cgroup/memory{group.rstrip('/')}"
+            files = (f"{base}/memory.limit_in_bytes", f"{base}/memory.usage_in_bytes")
+        else:
+            continue
+        try:
+            with open(files[0], encoding="ascii") as f:
+                limit = f.read().strip()
+            with open(files[1], encoding="ascii") as f:
+                used = int(f.read().strip())
+        except (OSError, ValueError):
+            continue
+        if limit != "max" and int(limit) < 1 << 60:  # v1 says "no limit" with a huge number
+            return max(0, int(limit) - used)
+    return None

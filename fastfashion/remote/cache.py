@@ -38,7 +38,7 @@ import threading
 from collections.abc import Iterable
 from pathlib import Path
 
-from ..errors import fixable
+from ..errors import fixable, terminated
 from ..format.atomic import clean_stale_files, write_file
 from ..format.manifest import MAX_MANIFEST_BYTES, ManifestError, parse_manifest, read_manifest
 from ..format.spec import MANIFEST
@@ -350,8 +350,8 @@ class ShardCache:
         verified."""
         _PINS.get(str(self.dir), {}).pop(id(self), None)
         pool, self._pool = self._pool, None
-        if pool is not None:
-            pool.shutdown(wait=True, cancel_futures=True)
+        if pool is not None:  # after SIGTERM a download in progress is not waited for (the process is ending)
+            pool.shutdown(wait=not terminated(), cancel_futures=True)
         self._futures.clear()
         self.known.save()
 

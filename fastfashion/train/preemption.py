@@ -16,6 +16,7 @@ from collections.abc import Iterator
 import torch
 
 from ..errors import Terminated
+from ..signals import clean_stop
 from . import distributed
 
 
@@ -35,6 +36,8 @@ class StopFlag:
 
     def _handler(self, signum, frame) -> None:
         self.signum = self.signum or signum
+        if signum == signal.SIGTERM:
+            clean_stop()  # the SIGTERM watchdog (fastfashion.signals) gives the step and last.pt their time
 
     @contextlib.contextmanager
     def installed(self) -> Iterator[StopFlag]:
