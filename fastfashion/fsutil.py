@@ -103,7 +103,7 @@ def _owner_gone(name: str) -> bool:
     return boot != _boot_id() or _start_time(int(pid)) != start
 
 
-def _remove_recorded(own: Path, why: str) -> int:
+def _remove_recorded(own: Path, why: str, level: int = logging.INFO) -> int:
     """Remove the temporaries that the record ``own`` lists (only names we give temporaries), then the record."""
     removed = 0
     try:
@@ -112,7 +112,7 @@ def _remove_recorded(own: Path, why: str) -> int:
         return 0
     for p in map(Path, paths):
         if p.exists() and (".tmp" in p.name or p.name.startswith("fastfashion-")):  # only temps we name
-            log.info("removing %s left by %s", p, why)
+            log.log(level, "removing %s left by %s", p, why)
             if p.is_dir():
                 shutil.rmtree(p, ignore_errors=True)
             else:
@@ -139,7 +139,7 @@ def clean_dead_owners() -> int:
 def remove_own_temps() -> int:
     """Remove every temporary this process recorded, and its record (a process about to end without running its
     cleanup: :mod:`fastfashion.signals`); returns how many."""
-    return _remove_recorded(owner_record(), "this process, ended by SIGTERM")
+    return _remove_recorded(owner_record(), "this process, ended by SIGTERM", logging.DEBUG)
 
 
 def unwritable(path: str | os.PathLike) -> str | None:
