@@ -5,10 +5,11 @@ Python runs a signal handler only between two bytecodes of the main thread, so a
 minutes, or never. :func:`install_watchdog` (the command line calls it) makes the C-level handler write the signal
 number to a pipe (``signal.set_wakeup_fd``), which it does at once, and a daemon thread reads the pipe. When the
 process still runs :data:`GRACE_S` seconds after SIGTERM and no Python handler has taken it (the main thread is
-stuck), or :data:`CLEANUP_S` seconds after one has (a cleanup that hangs, e.g. a download thread the interpreter
-waits for at exit), the watchdog ends the process itself: it stops the child processes (DataLoader workers), removes
+stuck), :data:`CLEANUP_S` seconds after one has without the command's last line (a cleanup that hangs), or
+:data:`EXIT_AFTER_S` after that line (the interpreter waiting at exit for a download thread stalled in a socket
+read), the watchdog ends the process itself: it stops the child processes (DataLoader workers), removes
 the temporary files and folders this process recorded (:func:`fastfashion.fsutil.remove_own_temps`: its DALI files
-in ``/dev/shm``, half-written downloads), writes the command's one line and exits with 143. A training run stopping
+in ``/dev/shm``, half-written downloads), writes the command's one line (unless it was written) and exits with 143. A training run stopping
 cleanly (it finishes its step and writes ``last.pt``: :mod:`fastfashion.train.preemption`) asks for
 :data:`CLEAN_STOP_S` with :func:`clean_stop`.
 
@@ -30,7 +31,7 @@ from .fsutil import remove_own_temps
 log = logging.getLogger(__name__)
 
 GRACE_S = 1.5      # SIGTERM not taken by a Python handler after this long: the main thread is stuck in a C call
-CLEANUP_S = 4.0    # taken, but the process still runs after this long: its cleanup hangs
+CLEANUP_S = 10.0   # taken, but no last line after this long: its cleanup hangs (a pool may take seconds)
 CLEAN_STOP_S = 30.0  # a training run finishing its step and writing last.pt (SLURM's default grace is 30 s)
 EXIT_SIGTERM = 143
 
