@@ -1,20 +1,20 @@
 """SIGTERM ends a command within a second or two, whatever its main thread is doing.
 
-Python runs a signal handler only between two bytecodes of the main thread, so a main thread inside a long C call
-(a DALI pipeline building or running a huge batch, a blocking read) would not see SIGTERM until the call returns:
+Python runs a signal handler only between two bytecodes of the main thread, so a main thread inside a long C call (a
+DALI pipeline building or running a huge batch, a blocking read) would not see SIGTERM until the call returns:
 minutes, or never. :func:`install_watchdog` (the command line calls it) makes the C-level handler write the signal
 number to a pipe (``signal.set_wakeup_fd``), which it does at once, and a daemon thread reads the pipe. When the
 process still runs :data:`GRACE_S` seconds after SIGTERM and no Python handler has taken it (the main thread is
 stuck), :data:`CLEANUP_S` seconds after one has without the command's last line (a cleanup that hangs), or
 :data:`EXIT_AFTER_S` after that line (the interpreter waiting at exit for a download thread stalled in a socket
-read), the watchdog ends the process itself: it stops the child processes (DataLoader workers), removes
-the temporary files and folders this process recorded (:func:`fastfashion.fsutil.remove_own_temps`: its DALI files
-in ``/dev/shm``, half-written downloads), writes the command's one line (unless it was written) and exits with 143. A training run stopping
-cleanly (it finishes its step and writes ``last.pt``: :mod:`fastfashion.train.preemption`) asks for
-:data:`CLEAN_STOP_S` with :func:`clean_stop`.
+read), the watchdog ends the process itself: it stops the child processes (DataLoader workers), removes the
+temporary files and folders this process recorded (:func:`fastfashion.fsutil.remove_own_temps`: its DALI files in
+``/dev/shm``, half-written downloads), writes the command's one line (unless it was written) and exits with 143. A
+training run stopping cleanly (it finishes its step and writes ``last.pt``: :mod:`fastfashion.train.preemption`)
+asks for :data:`CLEAN_STOP_S` with :func:`clean_stop`.
 
-The watchdog is a Python thread: it covers native calls that release the GIL (DALI's pipeline builds and runs do;
-so do file and socket reads). A native call that holds the GIL stops every thread, the watchdog too.
+The watchdog is a Python thread: it covers native calls that release the GIL (DALI's pipeline builds and runs do; so
+do file and socket reads). A native call that holds the GIL stops every thread, the watchdog too.
 """
 from __future__ import annotations
 
