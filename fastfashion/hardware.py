@@ -5,6 +5,7 @@ that sizes a worker pool or picks a device.
 """
 from __future__ import annotations
 
+import logging
 import os
 from typing import TYPE_CHECKING
 
@@ -12,6 +13,8 @@ from .errors import ConfigError, FastfashionError
 
 if TYPE_CHECKING:
     import torch
+
+log = logging.getLogger(__name__)
 
 DEVICES = ("auto", "cpu", "cuda")  # what ``device`` accepts, besides an explicit ``cuda:N``
 PRECISIONS = ("auto", "amp", "fp32")  # what ``precision`` accepts (fastfashion/train/device.py says what each means)
@@ -27,6 +30,18 @@ def available_cpus() -> int:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # not on Linux
         return os.cpu_count() or 1
+
+
+def bound_to_cpus(name: str, value: int, what: str) -> int:
+    """``value`` workers or threads (``name``, for ``what``), lowered with a warning to the CPUs this process may use
+    (:func:`available_cpus`): more only compete for them, and a million would be a process storm. For every layer
+    that sizes a pool (the loader's workers and DALI threads; a shard or synth pool may use it too)."""
+    cpus = available_cpus()
+    if value > cpus:
+        log.warning("%s %d is more than the %d CPUs this process may use (%s): using %d", name, value, cpus, what,
+                    cpus)
+        return cpus
+    return value
 
 
 def resolve_device(device) -> torch.device:

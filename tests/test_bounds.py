@@ -79,11 +79,12 @@ def test_a_batch_that_cannot_fit_is_refused_naming_the_largest_that_does():
 
 
 def test_workers_and_threads_are_bounded_by_the_cpus(monkeypatch, caplog):
-    monkeypatch.setattr(bounds, "available_cpus", lambda: 3)
+    from fastfashion import hardware
+    monkeypatch.setattr(hardware, "available_cpus", lambda: 3)
     with caplog.at_level(logging.WARNING):
-        assert bounds.bound_count("workers", 1000000, "DataLoader workers") == 3
+        assert hardware.bound_to_cpus("workers", 1000000, "DataLoader workers") == 3
     assert "workers 1000000 is more than the 3 CPUs this process may use (DataLoader workers): using 3" in caplog.text
-    assert bounds.bound_count("workers", 2, "DataLoader workers") == 2
+    assert hardware.bound_to_cpus("workers", 2, "DataLoader workers") == 2
 
 
 # --- the loader ------------------------------------------------------------------------------------------------

@@ -8,16 +8,16 @@ anything starts, so that no argument makes a loader grow without bound or start 
   estimate passes :data:`MEMORY_FRACTION` of the memory this process may still take
   (:func:`fastfashion.hardware.available_memory`, the cgroup's limit included) is refused, naming the largest
   batch that fits.
-* **Workers and threads**: DataLoader workers and DALI threads beyond the CPUs this process may use
-  (:func:`fastfashion.hardware.available_cpus`) only compete for them: they are lowered to that number, with a
-  warning. (Download threads: ``RemoteConfig.prefetch``, at most ``MAX_PREFETCH``.)
+* **Workers and threads**: DataLoader workers and DALI threads beyond the CPUs this process may use only compete
+  for them: :func:`fastfashion.hardware.bound_to_cpus` lowers them to that number, with a warning (the loader
+  calls it). (Download threads: ``RemoteConfig.prefetch``, at most ``MAX_PREFETCH``.)
 """
 from __future__ import annotations
 
 import logging
 
 from ..errors import ConfigError, fixable
-from ..hardware import available_cpus, available_memory
+from ..hardware import available_memory
 from .augment import image_hw
 
 log = logging.getLogger(__name__)
@@ -30,16 +30,6 @@ IN_FLIGHT = {"dali-cpu": 3, "dali-gpu": 3, "torch": 2}  # batches held at once: 
 #                                                         on a one-batch split); torch: this batch and the next,
 #                                                         plus one per worker prefetch slot (counted below)
 TORCH_PREFETCH = 4  # the torch backend's prefetch_factor (batches per worker)
-
-
-def bound_count(name: str, value: int, what: str) -> int:
-    """``value`` workers or threads, lowered (with a warning) to the CPUs this process may use."""
-    cpus = available_cpus()
-    if value > cpus:
-        log.warning("%s %d is more than the %d CPUs this process may use (%s): using %d", name, value, cpus, what,
-                    cpus)
-        return cpus
-    return value
 
 
 def bound_batch_to_split(batch_size: int, samples: int, *, drop_last: bool, where: str) -> int:

@@ -28,13 +28,13 @@ from ..errors import ConfigError
 from ..format.reader import ShardReadError
 from ..format.spec import MANIFEST
 from ..format.verify import file_identity
-from ..hardware import available_cpus, resolve_device
+from ..hardware import available_cpus, bound_to_cpus, resolve_device
 from ..remote.store import RemoteConfig
 from ..shardset import ShardSet
 from .augment import AugmentConfig
 from .backends import choose_backend, create_backend
 from .base import Backend, BackendContext, Batch, LoaderConfig, LoaderError
-from .bounds import bound_batch_to_split, bound_count, check_batch_memory
+from .bounds import bound_batch_to_split, check_batch_memory
 from .order import DEFAULT_BLOCK, DEFAULT_WINDOW, epoch_indices, num_batches
 from .streaming import prepare_remote, stream_pass
 
@@ -180,9 +180,9 @@ class FashionLoader:
         self.device = _device(config)
         self.backend = choose_backend(config.backend, self.device, config.gpu_cache)
         self.backend = _backend_for_transform(self.backend, config)
-        self.workers = bound_count("workers", min(4, available_cpus()) if config.workers is None else config.workers,
+        self.workers = bound_to_cpus("workers", min(4, available_cpus()) if config.workers is None else config.workers,
                                    "DataLoader worker processes of the torch backend")
-        self.dali_threads = None if config.dali_threads is None else bound_count(
+        self.dali_threads = None if config.dali_threads is None else bound_to_cpus(
             "dali_threads", config.dali_threads, "DALI CPU threads per pipeline")
         check_batch_memory(self.batch_size, self.augment.image_size, self.backend,
                            self.workers if self.backend == "torch" else 0, where=f"{shards} split {self.split!r}")
