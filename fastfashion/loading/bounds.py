@@ -2,7 +2,7 @@
 anything starts, so that no argument makes a loader grow without bound or start a process storm.
 
 * **Batch size**: a split read without ``drop_last`` (val, test) never needs a batch larger than this rank's
-  samples: a larger one is lowered to them, with a warning (the batches, and so every metric, are the same). What
+  samples: a larger one is lowered to them, with a log line (the batches, and so every metric, are the same). What
   is left must fit in memory: :func:`batch_memory` estimates the bytes a backend holds in flight per sample
   (:data:`IN_FLIGHT` batches of the float output, its uint8 copy and a decoded source image), and a batch whose
   estimate passes :data:`MEMORY_FRACTION` of the memory this process may still take
@@ -33,12 +33,12 @@ TORCH_PREFETCH = 4  # the torch backend's prefetch_factor (batches per worker)
 
 
 def bound_batch_to_split(batch_size: int, samples: int, *, drop_last: bool, where: str) -> int:
-    """``batch_size``, lowered to this rank's ``samples`` when the split is read whole (no ``drop_last``): one
-    batch of everything gives the same batches as a larger batch size."""
+    """``batch_size``, lowered (logged) to this rank's ``samples`` when the split is read whole (no ``drop_last``):
+    one batch of everything gives the same batches as a larger batch size."""
     if drop_last or batch_size <= max(1, samples):
         return batch_size
-    log.warning("%s: batch_size %d is more than the %d samples this rank reads: using %d", where, batch_size,
-                samples, max(1, samples))
+    log.info("%s: batch_size %d is more than the %d samples this rank reads: using %d", where, batch_size,
+             samples, max(1, samples))  # info, not a warning: the batches are the same (a small val split's usual case)
     return max(1, samples)
 
 
