@@ -116,6 +116,14 @@ def test_a_million_workers_are_the_cpus(tiny):
     loader.close()
 
 
+def test_bench_bounds_the_workers_of_its_baseline_too():
+    """The seed-style baseline is a plain DataLoader: bench bounds its workers like the loader's."""
+    from fastfashion.bench.throughput import BenchConfig
+    assert BenchConfig(shard_dir="s", workers=1000000).workers == available_cpus()
+    with pytest.raises(ConfigError, match="workers must be >= 0"):
+        BenchConfig(shard_dir="s", workers=-1)
+
+
 # --- the worst cases as commands: peak memory, processes, /dev/shm ---------------------------------------------
 @DALI
 def test_evaluate_with_batch_size_100000_on_dali_cpu_is_bounded(tiny):
