@@ -1,7 +1,8 @@
 """Runs one command and prints one JSON line about it: its exit code, stderr, seconds, the peak RSS of the largest
 process of its tree (``ru_maxrss`` of the waited descendants, in MB), the most processes its tree held at once
-(sampled with psutil when it is installed, else null), and the ``/dev/shm`` entries it left: new ``sem.*``
-semaphores that no running process maps, and ``fastfashion-*`` files or folders naming its PID. With ``--term S``
+(sampled with psutil when it is installed, else null), and the ``/dev/shm`` entries it left: those its tree
+mapped while it ran (named semaphores, shared memory; sampled every 50 ms) and the ``fastfashion-*`` files or
+folders naming its PID (other users of the machine do not count). With ``--term S``
 it sends SIGTERM 0.3 s after the command wrote a line containing ``S`` to stderr (``@N``: N seconds after it started;
 ``file:PATH``: once PATH exists) and reports how long the command took to end after that.
 
@@ -29,12 +30,12 @@ def _shm() -> set[str]:
         return set()
 
 
-def _mapped() -> set[str]:
-    """Names under /dev/shm that some running process maps (a live semaphore)."""
+def _mapped(pids) -> set[str]:
+    """Names under /dev/shm that the processes ``pids`` map (their named semaphores, shared memory)."""
     names = set()
-    for maps in Path("/proc").glob("[0-9]*/maps"):
+    for pid in pids:
         try:
-            for line in maps.read_text().splitlines():
+            for line in Path(f"/proc/{pid}/maps").read_text().splitlines():
                 if "/dev/shm/" in line:
                     names.add(line.split("/dev/shm/", 1)[1].split()[0])
         except OSError:
@@ -77,27 +78,30 @@ def main() -> int:
             term()
         threading.Thread(target=watch, daemon=True).start()
     most = None
+    seen: set[str] = set()  # /dev/shm names the command's tree mapped while it ran (not other users' of the machine)
     try:
         import psutil
         most = 1
         me = psutil.Process(proc.pid)
         while proc.poll() is None:
             try:
-                most = max(most, 1 + len(me.children(recursive=True)))
+                tree = [proc.pid, *(c.pid for c in me.children(recursive=True))]
+                most = max(most, len(tree))
+                seen |= _mapped(tree)
             except psutil.Error:
                 pass
             time.sleep(0.05)
     except ImportError:
-        pass
+        while proc.poll() is None:
+            seen |= _mapped([proc.pid])
+            time.sleep(0.05)
     out = proc.communicate()[0]
     ended = time.monotonic()
     reader.join(5)
     time.sleep(0.5)  # a resource tracker's own cleanup
-    new = _shm() - before
-    leftovers = sorted(n for n in new - _mapped() if n.startswith("sem.") or
-                       (n.startswith("fastfashion-") and f"-{proc.pid}-" in n))
-    leftovers += sorted(n for n in _shm() if n.startswith("fastfashion-") and f"-{proc.pid}-" in n
-                        and n not in leftovers)
+    now = _shm()
+    leftovers = sorted((seen & now) - before | {n for n in now if n.startswith("fastfashion-")
+                                                and f"-{proc.pid}-" in n})
     print(json.dumps({"rc": proc.returncode, "stdout": out, "stderr": "".join(err_lines),
                       "seconds": round(ended - t0, 2),
                       "after_sigterm": round(ended - termed["at"], 2) if "at" in termed else None,

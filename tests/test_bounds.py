@@ -104,7 +104,7 @@ def test_a_batch_larger_than_the_split_is_lowered_to_it(tiny, backend, caplog):
 def test_make_loader_refuses_a_batch_beyond_the_memory(tiny, monkeypatch):
     monkeypatch.setattr(bounds, "available_memory", lambda: 6 * 10**8)
     with pytest.raises(ConfigError, match=r"split 'val': batch_size 12 at 1024x1024 needs about .* GB in flight on "
-                                          r"torch .* more than the 0\.3 GB limit .*; use at most 7$"):
+                                          r"torch .* more than the 0\.3 GB limit .*; use at most 8$"):
         make_loader(tiny / "shards", "val", batch_size=12, backend="torch", device="cpu", image_size=1024, workers=0)
 
 

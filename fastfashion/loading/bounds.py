@@ -3,9 +3,9 @@ anything starts, so that no argument makes a loader grow without bound or start 
 
 * **Batch size**: a split read without ``drop_last`` (val, test) never needs a batch larger than this rank's
   samples: a larger one is lowered to them, with a log line (the batches, and so every metric, are the same). What
-  is left must fit in memory: :func:`batch_memory` estimates the bytes a backend holds in flight per sample
-  (:data:`IN_FLIGHT` batches of the float output, its uint8 copy and a decoded source image), and a batch whose
-  estimate passes :data:`MEMORY_FRACTION` of the memory this process may still take
+  is left (at most this rank's samples) must fit in memory: :func:`batch_memory` estimates the bytes a backend
+  holds in flight per sample (:data:`IN_FLIGHT` batches of the float output, its uint8 copy and a decoded source
+  image), and a batch whose estimate passes :data:`MEMORY_FRACTION` of the memory this process may still take
   (:func:`fastfashion.hardware.available_memory`, the cgroup's limit included) is refused, naming the largest
   batch that fits.
 * **Workers and threads**: DataLoader workers and DALI threads beyond the CPUs this process may use only compete
@@ -24,7 +24,8 @@ log = logging.getLogger(__name__)
 
 MEMORY_FRACTION = 0.5  # of the available memory, for the batches in flight: the model, the optimizer and the
 #                        rest of the process need the other half
-DECODED_SOURCE = 3 * 1024 * 1024  # bytes of one decoded source image (RGB, 1 megapixel; the real set is ~0.1)
+DECODED_SOURCE = 1 << 20  # bytes of one decoded source image (RGB, 0.35 megapixel: 600x580; the real set's photos
+#                          are 300x400, 0.36 MB)
 IN_FLIGHT = {"dali-cpu": 3, "dali-gpu": 3, "torch": 2}  # batches held at once: DALI's prefetch queue of 2 and
 #                                                         the batch being read (measured on dali-cpu: 1.1 batches
 #                                                         on a one-batch split); torch: this batch and the next,

@@ -184,7 +184,8 @@ class FashionLoader:
                                    "DataLoader worker processes of the torch backend")
         self.dali_threads = None if config.dali_threads is None else bound_to_cpus(
             "dali_threads", config.dali_threads, "DALI CPU threads per pipeline")
-        check_batch_memory(self.batch_size, self.augment.image_size, self.backend,
+        # a batch never holds more than this rank's samples (train with drop_last and a larger batch: none at all)
+        check_batch_memory(min(self.batch_size, self.num_samples), self.augment.image_size, self.backend,
                            self.workers if self.backend == "torch" else 0, where=f"{shards} split {self.split!r}")
         self._backend: Backend | None = None
         self._generation = 0  # bumped by every iter(): only the newest iterator may run
