@@ -462,9 +462,11 @@ def main(argv: list[str] | None = None) -> int:
     from .errors import Terminated, terminate_on_sigterm, terminated
     from .fsutil import clean_dead_owners
     from .progress import set_enabled
+    from .signals import finished, install_watchdog
     set_enabled(False if quiet else None)  # None: bars only when stderr is a terminal
     try:
         terminate_on_sigterm()  # SIGTERM cleans up like Ctrl-C
+        install_watchdog(f"fastfashion {args.verb}: terminated (SIGTERM)")  # and within seconds even in a C call
         clean_dead_owners()  # temporaries of killed runs (only those whose process is gone)
         rc = int(args.func(args) or 0)
         if terminated():  # the exception was swallowed (raised inside a __del__): still a terminated run
@@ -501,6 +503,8 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         print(f"fastfashion {args.verb}: error: {_advice(str(e), fix_param(e))}", file=sys.stderr)
         return getattr(e, "exit_code", 1)
+    finally:
+        finished()  # the last line is written: a watchdog firing during the exit adds none
 
 
 if __name__ == "__main__":

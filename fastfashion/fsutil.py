@@ -103,6 +103,25 @@ def _owner_gone(name: str) -> bool:
     return boot != _boot_id() or _start_time(int(pid)) != start
 
 
+def _remove_recorded(own: Path, why: str, level: int = logging.INFO) -> int:
+    """Remove the temporaries that the record ``own`` lists (only names we give temporaries), then the record."""
+    removed = 0
+    try:
+        paths = own.read_text(encoding="utf-8").splitlines()
+    except OSError:
+        return 0
+    for p in map(Path, paths):
+        if p.exists() and (".tmp" in p.name or p.name.startswith("fastfashion-")):  # only temps we name
+            log.log(level, "removing %s left by %s", p, why)
+            if p.is_dir():
+                shutil.rmtree(p, ignore_errors=True)
+            else:
+                p.unlink(missing_ok=True)
+            removed += 1
+    own.unlink(missing_ok=True)
+    return removed
+
+
 def clean_dead_owners() -> int:
     """Remove the temporary files and folders recorded by processes that no longer run on this machine; returns
     how many."""
@@ -112,22 +131,15 @@ def clean_dead_owners() -> int:
     except OSError:
         return 0
     for own in records:
-        if not _owner_gone(own.name):
-            continue
-        try:
-            paths = own.read_text(encoding="utf-8").splitlines()
-        except OSError:
-            continue
-        for p in map(Path, paths):
-            if p.exists() and (".tmp" in p.name or p.name.startswith("fastfashion-")):  # only temps we name
-                log.info("removing %s left by an interrupted run (%s)", p, own.name)
-                if p.is_dir():
-                    shutil.rmtree(p, ignore_errors=True)
-                else:
-                    p.unlink(missing_ok=True)
-                removed += 1
-        own.unlink(missing_ok=True)
+        if _owner_gone(own.name):
+            removed += _remove_recorded(own, f"an interrupted run ({own.name})")
     return removed
+
+
+def remove_own_temps() -> int:
+    """Remove every temporary this process recorded, and its record (a process about to end without running its
+    cleanup: :mod:`fastfashion.signals`); returns how many."""
+    return _remove_recorded(owner_record(), "this process, ended by SIGTERM", logging.DEBUG)
 
 
 def unwritable(path: str | os.PathLike) -> str | None:

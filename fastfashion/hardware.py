@@ -33,6 +33,18 @@ def available_cpus() -> int:
         return os.cpu_count() or 1
 
 
+def bound_to_cpus(name: str, value: int, what: str) -> int:
+    """``value`` workers or threads (``name``, for ``what``), lowered with a warning to the CPUs this process may use
+    (:func:`available_cpus`): more only compete for them, and a million would be a process storm. For every layer
+    that sizes a pool (the loader's workers and DALI threads; a shard or synth pool may use it too)."""
+    cpus = available_cpus()
+    if value > cpus:
+        log.warning("%s %d is more than the %d CPUs this process may use (%s): using %d", name, value, cpus, what,
+                    cpus)
+        return cpus
+    return value
+
+
 def resolve_device(device) -> torch.device:
     """``auto`` (CUDA when available, else CPU), ``cpu``, ``cuda`` or ``cuda:N`` as a torch.device. Raises ValueError
     for anything else and RuntimeError when CUDA is asked for but not available."""
@@ -125,4 +137,48 @@ def driver_cuda_version() -> int | None:
             continue
         version = ctypes.c_int(0)
         return version.value if cuda.cuDriverGetVersion(ctypes.byref(version)) == 0 else None
+
+
+def available_memory() -> int | None:
+    """Bytes of memory this process may still take: the kernel's ``MemAvailable``, lowered to what the cgroup
+    (a container's or a SLURM job's ``memory.max``) leaves; None where neither can be read (not Linux)."""
+    found = []
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    found.append(int(line.split()[1]) * 1024)
+                    break
+    except (OSError, ValueError, IndexError):
+        pass
+    found += [v for v in (_cgroup_left(),) if v is not None]
+    return min(found) if found else None
+
+
+def _cgroup_left() -> int | None:
+    """Bytes left under this process's cgroup memory limit (v2 ``memory.max``, v1 ``memory.limit_in_bytes``); None
+    without a limit or a readable cgroup."""
+    try:
+        with open("/proc/self/cgroup", encoding="ascii") as f:
+            lines = [ln.strip().split(":", 2) for ln in f]
+    except OSError:
+        return None
+    for _, controllers, group in (ln for ln in lines if len(ln) == 3):
+        if controllers == "":  # v2: the unified hierarchy
+            base = f"/sys/fs/cgroup{group.rstrip('/')}"
+            files = (f"{base}/memory.max", f"{base}/memory.current")
+        elif "memory" in controllers.split(","):
+            base = f"/sys/fs/cgroup/memory{group.rstrip('/')}"
+            files = (f"{base}/memory.limit_in_bytes", f"{base}/memory.usage_in_bytes")
+        else:
+            continue
+        try:
+            with open(files[0], encoding="ascii") as f:
+                limit = f.read().strip()
+            with open(files[1], encoding="ascii") as f:
+                used = int(f.read().strip())
+        except (OSError, ValueError):
+            continue
+        if limit != "max" and int(limit) < 1 << 60:  # v1 says "no limit" with a huge number
+            return max(0, int(limit) - used)
     return None

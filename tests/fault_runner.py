@@ -199,17 +199,66 @@ def manifest_not_json(d):
     (d / "manifest.json").write_bytes(b"\x89PNG not json")
 
 
+# --- issue 23, cases 3-7: bounds and networks (the loader's arguments, or the set served over HTTP) ---------------
+@scenario
+def batch_size_100000(d):
+    return {"batch_size": 100000}  # lowered to the split's 12 samples: one batch
+
+
+@scenario
+def workers_1000000(d):
+    return {"workers": 1000000}  # lowered to the CPUs
+
+
+@scenario
+def manifest_over_the_size_limit(d):
+    from fastfashion.format.manifest import MAX_MANIFEST_BYTES
+    with open(d / "manifest.json", "r+b") as f:
+        f.truncate(MAX_MANIFEST_BYTES + 1)  # sparse: zeros after the JSON, costs no disk
+
+
+@scenario
+def served_through_chaos(d):
+    return {"serve": "chaos"}  # 30 % of the requests fail: retried, the same 3 batches
+
+
+@scenario
+def served_tar_longer_than_the_manifest_says(d):
+    with open(d / VAL1, "ab") as f:
+        f.write(b"\0" * 4096)  # the manifest's size and sha256 are of the shorter file
+    return {"serve": "http"}
+
+
+def _loader(d: Path, backend: str, opts: dict, stack):
+    """The loader of the scenario: of the folder, or of the folder served over HTTP (``serve``)."""
+    from remote_servers import chaos_server, http_server
+
+    from fastfashion.remote.store import RemoteConfig
+    kw = dict(batch_size=4, backend=backend, device="cpu", image_size=16, workers=0)
+    serve = opts.pop("serve", None)
+    kw.update(opts)
+    if serve is None:
+        return make_loader(d, "val", **kw)
+    if serve == "chaos":
+        base, _ = stack.enter_context(chaos_server(d.parent, rate=0.3, seed=1, stall=1.0))
+    else:
+        base = stack.enter_context(http_server(d.parent))
+    return make_loader(f"{base}/{d.name}", "val", cache_dir=d.parent / "cache",
+                       remote=RemoteConfig(retries=8, backoff=0.01, timeout=0.5), **kw)
+
+
 def run(base: Path, work: Path, backend: str, name: str) -> dict:
+    import contextlib
     d = work / name / "shards"
     shutil.copytree(base, d)
     opts = SCENARIOS[name](d) or {}
     batches = 0
     try:
-        loader = make_loader(d, "val", batch_size=4, backend=backend, device="cpu", image_size=16, workers=0,
-                             **opts)
-        for _ in loader:
-            batches += 1
-        loader.close()
+        with contextlib.ExitStack() as stack:
+            loader = _loader(d, backend, opts, stack)
+            for _ in loader:
+                batches += 1
+            loader.close()
     except Exception as e:  # noqa: BLE001 - the test compares type and message
         return {"scenario": name, "error": f"{type(e).__name__}: {e}", "batches": batches}
     return {"scenario": name, "error": None, "batches": batches}

@@ -20,15 +20,16 @@ LEAVES = {"_version", "schema", "hardware", "errors", "progress", "options", "fs
 ALLOWED = {
     **{leaf: {"errors"} for leaf in LEAVES - {"errors"}},  # errors.FastfashionError is the base of every error
     "errors": set(),
+    "signals": {"errors", "fsutil"},  # the SIGTERM watchdog removes this process's recorded temporaries
     "": {"_version", "schema", "errors"},  # the package root: version, schema, error base; lazily (by name) the loader
     "format": {"_version", "schema", "errors", "fsutil"},
     "remote": LEAVES | {"format"},
     "shardset": LEAVES | {"format", "remote"},
     "data": LEAVES | {"format", "remote", "shardset"},
     "loading": LEAVES | {"format", "remote", "shardset"},
-    "train": LEAVES | {"format", "remote", "shardset", "loading"},
+    "train": LEAVES | {"signals", "format", "remote", "shardset", "loading"},
     "bench": LEAVES | {"format", "remote", "shardset", "data", "loading", "train"},
-    "cli": LEAVES | {"", "format", "remote", "shardset", "data", "loading", "train", "bench"},
+    "cli": LEAVES | {"signals", "", "format", "remote", "shardset", "data", "loading", "train", "bench"},
     "__main__": {"cli"},
 }
 

@@ -349,14 +349,14 @@ def test_a_full_cache_disk_is_one_line(local_set, tmp_path, monkeypatch):
     import builtins
     import errno
 
-    import fastfashion.remote.cache as cache_mod
+    import fastfashion.remote.store as store_mod
 
     def full(path, mode="r", *a, **kw):
         if "w" in mode and ".tmp" in str(path):
             raise OSError(errno.ENOSPC, "No space left on device")
         return builtins.open(path, mode, *a, **kw)
 
-    monkeypatch.setattr(cache_mod, "open", full, raising=False)
+    monkeypatch.setattr(store_mod, "open", full, raising=False)  # Store.download writes the temporary
     with http_server(local_set.parent) as base:
         with pytest.raises(RemoteError) as e:
             make_loader(f"{base}/shards", "val", cache_dir=tmp_path / "c", remote=FAST, **loader_kw("torch"))

@@ -25,7 +25,7 @@ from collections.abc import Iterator
 
 from ..errors import ConfigError, FastfashionError, fix_param, fixable
 from ..format.spec import TRAIN
-from ..hardware import PRECISIONS, DeviceError, available_cpus
+from ..hardware import PRECISIONS, DeviceError, available_cpus, bound_to_cpus
 from ..loading.augment import check_image_size, parse_image_size
 from ..loading.backends.jpeg_engine import SWEEP
 from ..loading.base import BACKENDS
@@ -102,9 +102,11 @@ class BenchConfig:
         for name in ("batch_size", "rounds", "batches"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("warmup", "train_steps"):
+        for name in ("warmup", "train_steps", "workers"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
+        # the seed-style baseline's DataLoader takes workers as they are: bounded here like the loader's (no storm)
+        object.__setattr__(self, "workers", bound_to_cpus("workers", self.workers, "loader workers of the bench"))
         if self.precision not in PRECISIONS:
             raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         if any(not 0.0 <= v <= 1.0 for v in self.hw_decoder_loads):

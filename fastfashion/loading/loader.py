@@ -28,12 +28,13 @@ from ..errors import ConfigError
 from ..format.reader import ShardReadError
 from ..format.spec import MANIFEST
 from ..format.verify import file_identity
-from ..hardware import available_cpus, resolve_device
+from ..hardware import available_cpus, bound_to_cpus, resolve_device
 from ..remote.store import RemoteConfig
 from ..shardset import ShardSet
 from .augment import AugmentConfig
 from .backends import choose_backend, create_backend
 from .base import Backend, BackendContext, Batch, LoaderConfig, LoaderError
+from .bounds import bound_batch_to_split, check_batch_memory
 from .order import DEFAULT_BLOCK, DEFAULT_WINDOW, epoch_indices, num_batches
 from .streaming import prepare_remote, stream_pass
 
@@ -168,12 +169,24 @@ class FashionLoader:
         self._resumed = False   # _start came from load_state_dict and no pass has started since
         self._data_digest = _data_digest(shards.manifest, config.split)
         self.num_samples = len(self.indices(0))
+        bounded = bound_batch_to_split(self.batch_size, self.num_samples, drop_last=self.drop_last,
+                                       where=f"{shards} split {self.split!r}")
+        if bounded != self.batch_size:  # the same samples in fewer, whole batches: no memory for empty slots
+            self.batch_size = bounded
+            self.num_samples = len(self.indices(0))
         if self.num_samples == 0:
             log.warning("%s split %r: rank %d of %d gets no sample (batch_size %d, drop_last %s)", self.shard_dir,
                         self.split, self.rank, self.world_size, self.batch_size, self.drop_last)
         self.device = _device(config)
         self.backend = choose_backend(config.backend, self.device, config.gpu_cache)
         self.backend = _backend_for_transform(self.backend, config)
+        self.workers = bound_to_cpus("workers", min(4, available_cpus()) if config.workers is None else config.workers,
+                                   "DataLoader worker processes of the torch backend")
+        self.dali_threads = None if config.dali_threads is None else bound_to_cpus(
+            "dali_threads", config.dali_threads, "DALI CPU threads per pipeline")
+        # a batch never holds more than this rank's samples (train with drop_last and a larger batch: none at all)
+        check_batch_memory(min(self.batch_size, self.num_samples), self.augment.image_size, self.backend,
+                           self.workers if self.backend == "torch" else 0, where=f"{shards} split {self.split!r}")
         self._backend: Backend | None = None
         self._generation = 0  # bumped by every iter(): only the newest iterator may run
         self._lock = threading.Lock()  # one batch at a time, whatever the thread
@@ -265,7 +278,7 @@ class FashionLoader:
     # --- iteration ---------------------------------------------------------------------------------------
     def backend_context(self, **overrides) -> BackendContext:
         """What this loader's backend is built from (``overrides``: fields of :class:`BackendContext`)."""
-        workers = min(4, available_cpus()) if self.config.workers is None else self.config.workers
+        workers = self.workers  # bounded by the CPUs (bounds.py)
         # indices() as a function of the order's parameters, not the bound method: the backend the loader holds
         # then keeps no reference back to it (a cycle keeps pipelines and file mappings until a gc run)
         sizes, params = self.samples.sizes, self._order_params()
@@ -276,7 +289,7 @@ class FashionLoader:
         ctx = BackendContext(samples=self.samples, augment=self.augment, batch_size=self.batch_size, seed=self.seed,
                              rank=self.rank, device=self.device, workers=workers, schema=self.schema,
                              order_of=order_of, gpu_cache=self.config.gpu_cache, world_size=self.world_size,
-                             dali_threads=self.config.dali_threads, transform=self.config.transform,
+                             dali_threads=self.dali_threads, transform=self.config.transform,
                              hw_decoder_load=self.config.hw_decoder_load)
         return dataclasses.replace(ctx, **overrides)
 

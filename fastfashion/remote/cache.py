@@ -12,7 +12,8 @@ shard folder.
   the library) and only then renamed: a killed download never leaves a complete-looking file, and the next run
   removes the temporary of the dead process. A hash that differs is downloaded once more, then refused naming the
   URL. An ``.idx`` (whose size the manifest does not record) may be at most :data:`IDX_BYTES_PER_SAMPLE` bytes per
-  sample.
+  sample. No download reads more than the size it may have + 1 byte, and transient network failures are retried
+  (:meth:`~fastfashion.remote.store.Store.download`).
 * **Shared**: a file lock per shard file (``.locks/NAME.lock``) makes one download per shard per machine: a second
   process (another rank) waits for the first and then finds the verified file.
 * **Bounded**: with ``cache_limit`` the folder's shard bytes plus this process's downloads in flight stay below
@@ -37,7 +38,7 @@ import threading
 from collections.abc import Iterable
 from pathlib import Path
 
-from ..errors import fixable
+from ..errors import fixable, terminated
 from ..format.atomic import clean_stale_files, write_file
 from ..format.manifest import MAX_MANIFEST_BYTES, ManifestError, parse_manifest, read_manifest
 from ..format.spec import MANIFEST
@@ -49,7 +50,6 @@ from .store import RemoteConfig, RemoteError, Store, redact
 log = logging.getLogger(__name__)
 
 IDX_BYTES_PER_SAMPLE = 4096      # an .idx line is ~100 bytes; more than this per sample is refused as hostile
-CHUNK = 1 << 20
 _PINS: dict[str, dict[int, set[str]]] = {}  # cache folder -> pin owner id -> tars it pinned (every loader of the
 #                                             process: a val loader's download never evicts what train reads)
 
@@ -66,6 +66,11 @@ def manifest_digest(manifest_bytes: bytes) -> str:
 
 def _url_key(url: str) -> str:
     return hashlib.sha256(redact(url.rstrip("/")).encode()).hexdigest()[:16]
+
+
+def idx_limit(num_samples: int) -> int:
+    """The most bytes the ``.idx`` of a shard of ``num_samples`` samples may have (:data:`IDX_BYTES_PER_SAMPLE`)."""
+    return IDX_BYTES_PER_SAMPLE * num_samples + 65536
 
 
 def shard_bytes(entries: Iterable[dict]) -> int:
@@ -153,17 +158,12 @@ class ShardCache:
             if self.store is None:
                 raise fixable(RemoteError(f"{redact(self.url)}: offline, and shard file {name} is not in the "
                                           f"cache {self.dir}"), "offline")
-            if size is None:  # an .idx: the store's size, bounded by the sample count
-                size = self.store.size(name, f"shard file {name}")
-                if limit is not None and size > limit:
-                    raise RemoteError(f"{self.store.where(name)}: {size} bytes, more than an index of its samples "
-                                      f"may have ({limit})")
-            self._make_room(name, size)
+            self._make_room(name, size or 0)  # an .idx (size None: not in the manifest) is small, counted once here
             try:
                 for attempt in (1, 2):
-                    tmp = self._download(name, size)
+                    tmp, got = self._download(name, size, limit)
                     try:
-                        verify_download(tmp, self.dir / name, size, sha256, self.known)
+                        verify_download(tmp, self.dir / name, got, sha256, self.known)
                         break
                     except IntegrityError:
                         tmp.unlink(missing_ok=True)
@@ -177,35 +177,22 @@ class ShardCache:
                     self._reserved.pop(name, None)
             with self._mutex:
                 self.downloaded.append(name)
-                self.downloaded_bytes += size
+                self.downloaded_bytes += got
                 if name.endswith(".tar"):
                     self._lru[name] = None
             return True
 
-    def _download(self, name: str, size: int) -> Path:
-        """Stream object ``name`` into a temporary file beside its final name; checks the byte count."""
+    def _download(self, name: str, size: int | None, limit: int | None) -> tuple[Path, int]:
+        """Stream object ``name`` into a temporary file beside its final name (:meth:`Store.download`: a tar must
+        have exactly its manifest ``size``, an ``.idx`` at most ``limit`` bytes; at most one byte more is read;
+        transient failures retried). Returns the temporary and its byte count."""
         final = self.dir / name
         clean_stale_files(final)  # the temporary of a killed download
         tmp = final.with_name(f".{name}.tmp{os.getpid()}")  # one download of a name per machine: the file lock
         register_temp(tmp)
-        store = self.store
-        what = f"shard file {name}"
-
-        def go() -> None:
-            got = 0
-            opts = {"block_size": 0} if store.protocol in ("http", "https") else {}  # 0: stream, no range requests
-            with store.fs.open(store.path(name), "rb", **opts) as src, open(tmp, "wb") as dst:
-                while chunk := src.read(CHUNK):
-                    got += len(chunk)
-                    if got > size:
-                        raise RemoteError(f"{store.where(name)}: {what}: more than the {size} bytes the manifest "
-                                          "records")
-                    dst.write(chunk)
-            if got != size:
-                raise RemoteError(f"{store.where(name)}: {what}: {got} of {size} bytes arrived")
-
         try:
-            store.call(what, name, go)
+            got = self.store.download(name, tmp, f"shard file {name}", size=size,
+                                      limit=None if size is not None else limit)
         except OSError as e:
             tmp.unlink(missing_ok=True)
             if isinstance(e, RemoteError):
@@ -214,7 +201,7 @@ class ShardCache:
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
-        return tmp
+        return tmp, got
 
     # --- the limit ---------------------------------------------------------------------------------------
     def used_bytes(self) -> int:
@@ -272,8 +259,7 @@ class ShardCache:
     def fetch_index(self, split: str) -> None:
         """Download (or find) every ``.idx`` of ``split``: small, kept, read by every pass."""
         entries = self.shards(split)
-        jobs = [(sh["idx"], None, sh["idx_sha256"], IDX_BYTES_PER_SAMPLE * sh["num_samples"] + 65536)
-                for sh in entries]
+        jobs = [(sh["idx"], None, sh["idx_sha256"], idx_limit(sh["num_samples"])) for sh in entries]
         self._run(jobs, f"index files of {split}")
 
     def _run(self, jobs: list[tuple], desc: str) -> None:
@@ -364,8 +350,8 @@ class ShardCache:
         verified."""
         _PINS.get(str(self.dir), {}).pop(id(self), None)
         pool, self._pool = self._pool, None
-        if pool is not None:
-            pool.shutdown(wait=True, cancel_futures=True)
+        if pool is not None:  # after SIGTERM a download in progress is not waited for (the process is ending)
+            pool.shutdown(wait=not terminated(), cancel_futures=True)
         self._futures.clear()
         self.known.save()
 

@@ -10,12 +10,19 @@ never formatted into one.
 Errors: every failure is a :class:`RemoteError` (an OSError, so the command line prints it as one line) naming the
 redacted URL of the object and, where a shard is concerned, the shard: host unreachable, 403, 404, a timeout after
 the configured retries (exponential backoff), a response of the wrong size.
+
+Transient failures (a connection refused, reset or dropped mid-body, a body cut short, a stall past ``timeout``, 5xx)
+are retried ``retries`` times with capped exponential backoff (:data:`MAX_BACKOFF`, jittered so that ranks that
+failed together do not retry together); an answer (403, 404) or an object larger than it may be is not. Every read
+of an object is bounded: :meth:`Store.read_bounded` and :meth:`Store.download` stop at the expected size + 1 byte.
 """
 from __future__ import annotations
 
 import dataclasses
+import errno
 import logging
 import os
+import random
 import re
 import time
 from collections.abc import Callable, Mapping
@@ -29,6 +36,9 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
 EXTRAS = {"s3": "s3", "s3a": "s3", "gs": "gcs", "gcs": "gcs"}  # protocol -> the pip extra that brings its library
+MAX_BACKOFF = 10.0  # seconds: the longest wait between two tries (backoff * 2**k grows to it)
+MAX_PREFETCH = 32   # download threads: more only queue on one network link and one disk
+CHUNK = 1 << 20     # bytes per read of a streamed download
 
 
 class RemoteError(FastfashionError, OSError):
@@ -37,6 +47,14 @@ class RemoteError(FastfashionError, OSError):
     (403, 404) or a bad object."""
 
     transient = False
+    kind: str | None = None  # for a transient one raised inside a try: what went wrong in a few words
+
+
+def _retryable(message: str, kind: str) -> RemoteError:
+    """A failure inside one try that another try may cure (a body cut short): :meth:`Store.call` retries it."""
+    err = RemoteError(message)
+    err.transient, err.kind = True, kind
+    return err
 
 
 def is_url(path: str | os.PathLike) -> bool:
@@ -116,6 +134,10 @@ class RemoteConfig:
             raise ConfigError(f"cache_limit must be a positive number of bytes, got {self.cache_limit!r}")
         if self.retries < 0 or self.timeout <= 0 or self.backoff < 0 or self.prefetch < 1:
             raise ConfigError("retries >= 0, timeout > 0, backoff >= 0 and prefetch >= 1 are required")
+        if self.prefetch > MAX_PREFETCH:
+            log.warning("prefetch %d download threads is more than %d: using %d", self.prefetch, MAX_PREFETCH,
+                        MAX_PREFETCH)
+            object.__setattr__(self, "prefetch", MAX_PREFETCH)
 
 
 def parse_size(text: str) -> int:
@@ -211,7 +233,7 @@ class Store:
                     err = fixable(RemoteError(f"{self.where(name)}: {what}: {kind}{tries}"), _FIX.get(kind, ""))
                     err.transient = transient
                     raise err from None
-                delay = cfg.backoff * 2 ** attempt
+                delay = min(cfg.backoff * 2 ** attempt, MAX_BACKOFF) * random.uniform(0.5, 1.0)  # noqa: S311
                 log.info("%s: %s: %s; retrying in %.1f s", self.where(name), what, kind, delay)
                 time.sleep(delay)
                 attempt += 1
@@ -220,31 +242,61 @@ class Store:
         info = self.call(what, name, lambda: self.fs.info(self.path(name)))
         return int(info.get("size") or 0)
 
-    def cat(self, name: str, what: str) -> bytes:
-        return self.call(what, name, lambda: self.fs.cat_file(self.path(name)))
+    def _stream(self, name: str, cap: int, write: Callable[[bytes], object]) -> int:
+        """One try: object ``name`` to ``write`` chunk by chunk, stopping after ``cap + 1`` bytes; returns the bytes
+        read (``cap + 1``: the object is larger than ``cap``). Over http(s) one streamed GET (``size`` skips
+        fsspec's HEAD, block size 0 streams the body: a lying server cannot make us buffer more)."""
+        opts = {"block_size": 0, "size": cap + 1} if self.protocol in ("http", "https") else {}
+        got = 0
+        with self.fs.open(self.path(name), "rb", **opts) as f:
+            while got <= cap and (chunk := f.read(min(CHUNK, cap + 1 - got))):  # a stream read returns what arrived
+                write(chunk)
+                got += len(chunk)
+        return got
 
     def read_bounded(self, name: str, what: str, limit: int) -> bytes:
-        """Object ``name``, refused when it holds more than ``limit`` bytes (at most ``limit + 1`` are read). Over
-        http(s) one streamed GET (no HEAD first); elsewhere the store's size, then the bytes."""
-        def http() -> bytes:
-            # size= skips fsspec's HEAD; block_size 0 streams the body, so a lying server cannot make us buffer more
-            chunks, got = [], 0
-            with self.fs.open(self.path(name), "rb", block_size=0, size=limit) as f:
-                while got <= limit and (chunk := f.read(limit + 1 - got)):  # a stream read returns what arrived
-                    chunks.append(chunk)
-                    got += len(chunk)
-            return b"".join(chunks)
-
-        if self.protocol in ("http", "https"):
-            data = self.call(what, name, http)
-        else:
+        """Object ``name``, refused when it holds more than ``limit`` bytes (at most ``limit + 1`` are read); retried
+        like :meth:`call`. Over http(s) one streamed GET (no HEAD first); elsewhere the store's size, then the
+        bytes."""
+        if self.protocol not in ("http", "https"):
             size = self.size(name, what)
             if size > limit:
                 raise RemoteError(f"{self.where(name)}: {what}: {size} bytes, more than the {limit} it may have")
-            data = self.cat(name, what)
+
+        def go() -> bytearray:
+            buf = bytearray()  # grows in place: a hostile object costs about limit bytes, not twice that
+            self._stream(name, limit, buf.extend)
+            return buf
+
+        data = self.call(what, name, go)
         if len(data) > limit:
             raise RemoteError(f"{self.where(name)}: {what}: more than the {limit} bytes it may have")
-        return data
+        return bytes(data)
+
+    def download(self, name: str, dst: str | os.PathLike, what: str, *, size: int | None = None,
+                 limit: int | None = None) -> int:
+        """Stream object ``name`` into the local file ``dst`` (created or truncated on every try), reading at most
+        ``size + 1`` bytes (``size``: what the manifest records; the object must have exactly that many) or, with
+        ``size`` None, ``limit + 1`` (an upper bound). Retried like :meth:`call`, a body cut short included. Returns
+        the byte count; raises :class:`RemoteError` naming the URL for an object larger than it may be, or one
+        still short after the retries; the caller removes ``dst`` on failure. An OSError of the local disk is
+        raised as it is."""
+        if (size is None) == (limit is None):
+            raise ConfigError("Store.download needs exactly one of size and limit")
+        cap = size if size is not None else limit
+
+        def go() -> int:
+            with open(dst, "wb") as out:
+                got = self._stream(name, cap, out.write)
+            if got > cap:
+                records = "the manifest records" if size is not None else "it may have"
+                raise RemoteError(f"{self.where(name)}: {what}: more than the {cap} bytes {records}")
+            if size is not None and got != size:
+                raise _retryable(f"{self.where(name)}: {what}: {got} of {size} bytes arrived",
+                                 f"{got} of {size} bytes arrived")
+            return got
+
+        return self.call(what, name, go)
 
     def exists(self, name: str) -> bool:
         return self.call(f"object {name}", name, lambda: self.fs.exists(self.path(name)))
@@ -265,8 +317,27 @@ def classify(e: BaseException) -> tuple[str | None, bool]:
     return _classify_one(e)
 
 
+_MID_BODY = ("ClientPayloadError", "IncompleteRead", "IncompleteReadError", "ResponseStreamingError",
+             "ChunkedEncodingError", "ProtocolError", "ContentLengthError", "TransferEncodingError")
+_LOST = ("ServerDisconnectedError", "ConnectionClosedError", "RemoteDisconnected")
+
+
+def _names(e: BaseException) -> set[str]:
+    return {c.__name__ for c in type(e).__mro__}
+
+
 def _classify_one(e: BaseException) -> tuple[str | None, bool]:
     import asyncio
+    if isinstance(e, RemoteError):  # raised inside a try: a body cut short is retried, a refusal is final
+        return (e.kind or str(e), True) if e.transient else (None, False)
+    names = _names(e)
+    if names & set(_MID_BODY):
+        return "connection dropped mid-body", True
+    if "ClientConnectorError" in names or isinstance(e, ConnectionRefusedError):
+        return "host unreachable", True
+    if names & set(_LOST) or isinstance(e, (ConnectionResetError, ConnectionAbortedError, BrokenPipeError)) or (
+            isinstance(e, OSError) and e.errno in (errno.ECONNRESET, errno.ECONNABORTED, errno.EPIPE)):
+        return "connection lost", True
     status = getattr(e, "status", None)
     response = getattr(e, "response", None)
     if status is None and isinstance(response, dict):  # botocore ClientError

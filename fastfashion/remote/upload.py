@@ -19,7 +19,7 @@ from ..format.manifest import MAX_MANIFEST_BYTES, parse_manifest, read_manifest
 from ..format.spec import MANIFEST, wids_name
 from ..format.verify import IntegrityError, verify_file
 from ..progress import progress
-from .cache import CHUNK
+from .cache import idx_limit
 from .store import RemoteConfig, RemoteError, Store
 
 log = logging.getLogger(__name__)
@@ -87,8 +87,9 @@ def verify_remote(url: str, config: RemoteConfig = RemoteConfig(), manifest: dic
         shards = [sh for s in manifest["splits"].values() for sh in s["shards"]]
         for sh in progress(shards, desc="verify", unit="shard", off=len(shards) < 8):
             for name, size, sha in ((sh["tar"], sh["bytes"], sh["sha256"]), (sh["idx"], None, sh["idx_sha256"])):
-                local = Path(d) / name
-                _get(store, name, local)
+                local = Path(d) / name  # at most the manifest's size + 1 byte (an .idx: its bound) is read
+                store.download(name, local, f"shard file {name}", size=size,
+                               limit=None if size is not None else idx_limit(sh["num_samples"]))
                 try:
                     verify_file(local, local.stat().st_size if size is None else size, sha, force=True)
                     if size is None and len(read_index(local)) != sh["num_samples"]:
@@ -98,12 +99,3 @@ def verify_remote(url: str, config: RemoteConfig = RemoteConfig(), manifest: dic
                 local.unlink()
                 n += 1
     return n
-
-
-def _get(store: Store, name: str, local: Path) -> None:
-    def go() -> None:
-        opts = {"block_size": 0} if store.protocol in ("http", "https") else {}
-        with store.fs.open(store.path(name), "rb", **opts) as src, open(local, "wb") as dst:
-            while chunk := src.read(CHUNK):
-                dst.write(chunk)
-    store.call(f"shard file {name}", name, go)

@@ -19,6 +19,7 @@ from collections.abc import Iterator
 import torch
 
 from ..errors import Terminated
+from ..signals import clean_stop
 from . import distributed
 
 POLL_EVERY = 16  # steps between the ranks' agreement on a stop or a time-based checkpoint (one tiny all-reduce)
@@ -40,6 +41,8 @@ class StopFlag:
 
     def _handler(self, signum, frame) -> None:
         self.signum = self.signum or signum
+        if signum == signal.SIGTERM:
+            clean_stop()  # the SIGTERM watchdog (fastfashion.signals) gives the step and last.pt their time
 
     @contextlib.contextmanager
     def installed(self) -> Iterator[StopFlag]:
