@@ -21,7 +21,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 
-from ..errors import ConfigError, FastfashionError
+from ..errors import ConfigError, FastfashionError, Terminated, terminated
 from ..hardware import available_cpus
 
 log = logging.getLogger(__name__)
@@ -207,9 +207,12 @@ class RayEngine(Engine):
                         failed.append(names[i])
                         continue
                     done(i)
-        except BaseException:
+        except BaseException as e:
             for ref in running:
                 ray.cancel(ref, force=True)
+            if isinstance(e, KeyboardInterrupt) and not isinstance(e, Terminated) and terminated():
+                # Ray turns any exception a signal handler raised inside ray.wait into a plain KeyboardInterrupt
+                raise Terminated("signal 15") from None
             raise
         if failed:
             raise _failed(failed, self.retries + 1, "its worker or node died")

@@ -114,7 +114,7 @@ class RemoteSink:
 
     def commit(self, scratch: Path, names: list[str], fragment: dict) -> None:
         store = Store(self.url, self.config)
-        if store.cat(RUN, "the work area's run token") != self.run.encode():
+        if bytes(store.read_bounded(RUN, "the work area's run token", 64)) != self.run.encode():
             raise SupersededError(f"{store.where('')}: another run took over; shard {fragment['name']} not committed")
         for name in names:
             put_file(store, scratch / name, name)

@@ -29,6 +29,7 @@ from .plan import ShardTask
 from .validate import ImageCheck, check_jpeg
 
 READ_AHEAD = 16  # image requests in flight per task when the images are at a URL
+MAX_IMAGE_BYTES = 256 << 20  # an image at a URL holding more is refused (a JPEG at the pixel limit is far smaller)
 
 
 class SourceChangedError(FastfashionError, RuntimeError):
@@ -50,7 +51,7 @@ class ImageReader:
         """The image's bytes; an OSError (local) or :class:`RemoteError` (URL) when it cannot be read."""
         if self.store is None:
             return (Path(self.root) / path).read_bytes()
-        return self.store.cat(path, f"image {path}")
+        return self.store.read_bounded(path, f"image {path}", MAX_IMAGE_BYTES)
 
     def read_all(self, paths: Sequence[str]) -> Iterator[tuple[str, bytes | Exception]]:
         """``(path, bytes or the exception reading it raised)`` in order. At a URL, up to :data:`READ_AHEAD`
