@@ -21,6 +21,9 @@ from fastfashion.loading.loader import make_loader
 
 HERE = Path(__file__).resolve().parent
 INTEGRITY = r"IntegrityError: {d}/val-00001\.{ext}: sha256 differs from the manifest \(corrupted or modified\)"
+JPEG = r"LoaderError: {d}/val-00001\.tar: sample '00012': the \.jpg member "
+BOMB = JPEG + (r"claims 20000x20000 = 400,000,000 pixels, over the limit of 89,478,485 \(max_image_pixels; a "
+               r"decompression bomb or a huge image\)")
 EXPECTED = {  # scenario -> the one line (regex; {d}: the scenario's shard folder) or None (reads fine, 3 batches)
     "intact": None,
     "flipped_jpeg_byte": INTEGRITY.replace("{ext}", "tar"),
@@ -41,6 +44,14 @@ EXPECTED = {  # scenario -> the one line (regex; {d}: the scenario's shard folde
                                    r"pattern \(0\.\.6\)",
     "label_out_of_range_unverified": r"LoaderError: {d}/val-00001\.tar: sample '00012': label 133 out of range for "
                                      r"pattern \(0\.\.6\)",
+    # hostile JPEGs (issue 23, case 1): refused by the header check when the split is opened, before any decoder
+    # sees them, with the same line on every backend (DALI would decode each into a grey or garbage image)
+    "bomb_header_indexed": BOMB,
+    "bomb_header_rehashed": BOMB,
+    "truncated_scan_rehashed": JPEG + r"is truncated: no end-of-image marker in its last 32 bytes \(a scan cut short, "
+                                      r"or not a JPEG\)",
+    "garbage_after_header_rehashed": JPEG + r"is not a valid JPEG: expected a marker at byte 177, found 0db4",
+    "garbage_scan_rehashed": JPEG + r"is corrupt: marker ffa6 inside its scan data at byte \d+",
     "manifest_tar_escapes_folder": r"ManifestError: {d}/manifest\.json: split 'val' shard 1: tar "
                                    r"'\.\./shards-outside/x\.tar' is not a plain \*\.tar file name inside the shard "
                                    r"folder",

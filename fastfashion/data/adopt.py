@@ -1,9 +1,10 @@
 """Adopt a WebDataset shard set written by any tool: ``fastfashion index DIR`` (:func:`index_shards`).
 
-The tars stay as they are. Every sample is checked first (a ``.jpg`` member that starts like a JPEG, labels that
-fit the schema, unique keys; ``check_images`` also decodes every JPEG), then each ``NAME.tar`` gets its DALI index
-``NAME.idx``, each split its wids index, and the folder a ``manifest.json`` (counts, sizes, sha256, class counts,
-the schema, the label member), written last. Nothing is written when a check fails.
+The tars stay as they are. Every sample is checked first (a ``.jpg`` member whose structure the loader
+accepts: JPEG markers, at most ``max_image_pixels`` pixels, an end-of-image marker, :mod:`fastfashion.format.jpeg`;
+labels that fit the schema, unique keys; ``check_images`` also decodes every JPEG), then each ``NAME.tar`` gets its
+DALI index ``NAME.idx``, each split its wids index, and the folder a ``manifest.json`` (counts, sizes, sha256, class
+counts, the schema, the label member), written last. Nothing is written when a check fails.
 
 * Splits: from the tar names (``train-000.tar``, ``val_3.tar``, ``test.tar``: the name up to the first ``-``,
   ``_`` or ``.``), or all tars in one split (``split=``).
@@ -26,6 +27,7 @@ from pathlib import Path
 from ..errors import FastfashionError, TargetExistsError, fixable, sigterm_as_terminated
 from ..format.atomic import file_sha256, fsync, write_file
 from ..format.dali_index import IndexEntry, entries_from_tar, format_index
+from ..format.jpeg import MAX_IMAGE_PIXELS, jpeg_problem
 from ..format.labels import LABEL_MEMBERS, infer_schema, raw_labels, to_class_ids
 from ..format.manifest import MANIFEST
 from ..format.reader import ShardFiles, sample_key
@@ -55,6 +57,8 @@ class IndexConfig:
     split: str | None = option(None, metavar="SPLIT", help=(  # instead of reading it from the names
         "put every tar in this split (default: from the names: train-*, val-*, test-*)"))
     check_images: bool = option(False, help="also fully decode every JPEG (fastfashion shard's JPEG policy)")
+    max_image_pixels: int = option(MAX_IMAGE_PIXELS, help=(  # PIL's default; the loader applies its own
+        "refuse a JPEG whose header claims more pixels (default: %(default)s, PIL's limit)"))
     overwrite: bool = option(False, help="replace an existing manifest.json and .idx files")
 
 
@@ -83,7 +87,7 @@ def _label_member(shards: list[_Shard]) -> str | None:
     return next((m for m in LABEL_MEMBERS if m in present), None)
 
 
-def _scan(shard: _Shard, member: str | None, files: ShardFiles, keys: dict[str, Path], check_images: bool,
+def _scan(shard: _Shard, member: str | None, files: ShardFiles, keys: dict[str, Path], cfg: IndexConfig,
           bar) -> None:
     """Check every sample of one tar and collect its raw labels."""
     for e in shard.entries:
@@ -95,8 +99,13 @@ def _scan(shard: _Shard, member: str | None, files: ShardFiles, keys: dict[str, 
         if "jpg" not in e.members:
             raise AdoptError(f"{where} has no .jpg member (members: {', '.join(sorted(e.members))})")
         off, size = e.members["jpg"]
-        data = files.read(str(shard.tar), off, size if check_images else min(size, len(JPEG_START)))
-        reason = check_jpeg(data) if check_images else None if data == JPEG_START else "not JPEG data"
+        if cfg.check_images:
+            reason = check_jpeg(files.read(str(shard.tar), off, size), cfg.max_image_pixels)
+        elif files.read(str(shard.tar), off, min(size, len(JPEG_START))) != JPEG_START:
+            reason = "not JPEG data"
+        else:  # the structure, no decode: what the loader checks before decoding
+            problem = jpeg_problem(files.read(str(shard.tar), off, size), cfg.max_image_pixels)
+            reason = None if problem is None else f"JPEG {problem}"
         if reason:
             raise AdoptError(f"{where}: .jpg member: {reason}")
         raw = None
@@ -146,6 +155,8 @@ def _read_set(d: Path, cfg: IndexConfig) -> tuple[list[_Shard], str | None, Sche
     tars = sorted(d.glob("*.tar"))
     if not tars:
         raise AdoptError(f"{d}: no .tar files to index")
+    if cfg.max_image_pixels < 1:
+        raise fixable(AdoptError(f"max_image_pixels must be >= 1, got {cfg.max_image_pixels}"), "max_image_pixels")
     for t in tars:
         if not _TAR_NAME.fullmatch(t.name):
             raise AdoptError(f"{t}: rename it to letters, digits, '_', '-' and '.' (a name the manifest accepts)")
@@ -155,7 +166,7 @@ def _read_set(d: Path, cfg: IndexConfig) -> tuple[list[_Shard], str | None, Sche
     with ShardFiles() as files, progress(total=sum(len(sh.entries) for sh in shards), desc="index", unit="img",
                                          leave=False) as bar:
         for sh in shards:
-            _scan(sh, member, files, keys, cfg.check_images, bar)
+            _scan(sh, member, files, keys, cfg, bar)
     try:
         schema = cfg.schema or infer_schema(member or "json", [r for sh in shards for r in sh.raws])
     except SchemaError as e:
