@@ -22,6 +22,7 @@ import json
 import logging
 import os
 import re
+import tarfile
 from pathlib import Path
 
 from ..errors import FastfashionError, TargetExistsError, fixable, sigterm_as_terminated
@@ -79,6 +80,17 @@ def _split_of(tar: Path, split: str | None) -> str:
         raise fixable(AdoptError(f"{tar}: cannot tell the split from the name (expected train-*.tar, val-*.tar or "
                                  "test-*.tar)"), "index_split")
     return m.group(1)
+
+
+def _entries(tar: Path) -> list[IndexEntry]:
+    """The samples of one tar; an unreadable or empty tar is an error naming it."""
+    try:
+        entries = entries_from_tar(tar)
+    except (tarfile.TarError, OSError) as e:
+        raise AdoptError(f"{tar}: not a readable tar archive ({e or type(e).__name__})") from None
+    if not entries:
+        raise AdoptError(f"{tar}: an empty tar (no samples); remove it or write its samples")
+    return entries
 
 
 def _label_member(shards: list[_Shard]) -> str | None:
@@ -160,7 +172,7 @@ def _read_set(d: Path, cfg: IndexConfig) -> tuple[list[_Shard], str | None, Sche
     for t in tars:
         if not _TAR_NAME.fullmatch(t.name):
             raise AdoptError(f"{t}: rename it to letters, digits, '_', '-' and '.' (a name the manifest accepts)")
-    shards = [_Shard(t, _split_of(t, cfg.split), entries_from_tar(t)) for t in tars]
+    shards = [_Shard(t, _split_of(t, cfg.split), _entries(t)) for t in tars]
     member = _label_member(shards)
     keys: dict[str, Path] = {}
     with ShardFiles() as files, progress(total=sum(len(sh.entries) for sh in shards), desc="index", unit="img",
