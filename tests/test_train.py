@@ -215,7 +215,7 @@ def test_run_dir_holds_checkpoints_metrics_and_curves(run2):
     assert [r["step"] for r in history] == [5, 10]  # 40 train samples / batch 8
     for row in history:
         assert set(row) == {"epoch", "step", "train", "val", "images_per_s", "data_wait_share", "lr", "image_size",
-                            "train_seconds", "val_seconds", "minutes", "cpu_minutes"}
+                            "train_seconds", "val_seconds", "minutes", "cpu_minutes", "run_id"}
         for part in ("train", "val"):
             assert set(row[part]) == {"avg_class_accuracy", "accuracy", "per_attribute", "loss"}
             assert list(row[part]["per_attribute"]) == list(S.names)
@@ -229,6 +229,8 @@ def test_run_dir_holds_checkpoints_metrics_and_curves(run2):
     assert last["epoch"] == 2 and last["image_size"] == 32 and last["schema"] == S.to_dict()
     best = ckpt_io.load_checkpoint(out / "best.pt")
     assert best["best"] == max(r["val"]["avg_class_accuracy"] for r in history)
+    assert re.fullmatch(r"[0-9a-f]{12}", last["run_id"])  # one run: every file says which
+    assert best["run_id"] == last["run_id"] and {r["run_id"] for r in history} == {last["run_id"]}
 
 
 def test_resume_ends_where_an_uninterrupted_run_ends(run2, shards, tmp_path):
