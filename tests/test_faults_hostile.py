@@ -325,3 +325,31 @@ def test_torch_workers_after_dali_in_an_unguarded_script_say_what_to_do(base, tm
                        env={**os.environ, "TQDM_DISABLE": "1"})
     assert r.returncode == 0 and r.stdout == "dali 3\ntorch 3\n", r.stderr[-2000:]
 
+
+
+@pytest.mark.skipif(not HAVE_DALI, reason="DALI is not installed")
+def test_a_dali_decode_error_is_the_torch_backends_line(base, tmp_path):
+    """Should a JPEG the header check passes still fail in DALI's decoder, the DALI backend names shard and key in
+    the torch backend's words for the same sample (here a truncated scan, read without the check)."""
+    import types
+
+    import numpy as np
+
+    from fastfashion.format.reader import read_split_samples
+    from fastfashion.loading.augment import AugmentConfig
+    from fastfashion.loading.backends.dali import DaliBackend
+    from fastfashion.loading.backends.torch import ShardDataset
+    from fastfashion.loading.base import LoaderError
+    from fastfashion.shardset import ShardSet
+    d = tmp_path / "set"
+    shutil.copytree(base, d)
+    fault_runner._hostile_jpeg(d, HOSTILE["truncated scan"][0])
+    with ShardSet.open(d, verify=False) as shards:
+        samples = read_split_samples(d, shards.manifest, "val", shards.schema, tars=False)  # no header check
+        i = next(k for k, r in enumerate(samples.refs) if r.key == "00012")
+        with pytest.raises(LoaderError) as torch_error:
+            ShardDataset(samples.refs, AugmentConfig(image_size=16, mode="eval"), shards.schema)[i]
+        fake = types.SimpleNamespace(ctx=types.SimpleNamespace(samples=samples, schema=shards.schema))
+        dali_error = DaliBackend._culprit(fake, np.array([i - 1, i]), RuntimeError("Critical error in pipeline:\nx"))
+    assert str(dali_error) == str(torch_error.value)
+    assert str(dali_error).startswith(f"{d}/val-00001.tar: sample '00012': image file is truncated")

@@ -25,7 +25,7 @@ import re
 import tarfile
 from pathlib import Path
 
-from ..errors import FastfashionError, TargetExistsError, fixable, sigterm_as_terminated
+from ..errors import ConfigError, FastfashionError, TargetExistsError, fixable, sigterm_as_terminated
 from ..format.atomic import file_sha256, fsync, write_file
 from ..format.dali_index import IndexEntry, entries_from_tar, format_index
 from ..format.jpeg import MAX_IMAGE_PIXELS, jpeg_problem
@@ -61,6 +61,11 @@ class IndexConfig:
     max_image_pixels: int = option(MAX_IMAGE_PIXELS, help=(  # PIL's default; the loader applies its own
         "refuse a JPEG whose header claims more pixels (default: %(default)s, PIL's limit)"))
     overwrite: bool = option(False, help="replace an existing manifest.json and .idx files")
+
+    def __post_init__(self) -> None:
+        if isinstance(self.max_image_pixels, bool) or not isinstance(self.max_image_pixels, int) \
+                or self.max_image_pixels < 1:
+            raise ConfigError(f"max_image_pixels must be a positive integer, got {self.max_image_pixels!r}")
 
 
 @dataclasses.dataclass
@@ -167,8 +172,6 @@ def _read_set(d: Path, cfg: IndexConfig) -> tuple[list[_Shard], str | None, Sche
     tars = sorted(d.glob("*.tar"))
     if not tars:
         raise AdoptError(f"{d}: no .tar files to index")
-    if cfg.max_image_pixels < 1:
-        raise fixable(AdoptError(f"max_image_pixels must be >= 1, got {cfg.max_image_pixels}"), "max_image_pixels")
     for t in tars:
         if not _TAR_NAME.fullmatch(t.name):
             raise AdoptError(f"{t}: rename it to letters, digits, '_', '-' and '.' (a name the manifest accepts)")
