@@ -48,8 +48,8 @@ EXPECTED = {  # scenario -> the one line (regex; {d}: the scenario's shard folde
     # sees them, with the same line on every backend (DALI would decode each into a grey or garbage image)
     "bomb_header_indexed": BOMB,
     "bomb_header_rehashed": BOMB,
-    "truncated_scan_rehashed": JPEG + r"is truncated: no end-of-image marker in its last 32 bytes \(a scan cut short, "
-                                      r"or not a JPEG\)",
+    "truncated_scan_rehashed": JPEG + r"is truncated: no end-of-image marker after its scan \(a scan cut short, or "
+                                      r"garbage in it\)",
     "garbage_after_header_rehashed": JPEG + r"is not a valid JPEG: expected a marker at byte 177, found 0db4",
     "garbage_scan_rehashed": JPEG + r"is corrupt: marker ffa6 inside its scan data at byte \d+",
     "manifest_tar_escapes_folder": r"ManifestError: {d}/manifest\.json: split 'val' shard 1: tar "

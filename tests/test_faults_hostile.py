@@ -51,7 +51,8 @@ def _jpeg() -> bytes:
 
 HOSTILE = {  # name -> (edit of a valid JPEG, same size, the reason's start)
     "bomb": (fault_runner._bomb, "claims 20000x20000 = 400,000,000 pixels, over the limit of 89,478,485"),
-    "truncated scan": (lambda b: b[:len(b) // 2] + bytes(len(b) - len(b) // 2), "is truncated: no end-of-image"),
+    "truncated scan": (lambda b: b[:len(b) // 2] + bytes(len(b) - len(b) // 2),
+                       "is truncated: no end-of-image marker after its scan"),
     "garbage after the header": (lambda b: b[:fault_runner._jpeg_segment(b, {0xC0})[1]] + bytes(
         (i * 167 + 13) % 251 for i in range(len(b) - fault_runner._jpeg_segment(b, {0xC0})[1])),
         "is not a valid JPEG: expected a marker"),
@@ -70,6 +71,17 @@ def test_the_header_check_refuses_each_hostile_jpeg_and_shard_time_too(name):
     assert len(bad) == len(good)
     assert jpeg_problem(bad).startswith(reason)
     assert check_jpeg(bad) == f"JPEG {jpeg_problem(bad)}"  # shard's validation: refused before PIL decodes
+
+
+def test_a_thumbnail_in_the_headers_does_not_hide_a_truncated_scan_and_trailers_pass():
+    """An EXIF thumbnail is a whole JPEG (scan and end-of-image marker) inside an APP1 segment: the scan walk starts
+    at the main image's first scan, not at the first FF DA bytes."""
+    good = _jpeg()
+    seg = b"Exif\x00\x00" + good
+    with_thumb = good[:2] + b"\xff\xe1" + (len(seg) + 2).to_bytes(2, "big") + seg + good[2:]
+    assert jpeg_problem(with_thumb) is None
+    assert jpeg_problem(with_thumb[:-len(good) // 2]).startswith("is truncated: no end-of-image marker")
+    assert jpeg_problem(good + b"SEFH" + bytes(500)) is None  # bytes after the end-of-image marker: ignored
 
 
 def test_the_pixel_limit_is_a_parameter():

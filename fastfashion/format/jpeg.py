@@ -1,25 +1,24 @@
 """A JPEG's structure read from its bytes without decoding it: the one JPEG header parser of the library.
 
-:func:`jpeg_problem` walks the markers from the start-of-image marker to the first start-of-scan, reads the frame
-header (SOF: height, width, components) on the way, and looks for the end-of-image marker at the end. It reads a few
-hundred bytes per image (the headers and the last :data:`TAIL` bytes), so the loader runs it on every sample when a
-split is opened, before any decoder sees the bytes; ``fastfashion index`` runs it on every sample it adopts and
+:func:`jpeg_header` walks the markers from the start-of-image marker to the first start-of-scan and reads the frame
+header (SOF: height, width, components) on the way; :func:`jpeg_problem` then walks the markers inside the scans up
+to the end-of-image marker. No decode: ~17 us per image of the real set, so the loader runs it on every sample when
+a split is opened, before any decoder sees the bytes; ``fastfashion index`` runs it on every sample it adopts and
 ``fastfashion shard`` before its full decode. What it refuses, and why each must be refused before decoding:
 
 * an image whose header claims more than ``max_pixels`` pixels (default :data:`MAX_IMAGE_PIXELS`, PIL's): a
   decompression bomb. DALI's CPU decoder (2.4) allocates the full claimed frame (a 20000x20000 header: 4.6 GB RSS)
   and fills what the data lacks with grey, without an error;
-* a scan cut short (no end-of-image marker in the last :data:`TAIL` bytes): DALI refuses some truncated scans and
-  fills others with grey, PIL refuses them;
+* a scan cut short (no end-of-image marker after it): DALI refuses some truncated scans and fills others with grey,
+  PIL refuses them;
 * bytes that are not a JPEG structure after a valid start (an invalid marker, a segment running past the end, no
-  frame header or no scan): DALI decodes garbage after a valid scan header into garbage pixels without an error.
+  frame header or no scan), and garbage inside a scan (a byte 0xFF followed by anything but a stuffed zero, a
+  restart marker or a marker allowed between scans): DALI decodes garbage after a valid scan header into garbage
+  or grey pixels without an error (libjpeg only warns), PIL into grey pixels.
 
-What no header check can see: entropy-coded data replaced by garbage that still ends with the end-of-image marker.
-Both decoders (DALI's and PIL's libjpeg) turn it into wrong or grey pixels with a warning on stderr, not an error.
-:func:`jpeg_problem` (bytes in memory: ``fastfashion shard``, ``index --check-images``) also walks the markers
-inside the scans, which catches random garbage (a byte 0xFF followed by anything but a stuffed zero, a restart
-marker or a marker allowed between scans), but not garbage free of 0xFF bytes: no check short of a decoder that
-treats libjpeg's warnings as errors can.
+Bytes after the end-of-image marker (camera trailers) are allowed, as every decoder ignores them. What no check
+short of a decoder can see: scan data replaced by garbage free of 0xFF bytes that still ends with the end-of-image
+marker; both decoders turn it into wrong pixels with a warning on stderr, not an error.
 """
 from __future__ import annotations
 
@@ -30,7 +29,6 @@ from collections.abc import Callable
 
 MAX_IMAGE_PIXELS = 89_478_485  # PIL's Image.MAX_IMAGE_PIXELS: ~ a 9459x9459 image, 268 MB decoded as RGB
 HEAD = 4096  # bytes read first: the headers of a typical JPEG (the real set's frame header is at byte 158)
-TAIL = 32  # the end-of-image marker must lie in the last TAIL bytes (a few bytes of padding after it are common)
 _SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}  # frame headers (not DHT/JPG/DAC)
 _STANDALONE = {0x01, *range(0xD0, 0xD8)}  # markers without a length (TEM, RST0-7)
 _SOI, _EOI, _SOS = 0xD8, 0xD9, 0xDA
@@ -62,8 +60,9 @@ class _Bytes:
         return self.read_at(offset, min(n, self.size - offset)) if offset < self.size else b""
 
 
-def _walk(b: _Bytes, max_pixels: int) -> JpegHeader | str:
-    """The frame header, or why the structure from the start-of-image marker to the first scan is refused."""
+def _walk(b: _Bytes, max_pixels: int) -> tuple[JpegHeader, int] | str:
+    """The frame header and the offset of the first scan header, or why the structure from the start-of-image
+    marker to the first scan is refused."""
     if b.size < 4 or b.get(0, 2) != b"\xff\xd8":
         return "is not JPEG data (no start-of-image marker)"
     pos, header = 2, None
@@ -103,7 +102,7 @@ def _walk(b: _Bytes, max_pixels: int) -> JpegHeader | str:
         elif marker == _SOS:
             if header is None:
                 return "is not a valid JPEG: a scan before any frame header"
-            return header
+            return header, pos
         pos = end
 
 
@@ -111,38 +110,32 @@ def jpeg_header(read: Callable[[int, int], bytes], size: int, max_pixels: int = 
                 ) -> JpegHeader | str:
     """The :class:`JpegHeader` of the JPEG of ``size`` bytes that ``read(offset, n)`` returns, or a reason (a
     phrase that follows "the .jpg member ...") why it is refused: no valid marker structure up to the first scan,
-    more than ``max_pixels`` pixels, or no end-of-image marker in its last :data:`TAIL` bytes (a truncated scan).
-    ``read`` may raise OSError. Reads the first :data:`HEAD` bytes, any headers beyond, and the last TAIL bytes."""
-    b = _Bytes(read, size)
-    found = _walk(b, max_pixels)
-    if isinstance(found, str):
-        return found
-    tail = b.get(max(0, size - TAIL), min(TAIL, size))
-    if b"\xff\xd9" not in tail:
-        return f"is truncated: no end-of-image marker in its last {TAIL} bytes (a scan cut short, or not a JPEG)"
-    return found
+    or more than ``max_pixels`` pixels. ``read`` may raise OSError. Reads the first :data:`HEAD` bytes and any
+    headers beyond (the scans are :func:`jpeg_problem`'s)."""
+    found = _walk(_Bytes(read, size), max_pixels)
+    return found if isinstance(found, str) else found[0]
 
 
 def jpeg_problem(data: bytes, max_pixels: int = MAX_IMAGE_PIXELS) -> str | None:
     """:func:`jpeg_header` of bytes in memory, and the markers inside the scans (:func:`_scan_problem`): None when
     the structure is accepted, else the reason."""
-    found = jpeg_header(lambda offset, n: data[offset:offset + n], len(data), max_pixels)
-    return found if isinstance(found, str) else _scan_problem(data)
+    found = _walk(_Bytes(lambda offset, n: data[offset:offset + n], len(data)), max_pixels)
+    return found if isinstance(found, str) else _scan_problem(data, found[1])
 
 
 _MARKER = re.compile(rb"\xff[^\x00\xd0-\xd7\xff]")  # in entropy-coded data 0xFF is followed by 00 or RSTn
 _BETWEEN_SCANS = {0xC4, 0xCC, 0xDA, 0xDB, 0xDD, 0xFE, *range(0xE0, 0xF0)}  # DHT DAC SOS DQT DRI COM APPn
 
 
-def _scan_problem(data: bytes) -> str | None:
-    """Why the markers after the first scan header are not those of a JPEG (None: they are): each must be a table
-    or scan header between scans (skipped by its length) or the end-of-image marker, which ends the walk."""
-    pos = data.index(b"\xff\xda")  # jpeg_header found the first scan header
+def _scan_problem(data: bytes, pos: int) -> str | None:
+    """Why the markers after the first scan header (at ``pos``) are not those of a JPEG (None: they are): each must
+    be a table or scan header between scans (skipped by its length) or the end-of-image marker, which ends the
+    walk."""
     while True:
         pos += 2 + struct.unpack(">H", data[pos + 2:pos + 4])[0]  # past a segment (SOS: its header)
         m = _MARKER.search(data, pos)
         if m is None:
-            return "is corrupt: no end-of-image marker after its scan"
+            return "is truncated: no end-of-image marker after its scan (a scan cut short, or garbage in it)"
         marker = data[m.start() + 1]
         if marker == _EOI:
             return None
