@@ -232,6 +232,22 @@ def garbage_scan_rehashed(d):
 
 
 @scenario
+def undefined_tables_rehashed(d):
+    """The quantization tables turned into a comment of the same size: a valid structure that no decoder can decode
+    (PIL: broken data stream; DALI: quantization table not defined), found only when the batch is decoded."""
+    def change(b):
+        out = bytearray(b)
+        pos = 2
+        while out[pos + 1] != 0xDA:
+            if out[pos + 1] == 0xDB:
+                out[pos + 1] = 0xFE
+            pos += 2 + struct.unpack(">H", bytes(out[pos + 2:pos + 4]))[0]
+        return bytes(out)
+    _hostile_jpeg(d, change)
+    rehash(d, VAL1)
+
+
+@scenario
 def manifest_tar_escapes_folder(d):
     outside = d.parent / f"{d.name}-outside"
     outside.mkdir()

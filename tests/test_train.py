@@ -55,7 +55,8 @@ def _strict_json(text):
 
 
 def _strip_timing(history):
-    return [{k: v for k, v in row.items() if k not in TIMING} for row in history]
+    """The rows without their timings and run ids (two runs compared: different ids by design)."""
+    return [{k: v for k, v in row.items() if k not in (*TIMING, "run_id")} for row in history]
 
 
 # --- pure parts -------------------------------------------------------------------------------------------------
@@ -264,7 +265,7 @@ def test_evaluate_and_predict_agree_with_the_split_files(run2, shards, tiny_data
     m = _strict_json(capsys.readouterr().out)
     assert m["num_samples"] == 16 and set(m) == {"split", "checkpoint", "avg_class_accuracy", "accuracy",
                                                  "per_attribute", "class_recall", "absent_classes", "loss",
-                                                 "num_samples", "tta"}
+                                                 "num_samples", "tta", "run_id"}
     assert (m["split"], m["checkpoint"], m["tta"]) == ("val", str(ckpt), "none")
     assert m["avg_class_accuracy"] == evaluate_checkpoint(ckpt, shards)["avg_class_accuracy"]
 

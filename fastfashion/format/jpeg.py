@@ -124,7 +124,7 @@ def jpeg_problem(data: bytes, max_pixels: int = MAX_IMAGE_PIXELS) -> str | None:
 
 
 _MARKER = re.compile(rb"\xff[^\x00\xd0-\xd7\xff]")  # in entropy-coded data 0xFF is followed by 00 or RSTn
-_BETWEEN_SCANS = {0xC4, 0xCC, 0xDA, 0xDB, 0xDD, 0xFE, *range(0xE0, 0xF0)}  # DHT DAC SOS DQT DRI COM APPn
+_BETWEEN_SCANS = {0xC4, 0xCC, 0xDA, 0xDB, 0xDC, 0xDD, 0xFE, *range(0xE0, 0xF0)}  # DHT DAC SOS DQT DNL DRI COM APPn
 
 
 def _scan_problem(data: bytes, pos: int) -> str | None:
