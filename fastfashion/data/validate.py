@@ -10,8 +10,9 @@ DALI's CPU and GPU decoders, torchvision, PIL -- turns into the same RGB image):
   bytes named ``.jpg``, empty files), and CMYK/YCCK JPEGs: Adobe's inverted-CMYK convention is handled differently
   by different decoders (and some GPU decoders refuse it), so the colours would depend on the backend.
 * rejected before decoding: what the loader's header check refuses (:mod:`fastfashion.format.jpeg`): a header
-  claiming more than ``max_pixels`` pixels (default PIL's 89,478,485), a broken marker structure, no end-of-image
-  marker in the last bytes. So a set this writes never holds an image the loader would refuse.
+  claiming more than ``max_pixels`` pixels (default PIL's 89,478,485), a broken marker structure, stray markers
+  inside a scan, no end-of-image marker after the scans. So a set this writes never holds an image the loader
+  would refuse.
 
 The real FashionDataset is 7,000 baseline RGB JPEGs; all pass.
 """
