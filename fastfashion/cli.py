@@ -323,7 +323,8 @@ def _run_evaluate(args) -> int:
         return "n/a" if v is None else f"{v:.4f}"
 
     tta = "" if m["tta"] == "none" else f", test-time {m['tta']}"
-    print(f"{m['split']}: {m['num_samples']} samples, checkpoint {m['checkpoint']}{tta}")
+    print(f"{m['split']}: {m['num_samples']} samples, checkpoint {m['checkpoint']} (run {m['run_id'] or 'unknown'})"
+          f"{tta}")
     print(f"  average class accuracy  {num(m.get('avg_class_accuracy'))}")
     print(f"  accuracy                {num(m.get('accuracy'))}")
     print(f"  loss                    {num(m.get('loss'))}")

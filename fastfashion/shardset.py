@@ -16,6 +16,7 @@ import os
 from pathlib import Path
 
 from .errors import fixable
+from .format.jpeg import MAX_IMAGE_PIXELS
 from .format.manifest import ManifestError, manifest_schema, ordered_splits, read_manifest, summarize_manifest
 from .format.reader import SplitSamples, read_split_samples
 from .format.verify import verify_shard_set, verify_split
@@ -44,7 +45,7 @@ class ShardSet:
         self.remote, self.verify, self.cache = remote, bool(verify), cache
         self.url = location if cache is not None else None
         self.schema = manifest_schema(manifest)
-        self._samples: dict[tuple[str, bool], SplitSamples] = {}
+        self._samples: dict[tuple[str, bool, int], SplitSamples] = {}  # (split, tars, max_pixels)
         self._verified: set[str] = set()
 
     @classmethod
@@ -115,23 +116,26 @@ class ShardSet:
         from .remote.upload import verify_remote
         return verify_remote(self.url, self.remote, self.manifest)
 
-    def samples(self, split: str, *, tars: bool = True, verify: bool = True) -> SplitSamples:
+    def samples(self, split: str, *, tars: bool = True, verify: bool = True,
+                max_pixels: int = MAX_IMAGE_PIXELS) -> SplitSamples:
         """The sample table of ``split``, read once per set object (see
         :func:`~fastfashion.format.reader.read_split_samples`): the local files must be there (a URL's:
         :meth:`fetch` first, or ``tars=False`` for a split streamed through a bounded cache, whose samples are
         checked as their tars arrive). Verifies the split first (:meth:`verify_split`) when ``tars`` and
-        ``verify`` (False: this reader opts out even if the set verifies)."""
-        key = (split, tars)
+        ``verify`` (False: this reader opts out even if the set verifies). ``max_pixels``: the pixel limit of every
+        JPEG header (:mod:`fastfashion.format.jpeg`)."""
+        key = (split, tars, max_pixels)
         self.entry(split)
         if tars and verify:
             self.verify_split(split)
         if key not in self._samples:
-            self._samples[key] = read_split_samples(self.dir, self.manifest, split, self.schema, tars=tars)
+            self._samples[key] = read_split_samples(self.dir, self.manifest, split, self.schema, tars=tars,
+                                                       max_pixels=max_pixels)
         return self._samples[key]
 
     def keys(self, split: str) -> list[str]:
         """Sample keys of ``split`` in shard order (= split-file order for val and test)."""
-        loaded = self._samples.get((split, True)) or self._samples.get((split, False))
+        loaded = next((v for (s, _, _), v in self._samples.items() if s == split), None)
         if loaded is None:
             from .format.reader import split_keys
             return split_keys(self.dir, self.manifest, split)

@@ -163,6 +163,90 @@ def label_out_of_range_unverified(d):
     return {"verify": False}
 
 
+def _jpeg_segment(data: bytes, markers: set[int]) -> tuple[int, int]:
+    """(offset, end) of the first segment of a JPEG whose marker is in ``markers``."""
+    pos = 2
+    while data[pos + 1] not in markers:
+        pos += 2 + struct.unpack(">H", data[pos + 2:pos + 4])[0]
+    return pos, pos + 2 + struct.unpack(">H", data[pos + 2:pos + 4])[0]
+
+
+def _hostile_jpeg(d: Path, change) -> None:
+    """Replace the first .jpg of val-00001.tar by ``change(its bytes)`` (same size), in place."""
+    off, size = member(d / VAL1, first_member(d / VAL1, ".jpg"))
+    with open(d / VAL1, "rb") as f:
+        f.seek(off)
+        data = f.read(size)
+    new = change(data)
+    assert len(new) == size
+    patch(d / VAL1, off, new)
+
+
+def _bomb(data: bytes) -> bytes:
+    sof, _ = _jpeg_segment(data, {0xC0, 0xC2})
+    return data[:sof + 5] + struct.pack(">HH", 20000, 20000) + data[sof + 9:]  # claims 20000x20000 pixels
+
+
+@scenario
+def bomb_header_indexed(d):
+    """A JPEG whose header claims 20000x20000 pixels (400 M, 1.2 GB decoded; DALI's CPU decoder allocates it and
+    fills it with grey), in a set adopted with `fastfashion index` without --check-images and a raised pixel limit:
+    the loader's own limit (the default) refuses it before decoding."""
+    _hostile_jpeg(d, _bomb)
+    from fastfashion.data.adopt import IndexConfig, index_shards
+    index_shards(d, IndexConfig(overwrite=True, max_image_pixels=10 ** 9))
+
+
+@scenario
+def bomb_header_rehashed(d):
+    _hostile_jpeg(d, _bomb)
+    rehash(d, VAL1)
+
+
+@scenario
+def truncated_scan_rehashed(d):
+    """The second half of the JPEG zeroed (a file cut short and padded, as a crashed copy leaves it)."""
+    _hostile_jpeg(d, lambda b: b[:len(b) // 2] + bytes(len(b) - len(b) // 2))
+    rehash(d, VAL1)
+
+
+@scenario
+def garbage_after_header_rehashed(d):
+    """Random bytes after a valid frame header (DALI decodes random bytes after a scan header into garbage)."""
+    def change(b):
+        _, end = _jpeg_segment(b, {0xC0, 0xC2})
+        return b[:end] + bytes((i * 167 + 13) % 251 for i in range(len(b) - end))
+    _hostile_jpeg(d, change)
+    rehash(d, VAL1)
+
+
+@scenario
+def garbage_scan_rehashed(d):
+    """Random bytes (with 0xFF in them) in place of the scan data, the end-of-image marker kept: the headers are
+    valid, so only a decoder sees it."""
+    def change(b):
+        _, end = _jpeg_segment(b, {0xDA})
+        return b[:end] + bytes((i * 167 + 13) % 256 for i in range(len(b) - end - 2)) + b"\xff\xd9"
+    _hostile_jpeg(d, change)
+    rehash(d, VAL1)
+
+
+@scenario
+def undefined_tables_rehashed(d):
+    """The quantization tables turned into a comment of the same size: a valid structure that no decoder can decode
+    (PIL: broken data stream; DALI: quantization table not defined), found only when the batch is decoded."""
+    def change(b):
+        out = bytearray(b)
+        pos = 2
+        while out[pos + 1] != 0xDA:
+            if out[pos + 1] == 0xDB:
+                out[pos + 1] = 0xFE
+            pos += 2 + struct.unpack(">H", bytes(out[pos + 2:pos + 4]))[0]
+        return bytes(out)
+    _hostile_jpeg(d, change)
+    rehash(d, VAL1)
+
+
 @scenario
 def manifest_tar_escapes_folder(d):
     outside = d.parent / f"{d.name}-outside"

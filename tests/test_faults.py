@@ -21,6 +21,9 @@ from fastfashion.loading.loader import make_loader
 
 HERE = Path(__file__).resolve().parent
 INTEGRITY = r"IntegrityError: {d}/val-00001\.{ext}: sha256 differs from the manifest \(corrupted or modified\)"
+JPEG = r"LoaderError: {d}/val-00001\.tar: sample '00012': the \.jpg member "
+BOMB = JPEG + (r"claims 20000x20000 = 400,000,000 pixels, over the limit of 89,478,485 \(max_image_pixels; a "
+               r"decompression bomb or a huge image\)")
 EXPECTED = {  # scenario -> the one line (regex; {d}: the scenario's shard folder) or None (reads fine, 3 batches)
     "intact": None,
     "flipped_jpeg_byte": INTEGRITY.replace("{ext}", "tar"),
@@ -41,6 +44,17 @@ EXPECTED = {  # scenario -> the one line (regex; {d}: the scenario's shard folde
                                    r"pattern \(0\.\.6\)",
     "label_out_of_range_unverified": r"LoaderError: {d}/val-00001\.tar: sample '00012': label 133 out of range for "
                                      r"pattern \(0\.\.6\)",
+    # hostile JPEGs (issue 23, case 1): refused by the header check when the split is opened, before any decoder
+    # sees them, with the same line on every backend (DALI would decode each into a grey or garbage image)
+    "bomb_header_indexed": BOMB,
+    "bomb_header_rehashed": BOMB,
+    "truncated_scan_rehashed": JPEG + r"is truncated: no end-of-image marker after its scan \(a scan cut short, or "
+                                      r"garbage in it\)",
+    "garbage_after_header_rehashed": JPEG + r"is not a valid JPEG: expected a marker at byte 177, found 0db4",
+    "garbage_scan_rehashed": JPEG + r"is corrupt: marker ffa6 inside its scan data at byte \d+",
+    # found only by the decoder (a valid structure): the same line on both backends, after the batches before it
+    "undefined_tables_rehashed": r"LoaderError: {d}/val-00001\.tar: sample '00012': broken data stream when reading "
+                                 r"image file",
     "manifest_tar_escapes_folder": r"ManifestError: {d}/manifest\.json: split 'val' shard 1: tar "
                                    r"'\.\./shards-outside/x\.tar' is not a plain \*\.tar file name inside the shard "
                                    r"folder",
@@ -63,6 +77,7 @@ EXPECTED = {  # scenario -> the one line (regex; {d}: the scenario's shard folde
                                                 r"records",
 }
 BATCHES = {"batch_size_100000": 1}  # scenarios that read fine: batches delivered (3 unless named here)
+DECODED_BEFORE = {"undefined_tables_rehashed": 1}  # batches delivered before a decode-time error: those before it
 BACKENDS = [pytest.param("dali-cpu", marks=pytest.mark.skipif(not HAVE_DALI, reason="DALI is not installed")),
             "torch"]
 
@@ -99,7 +114,7 @@ def test_each_corruption_ends_in_one_line(outcomes, scenario):
         assert got == {"scenario": scenario, "error": None, "batches": BATCHES.get(scenario, 3)}
         return
     d = re.escape(str(work / scenario / "shards"))
-    assert got["batches"] == 0  # refused before any data was delivered
+    assert got["batches"] == DECODED_BEFORE.get(scenario, 0)  # refused before any data was delivered (or the bad one)
     assert re.fullmatch(expected.replace("{d}", d), got["error"]), got["error"]
 
 

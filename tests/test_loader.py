@@ -321,10 +321,20 @@ def test_corrupt_sample_names_shard_and_key(shards, tmp_path, backend):
 
 def test_torch_worker_error_is_one_line(shards, tmp_path):
     """A sample failing in a DataLoader worker surfaces as our one-line LoaderError, not torch's multi-line
-    "Caught LoaderError in DataLoader worker process" re-wrap (a JPEG that starts right but does not decode:
-    what a file changed after the checks would give)."""
+    "Caught LoaderError in DataLoader worker process" re-wrap (a JPEG whose structure passes the checks but does not
+    decode: its quantization tables turned into a comment)."""
     dst = _corrupt_copy(shards, tmp_path)
-    _garble_member(dst / "val-00001.tar", "00034.jpg", keep=3)
+    with tarfile.open(dst / "val-00001.tar") as tf:
+        m = tf.getmember("00034.jpg")
+    with open(dst / "val-00001.tar", "r+b") as f:
+        f.seek(m.offset_data)
+        data = bytearray(f.read(m.size))
+        pos = 2
+        while data[pos + 1] != 0xDA:
+            data[pos + 1] = 0xFE if data[pos + 1] == 0xDB else data[pos + 1]
+            pos += 2 + int.from_bytes(data[pos + 2:pos + 4], "big")
+        f.seek(m.offset_data)
+        f.write(data)
     loader = make_loader(dst, "val", batch_size=4, backend="torch", device="cpu", image_size=16, workers=1,
                          verify=False)
     with pytest.raises(LoaderError, match=f"^{re.escape(str(dst / 'val-00001.tar'))}: sample '00034': ") as info:

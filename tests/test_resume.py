@@ -97,8 +97,8 @@ def test_unsafe_resumes_and_overwrites_are_refused(shard_dir, tmp_path):
     p = _train(shard_dir, out)
     _, err = p.communicate(timeout=120)
     assert p.returncode == 1 and err.strip().splitlines()[-1] == (
-        f"fastfashion train: error: {out} already holds a run (last.pt); refusing to overwrite it; pass --resume to "
-        "continue it, or --overwrite to start over")
+        f"fastfashion train: error: {out} already holds a run (last.pt, best.pt, metrics.json); refusing to overwrite "
+        "it; pass --resume to continue it, or --overwrite to start over")
     p = subprocess.run([sys.executable, "-m", "fastfashion", "train", "--shards", str(shard_dir), "--out", str(out),
                         *[a if a != "4" else "2" for a in ARGS], "--resume"], capture_output=True, text=True)
     assert p.returncode == 1 and p.stderr.strip().splitlines()[-1] == (

@@ -55,7 +55,8 @@ def _strict_json(text):
 
 
 def _strip_timing(history):
-    return [{k: v for k, v in row.items() if k not in TIMING} for row in history]
+    """The rows without their timings and run ids (two runs compared: different ids by design)."""
+    return [{k: v for k, v in row.items() if k not in (*TIMING, "run_id")} for row in history]
 
 
 # --- pure parts -------------------------------------------------------------------------------------------------
@@ -215,7 +216,7 @@ def test_run_dir_holds_checkpoints_metrics_and_curves(run2):
     assert [r["step"] for r in history] == [5, 10]  # 40 train samples / batch 8
     for row in history:
         assert set(row) == {"epoch", "step", "train", "val", "images_per_s", "data_wait_share", "lr", "image_size",
-                            "train_seconds", "val_seconds", "minutes", "cpu_minutes"}
+                            "train_seconds", "val_seconds", "minutes", "cpu_minutes", "run_id"}
         for part in ("train", "val"):
             assert set(row[part]) == {"avg_class_accuracy", "accuracy", "per_attribute", "loss"}
             assert list(row[part]["per_attribute"]) == list(S.names)
@@ -229,6 +230,8 @@ def test_run_dir_holds_checkpoints_metrics_and_curves(run2):
     assert last["epoch"] == 2 and last["image_size"] == 32 and last["schema"] == S.to_dict()
     best = ckpt_io.load_checkpoint(out / "best.pt")
     assert best["best"] == max(r["val"]["avg_class_accuracy"] for r in history)
+    assert re.fullmatch(r"[0-9a-f]{12}", last["run_id"])  # one run: every file says which
+    assert best["run_id"] == last["run_id"] and {r["run_id"] for r in history} == {last["run_id"]}
 
 
 def test_resume_ends_where_an_uninterrupted_run_ends(run2, shards, tmp_path):
@@ -262,7 +265,7 @@ def test_evaluate_and_predict_agree_with_the_split_files(run2, shards, tiny_data
     m = _strict_json(capsys.readouterr().out)
     assert m["num_samples"] == 16 and set(m) == {"split", "checkpoint", "avg_class_accuracy", "accuracy",
                                                  "per_attribute", "class_recall", "absent_classes", "loss",
-                                                 "num_samples", "tta"}
+                                                 "num_samples", "tta", "run_id"}
     assert (m["split"], m["checkpoint"], m["tta"]) == ("val", str(ckpt), "none")
     assert m["avg_class_accuracy"] == evaluate_checkpoint(ckpt, shards)["avg_class_accuracy"]
 

@@ -1,9 +1,10 @@
 """Adopt a WebDataset shard set written by any tool: ``fastfashion index DIR`` (:func:`index_shards`).
 
-The tars stay as they are. Every sample is checked first (a ``.jpg`` member that starts like a JPEG, labels that
-fit the schema, unique keys; ``check_images`` also decodes every JPEG), then each ``NAME.tar`` gets its DALI index
-``NAME.idx``, each split its wids index, and the folder a ``manifest.json`` (counts, sizes, sha256, class counts,
-the schema, the label member), written last. Nothing is written when a check fails.
+The tars stay as they are. Every sample is checked first (a ``.jpg`` member whose structure the loader
+accepts: JPEG markers, at most ``max_image_pixels`` pixels, an end-of-image marker, :mod:`fastfashion.format.jpeg`;
+labels that fit the schema, unique keys; ``check_images`` also decodes every JPEG), then each ``NAME.tar`` gets its
+DALI index ``NAME.idx``, each split its wids index, and the folder a ``manifest.json`` (counts, sizes, sha256, class
+counts, the schema, the label member), written last. Nothing is written when a check fails.
 
 * Splits: from the tar names (``train-000.tar``, ``val_3.tar``, ``test.tar``: the name up to the first ``-``,
   ``_`` or ``.``), or all tars in one split (``split=``).
@@ -21,11 +22,13 @@ import json
 import logging
 import os
 import re
+import tarfile
 from pathlib import Path
 
-from ..errors import FastfashionError, TargetExistsError, fixable, sigterm_as_terminated
+from ..errors import ConfigError, FastfashionError, TargetExistsError, fixable, sigterm_as_terminated
 from ..format.atomic import file_sha256, fsync, write_file
 from ..format.dali_index import IndexEntry, entries_from_tar, format_index
+from ..format.jpeg import MAX_IMAGE_PIXELS, jpeg_problem
 from ..format.labels import LABEL_MEMBERS, infer_schema, raw_labels, to_class_ids
 from ..format.manifest import MANIFEST
 from ..format.reader import ShardFiles, sample_key
@@ -55,7 +58,14 @@ class IndexConfig:
     split: str | None = option(None, metavar="SPLIT", help=(  # instead of reading it from the names
         "put every tar in this split (default: from the names: train-*, val-*, test-*)"))
     check_images: bool = option(False, help="also fully decode every JPEG (fastfashion shard's JPEG policy)")
+    max_image_pixels: int = option(MAX_IMAGE_PIXELS, help=(  # PIL's default; the loader applies its own
+        "refuse a JPEG whose header claims more pixels (default: %(default)s, PIL's limit)"))
     overwrite: bool = option(False, help="replace an existing manifest.json and .idx files")
+
+    def __post_init__(self) -> None:
+        if isinstance(self.max_image_pixels, bool) or not isinstance(self.max_image_pixels, int) \
+                or self.max_image_pixels < 1:
+            raise ConfigError(f"max_image_pixels must be a positive integer, got {self.max_image_pixels!r}")
 
 
 @dataclasses.dataclass
@@ -77,13 +87,24 @@ def _split_of(tar: Path, split: str | None) -> str:
     return m.group(1)
 
 
+def _entries(tar: Path) -> list[IndexEntry]:
+    """The samples of one tar; an unreadable or empty tar is an error naming it."""
+    try:
+        entries = entries_from_tar(tar)
+    except (tarfile.TarError, OSError) as e:
+        raise AdoptError(f"{tar}: not a readable tar archive ({e or type(e).__name__})") from None
+    if not entries:
+        raise AdoptError(f"{tar}: an empty tar (no samples); remove it or write its samples")
+    return entries
+
+
 def _label_member(shards: list[_Shard]) -> str | None:
     """The label member of the set: the first of LABEL_MEMBERS that any sample carries."""
     present = {ext for sh in shards for e in sh.entries for ext in e.members}
     return next((m for m in LABEL_MEMBERS if m in present), None)
 
 
-def _scan(shard: _Shard, member: str | None, files: ShardFiles, keys: dict[str, Path], check_images: bool,
+def _scan(shard: _Shard, member: str | None, files: ShardFiles, keys: dict[str, Path], cfg: IndexConfig,
           bar) -> None:
     """Check every sample of one tar and collect its raw labels."""
     for e in shard.entries:
@@ -95,8 +116,13 @@ def _scan(shard: _Shard, member: str | None, files: ShardFiles, keys: dict[str, 
         if "jpg" not in e.members:
             raise AdoptError(f"{where} has no .jpg member (members: {', '.join(sorted(e.members))})")
         off, size = e.members["jpg"]
-        data = files.read(str(shard.tar), off, size if check_images else min(size, len(JPEG_START)))
-        reason = check_jpeg(data) if check_images else None if data == JPEG_START else "not JPEG data"
+        if cfg.check_images:
+            reason = check_jpeg(files.read(str(shard.tar), off, size), cfg.max_image_pixels)
+        elif files.read(str(shard.tar), off, min(size, len(JPEG_START))) != JPEG_START:
+            reason = "not JPEG data"
+        else:  # the structure, no decode: what the loader checks before decoding
+            problem = jpeg_problem(files.read(str(shard.tar), off, size), cfg.max_image_pixels)
+            reason = None if problem is None else f"JPEG {problem}"
         if reason:
             raise AdoptError(f"{where}: .jpg member: {reason}")
         raw = None
@@ -149,13 +175,13 @@ def _read_set(d: Path, cfg: IndexConfig) -> tuple[list[_Shard], str | None, Sche
     for t in tars:
         if not _TAR_NAME.fullmatch(t.name):
             raise AdoptError(f"{t}: rename it to letters, digits, '_', '-' and '.' (a name the manifest accepts)")
-    shards = [_Shard(t, _split_of(t, cfg.split), entries_from_tar(t)) for t in tars]
+    shards = [_Shard(t, _split_of(t, cfg.split), _entries(t)) for t in tars]
     member = _label_member(shards)
     keys: dict[str, Path] = {}
     with ShardFiles() as files, progress(total=sum(len(sh.entries) for sh in shards), desc="index", unit="img",
                                          leave=False) as bar:
         for sh in shards:
-            _scan(sh, member, files, keys, cfg.check_images, bar)
+            _scan(sh, member, files, keys, cfg, bar)
     try:
         schema = cfg.schema or infer_schema(member or "json", [r for sh in shards for r in sh.raws])
     except SchemaError as e:

@@ -9,6 +9,10 @@ DALI's CPU and GPU decoders, torchvision, PIL -- turns into the same RGB image):
 * rejected: anything that does not fully decode (truncated, corrupt), anything that is not a JPEG (PNG or other
   bytes named ``.jpg``, empty files), and CMYK/YCCK JPEGs: Adobe's inverted-CMYK convention is handled differently
   by different decoders (and some GPU decoders refuse it), so the colours would depend on the backend.
+* rejected before decoding: what the loader's header check refuses (:mod:`fastfashion.format.jpeg`): a header
+  claiming more than ``max_pixels`` pixels (default PIL's 89,478,485), a broken marker structure, stray markers
+  inside a scan, no end-of-image marker after the scans. So a set this writes never holds an image the loader
+  would refuse.
 
 The real FashionDataset is 7,000 baseline RGB JPEGs; all pass.
 """
@@ -20,11 +24,13 @@ import logging
 
 from PIL import Image
 
+from ..format.jpeg import MAX_IMAGE_PIXELS, jpeg_problem
+
 log = logging.getLogger(__name__)
 
 ACCEPTED_MODES = ("RGB", "L")
 JPEG_POLICY = ("accept baseline/progressive JPEG in RGB or grayscale; reject truncated/corrupt data, non-JPEG data "
-               "(e.g. PNG named .jpg) and CMYK/YCCK JPEGs")
+               "(e.g. PNG named .jpg), CMYK/YCCK JPEGs and headers over the pixel limit")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,10 +42,12 @@ class ImageCheck:
     size: int
 
 
-def check_jpeg(data: bytes) -> str | None:
+def check_jpeg(data: bytes, max_pixels: int = MAX_IMAGE_PIXELS) -> str | None:
     """Return None if ``data`` is an acceptable JPEG (see the module docstring), else a short reason.
 
-    Decodes the full image (no draft mode) so truncated and corrupt entropy-coded data is found.
+    Reads the headers first (:func:`~fastfashion.format.jpeg.jpeg_problem`: at most ``max_pixels`` pixels, so a
+    decompression bomb is refused before PIL allocates anything), then decodes the full image (no draft mode) so
+    truncated and corrupt entropy-coded data is found.
     """
     if not data:
         return "empty file"
@@ -47,6 +55,9 @@ def check_jpeg(data: bytes) -> str | None:
         if data.startswith(b"\x89PNG\r\n\x1a\n"):
             return "PNG data named .jpg (not a JPEG)"
         return "not a JPEG (no start-of-image marker)"
+    problem = jpeg_problem(data, max_pixels)
+    if problem is not None:
+        return f"JPEG {problem}"
     try:
         with Image.open(io.BytesIO(data)) as im:
             fmt, mode = im.format, im.mode

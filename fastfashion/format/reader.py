@@ -13,6 +13,7 @@ import numpy as np
 from ..errors import FastfashionError
 from ..schema import Schema
 from .dali_index import IndexFormatError, index_line, read_index
+from .jpeg import MAX_IMAGE_PIXELS, jpeg_problem
 from .labels import decode_labels_member
 from .spec import JPEG_START, UNLABELLED, label_problem, unpack_labels
 
@@ -53,6 +54,7 @@ class SplitSamples:
     checked: np.ndarray
     label_member: str = "lbl"
     shard_sha256: list[str] | None = None
+    max_pixels: int = MAX_IMAGE_PIXELS  # the pixel limit check_samples applies to each JPEG header
 
     @property
     def sizes(self) -> list[int]:
@@ -147,12 +149,13 @@ def read_shard_samples(idx_path: Path, tar_path: Path, width: int, tar_size: int
 
 
 def read_split_samples(shard_dir: str | os.PathLike, manifest: dict, split: str, schema: Schema, *,
-                       tars: bool = True) -> SplitSamples:
+                       tars: bool = True, max_pixels: int = MAX_IMAGE_PIXELS) -> SplitSamples:
     """:class:`SplitSamples` of ``split``: every shard's ``.idx`` read and checked against the manifest's counts and
-    the tar's size, then (:func:`check_samples`) every sample's JPEG start marker and labels read by offset (a few
-    bytes per sample), decoded and range-checked once. ``tars=False`` (a remote set streamed through a bounded
-    cache: the tars arrive later): the manifest's tar sizes stand in and the samples are left for
-    :func:`check_samples` once their tar is there. Raises :class:`ShardReadError` naming the file and the key."""
+    the tar's size, then (:func:`check_samples`) every sample's JPEG structure (:func:`~.jpeg.jpeg_problem`, at
+    most ``max_pixels``) and labels read by offset, decoded and range-checked once. ``tars=False`` (a remote set
+    streamed through a bounded cache: the tars arrive later): the manifest's tar sizes stand in and the samples are
+    left for :func:`check_samples` once their tar is there. Raises :class:`ShardReadError` naming the file and the
+    key."""
     d = Path(shard_dir)
     shards, refs = [], []
     kind = manifest.get("label_member", "lbl")  # the member holding the labels (format/labels.py)
@@ -169,7 +172,8 @@ def read_split_samples(shard_dir: str | os.PathLike, manifest: dict, split: str,
         raise ShardReadError(f"{d}: labels in .{kind} members are decoded from the tars when a loader is made; "
                              "streaming needs a .lbl set")
     samples = SplitSamples(shards, refs, np.full((len(refs), len(schema)), UNLABELLED, dtype=np.int64),
-                           np.zeros(len(refs), dtype=bool), kind, [sh["sha256"] for sh in entries])
+                           np.zeros(len(refs), dtype=bool), kind, [sh["sha256"] for sh in entries],
+                           max_pixels)
     if tars:
         check_samples(samples, range(len(refs)), schema)
     return samples
@@ -177,9 +181,11 @@ def read_split_samples(shard_dir: str | os.PathLike, manifest: dict, split: str,
 
 def check_samples(samples: SplitSamples, indices, schema: Schema) -> None:
     """Check the samples ``indices`` of ``samples`` not checked yet: raise :class:`ShardReadError` for the first
-    whose ``.jpg`` does not start like a JPEG or whose labels are out of range (bytes a decoder would choke on, or
-    crash on, never reach it), and decode their labels into ``samples.labels`` (the one place labels are decoded
-    and range-checked for reading)."""
+    whose ``.jpg`` is refused by :func:`~.jpeg.jpeg_problem` (not a JPEG, more than ``samples.max_pixels`` pixels,
+    a broken marker structure, a truncated scan, stray markers in the scan) or whose labels are out of range (bytes
+    a decoder would choke on, crash on, or silently turn into a grey image never reach it: every backend reads
+    through here before decoding; a marker walk, no decode: ~25 us per image of the real set), and decode their
+    labels into ``samples.labels`` (the one place labels are decoded and range-checked for reading)."""
     kind = samples.label_member
     with ShardFiles() as files:
         for i in indices:
@@ -188,7 +194,9 @@ def check_samples(samples: SplitSamples, indices, schema: Schema) -> None:
                 continue
             r = samples.refs[i]
             try:
-                head = files.read(r.tar, r.jpg_offset, min(len(JPEG_START), r.jpg_size))
+                jpg = files.read(r.tar, r.jpg_offset, r.jpg_size)
+                head = jpg[:len(JPEG_START)]
+                jpeg = jpeg_problem(jpg, samples.max_pixels) if head == JPEG_START else None
                 data = files.read(r.tar, r.lbl_offset, r.lbl_size)
                 values = unpack_labels(data, len(schema)) if kind == "lbl" else \
                     decode_labels_member(kind, data, schema) if r.lbl_size else (UNLABELLED,) * len(schema)
@@ -199,6 +207,8 @@ def check_samples(samples: SplitSamples, indices, schema: Schema) -> None:
             if head != JPEG_START:
                 raise ShardReadError(f"{r.tar}: sample {r.key!r}: the .jpg member is not JPEG data "
                                      f"(starts with {head.hex()})")
+            if jpeg is not None:
+                raise ShardReadError(f"{r.tar}: sample {r.key!r}: the .jpg member {jpeg}")
             problem = label_problem(values, schema)
             if problem:
                 raise ShardReadError(f"{r.tar}: sample {r.key!r}: {problem}")

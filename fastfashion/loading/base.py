@@ -7,6 +7,7 @@ from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 from ..errors import ConfigError, FastfashionError
+from ..format.jpeg import MAX_IMAGE_PIXELS
 from ..format.spec import TRAIN
 from ..remote.store import RemoteConfig
 from .augment import AugmentConfig, check_image_size
@@ -81,8 +82,10 @@ class LoaderConfig:
     (shards permuted per epoch, samples shuffled within ``window`` shards, each rank reading its own shards:
     :func:`fastfashion.loading.order.window_plan`), None = blocked, or windowed for a remote split larger than
     ``remote.cache_limit``. ``remote``: how a URL shard folder is reached and cached
-    (:class:`~fastfashion.remote.store.RemoteConfig`; ignored for a local folder). Raises ValueError for a bad
-    value.
+    (:class:`~fastfashion.remote.store.RemoteConfig`; ignored for a local folder). ``max_image_pixels``: every
+    sample's JPEG headers are read when the split is opened (:mod:`fastfashion.format.jpeg`): a header claiming more
+    pixels than this (default PIL's 89,478,485), a broken marker structure or a truncated scan is refused with one
+    line naming shard and key before any decoder sees it. Raises ValueError for a bad value.
     """
 
     split: str = TRAIN
@@ -106,9 +109,10 @@ class LoaderConfig:
     order: str | None = None           # blocked | windowed | None (see above)
     window: int = DEFAULT_WINDOW       # shards per window of the windowed order
     remote: RemoteConfig = RemoteConfig()  # storage options, cache folder and limit, offline, retries
+    max_image_pixels: int = MAX_IMAGE_PIXELS  # a JPEG header claiming more is refused before decoding (bombs)
 
     def __post_init__(self) -> None:
-        for name in ("batch_size", "block", "window"):
+        for name in ("batch_size", "block", "window", "max_image_pixels"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise ConfigError(f"{name} must be a positive integer, got {v!r}")

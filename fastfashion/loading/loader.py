@@ -25,6 +25,7 @@ import threading
 import numpy as np
 
 from ..errors import ConfigError
+from ..format.jpeg import MAX_IMAGE_PIXELS
 from ..format.reader import ShardReadError
 from ..format.spec import MANIFEST
 from ..format.verify import file_identity
@@ -146,7 +147,8 @@ class FashionLoader:
         self.streaming = self.remote is not None and self.order == "windowed"  # tars arrive window by window
         self.shard_dir, self.schema = shards.dir, shards.schema
         try:  # verified unless config.verify or the set's is off; streamed tars are verified as they arrive
-            self.samples = shards.samples(config.split, tars=not self.streaming, verify=config.verify)
+            self.samples = shards.samples(config.split, tars=not self.streaming, verify=config.verify,
+                                          max_pixels=config.max_image_pixels)
         except ShardReadError as e:
             raise LoaderError(str(e)) from e
         # the manifest and the files verified: checked again before every pass (backends reopen them by path)
@@ -444,7 +446,7 @@ def make_loader(shards: ShardSet | str | os.PathLike, split: str = "train", batc
                 dali_threads: int | None = None, verify: bool = True, order: str | None = None,
                 window: int = DEFAULT_WINDOW, storage_options: dict | None = None, cache_dir=None,
                 cache_limit: int | None = None, offline: bool = False,
-                remote: RemoteConfig | None = None) -> FashionLoader:
+                remote: RemoteConfig | None = None, max_image_pixels: int = MAX_IMAGE_PIXELS) -> FashionLoader:
     """An epoch-exact loader over ``split`` of a shard set: ``FashionLoader(shards, LoaderConfig(...))``.
 
     ``shards`` is an opened :class:`~fastfashion.shardset.ShardSet`, a local folder or any fsspec URL (``s3://``,
@@ -462,4 +464,4 @@ def make_loader(shards: ShardSet | str | os.PathLike, split: str = "train", batc
         split=split, batch_size=batch_size, backend=backend, device=device, augment=augment, shuffle=shuffle,
         image_size=image_size, seed=seed, rank=rank, world_size=world_size, with_keys=with_keys,
         drop_last=drop_last, workers=workers, block=block, gpu_cache=gpu_cache, dali_threads=dali_threads,
-        verify=verify, order=order, window=window, remote=remote))
+        verify=verify, order=order, window=window, remote=remote, max_image_pixels=max_image_pixels))

@@ -3,14 +3,20 @@
 A checkpoint is a plain dict saved with :func:`torch.save` and loadable with ``weights_only=True``:
 ``{"format", "version", "model", "optimizer", "scheduler", "scaler", "epoch" (completed epochs), "step",
 "best", "history", "rng" (one state per rank), "config", "schema", "image_size", "loader", "progress" (within an
-epoch), "ema" (the weight average's ``{"module", "updates", "decay"}``, or None)}``.
+epoch), "ema" (the weight average's ``{"module", "updates", "decay"}``, or None), "run_id"}``.
 It carries the config, schema and image size, so evaluate/predict rebuild the model without extra flags.
+
+Run ids. Every run gets a random id when it starts (kept across ``--resume``), recorded in each checkpoint, each
+metrics row and so in ``metrics.json``: :func:`check_same_run` refuses a ``best.pt`` whose run differs from its
+folder's ``last.pt`` (a folder that mixes two runs). Checkpoints written before run ids load with one warning.
 """
 from __future__ import annotations
 
 import io
+import logging
 import os
 import random
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -19,8 +25,12 @@ import torch
 from ..errors import FastfashionError
 from ..format.atomic import write_file
 
+log = logging.getLogger(__name__)
+
 FORMAT = "fastfashion-checkpoint"
 VERSION = 2  # 2: the loader's position within an epoch ("loader") and the epoch's progress
+RUN_FILES = ("last.pt", "best.pt", "metrics.json", "curves.png")  # what a run writes in its folder
+_WARNED_NO_RUN_ID: set[str] = set()  # checkpoints without a run id already warned about (once per file)
 
 
 class CheckpointError(FastfashionError, ValueError):
@@ -41,6 +51,10 @@ def torch_load(path: str | os.PathLike, error: type[Exception], what: str = "che
     """``torch.load`` onto the CPU with ``weights_only`` (no arbitrary code); any failure raises ``error`` naming
     the file (a missing file, or one of the many zip/pickle error types)."""
     path = Path(path)
+    if path.is_dir():
+        inside = [path / n for n in ("best.pt", "last.pt") if (path / n).is_file()]
+        hint = f"; did you mean {inside[0]}?" if inside else " (give the path of a .pt file)"
+        raise error(f"{what} {path} is a directory, not a checkpoint file{hint}")
     if not path.is_file():
         raise error(f"{what} {path} does not exist")
     try:
@@ -58,7 +72,53 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
         raise CheckpointError(f"{path} is not a fastfashion checkpoint")
     if ckpt.get("version") != VERSION:
         raise CheckpointError(f"{path} has checkpoint version {ckpt.get('version')}, this code reads {VERSION}")
+    if not ckpt.get("run_id") and str(path) not in _WARNED_NO_RUN_ID:
+        _WARNED_NO_RUN_ID.add(str(path))
+        log.warning("%s has no run id (written before fastfashion recorded one): whether it belongs to the same "
+                    "run as the other files of its folder cannot be checked", path)
     return ckpt
+
+
+def new_run_id() -> str:
+    """A random id for a new run (12 hex digits)."""
+    return uuid.uuid4().hex[:12]
+
+
+def run_id_of(path: str | os.PathLike) -> str | None:
+    """The run id of the checkpoint at ``path`` without reading its tensors (memory-mapped); None for a checkpoint
+    without one. Raises :class:`CheckpointError` naming the file."""
+    path = Path(path)
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as e:  # noqa: BLE001 - zip/pickle errors come in many types
+        raise CheckpointError(f"cannot read checkpoint {path}: not a valid torch file ({type(e).__name__})") from e
+    return ckpt.get("run_id") if isinstance(ckpt, dict) else None
+
+
+def check_same_run(path: str | os.PathLike, ckpt: dict) -> None:
+    """Refuse a ``best.pt`` whose run id differs from that of the ``last.pt`` beside it: the folder mixes two runs
+    (a run started over there before it wrote its own ``best.pt``). Checkpoints without run ids pass (warned when
+    loaded). Raises :class:`CheckpointError` naming both files and runs."""
+    path = Path(path)
+    last = path.with_name("last.pt")
+    if path.name != "best.pt" or not last.is_file() or not ckpt.get("run_id"):
+        return
+    other = run_id_of(last)
+    if other and other != ckpt["run_id"]:
+        raise CheckpointError(f"{path} belongs to run {ckpt['run_id']}, {last} to run {other}: the folder mixes two "
+                              f"runs; evaluate {last}, or train again into a new folder")
+
+
+def clear_run_files(out: str | os.PathLike) -> list[str]:
+    """Remove the files of a previous run (:data:`RUN_FILES`) from the run folder ``out``, before a new run writes
+    any; returns the names removed."""
+    removed = []
+    for name in RUN_FILES:
+        p = Path(out) / name
+        if p.is_file():
+            p.unlink()
+            removed.append(name)
+    return removed
 
 
 def rng_state() -> dict:

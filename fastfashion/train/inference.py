@@ -40,8 +40,12 @@ class InferenceError(FastfashionError, ValueError):
 def load_model(checkpoint: str | os.PathLike, device: torch.device) -> tuple[FashionNet, dict]:
     """Rebuild the model of a checkpoint (schema, dropout and image size come from the checkpoint): its weight
     average when the run kept one (what it validated), else its weights. Inference runs in the checkpoint's
-    precision (:func:`precision_of`)."""
+    precision (:func:`precision_of`). Refuses a ``best.pt`` of another run than the ``last.pt`` beside it
+    (:func:`~.checkpoint.check_same_run`) and logs the run it uses."""
     ckpt = ckpt_io.load_checkpoint(checkpoint)
+    ckpt_io.check_same_run(checkpoint, ckpt)
+    log.info("checkpoint %s: run %s, epoch %s, step %s", checkpoint, ckpt.get("run_id") or "unknown (no run id)",
+             ckpt.get("epoch"), ckpt.get("step"))
     schema = Schema.from_dict(ckpt["schema"])
     model = FashionNet(schema, dropout=ckpt["config"].get("dropout", 0.5))
     model.load_state_dict(ckpt["ema"]["module"] if ckpt.get("ema") else ckpt["model"])
@@ -101,7 +105,7 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, shards: ShardSet | str | 
             ones = [torch.ones(k, device=device) for k in model.schema.num_classes]
             m = evaluate(model, loader, model.schema, device, class_weights=ones, desc=f"evaluate {split}", tta=tta,
                          precision=precision_of(ckpt))
-    return json_safe({"split": split, "checkpoint": str(checkpoint), "tta": tta, **m})
+    return json_safe({"split": split, "checkpoint": str(checkpoint), "run_id": ckpt.get("run_id"), "tta": tta, **m})
 
 
 def predict(checkpoint: str | os.PathLike, shards: ShardSet | str | os.PathLike, out: str | os.PathLike, *,

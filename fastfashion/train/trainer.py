@@ -12,9 +12,11 @@ split, metrics are summed confusion matrices over ranks, and only rank 0 writes 
 
 Run directory: ``last.pt`` (every epoch), ``best.pt`` (best val average class accuracy), ``metrics.json`` (a list
 of per-epoch dicts ``{"epoch", "train", "val", "images_per_s", "data_wait_share", "lr", "step", "train_seconds",
-"val_seconds", "minutes", "cpu_minutes", "image_size"}``; ``minutes``: training plus validation wall time so far,
-across resumes; ``cpu_minutes``: the CPU time of the same, which other load on the machine inflates less) and
-``curves.png`` (loss and accuracy curves, when matplotlib is installed). Files are written atomically (temporary
+"val_seconds", "minutes", "cpu_minutes", "image_size", "run_id"}``; ``minutes``: training plus validation wall time
+so far, across resumes; ``cpu_minutes``: the CPU time of the same, which other load on the machine inflates less) and
+``curves.png`` (loss and accuracy curves, when matplotlib is installed). A folder holds one run: every checkpoint and
+metrics row carries the run's id (:mod:`.checkpoint`); ``overwrite`` removes the previous run's files before the new
+run writes anything, and a run that fails leaves no empty folder it created. Files are written atomically (temporary
 file beside, then ``os.replace``); JSON holds ``null`` where a metric is undefined (see
 :func:`fastfashion.train.metrics.json_safe`).
 """
@@ -212,6 +214,7 @@ class _Run:
     policy: CheckpointPolicy | None = None
     progress: dict | None = None  # a mid-epoch checkpoint's epoch progress, to continue that epoch
     ema: WeightEMA | None = None  # the averaged weights that are validated and saved as best.pt
+    run_id: str = dataclasses.field(default_factory=ckpt_io.new_run_id)  # kept across resumes
 
     def close(self) -> None:
         """Release both loaders (pipelines, workers, mappings)."""
@@ -237,9 +240,9 @@ def train(cfg: TrainConfig, *, shards: ShardSet | None = None) -> dict:
     """
     device = resolve_device(cfg.device)
     dinfo = distributed.setup(device.type)
-    opened, run = None, None
+    opened, run, created = None, None, []
     try:
-        _check_out(Path(cfg.out), dinfo)  # before any work
+        created = _check_out(Path(cfg.out), dinfo)  # before any work
         if shards is None:
             shards = opened = ShardSet.open(cfg.shard_dir, remote=cfg.remote, verify=cfg.verify)
         run = _start(cfg, device, dinfo, shards)
@@ -248,6 +251,7 @@ def train(cfg: TrainConfig, *, shards: ShardSet | None = None) -> dict:
     except BaseException:
         # no barrier: the other ranks may be blocked in a collective this rank will never join
         distributed.teardown(dinfo, failed=True)
+        _remove_empty(created)
         raise
     finally:
         if run is not None:
@@ -299,26 +303,46 @@ def _start(cfg: TrainConfig, device: torch.device, dinfo: distributed.DistInfo, 
                policy=CheckpointPolicy(minutes=cfg.checkpoint_minutes, every=cfg.checkpoint_every))
     if cfg.ema_halflife is not None:  # the decay per step whose weight halves after ema_halflife epochs
         run.ema = WeightEMA(model, 0.5 ** (1 / max(1.0, cfg.ema_halflife * len(train_loader))))
+    held = [n for n in ckpt_io.RUN_FILES[:3] if (run.out / n).exists()]  # last.pt, best.pt, metrics.json
     if cfg.resume:
         _resume(run)
-    elif (run.out / "last.pt").exists() and not cfg.overwrite:
-        raise fixable(TrainError(f"{run.out} already holds a run (last.pt); refusing to overwrite it"),
+    elif held and not cfg.overwrite:
+        raise fixable(TrainError(f"{run.out} already holds a run ({', '.join(held)}); refusing to overwrite it"),
                       "resume_or_overwrite")
+    elif held and dinfo.is_main:  # overwrite: no file of the old run may outlive the start of the new one
+        removed = ckpt_io.clear_run_files(run.out)
+        log.info("%s: removed the previous run's %s (overwrite); this is run %s", run.out, ", ".join(removed),
+                 run.run_id)
     return run
 
 
-def _check_out(out: Path, dinfo: distributed.DistInfo) -> None:
-    """The run folder can be written: checked before any work, not after the first epoch."""
+def _check_out(out: Path, dinfo: distributed.DistInfo) -> list[Path]:
+    """The run folder can be written: checked before any work, not after the first epoch. Returns the folders it
+    created (deepest last), for :func:`_remove_empty` when the run fails."""
     if out.exists() and not out.is_dir():
         raise fixable(TrainError(f"{out} exists and is not a folder (the run folder for checkpoints)"), "out")
     if not dinfo.is_main:
-        return
+        return []
+    missing = [p for p in (out, *out.parents) if not p.exists()][::-1]
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
+        _remove_empty(missing)
         raise fixable(TrainError(f"{out}: cannot create the run folder: {e.strerror or e}"), "out") from None
     if not os.access(out, os.W_OK):
         raise fixable(TrainError(f"{out}: the run folder is not writable"), "out")
+    return missing
+
+
+def _remove_empty(created: list[Path]) -> None:
+    """Remove the folders a failed run created, deepest first, as long as they are empty (nothing else is
+    touched: a folder holding a checkpoint, or anything another process put there, stays)."""
+    for d in reversed(created):
+        try:
+            d.rmdir()
+        except OSError:  # not empty (a checkpoint was written), or already gone
+            return
+        log.debug("removed the empty run folder %s", d)
 
 
 def _resume(run: _Run) -> None:
@@ -342,6 +366,7 @@ def _resume(run: _Run) -> None:
     run.scheduler.load_state_dict(last["scheduler"])
     _load_scaler_state(run.step.scaler, last["scaler"])
     run.state = TrainState(last["epoch"], last["step"], last["best"], list(last["history"]))
+    run.run_id = last.get("run_id") or run.run_id  # a checkpoint from before run ids: the run gets one now
     try:
         run.train_loader.load_state_dict(last["loader"])
     except ValueError as e:  # another shard set, split or order: name both values
@@ -349,7 +374,7 @@ def _resume(run: _Run) -> None:
     run.progress = last.get("progress")
     rngs = last["rng"]
     ckpt_io.set_rng_state(rngs[run.dinfo.rank] if len(rngs) == run.dinfo.world_size else rngs[0])
-    log.info("resumed from %s at epoch %d, step %d%s", path, run.state.epoch + 1, run.state.step,
+    log.info("resumed run %s from %s at epoch %d, step %d%s", run.run_id, path, run.state.epoch + 1, run.state.step,
              f" ({run.progress['steps']} steps into the epoch)" if run.progress else "")
 
 
@@ -436,7 +461,7 @@ def _end_epoch(run: _Run, lr: float, res: EpochResult, val_m: dict, val_seconds:
            "image_size": run.train_loader.augment.image_size, "train_seconds": res.seconds,
            "val_seconds": val_seconds,
            "minutes": last.get("minutes", 0.0) + (res.seconds + val_seconds) / 60,
-           "cpu_minutes": last.get("cpu_minutes", 0.0) + cpu_seconds / 60}
+           "cpu_minutes": last.get("cpu_minutes", 0.0) + cpu_seconds / 60, "run_id": run.run_id}
     state.history.append(row)
     is_best = val_m["avg_class_accuracy"] > state.best
     if is_best:
@@ -485,7 +510,8 @@ def _save(run: _Run, rngs: list, is_best: bool, progress: dict | None = None) ->
             "scaler": step.scaler.state_dict(), "epoch": state.epoch, "step": state.step, "best": state.best,
             "history": state.history, "rng": rngs, "config": _saved_config(run.cfg),
             "schema": run.schema.to_dict(), "image_size": run.cfg.image_size, "loader": run.train_loader.state_dict(),
-            "progress": progress, "ema": run.ema.state_dict() if run.ema is not None else None}
+            "progress": progress, "ema": run.ema.state_dict() if run.ema is not None else None,
+            "run_id": run.run_id}
     ckpt_io.save_atomic(ckpt, run.out / "last.pt")
     if is_best:
         ckpt_io.save_atomic(ckpt, run.out / "best.pt")

@@ -42,6 +42,7 @@ import threading
 import numpy as np
 
 from ...format.atomic import with_path
+from ...format.jpeg import jpeg_header
 from ...format.reader import ShardFiles
 from ...format.spec import LabelError
 from ...fsutil import register_temp
@@ -148,16 +149,17 @@ def content_path(tar: str, sha256: str | None) -> str:
 
 def size_hint(ctx: BackendContext, probe: int = 32) -> tuple[int, int]:
     """(max height, max width) over a few JPEG headers: decoder preallocation hints."""
-    from PIL import Image
     refs = ctx.samples.refs
     hw = [(0, 0)]
     with ShardFiles() as files:
         for r in refs[:: max(1, len(refs) // probe)][:probe]:
-            try:
-                w, h = Image.open(io.BytesIO(files.read(r.tar, r.jpg_offset, r.jpg_size))).size
-            except Exception:  # noqa: BLE001 - only a hint: a bad header is reported by the decoder, naming the key
+            try:  # headers were checked when the split was opened (format/reader.py: check_samples)
+                found = jpeg_header(lambda o, n, r=r: files.read(r.tar, r.jpg_offset + o, n), r.jpg_size,
+                                    ctx.samples.max_pixels)
+            except OSError:  # only a hint: a file that cannot be read is reported by the reader, naming the key
                 continue
-            hw.append((h, w))
+            if not isinstance(found, str):
+                hw.append((found.height, found.width))
     return max(h for h, _ in hw), max(w for _, w in hw)
 
 
@@ -319,7 +321,8 @@ class DaliBackend:
         self._next = nxt if nxt in self._plan else None
 
     def _culprit(self, batch_indices: np.ndarray, cause: BaseException) -> LoaderError:
-        """Name the shard and key of the sample that made DALI fail (checked with PIL, by offset)."""
+        """Name the shard and key of the sample that made DALI fail (checked with PIL, by offset), in the torch
+        backend's words for the same sample (``{tar}: sample {key!r}: {PIL's first line}``)."""
         from PIL import Image
         refs, width = self.ctx.samples.refs, len(self.ctx.schema)
         with ShardFiles() as files:
@@ -331,8 +334,12 @@ class DaliBackend:
                         raise LabelError(f".lbl has {len(lbl)} bytes, expected {8 * width}")
                     Image.open(io.BytesIO(data)).load()
                 except Exception as e:  # noqa: BLE001 - any failure here is the diagnosis
-                    return LoaderError(f"{r.tar}: sample {r.key!r} cannot be loaded: {e}")
+                    first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+                    return LoaderError(f"{r.tar}: sample {r.key!r}: {first}")
         keys = [refs[int(i)].key for i in batch_indices]
-        text = str(cause).strip()
-        first = text.splitlines()[0] if text else type(cause).__name__
-        return LoaderError(f"DALI failed on the batch of keys {keys}: {first}")
+        shards = sorted({refs[int(i)].tar for i in batch_indices})
+        lines = [ln.strip() for ln in str(cause).splitlines() if ln.strip()]
+        detail = next((ln for ln in lines if "rror" in ln and "Critical error in pipeline" not in ln), None) \
+            or (lines[0] if lines else type(cause).__name__)
+        return LoaderError(f"{', '.join(shards)}: DALI failed on the batch of keys {keys} (each decodes with PIL): "
+                           f"{detail}")

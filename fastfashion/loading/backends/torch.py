@@ -141,7 +141,8 @@ def worker_context():
     Forking a process in which DALI runs threads is unsafe: a forked worker inherits locks held by threads that do
     not exist in it, and DataLoader workers were seen to die with a segmentation fault when forked after a DALI
     pipeline had run in the same process. The server costs one start per process (~2 s: torch); like ``spawn``, it
-    needs a script's top-level code under ``if __name__ == "__main__":``."""
+    needs a script's top-level code under ``if __name__ == "__main__":`` (:class:`TorchBackend` refuses, naming the
+    line, when it is not: :func:`unguarded_main_line`)."""
     import multiprocessing as mp
     import sys
     if "forkserver" not in mp.get_all_start_methods() or "nvidia.dali" not in sys.modules:
@@ -149,6 +150,41 @@ def worker_context():
     ctx = mp.get_context("forkserver")
     ctx.set_forkserver_preload(["torch", "PIL.Image", "torchvision.transforms.v2", __name__])
     return ctx
+
+
+def unguarded_main_line() -> tuple[str, int] | None:
+    """``(script, line)`` when this call comes from top-level code of the main script that is not under
+    ``if __name__ == "__main__":`` (a worker started by forkserver or spawn imports the script again, runs that code
+    again and dies trying to start processes of its own: torch then reports only "DataLoader worker ... exited
+    unexpectedly"); None otherwise, and whenever it cannot tell (an interactive session, a notebook, no source)."""
+    import ast
+    import sys
+    main = sys.modules.get("__main__")
+    path = getattr(main, "__file__", None)
+    frame = sys._getframe(1)
+    while frame is not None and not (frame.f_code.co_name == "<module>" and frame.f_globals is vars(main)):
+        frame = frame.f_back
+    if not path or frame is None:
+        return None
+    try:
+        with open(path, encoding="utf-8") as f:
+            tree = ast.parse(f.read())
+    except (OSError, SyntaxError, ValueError, UnicodeDecodeError):
+        return None
+    line = frame.f_lineno
+    top = next((n for n in tree.body if n.lineno <= line <= (n.end_lineno or n.lineno)), None)
+    return None if top is None or _is_main_guard(top) else (path, line)
+
+
+def _is_main_guard(node) -> bool:
+    """Whether ``node`` is ``if __name__ == "__main__":`` (either operand order)."""
+    import ast
+    if not isinstance(node, ast.If) or not isinstance(node.test, ast.Compare) or len(node.test.comparators) != 1:
+        return False
+    sides = [node.test.left, node.test.comparators[0]]
+    return isinstance(node.test.ops[0], ast.Eq) and \
+        any(isinstance(x, ast.Name) and x.id == "__name__" for x in sides) and \
+        any(isinstance(x, ast.Constant) and x.value == "__main__" for x in sides)
 
 
 class TorchBackend:
@@ -162,13 +198,18 @@ class TorchBackend:
         self.dataset = ShardDataset(ctx.samples.refs, ctx.augment, ctx.schema, ctx.seed, ctx.samples.labels,
                                     ctx.transform)
         workers = ctx.workers
+        mp_context = worker_context() if workers > 0 else None
+        where = unguarded_main_line() if mp_context is not None else None
+        if where is not None:
+            raise LoaderError(f"{where[0]}:{where[1]}: the torch backend's {workers} worker processes start by "
+                              "forkserver once DALI is loaded in this process, and each runs this script's top-level "
+                              "code again; put that code under 'if __name__ == \"__main__\":', or pass workers=0")
         # workers end with each epoch's iterator: an abandoned epoch leaves nothing running in the background
         self.loader = DataLoader(self.dataset, batch_sampler=self.sampler, num_workers=workers,
                                  collate_fn=collate, pin_memory=ctx.device.type == "cuda",
                                  prefetch_factor=4 if workers > 0 else None,
                                  worker_init_fn=functools.partial(_seed_worker, main_pid=os.getpid()),
-                                 generator=torch.Generator(),
-                                 multiprocessing_context=worker_context() if workers > 0 else None)
+                                 generator=torch.Generator(), multiprocessing_context=mp_context)
         self._live = _dead  # the generator of the epoch being read, if any (weak)
 
     @property
