@@ -538,3 +538,11 @@ def test_a_full_disk_names_the_file():
     assert str(err) == "[Errno 28] No space left on device: '/data/run/last.pt'"
     named = OSError(2, "No such file or directory", "/x")
     assert with_path(named, "/y") is named
+
+
+def test_the_pixel_limit_at_shard_time_is_an_option(src_copy, tmp_path):
+    with pytest.raises(BadImageError, match=r"split/train\.txt:1: image 'img/\d+\.jpg': .*max_image_pixels"):
+        write_shards(src_copy, tmp_path / "out", _cfg(max_image_pixels=100))
+    m = write_shards(src_copy, tmp_path / "out", _cfg(max_image_pixels=400 * 400))
+    assert m["options"]["max_image_pixels"] == 400 * 400  # a changed limit is recorded; the default is not
+    assert "max_image_pixels" not in write_shards(src_copy, tmp_path / "out2", _cfg())["options"]

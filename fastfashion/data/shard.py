@@ -33,6 +33,7 @@ from pathlib import Path
 
 from ..errors import ConfigError, fixable, sigterm_as_terminated
 from ..format.atomic import file_sha256
+from ..format.jpeg import MAX_IMAGE_PIXELS
 from ..format.spec import LABELLED_SPLITS, SPLITS, TRAIN, split_order
 from ..format.writer import ShardSetWriteError, class_counts, manifest_doc, split_entry
 from ..options import option
@@ -90,6 +91,8 @@ class ShardConfig:
     skip_bad: bool = option(False, help=(
         "leave out bad samples (bad image, missing image, bad label line), listing each with its reason under "
         "'skipped' in manifest.json, instead of failing"))
+    max_image_pixels: int = option(MAX_IMAGE_PIXELS, help=(  # PIL's default; recorded in the manifest if changed
+        "refuse an image whose header claims more pixels (default: %(default)s, PIL's limit)"))
     overwrite: bool = option(False, help=(
         "replace an existing shard set at SHARD_DIR (only after the new one is complete)"))
     schema: Schema | None = option(None, metavar="FILE", parse=Schema.load, help=(  # None: the source's own
@@ -105,12 +108,18 @@ class ShardConfig:
     def __post_init__(self) -> None:
         if self.engine not in ENGINES:
             raise ConfigError(f"engine {self.engine!r}: expected one of {', '.join(ENGINES)}")
+        if isinstance(self.max_image_pixels, bool) or not isinstance(self.max_image_pixels, int) \
+                or self.max_image_pixels < 1:
+            raise ConfigError(f"max_image_pixels must be a positive integer, got {self.max_image_pixels!r}")
         if self.samples_per_shard < 1:
             raise ConfigError(f"samples_per_shard must be >= 1, got {self.samples_per_shard}")
         check_split_ratio(self.split_ratio)
 
     def manifest_options(self) -> dict:
-        return {"samples_per_shard": self.samples_per_shard, "seed": self.seed, "skip_bad": self.skip_bad}
+        recorded = {"samples_per_shard": self.samples_per_shard, "seed": self.seed, "skip_bad": self.skip_bad}
+        if self.max_image_pixels != MAX_IMAGE_PIXELS:  # only a changed limit: the default is the JPEG policy's
+            recorded["max_image_pixels"] = self.max_image_pixels
+        return recorded
 
 
 def default_shard_dir(src_dir: str | os.PathLike) -> Path:
@@ -225,7 +234,7 @@ def _validate_images(engine: Engine, source: Source, cfg: ShardConfig, remote: R
     chunks = [all_recs[i:i + size] for i in range(0, len(all_recs), size)]
     root = str(source.image_root)
     with progress(total=len(all_recs), desc="validate", unit="img", leave=False) as bar:
-        results = engine.map(check_chunk, [(root, [r.path for r in c], remote) for c in chunks],
+        results = engine.map(check_chunk, [(root, [r.path for r in c], remote, cfg.max_image_pixels) for c in chunks],
                              [f"validation of {c[0].file}:{c[0].line}.." for c in chunks],
                              done=lambda i: bar.update(len(chunks[i])))
     checks = [c for res in results for c in res]

@@ -22,6 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from ..errors import FastfashionError
+from ..format.jpeg import MAX_IMAGE_PIXELS
 from ..format.writer import Sample, class_counts, write_shard
 from ..remote.store import RemoteConfig, RemoteError, Store, is_url
 from ..schema import Schema
@@ -78,9 +79,11 @@ class ImageReader:
                 yield p, f.result()
 
 
-def check_chunk(root: str, paths: Sequence[str], config: RemoteConfig | None = None) -> list[ImageCheck]:
-    """Each image's :class:`~fastfashion.data.validate.ImageCheck` (reason None: accepted). An image that cannot be
-    read (missing, access denied) is a bad image; a transfer that keeps failing after its retries raises."""
+def check_chunk(root: str, paths: Sequence[str], config: RemoteConfig | None = None,
+                max_pixels: int = MAX_IMAGE_PIXELS) -> list[ImageCheck]:
+    """Each image's :class:`~fastfashion.data.validate.ImageCheck` (reason None: accepted; more than ``max_pixels``
+    pixels is refused). An image that cannot be read (missing, access denied) is a bad image; a transfer that keeps
+    failing after its retries raises."""
     out = []
     for _, data in ImageReader(root, config).read_all(paths):
         if isinstance(data, RemoteError):
@@ -90,7 +93,7 @@ def check_chunk(root: str, paths: Sequence[str], config: RemoteConfig | None = N
         elif isinstance(data, OSError):
             out.append(ImageCheck(f"cannot read: {data.strerror or data}", None, 0))
         else:
-            out.append(ImageCheck(check_jpeg(data), hashlib.sha256(data).hexdigest(), len(data)))
+            out.append(ImageCheck(check_jpeg(data, max_pixels), hashlib.sha256(data).hexdigest(), len(data)))
     return out
 
 
