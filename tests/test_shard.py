@@ -546,3 +546,11 @@ def test_the_pixel_limit_at_shard_time_is_an_option(src_copy, tmp_path):
     m = write_shards(src_copy, tmp_path / "out", _cfg(max_image_pixels=400 * 400))
     assert m["options"]["max_image_pixels"] == 400 * 400  # a changed limit is recorded; the default is not
     assert "max_image_pixels" not in write_shards(src_copy, tmp_path / "out2", _cfg())["options"]
+
+
+def test_a_million_workers_is_the_cpus(src_copy, tmp_path, caplog):
+    from fastfashion.hardware import available_cpus
+    with caplog.at_level("WARNING"):
+        write_shards(src_copy, tmp_path / "out", _cfg(workers=1_000_000))
+    assert f"workers 1000000 is more than the {available_cpus()} CPUs" in caplog.text
+    assert read_manifest(tmp_path / "out")["splits"]["train"]["num_samples"] == 6

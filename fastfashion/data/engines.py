@@ -22,7 +22,7 @@ from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 
 from ..errors import ConfigError, FastfashionError, Terminated, terminated
-from ..hardware import available_cpus
+from ..hardware import available_cpus, bound_to_cpus
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +75,7 @@ class LocalEngine(Engine):
         workers = available_cpus() if workers is None else workers
         if workers < 1:
             raise ConfigError(f"workers must be >= 1, got {workers}")
-        self.slots, self.retries = workers, retries
+        self.slots, self.retries = bound_to_cpus("workers", workers, "the shard pool"), retries
         self._pool: ProcessPoolExecutor | None = None
 
     def map(self, fn, tasks, names, done=lambda i: None):
@@ -181,6 +181,8 @@ class RayEngine(Engine):
         try:
             ray.init(address="auto", **quiet)  # a cluster already running on this machine
         except ConnectionError:
+            if workers is not None:
+                workers = bound_to_cpus("workers", workers, "a local Ray's CPUs")
             ray.init(num_cpus=workers, include_dashboard=False, **quiet)
             self.started = True
 

@@ -23,7 +23,7 @@ import numpy as np
 from ..errors import ConfigError, TargetExistsError, fixable
 from ..format.atomic import clean_stale, make_temp_dir, replace_dir, with_path
 from ..format.spec import LABELLED_SPLITS, SPLITS, TEST, TRAIN, VAL
-from ..hardware import available_cpus
+from ..hardware import available_cpus, bound_to_cpus
 from ..options import option
 from ..progress import progress
 from ..schema import FASHION_SCHEMA, Schema
@@ -197,7 +197,7 @@ def _ignore_sigint() -> None:
 
 def _write_images(cfg: SynthConfig, img_dir: Path) -> list[int]:
     """Render every image into ``img_dir`` with ``cfg.workers`` processes; returns the byte size of each."""
-    workers = min(cfg.workers or available_cpus(), cfg.total)
+    workers = min(bound_to_cpus("workers", cfg.workers, "synth") if cfg.workers else available_cpus(), cfg.total)
     jobs = [(cfg, str(img_dir), i) for i in range(cfg.total)]
     bar = dict(total=cfg.total, desc="synth", unit="img")
     if workers == 1:
