@@ -55,6 +55,10 @@ SUBSTITUTIONS = [
     ("--shards SHARD_DIR --source SRC_DIR", "--shards shards/FashionDataset --source ../shared/FashionDataset"),
     ("--rounds 3 --window", "--rounds 1 --batch-size 8 --image-size 16 --window"),  # remote_throttle.py
     ("--train-steps 12", "--train-steps 1"),  # the training benchmark: one timed step per feeder
+    ("convert.py ../shared/FashionDataset --rounds 3 --workers 2",  # the conversion benchmark: one cheap round
+     "convert.py ../shared/FashionDataset --rounds 1 --workers 1 --engines serial,local"),
+    ("--replicate 8 --rounds 3 --workers 2 --engines serial,local,ray-warm",
+     "--replicate 2 --rounds 1 --workers 1 --engines serial,local"),
 ]
 
 # flags appended to a verb's arguments (argparse keeps the last value): minutes of work become seconds
