@@ -226,7 +226,7 @@ class _Stall(http.server.SimpleHTTPRequestHandler):
         super().do_GET()
 
 
-@pytest.mark.parametrize("verb", ["train", "inspect"])
+@pytest.mark.parametrize("verb", [pytest.param("train", marks=pytest.mark.long), "inspect"])  # train: make test-long
 def test_sigterm_while_waiting_on_a_download_ends_the_command(tiny, tmp_path, verb):
     marker = tmp_path / "stalled"
     handler = type("H", (_Stall,), {"marker": marker})
@@ -259,6 +259,7 @@ SLOW = textwrap.dedent("""
 """)
 
 
+@pytest.mark.long  # 12 s; make test keeps SIGTERM inside a native call of evaluate and during inspect's download
 @pytest.mark.parametrize("backend", [pytest.param("dali-cpu", marks=DALI), "torch"])
 def test_sigterm_mid_pass_of_predict_ends_it(tiny, tmp_path, backend):
     r = measure(sys.executable, "-c", SLOW, "predict", "--shards", str(tiny / "shards"), "--checkpoint",
