@@ -244,19 +244,23 @@ def test_a_source_over_http(source, reference, tmp_path, listing):
 
 
 def test_transient_server_errors_are_retried_and_a_missing_image_is_data(source, reference, tmp_path):
-    """Every third request of the source server fails with a 503: the conversion retries (with backoff) and gives
-    the same set; an image the server does not have is a bad image (skip_bad lists it), not a retry."""
+    """The first request for every file of the source server fails with a 503: the conversion retries (with
+    backoff) and gives the same set; an image the server does not have is a bad image (skip_bad lists it), not a
+    retry."""
     import http.server
-    import itertools
 
     from remote_servers import http_server
 
     from fastfashion.remote.store import RemoteConfig
-    count = itertools.count()
+    seen: set[str] = set()
+    lock = threading.Lock()
 
     class Flaky(http.server.SimpleHTTPRequestHandler):
         def do_GET(self):
-            if next(count) % 3 == 2:
+            with lock:
+                first = self.path not in seen
+                seen.add(self.path)
+            if first:
                 self.send_error(503)
             else:
                 super().do_GET()

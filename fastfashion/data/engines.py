@@ -211,7 +211,11 @@ class RayEngine(Engine):
                     done(i)
         except BaseException as e:
             for ref in running:
-                ray.cancel(ref, force=True)
+                ray.cancel(ref)  # a KeyboardInterrupt in the task (force=True trips a check in Ray 2.60's core worker)
+            try:  # let the cancellations complete before this process goes on to exit
+                ray.wait(list(running), num_returns=len(running), timeout=5)
+            except BaseException:  # noqa: BLE001 - a second signal: stop waiting
+                pass
             if isinstance(e, KeyboardInterrupt) and not isinstance(e, Terminated) and terminated():
                 # Ray turns any exception a signal handler raised inside ray.wait into a plain KeyboardInterrupt
                 raise Terminated("signal 15") from None
