@@ -328,6 +328,18 @@ def test_torch_workers_after_dali_in_an_unguarded_script_say_what_to_do(base, tm
         "that code under 'if __name__ == \"__main__\":', or pass workers=0")
 
 
+@pytest.mark.skipif(not HAVE_DALI, reason="DALI is not installed")
+def test_a_packages_main_run_with_dash_m_is_not_refused(base, tmp_path):
+    """``python -m pkg`` runs ``pkg/__main__.py``, whose top-level code multiprocessing does not run again in a
+    worker (as ``python -m fastfashion bench`` with dali-cpu then torch workers): not refused."""
+    (tmp_path / "pkg").mkdir()
+    (tmp_path / "pkg" / "__init__.py").write_text("")
+    (tmp_path / "pkg" / "__main__.py").write_text(_SCRIPT.format(shards=str(base), workers=1))
+    r = subprocess.run([sys.executable, "-m", "pkg"], capture_output=True, text=True, timeout=300, cwd=tmp_path,
+                       env={**os.environ, "TQDM_DISABLE": "1"})
+    assert r.returncode == 0 and r.stdout == "dali 3\ntorch 3\n", r.stderr[-2000:]
+
+
 @pytest.mark.long
 @pytest.mark.skipif(not HAVE_DALI, reason="DALI is not installed")
 def test_both_ways_out_of_the_unguarded_script_work(base, tmp_path):

@@ -161,6 +161,9 @@ def unguarded_main_line() -> tuple[str, int] | None:
     import sys
     main = sys.modules.get("__main__")
     path = getattr(main, "__file__", None)
+    spec = getattr(main, "__spec__", None)
+    if spec is not None and (spec.name == "__main__" or spec.name.endswith(".__main__")):
+        return None  # a package's __main__ (python -m fastfashion): multiprocessing does not run it again
     frame = sys._getframe(1)
     while frame is not None and not (frame.f_code.co_name == "<module>" and frame.f_globals is vars(main)):
         frame = frame.f_back
