@@ -314,12 +314,17 @@ print("torch", sum(1 for _ in b))
 """
 
 
+def _python(*args: str, cwd=None) -> subprocess.CompletedProcess:
+    """``python ARGS`` as a user runs it (no progress bars)."""
+    return subprocess.run([sys.executable, *args], capture_output=True, text=True, timeout=300, cwd=cwd,
+                          env={**os.environ, "TQDM_DISABLE": "1"})
+
+
 @pytest.mark.skipif(not HAVE_DALI, reason="DALI is not installed")
 def test_torch_workers_after_dali_in_an_unguarded_script_say_what_to_do(base, tmp_path):
     script = tmp_path / "quick.py"
     script.write_text(_SCRIPT.format(shards=str(base), workers=2))
-    r = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300,
-                       env={**os.environ, "TQDM_DISABLE": "1"})
+    r = _python(str(script))
     assert r.returncode == 1 and r.stdout == "dali 3\n"
     assert "exited unexpectedly" not in r.stderr
     assert r.stderr.strip().splitlines()[-1] == (
@@ -335,8 +340,7 @@ def test_a_packages_main_run_with_dash_m_is_not_refused(base, tmp_path):
     (tmp_path / "pkg").mkdir()
     (tmp_path / "pkg" / "__init__.py").write_text("")
     (tmp_path / "pkg" / "__main__.py").write_text(_SCRIPT.format(shards=str(base), workers=1))
-    r = subprocess.run([sys.executable, "-m", "pkg"], capture_output=True, text=True, timeout=300, cwd=tmp_path,
-                       env={**os.environ, "TQDM_DISABLE": "1"})
+    r = _python("-m", "pkg", cwd=tmp_path)
     assert r.returncode == 0 and r.stdout == "dali 3\ntorch 3\n", r.stderr[-2000:]
 
 
@@ -346,14 +350,12 @@ def test_both_ways_out_of_the_unguarded_script_work(base, tmp_path):
     """What the error advises: workers=0, or the main guard (with torch workers by forkserver after DALI)."""
     script = tmp_path / "quick.py"
     script.write_text(_SCRIPT.format(shards=str(base), workers=0))
-    r = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300,
-                       env={**os.environ, "TQDM_DISABLE": "1"})
+    r = _python(str(script))
     assert r.returncode == 0 and r.stdout == "dali 3\ntorch 3\n", r.stderr[-2000:]
     body = _SCRIPT.format(shards=str(base), workers=2).splitlines()
     script.write_text("\n".join([body[0], "def main():", *("    " + ln for ln in body[1:]),
                                  "if __name__ == \"__main__\":", "    main()", ""]))
-    r = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300,
-                       env={**os.environ, "TQDM_DISABLE": "1"})
+    r = _python(str(script))
     assert r.returncode == 0 and r.stdout == "dali 3\ntorch 3\n", r.stderr[-2000:]
 
 

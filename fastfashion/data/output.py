@@ -32,7 +32,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from ..errors import ConfigError, FastfashionError, fixable
-from ..format.atomic import clean_stale, fsync, with_path
+from ..format.atomic import clean_stale, file_sha256, fsync, with_path
 from ..format.manifest import MAX_MANIFEST_BYTES, parse_manifest
 from ..format.spec import MANIFEST, wids_index, wids_name
 from ..format.writer import check_target, commit_set
@@ -184,7 +184,6 @@ class LocalTarget(Target):
         return fragments
 
     def reusable(self, fragment: dict) -> bool:
-        from ..format.atomic import file_sha256
         entry = fragment["entry"]
         for name, digest in ((entry["tar"], entry["sha256"]), (entry["idx"], entry["idx_sha256"])):
             p = self.work / name
