@@ -22,6 +22,7 @@ permutes it.
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 
 import numpy as np
@@ -165,6 +166,27 @@ def sample_uniforms(seed: int, epoch: int, indices, n: int) -> np.ndarray:
         counter = (idx * np.uint64(_FIELDS_MAX) + np.arange(n, dtype=np.uint64)[None, :]) * _GOLDEN + _base(seed, epoch)
         z = _mix(counter)
     return (z >> np.uint64(11)).astype(np.float64) / float(1 << 53)
+
+
+# The per-sample random parameters of the built-in train augmentation, in this order (one row per sample)
+RAND_FIELDS = ("area", "logratio", "x", "y", "flip", "angle", "brightness", "contrast", "saturation", "hue")
+
+
+def draw_params(cfg: AugmentConfig, seed: int, epoch: int, indices) -> np.ndarray:
+    """``[len(indices), len(RAND_FIELDS)]`` float32: each sample's augmentation parameters from
+    :func:`sample_uniforms` (``area``, ``x``, ``y`` stay uniforms: the DALI graph maps them with each image's shape;
+    ``logratio`` log aspect ratio, ``flip`` 0/1, ``angle`` degrees, ``brightness``/``contrast``/``saturation``
+    factors, ``hue`` degrees). Every backend's colour for a sample comes from this row."""
+    u = sample_uniforms(seed, epoch, indices, len(RAND_FIELDS))
+    out = u.copy()
+    out[:, 1] = math.log(cfg.ratio[0]) + u[:, 1] * (math.log(cfg.ratio[1]) - math.log(cfg.ratio[0]))
+    out[:, 0] = cfg.scale[0] + u[:, 0] * (cfg.scale[1] - cfg.scale[0])
+    out[:, 4] = u[:, 4] < cfg.flip
+    out[:, 5] = (2 * u[:, 5] - 1) * cfg.rotation
+    for j, x in ((6, cfg.brightness), (7, cfg.contrast), (8, cfg.saturation)):
+        out[:, j] = 1 + (2 * u[:, j] - 1) * x
+    out[:, 9] = (2 * u[:, 9] - 1) * cfg.hue * 360.0  # degrees, as DALI's hsv wants
+    return out.astype(np.float32)
 
 
 def sample_seed(seed: int, epoch: int, index: int) -> int:

@@ -48,12 +48,30 @@ class LoaderError(FastfashionError, RuntimeError):
 
 class Batch(NamedTuple):
     """``images`` float [B,3,H,W] normalized (on the loader's device), ``labels`` int64 [B,len(schema)]
-    (-1 for unlabelled splits), ``keys`` list[str] when the loader was made with ``with_keys=True``, else None."""
+    (-1 for unlabelled splits), ``keys`` list[str] when the loader was made with ``with_keys=True``, else None.
+
+    With ``output="uint8"``: ``images`` uint8 [B,3,H,W] (an HWC buffer viewed as NCHW, i.e. channels_last strides,
+    from the DALI backends) and ``colour`` float32 [B,3,4], each sample's colour matrix (jitter and normalization,
+    :mod:`fastfashion.loading.colour`); :meth:`finished` applies it. With ``output="float"`` ``colour`` is None."""
 
     images: Any
     labels: Any
     keys: list[str] | None = None
+    colour: Any = None
 
+    def finished(self, dtype=None, channels_last: bool | None = None):
+        """The normalized float images: ``images`` itself for float output, else ``colour`` applied to the uint8
+        images on their device (:func:`~fastfashion.loading.colour.apply_colour`; ``dtype`` default float32,
+        ``channels_last`` default the images' memory format)."""
+        if self.colour is None:
+            return self.images if dtype is None else self.images.to(dtype)
+        from .colour import apply_colour
+        return apply_colour(self.images, self.colour, dtype=dtype, channels_last=channels_last)
+
+
+OUTPUTS = ("float", "uint8")
+"""What ``output`` accepts: ``float`` (finished, normalized images) or ``uint8`` (images as decoded and warped, plus
+each sample's colour matrix, applied where the model runs: :meth:`Batch.finished`)."""
 
 AUGMENT_ACCEPTS = ("None, a bool, an AugmentConfig, or a callable: for the torch backend an RGB PIL image -> "
                    "CHW tensor (e.g. a torchvision v2 transform), for the DALI backends (images, labels) -> images "
@@ -85,7 +103,10 @@ class LoaderConfig:
     (:class:`~fastfashion.remote.store.RemoteConfig`; ignored for a local folder). ``max_image_pixels``: every
     sample's JPEG headers are read when the split is opened (:mod:`fastfashion.format.jpeg`): a header claiming more
     pixels than this (default PIL's 89,478,485), a broken marker structure or a truncated scan is refused with one
-    line naming shard and key before any decoder sees it. Raises ValueError for a bad value.
+    line naming shard and key before any decoder sees it. ``output``: ``float`` delivers finished float images;
+    ``uint8`` delivers uint8 images and a per-sample colour matrix in ``Batch.colour`` (a quarter of the bytes to
+    move to the device, and no float work in the loader; :meth:`Batch.finished` or ``FashionNet`` apply it), for
+    the built-in augmentation only. Raises ValueError for a bad value.
     """
 
     split: str = TRAIN
@@ -110,6 +131,7 @@ class LoaderConfig:
     window: int = DEFAULT_WINDOW       # shards per window of the windowed order
     remote: RemoteConfig = RemoteConfig()  # storage options, cache folder and limit, offline, retries
     max_image_pixels: int = MAX_IMAGE_PIXELS  # a JPEG header claiming more is refused before decoding (bombs)
+    output: str = "float"              # float | uint8 (see above)
 
     def __post_init__(self) -> None:
         for name in ("batch_size", "block", "window", "max_image_pixels"):
@@ -122,6 +144,11 @@ class LoaderConfig:
         if self.augment is not None and not isinstance(self.augment, (bool, AugmentConfig)) \
                 and not callable(self.augment):
             raise TypeError(f"augment must be {AUGMENT_ACCEPTS}; got {type(self.augment).__name__}")
+        if self.output not in OUTPUTS:
+            raise ConfigError(f"output must be one of {', '.join(OUTPUTS)}, got {self.output!r}")
+        if self.output == "uint8" and self.transform is not None:
+            raise ConfigError("output='uint8' carries the built-in augmentation's colour matrix; an augment callable "
+                              "delivers its own finished images: use output='float' with it")
         if self.gpu_cache not in (None, True, False):
             raise ConfigError(f"gpu_cache must be None, True or False, got {self.gpu_cache!r}")
         if self.workers is not None and self.workers < 0:
@@ -173,6 +200,7 @@ class BackendContext:
     horizon: int | None = None                   # DALI: epochs per pipeline (None: the backend's default)
     hw_decoder_load: float | None = None         # dali-gpu: hardware JPEG decoder share (None: by GPU family)
     transform: Callable | None = None            # the augment= callable, replacing the built-in augmentation
+    output: str = "float"                        # float | uint8: uint8 images + [B,3,4] colour matrices
 
 
 class Backend(Protocol):
@@ -181,7 +209,8 @@ class Backend(Protocol):
 
     def epoch(self, indices: np.ndarray, epoch: int) -> Iterator[tuple[Any, Any]]:
         """Yield ``(images, labels)`` for the global sample ``indices`` in order, in batches of the context's batch
-        size (the last may be smaller). Raises :class:`LoaderError` naming shard and key."""
+        size (the last may be smaller); for ``output="uint8"`` ``(images, labels, colour)``. Raises
+        :class:`LoaderError` naming shard and key."""
         ...
 
     def close(self) -> None:

@@ -292,7 +292,7 @@ class FashionLoader:
                              rank=self.rank, device=self.device, workers=workers, schema=self.schema,
                              order_of=order_of, gpu_cache=self.config.gpu_cache, world_size=self.world_size,
                              dali_threads=self.dali_threads, transform=self.config.transform,
-                             hw_decoder_load=self.config.hw_decoder_load)
+                             hw_decoder_load=self.config.hw_decoder_load, output=self.config.output)
         return dataclasses.replace(ctx, **overrides)
 
     @property
@@ -357,13 +357,16 @@ class FashionLoader:
         if len(indices) == 0:  # nothing to deliver (a rank without samples, a resumed epoch's end)
             self._complete(generation, epoch)
         while (out := self._next_batch(batches, generation)) is not None:
-            images, labels = out
+            images, labels, *rest = out
+            colour = rest[0] if rest else None
             k = len(labels)
             keys = [self.samples.refs[i].key for i in indices[a:a + k]] if self.with_keys else None
             a += k
             if images.device != self.device:
                 images = images.to(self.device, non_blocking=True)
                 labels = labels.to(self.device, non_blocking=True)
+            if colour is not None and colour.device != self.device:
+                colour = colour.to(self.device, non_blocking=True)
             with self._lock:
                 self._check_current(generation)
                 self._delivered += 1
@@ -374,9 +377,9 @@ class FashionLoader:
                     raise LoaderError(f"{self.shard_dir} split {self.split!r}: backend {self.backend} delivered more "
                                       f"than the pass's {len(indices)} samples")
                 self._complete(generation, epoch)
-                yield Batch(images, labels, keys)
+                yield Batch(images, labels, keys, colour)
                 return
-            yield Batch(images, labels, keys)
+            yield Batch(images, labels, keys, colour)
         if a != len(indices):
             raise LoaderError(f"{self.shard_dir} split {self.split!r}: backend {self.backend} delivered {a} of "
                               f"{len(indices)} samples")
@@ -446,7 +449,8 @@ def make_loader(shards: ShardSet | str | os.PathLike, split: str = "train", batc
                 dali_threads: int | None = None, verify: bool = True, order: str | None = None,
                 window: int = DEFAULT_WINDOW, storage_options: dict | None = None, cache_dir=None,
                 cache_limit: int | None = None, offline: bool = False,
-                remote: RemoteConfig | None = None, max_image_pixels: int = MAX_IMAGE_PIXELS) -> FashionLoader:
+                remote: RemoteConfig | None = None, max_image_pixels: int = MAX_IMAGE_PIXELS,
+                output: str = "float") -> FashionLoader:
     """An epoch-exact loader over ``split`` of a shard set: ``FashionLoader(shards, LoaderConfig(...))``.
 
     ``shards`` is an opened :class:`~fastfashion.shardset.ShardSet`, a local folder or any fsspec URL (``s3://``,
@@ -464,4 +468,5 @@ def make_loader(shards: ShardSet | str | os.PathLike, split: str = "train", batc
         split=split, batch_size=batch_size, backend=backend, device=device, augment=augment, shuffle=shuffle,
         image_size=image_size, seed=seed, rank=rank, world_size=world_size, with_keys=with_keys,
         drop_last=drop_last, workers=workers, block=block, gpu_cache=gpu_cache, dali_threads=dali_threads,
-        verify=verify, order=order, window=window, remote=remote, max_image_pixels=max_image_pixels))
+        verify=verify, order=order, window=window, remote=remote, max_image_pixels=max_image_pixels,
+        output=output))

@@ -49,7 +49,7 @@ from ...fsutil import register_temp
 from ...hardware import available_cpus, local_world_size
 from ..base import BackendContext, LoaderError
 from ..order import pad_to_batch, runs
-from .dali_graph import PlannedLabels, RandomParams, fashion_pipeline
+from .dali_graph import ColourParams, PlannedLabels, RandomParams, fashion_pipeline
 from .jpeg_engine import DEFAULT_HW_DECODER_LOAD, default_load
 
 log = logging.getLogger(__name__)
@@ -211,7 +211,8 @@ class DaliBackend:
         self.hw_decoder_load = ctx.hw_decoder_load if ctx.hw_decoder_load is not None else \
             default_load(_gpu_name(self.device_id)) if gpu else DEFAULT_HW_DECODER_LOAD
         # on the GPU the training step wants channels_last (train/device.py): DALI writes HWC, viewed as NCHW
-        self.channels_last = gpu and ctx.transform is None
+        self.uint8 = ctx.output == "uint8"
+        self.channels_last = (gpu and ctx.transform is None) or self.uint8  # uint8: always HWC, as decoded
         self.num_threads = ctx.dali_threads or dali_threads(gpu, available_cpus(), local_world_size())
         self._pipe = None
         self.reader_paths: list[str] = []  # the tar paths the current pipeline's reader was given (content_path)
@@ -273,6 +274,7 @@ class DaliBackend:
         first = epochs[0][0]
         plan = [(e, p) for (e, _), p in zip(epochs, padded)]
         rand = RandomParams(ctx.augment, seed=ctx.seed, batch_size=b, plan=plan)
+        colour = ColourParams(ctx.augment, seed=ctx.seed, batch_size=b, plan=plan) if self.uint8 else None
         labels = None if ctx.samples.label_member == "lbl" else \
             PlannedLabels(ctx.samples.labels, batch_size=b, plan=plan)  # .lbl: DALI reads the tar member itself
         self._pipe = fashion_pipeline(paths=paths, index_paths=index_paths, cfg=ctx.augment, batch_size=b,
@@ -281,14 +283,15 @@ class DaliBackend:
                                       cache_mb=self.cache_mb, size_hint=self.size_hint,
                                       roi_decode=ctx.roi_decode, random_params=rand, labels=labels,
                                       transform=ctx.transform, channels_last=self.channels_last,
-                                      hw_decoder_load=self.hw_decoder_load)
+                                      hw_decoder_load=self.hw_decoder_load, colour=colour)
         self._pipe.build()
         self._plan = {e: k for k, (e, _) in enumerate(epochs)}
         self._next = first
         log.debug("DALI pipeline for epochs %s: %d reader entries", list(self._plan), len(paths))
 
     def epoch(self, indices: np.ndarray, epoch: int):
-        """Yield ``(images, labels)`` torch batches of ``indices`` (this rank's order of ``epoch``)."""
+        """Yield ``(images, labels)`` torch batches of ``indices`` (this rank's order of ``epoch``); with uint8
+        output ``(images, labels, colour)``."""
         if len(indices) == 0:
             return
         if self._pipe is None or self._next != epoch:
@@ -307,16 +310,18 @@ class DaliBackend:
         stream = torch.cuda.current_stream(self.device_id) if self.device_id is not None else None
         for a in range(0, n, b):
             try:
-                images, labels = self._pipe.run(stream)
+                images, labels, *colour = self._pipe.run(stream)
                 x = to_torch_tensor(images.as_tensor(), copy=False)  # zero-copy (DLPack)
                 y = to_torch_tensor(labels.as_tensor(), copy=False)
+                m = to_torch_tensor(colour[0].as_tensor(), copy=False) if colour else None
                 if self.channels_last:  # NHWC memory as an NCHW tensor with channels_last strides: no copy
                     x = x.permute(0, 3, 1, 2)
             except RuntimeError as e:
                 self._pipe = None
                 raise self._culprit(indices[a:a + b], e) from e
             k = min(b, n - a)
-            yield (x[:k], y[:k]) if k < b else (x, y)
+            out = (x, y) if m is None else (x, y, m)
+            yield tuple(t[:k] for t in out) if k < b else out
         nxt = epoch + 1
         self._next = nxt if nxt in self._plan else None
 

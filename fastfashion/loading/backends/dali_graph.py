@@ -15,21 +15,17 @@ on the GPU for dali-gpu (``mixed`` decode), on the CPU for dali-cpu.
 """
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from ..augment import AugmentConfig, sample_uniforms
+from ..augment import AugmentConfig, draw_params
+from ..colour import CONTRAST_CENTER, colour_matrices
 from .jpeg_engine import DEFAULT_HW_DECODER_LOAD
-
-CONTRAST_CENTER = 128.0  # contrast blends towards mid-grey (DALI's convention; torchvision: the image's mean grey)
-
 
 # Per-sample random parameters, drawn in numpy once per batch (one callback per batch, none per sample): each
 # sample's from (seed, epoch, sample index) (augment.sample_uniforms), so augmentation does not depend on the rank,
 # the pipeline (horizon) that produces it or where a run resumed.
-RAND_FIELDS = ("area", "logratio", "x", "y", "flip", "angle", "brightness", "contrast", "saturation", "hue")
 
 
 class _Planned:
@@ -54,27 +50,33 @@ class _Planned:
 
 
 class RandomParams(_Planned):
-    """The ``external_source`` callback: iteration ``i`` of the pipeline -> ``[B, len(RAND_FIELDS)]`` float32."""
+    """The ``external_source`` callback: iteration ``i`` of the pipeline -> ``[B, len(RAND_FIELDS)]`` float32
+    (:func:`~fastfashion.loading.augment.draw_params`)."""
 
     def __init__(self, cfg: AugmentConfig, *, seed: int, batch_size: int, plan: Sequence[tuple[int, np.ndarray]]):
         super().__init__(batch_size=batch_size, plan=plan)
         self.cfg, self.seed = cfg, seed
 
     def draw(self, epoch: int, indices: np.ndarray) -> np.ndarray:
-        c = self.cfg
-        u = sample_uniforms(self.seed, epoch, indices, len(RAND_FIELDS))
-        out = u.copy()  # area, logratio, x, y stay uniforms: the graph maps them with each image's shape
-        out[:, 1] = math.log(c.ratio[0]) + u[:, 1] * (math.log(c.ratio[1]) - math.log(c.ratio[0]))
-        out[:, 0] = c.scale[0] + u[:, 0] * (c.scale[1] - c.scale[0])
-        out[:, 4] = u[:, 4] < c.flip
-        out[:, 5] = (2 * u[:, 5] - 1) * c.rotation
-        for j, x in ((6, c.brightness), (7, c.contrast), (8, c.saturation)):
-            out[:, j] = 1 + (2 * u[:, j] - 1) * x
-        out[:, 9] = (2 * u[:, 9] - 1) * c.hue * 360.0  # degrees, as fn.hsv wants
-        return out.astype(np.float32)
+        return draw_params(self.cfg, self.seed, epoch, indices)
 
     def __call__(self, info) -> np.ndarray:
         return self.draw(*self.where(info.iteration))
+
+
+class ColourParams(_Planned):
+    """The uint8 graph's colour output: iteration ``i`` -> ``[B, 3, 4]`` float32, each sample's colour matrix
+    (:func:`~fastfashion.loading.colour.colour_matrices`: the jitter drawn from the same parameters as
+    :class:`RandomParams`, and the normalization; for eval the normalization alone)."""
+
+    def __init__(self, cfg: AugmentConfig, *, seed: int, batch_size: int, plan: Sequence[tuple[int, np.ndarray]]):
+        super().__init__(batch_size=batch_size, plan=plan)
+        self.cfg, self.seed = cfg, seed
+
+    def __call__(self, info) -> np.ndarray:
+        epoch, indices = self.where(info.iteration)
+        params = draw_params(self.cfg, self.seed, epoch, indices) if self.cfg.is_train else None
+        return colour_matrices(self.cfg, params, len(indices))
 
 
 class PlannedLabels(_Planned):
@@ -175,8 +177,9 @@ def _cache_args(gpu: bool, cache_mb: int) -> dict:
 
 
 def _train_images(jpg, dec: dict, cache: dict, cfg: AugmentConfig, *, random_params: RandomParams, roi_decode: bool,
-                  dev: str, layout: str = "CHW"):
-    """The train branch: random resized crop + flip + rotation as one warp, colour jitter, normalization."""
+                  dev: str, layout: str = "CHW", uint8: bool = False):
+    """The train branch: random resized crop + flip + rotation as one warp, colour jitter, normalization
+    (``uint8``: the warp's HWC uint8 output; the colour is the graph's third output)."""
     from nvidia.dali import fn, types
     r = fn.external_source(source=random_params, batch=True, batch_info=True, dtype=types.FLOAT, ndim=1,
                            name="random_params")
@@ -191,6 +194,8 @@ def _train_images(jpg, dec: dict, cache: dict, cfg: AugmentConfig, *, random_par
     interp = types.INTERP_LINEAR if cfg.interp_for(dev) == "linear" else types.INTERP_NN
     img = fn.warp_affine(img, matrix=_affine(box, r, cfg), size=list(cfg.hw),
                          inverse_map=False, interp_type=interp, fill_value=0)
+    if uint8:
+        return img
     if cfg.saturation or cfg.hue:
         # float output: DALI's CPU float->uint8 saturating cast costs more than the colour matrix itself
         img = fn.hsv(img, hue=r[9], saturation=r[8], dtype=types.FLOAT)
@@ -198,14 +203,17 @@ def _train_images(jpg, dec: dict, cache: dict, cfg: AugmentConfig, *, random_par
     return fn.crop_mirror_normalize(img, mean=mean, std=std, dtype=_out_dtype(cfg), output_layout=layout)
 
 
-def _eval_images(jpg, dec: dict, cache: dict, cfg: AugmentConfig, layout: str = "CHW"):
-    """The eval branch: resize the shorter side, centre crop, normalize (as torchvision's Resize + CenterCrop)."""
+def _eval_images(jpg, dec: dict, cache: dict, cfg: AugmentConfig, layout: str = "CHW", uint8: bool = False):
+    """The eval branch: resize the shorter side, centre crop, normalize (as torchvision's Resize + CenterCrop;
+    ``uint8``: the crop of the resized uint8 image, HWC)."""
     from nvidia.dali import fn, types
     img = fn.decoders.image(jpg, **dec, **cache)
     h, w = _eval_size(jpg, cfg)
     img = fn.resize(img, size=fn.stack(h, w), interp_type=types.INTERP_LINEAR, antialias=True)
-    mean, std = _normalization(cfg)
     ch, cw = cfg.hw
+    if uint8:
+        return fn.crop(img, crop=[ch, cw], crop_pos_x=_centre_pos(w, cw), crop_pos_y=_centre_pos(h, ch))
+    mean, std = _normalization(cfg)
     return fn.crop_mirror_normalize(img, crop=[ch, cw], crop_pos_x=_centre_pos(w, cw),
                                     crop_pos_y=_centre_pos(h, ch), mean=mean, std=std,
                                     dtype=_out_dtype(cfg), output_layout=layout)
@@ -216,12 +224,26 @@ def _out_dtype(cfg: AugmentConfig):
     return types.FLOAT16 if cfg.fp16 else types.FLOAT
 
 
+def _read(paths: Sequence[str], index_paths: Sequence[str], labels: PlannedLabels | None):
+    """The reader: ``(jpg, labels)`` data nodes (labels from the ``.lbl`` members, or from ``labels``)."""
+    from nvidia.dali import fn, types
+    if labels is None:
+        return fn.readers.webdataset(paths=list(paths), index_paths=list(index_paths), ext=["jpg", "lbl"],
+                                     dtypes=[types.UINT8, types.INT64], random_shuffle=False,
+                                     missing_component_behavior="error", name="reader")
+    jpg = fn.readers.webdataset(paths=list(paths), index_paths=list(index_paths), ext=["jpg"],
+                                dtypes=[types.UINT8], random_shuffle=False,
+                                missing_component_behavior="error", name="reader")
+    return jpg, fn.external_source(source=labels, batch=True, batch_info=True, dtype=types.INT64, ndim=1,
+                                   name="labels")
+
+
 def fashion_pipeline(*, paths: Sequence[str], index_paths: Sequence[str], cfg: AugmentConfig, batch_size: int,
                      device_id: int | None, num_threads: int, seed: int, prefetch: int = 2, cache_mb: int = 0,
                      size_hint: tuple[int, int] = (0, 0), roi_decode: bool | None = None,
                      random_params: RandomParams | None = None, labels: PlannedLabels | None = None,
                      transform: Callable | None = None, channels_last: bool = False,
-                     hw_decoder_load: float = DEFAULT_HW_DECODER_LOAD):
+                     hw_decoder_load: float = DEFAULT_HW_DECODER_LOAD, colour: ColourParams | None = None):
     """Build (not run) the DALI pipeline. ``device_id=None``: every operator on the CPU; else decode ``mixed``
     and the rest on GPU ``device_id``. Outputs: images float[16] ``[B,3,S,S]`` normalized, labels int64
     ``[B,label width]``. ``cache_mb`` > 0 (GPU only) keeps decoded images in the decoder's cache; ``size_hint`` is
@@ -236,25 +258,21 @@ def fashion_pipeline(*, paths: Sequence[str], index_paths: Sequence[str], cfg: A
     the memory format the CUDA training step wants: no copy to convert). ``hw_decoder_load``: the share of JPEGs
     ``mixed`` decoding gives the hardware JPEG decoder where the GPU has one (A100, H100, H200; ignored elsewhere).
     The decoder cache applies to full decodes only: with ``roi_decode`` it is left out (a cropped decode cannot be
-    cached)."""
+    cached). ``colour`` (the built-in graphs only) asks for uint8 output: images ``[B,S,S,3]`` uint8 (HWC, before
+    any colour operator) and a third output, each sample's ``[3, 4]`` colour matrix (on the CPU), which
+    :func:`~fastfashion.loading.colour.apply_colour` applies where the model runs."""
     from nvidia.dali import fn, pipeline_def, types
     gpu = device_id is not None
+    uint8 = colour is not None
+    if uint8 and transform is not None:
+        raise ValueError("uint8 output (colour) is for the built-in augmentation, not an augment callable")
     if cfg.is_train and random_params is None:
         raise ValueError("the train graph needs random_params")
 
     @pipeline_def(batch_size=batch_size, num_threads=num_threads, device_id=device_id, seed=seed,
                   prefetch_queue_depth=prefetch, exec_dynamic=True)  # dynamic executor: zero-copy to torch
     def graph():
-        if labels is None:
-            jpg, lbl = fn.readers.webdataset(paths=list(paths), index_paths=list(index_paths), ext=["jpg", "lbl"],
-                                             dtypes=[types.UINT8, types.INT64], random_shuffle=False,
-                                             missing_component_behavior="error", name="reader")
-        else:
-            jpg = fn.readers.webdataset(paths=list(paths), index_paths=list(index_paths), ext=["jpg"],
-                                        dtypes=[types.UINT8], random_shuffle=False,
-                                        missing_component_behavior="error", name="reader")
-            lbl = fn.external_source(source=labels, batch=True, batch_info=True, dtype=types.INT64, ndim=1,
-                                     name="labels")
+        jpg, lbl = _read(paths, index_paths, labels)
         dec, cache = _decoder_args(gpu, size_hint, hw_decoder_load), _cache_args(gpu, cache_mb)
         layout = "HWC" if channels_last else "CHW"
         if transform is not None:
@@ -262,9 +280,13 @@ def fashion_pipeline(*, paths: Sequence[str], index_paths: Sequence[str], cfg: A
         elif cfg.is_train:
             img = _train_images(jpg, dec, cache, cfg, random_params=random_params,
                                 roi_decode=(not gpu) if roi_decode is None else roi_decode,
-                                dev="gpu" if gpu else "cpu", layout=layout)
+                                dev="gpu" if gpu else "cpu", layout=layout, uint8=uint8)
         else:
-            img = _eval_images(jpg, dec, cache, cfg, layout)
-        return img, (lbl.gpu() if gpu else lbl)
+            img = _eval_images(jpg, dec, cache, cfg, layout, uint8=uint8)
+        lbl = lbl.gpu() if gpu else lbl
+        if uint8:
+            return img, lbl, fn.external_source(source=colour, batch=True, batch_info=True, dtype=types.FLOAT, ndim=2,
+                                                name="colour")
+        return img, lbl
 
     return graph()

@@ -32,8 +32,9 @@ from torch.utils.data import DataLoader, Dataset
 
 from ...format.reader import SampleRef, ShardFiles
 from ...schema import Schema
-from ..augment import AugmentConfig, sample_seed
+from ..augment import AugmentConfig, draw_params, sample_seed
 from ..base import BackendContext, LoaderError
+from ..colour import colour_matrices
 
 log = logging.getLogger(__name__)
 
@@ -58,16 +59,32 @@ def torchvision_transform(cfg: AugmentConfig):
     return T.Compose(ops)
 
 
+def uint8_transform(cfg: AugmentConfig):
+    """torchvision (v2) geometry on a PIL image -> uint8 CHW tensor: the crop, flip and rotation of
+    :func:`torchvision_transform` (the same draws for the same seed), no colour and no normalization (the uint8
+    output's colour matrix does both where the model runs: :mod:`fastfashion.loading.colour`)."""
+    from torchvision.transforms import v2 as T
+    if cfg.is_train:
+        ops = [T.RandomResizedCrop(cfg.image_size, scale=cfg.scale, ratio=cfg.ratio, antialias=True),
+               T.RandomHorizontalFlip(cfg.flip)]
+        if cfg.rotation:
+            ops.append(T.RandomRotation(cfg.rotation))
+    else:
+        ops = [T.Resize(cfg.eval_resize, antialias=True), T.CenterCrop(cfg.image_size)]
+    return T.Compose([*ops, T.PILToTensor()])
+
+
 class ShardDataset(Dataset):
     """Samples of one split by global index (manifest order), read by offset from the tars."""
 
     def __init__(self, refs: Sequence[SampleRef], cfg: AugmentConfig, schema: Schema, seed: int = 0,
-                 labels: np.ndarray | None = None, transform: Callable | None = None):
-        self.refs, self.cfg, self.schema, self.seed = list(refs), cfg, schema, seed
+                 labels: np.ndarray | None = None, transform: Callable | None = None, uint8: bool = False):
+        self.refs, self.cfg, self.schema, self.seed, self.uint8 = list(refs), cfg, schema, seed, uint8
         # class ids decoded and range-checked once when the split was read (format/reader.py: SplitSamples.labels)
         self.labels = np.full((len(self.refs), len(schema)), -1, dtype=np.int64) if labels is None else labels
         self.custom = transform is not None  # the loader's augment= callable: RGB PIL image -> CHW tensor
-        self.transform = transform if transform is not None else torchvision_transform(cfg)
+        self.transform = transform if transform is not None else \
+            uint8_transform(cfg) if uint8 else torchvision_transform(cfg)
         self.files = ShardFiles()  # per worker process: descriptors opened lazily, in the worker
 
     def __len__(self) -> int:
@@ -75,8 +92,10 @@ class ShardDataset(Dataset):
 
     def __getitem__(self, item: int | tuple[int, int]):
         """``(image, labels, key)`` of global sample ``i`` (``item``: ``i`` or ``(i, epoch)``); the random
-        transform is seeded from ``(seed, epoch, i)``, so it does not depend on the worker or the batch. Raises
-        :class:`LoaderError` naming shard and key."""
+        transform is seeded from ``(seed, epoch, i)``, so it does not depend on the worker or the batch. uint8
+        output: ``(image, labels, key, colour)``, the colour matrix drawn from the sample's parameters
+        (:func:`~fastfashion.loading.augment.draw_params`), as on the DALI backends. Raises :class:`LoaderError`
+        naming shard and key."""
         from PIL import Image
         i, epoch = item if isinstance(item, tuple) else (item, 0)
         r = self.refs[i]
@@ -94,7 +113,11 @@ class ShardDataset(Dataset):
             raise LoaderError(f"{r.tar}: sample {r.key!r}: the augment callable returned a "
                               f"{type(image).__name__}, not a tensor (end it with e.g. torchvision's v2.ToImage() "
                               "and v2.ToDtype(torch.float32, scale=True))")
-        return image, torch.from_numpy(self.labels[i].copy()), r.key
+        labels = torch.from_numpy(self.labels[i].copy())
+        if not self.uint8:
+            return image, labels, r.key
+        params = draw_params(self.cfg, self.seed, epoch, [i]) if self.cfg.is_train else None
+        return image, labels, r.key, torch.from_numpy(colour_matrices(self.cfg, params, 1)[0])
 
     def __getitems__(self, indices: Sequence[int]):
         """The DataLoader's batch fetch: a :class:`LoaderError` becomes a :class:`_Failed` batch (plain data), so
@@ -127,11 +150,12 @@ class _EpochBatches:
 
 
 def collate(samples) -> tuple | _Failed:
-    """``(images, labels, keys)`` stacked from ``(image, labels, key)`` samples; a failed batch passes through."""
+    """``(images, labels, keys)`` stacked from ``(image, labels, key)`` samples (uint8 output: ``(images, labels,
+    keys, colour)`` from ``(image, labels, key, colour)``); a failed batch passes through."""
     if len(samples) == 1 and isinstance(samples[0], _Failed):
         return samples[0]
-    images, labels, keys = zip(*samples)
-    return torch.stack(images), torch.stack(labels), list(keys)
+    images, labels, keys, *colour = zip(*samples)
+    return (torch.stack(images), torch.stack(labels), list(keys), *(torch.stack(c) for c in colour))
 
 
 def worker_context():
@@ -199,7 +223,7 @@ class TorchBackend:
         self.sampler = _EpochBatches(ctx.batch_size)
         self.seed, self.rank = ctx.seed, ctx.rank
         self.dataset = ShardDataset(ctx.samples.refs, ctx.augment, ctx.schema, ctx.seed, ctx.samples.labels,
-                                    ctx.transform)
+                                    ctx.transform, uint8=ctx.output == "uint8")
         workers = ctx.workers
         mp_context = worker_context() if workers > 0 else None
         where = unguarded_main_line() if mp_context is not None else None
@@ -233,7 +257,7 @@ class TorchBackend:
         for batch in self.loader:
             if isinstance(batch, _Failed):
                 raise LoaderError(batch.message)
-            yield batch[0], batch[1]
+            yield (batch[0], batch[1], *batch[3:])  # images, labels[, colour]
 
     def close(self) -> None:
         """End a live epoch (its DataLoader iterator, and with it the worker processes, now rather than when the
