@@ -120,7 +120,7 @@ def _add_train(sub) -> None:
     p.set_defaults(func=_run_train, subparser=p)
 
 
-LOADER_OPTIONS = ("device", "verify", "backend")  # TrainConfig's, the flags of train, evaluate and predict alike
+LOADER_OPTIONS = ("device", "verify", "backend", "loader_output")  # TrainConfig's: flags of train, evaluate, predict
 
 
 def _add_device_backend(p) -> None:
@@ -315,7 +315,7 @@ def _run_evaluate(args) -> int:
     from .train.inference import evaluate_checkpoint
     m = evaluate_checkpoint(args.checkpoint, args.shard_dir, split=args.split, batch_size=args.batch_size,
                             device=args.device, backend=args.backend, verify=args.verify,
-                            remote=_remote_config(args), tta=args.tta)
+                            remote=_remote_config(args), tta=args.tta, output=args.loader_output)
     if args.json:
         print(json.dumps(m, indent=1))
         return 0
@@ -339,7 +339,7 @@ def _run_predict(args) -> int:
     from .train.inference import predict
     out = predict(args.checkpoint, args.shard_dir, args.out, split=args.split, zip_=args.zip,
                   batch_size=args.batch_size, device=args.device, backend=args.backend, verify=args.verify,
-                  remote=_remote_config(args), tta=args.tta)
+                  remote=_remote_config(args), tta=args.tta, output=args.loader_output)
     print(f"wrote {out}" + (f" and {out.with_suffix('.zip')}" if args.zip else ""))
     return 0
 

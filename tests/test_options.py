@@ -155,7 +155,8 @@ def test_every_train_flag_reaches_the_config():
              "schedule": "cosine", "warmup_epochs": "2", "label_smoothing": "0.3", "dropout": "0.1",
              "class_balance": "sqrt", "image_size": "64x48", "resize_start": "0.5", "ema_halflife": "2",
              "crop_scale": "0.5,1", "rotation": "5", "color_jitter": "0.3", "precision": "fp32", "device": "cpu",
-             "backend": "torch", "weights": "w.pt", "max_steps": "7", "seed": "9", "workers": "2",
+             "backend": "torch", "loader_output": "float", "weights": "w.pt", "max_steps": "7", "seed": "9",
+             "workers": "2",
              "checkpoint_minutes": "0", "checkpoint_every": "4", "shard_dir": "s", "out": "o"}
     switches = ["--no-augment", "--no-verify", "--overwrite"]
     table = options(TrainConfig)

@@ -9,10 +9,12 @@ import sys
 import types
 import zipfile
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
+from fastfashion import make_loader
 from fastfashion.cli import main as cli_main
 from fastfashion.format.manifest import read_manifest
 from fastfashion.format.reader import split_keys
@@ -93,7 +95,6 @@ def test_checkpoint_write_is_atomic_and_rng_round_trips(tmp_path):
         ckpt_io.load_checkpoint(tmp_path / "bad.pt")
     import random
 
-    import numpy as np
     state = ckpt_io.rng_state()
     ckpt_io.save_atomic({"format": ckpt_io.FORMAT, "version": ckpt_io.VERSION, "rng": state}, path)
     a = (torch.rand(3), np.random.rand(3), random.random())
@@ -500,3 +501,33 @@ def test_logit_adjusted_run_trains_and_refuses_a_resume_with_other_weights(shard
         train(TrainConfig(shard_dir=str(shards), out=str(out), resume=True, **{**TINY, "epochs": 2}))
     assert cli_main(["train", "--class-balance", "sqrt", "--print-config"]) == 0
     assert json.loads(capsys.readouterr().out)["class_balance"] == "sqrt"
+
+
+def test_uint8_and_float_loader_output_train_and_evaluate_alike(run2, shards, tmp_path):
+    """dali-cpu: uint8 batches finished at the model's input (to_device) give the model the float graph's values
+    (the same logits, to float rounding), both outputs train, and evaluate gives the same metrics."""
+    pytest.importorskip("nvidia.dali")
+    from fastfashion.loading.augment import AugmentConfig
+    from fastfashion.train.device import to_device
+    from fastfashion.train.model import FashionNet
+    torch.manual_seed(0)
+    model = FashionNet(S).eval()
+    cfg = AugmentConfig.train(image_size=32, brightness=0.3, contrast=0.3, saturation=0.3, hue=0.1)
+    logits = {}
+    for o in ("float", "uint8"):
+        batch = next(iter(make_loader(shards, batch_size=8, backend="dali-cpu", device="cpu", augment=cfg,
+                                      image_size=32, output=o)))
+        images, _ = to_device(batch, torch.device("cpu"), False)
+        assert images.dtype == torch.float32
+        with torch.inference_mode():
+            logits[o] = torch.cat(model(images), dim=1)
+    assert float((logits["float"] - logits["uint8"]).abs().max()) < 1e-4
+    kw = {**TINY, "backend": "dali-cpu", "max_steps": 3, "epochs": 1}
+    for o in ("float", "uint8"):  # Adam turns float rounding into small weight differences: losses close, not equal
+        train(TrainConfig(shard_dir=str(shards), out=str(tmp_path / o), loader_output=o, **kw))
+    losses = [json.loads((tmp_path / o / "metrics.json").read_text())[-1]["train"]["loss"] for o in ("float", "uint8")]
+    assert losses[0] == pytest.approx(losses[1], rel=1e-2)
+    ckpt = run2[0] / "best.pt"
+    m = {o: evaluate_checkpoint(ckpt, shards, backend="dali-cpu", output=o) for o in ("float", "uint8")}
+    assert m["float"]["per_attribute"] == m["uint8"]["per_attribute"]
+    assert m["float"]["loss"] == pytest.approx(m["uint8"]["loss"], rel=1e-5)

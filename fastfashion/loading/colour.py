@@ -101,10 +101,18 @@ def apply_colour(images, colour, *, dtype=None, channels_last: bool | None = Non
     if channels_last is None:
         channels_last = images.is_contiguous(memory_format=torch.channels_last) and not images.is_contiguous()
     a, bias = colour[:, :, :3], colour[:, :, 3]
+    with torch.autocast(images.device.type, enabled=False):  # float32 math under a caller's autocast too
+        out = _affine(images, a, bias, channels_last)
+    return out if dtype == torch.float32 else out.to(dtype)
+
+
+def _affine(images, a, bias, channels_last: bool):
+    """``A @ x + b`` per sample in float32: one batched matrix product (``baddbmm``) over the pixels, in the
+    layout asked for (per output channel fused multiply-adds on the uint8 planes measured slower on the CPU)."""
+    import torch
+    bsz, _, h, w = images.shape
     if channels_last:  # [B, HW, 3] rows: out = x @ A^T + b
         x = images.permute(0, 2, 3, 1).reshape(bsz, h * w, 3).to(torch.float32)
-        out = torch.baddbmm(bias[:, None, :], x, a.transpose(1, 2)).view(bsz, h, w, 3).permute(0, 3, 1, 2)
-    else:  # [B, 3, HW] planes: out = A @ x + b
-        x = images.reshape(bsz, 3, h * w).to(torch.float32)
-        out = torch.baddbmm(bias[:, :, None], a, x).view(bsz, 3, h, w)
-    return out if dtype == torch.float32 else out.to(dtype)
+        return torch.baddbmm(bias[:, None, :], x, a.transpose(1, 2)).view(bsz, h, w, 3).permute(0, 3, 1, 2)
+    x = images.reshape(bsz, 3, h * w).to(torch.float32)  # [B, 3, HW] planes: out = A @ x + b
+    return torch.baddbmm(bias[:, :, None], a, x).view(bsz, 3, h, w)

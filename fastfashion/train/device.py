@@ -66,9 +66,15 @@ def channels_last(device: torch.device, precision: str = "auto") -> bool:
 
 def to_device(batch, device: torch.device, use_channels_last: bool) -> tuple[torch.Tensor, torch.Tensor]:
     """``(images, labels)`` of a :class:`~fastfashion.loading.base.Batch` on ``device`` (asynchronous copies), the
-    images in the channels_last memory format when ``use_channels_last``: one ``to`` that converts while it copies,
-    and returns the batch itself when it is already there in that format (dali-gpu delivers channels_last on the
-    GPU: no copy at all)."""
+    images float32, in the channels_last memory format when ``use_channels_last``: one ``to`` that converts while
+    it copies, and returns the batch itself when it is already there in that format (dali-gpu delivers
+    channels_last on the GPU: no copy at all). A uint8 batch (``batch.colour`` set) moves as uint8 (a quarter of
+    the bytes) and is finished here, on ``device``: the colour matrices applied in one batched product, written in
+    the wanted memory format (:func:`~fastfashion.loading.colour.apply_colour`)."""
+    labels = batch.labels.to(device, non_blocking=True)
+    if getattr(batch, "colour", None) is not None:
+        from ..loading.colour import apply_colour
+        images = batch.images.to(device, non_blocking=True)
+        return apply_colour(images, batch.colour, channels_last=use_channels_last), labels
     fmt = torch.channels_last if use_channels_last else torch.preserve_format
-    images = batch.images.to(device, non_blocking=True, memory_format=fmt)
-    return images, batch.labels.to(device, non_blocking=True)
+    return batch.images.to(device, non_blocking=True, memory_format=fmt), labels

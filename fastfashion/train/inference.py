@@ -71,11 +71,11 @@ def _eval_setup(checkpoint, shards: ShardSet, split, device, need_labels):
 
 
 def _loader_config(ckpt: dict, split: str, batch_size: int, backend: str, device: torch.device,
-                   with_keys: bool = False, verify: bool = True) -> LoaderConfig:
+                   with_keys: bool = False, verify: bool = True, output: str = "uint8") -> LoaderConfig:
     """One pass over ``split`` in file order with the eval transform at the checkpoint's image size."""
     return LoaderConfig(split=split, batch_size=batch_size, backend=backend, device=device, augment=False,
                         shuffle=False, drop_last=False, image_size=ckpt["image_size"], rank=0, world_size=1,
-                        with_keys=with_keys, verify=verify)
+                        with_keys=with_keys, verify=verify, output=output)
 
 
 @contextlib.contextmanager
@@ -90,9 +90,11 @@ def _opened(shards, remote: RemoteConfig, verify: bool):
 
 def evaluate_checkpoint(checkpoint: str | os.PathLike, shards: ShardSet | str | os.PathLike, *, split: str = VAL,
                         batch_size: int = 64, device: str = "auto", backend: str = "auto",
-                        verify: bool = True, remote: RemoteConfig = RemoteConfig(), tta: str = "none") -> dict:
+                        verify: bool = True, remote: RemoteConfig = RemoteConfig(), tta: str = "none",
+                        output: str = "uint8") -> dict:
     """Metrics of a checkpoint on a labelled split (see :func:`fastfashion.train.metrics.summarize`; loss
-    unweighted); ``tta="flip"`` averages the logits of each image and its mirror image.
+    unweighted); ``tta="flip"`` averages the logits of each image and its mirror image. ``output``: what the
+    loader delivers (:class:`~fastfashion.loading.base.LoaderConfig`; uint8 is finished at the model's input).
 
     JSON-ready: an undefined metric (e.g. the average class accuracy when every class is absent) is None, not NaN
     (see :func:`fastfashion.train.metrics.json_safe`). ``shards``: an opened
@@ -101,7 +103,8 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, shards: ShardSet | str | 
     """
     with _opened(shards, remote, verify) as shards:
         device, model, ckpt = _eval_setup(checkpoint, shards, split, device, need_labels=True)
-        with FashionLoader(shards, _loader_config(ckpt, split, batch_size, backend, device, verify=verify)) as loader:
+        with FashionLoader(shards, _loader_config(ckpt, split, batch_size, backend, device, verify=verify,
+                                                             output=output)) as loader:
             ones = [torch.ones(k, device=device) for k in model.schema.num_classes]
             m = evaluate(model, loader, model.schema, device, class_weights=ones, desc=f"evaluate {split}", tta=tta,
                          precision=precision_of(ckpt))
@@ -111,9 +114,10 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, shards: ShardSet | str | 
 def predict(checkpoint: str | os.PathLike, shards: ShardSet | str | os.PathLike, out: str | os.PathLike, *,
             split: str = TEST, zip_: bool = False, batch_size: int = 64, device: str = "auto",
             backend: str = "auto", verify: bool = True, remote: RemoteConfig = RemoteConfig(),
-            tta: str = "none") -> Path:
+            tta: str = "none", output: str = "uint8") -> Path:
     """Write ``out`` in the submission format: one line of class ids per sample (schema order) in split-file
-    order, LF endings; ``tta="flip"`` averages the logits of each image and its mirror image.
+    order, LF endings; ``tta="flip"`` averages the logits of each image and its mirror image; ``output`` as
+    :func:`evaluate_checkpoint` takes it.
 
     With ``zip_`` also writes ``out`` with suffix ``.zip`` holding ``prediction.txt`` alone. Raises
     :class:`InferenceError` when the shards lack samples of the split (skipped at shard
@@ -134,7 +138,7 @@ def predict(checkpoint: str | os.PathLike, shards: ShardSet | str | os.PathLike,
         precision = precision_of(ckpt)
         cl = channels_last(device, precision)
         with FashionLoader(shards, _loader_config(ckpt, split, batch_size, backend, device, with_keys=True,
-                                                  verify=verify)) as loader, \
+                                                  verify=verify, output=output)) as loader, \
                 torch.inference_mode(), autocast(device, precision)[0]():
             for batch in progress(loader, desc=f"predict {split}", leave=False):
                 images, _ = to_device(batch, device, cl)

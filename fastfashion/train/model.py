@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..errors import FastfashionError, fixable
+from ..errors import ConfigError, FastfashionError, fixable
 from ..schema import Schema
 
 log = logging.getLogger(__name__)
@@ -60,7 +60,17 @@ class FashionNet(nn.Module):
         else:
             self._load_path(Path(weights))
 
-    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+    def forward(self, x: torch.Tensor, colour: torch.Tensor | None = None) -> list[torch.Tensor]:
+        """Logits per attribute of normalized float images ``x``; or of uint8 images ``x`` (a loader's
+        ``output="uint8"`` batch) with their ``colour`` matrices, finished here on ``x``'s device in the memory
+        format of the trunk's first convolution (:func:`~fastfashion.loading.colour.apply_colour`)."""
+        if x.dtype == torch.uint8:
+            if colour is None:
+                raise ConfigError("uint8 images need their colour matrices: model(batch.images, batch.colour)")
+            from ..loading.colour import apply_colour
+            cl = self.trunk.conv1.weight.is_contiguous(memory_format=torch.channels_last) and \
+                not self.trunk.conv1.weight.is_contiguous()
+            x = apply_colour(x, colour, channels_last=cl)
         features = self.trunk(x)
         return [head(features) for head in self.heads]
 

@@ -282,7 +282,7 @@ def _start(cfg: TrainConfig, device: torch.device, dinfo: distributed.DistInfo, 
                      label_smoothing=cfg.label_smoothing, net=net, optimizer=cfg.optimizer, precision=cfg.precision)
     common = LoaderConfig(batch_size=cfg.batch_size, backend=cfg.backend, device=device,
                           image_size=cfg.image_size, seed=cfg.seed, rank=dinfo.rank, world_size=dinfo.world_size,
-                          workers=cfg.workers, verify=cfg.verify, remote=cfg.remote)
+                          workers=cfg.workers, verify=cfg.verify, remote=cfg.remote, output=cfg.loader_output)
     train_loader = FashionLoader(shards, dataclasses.replace(
         common, split=TRAIN, augment=cfg.train_augment(), shuffle=True, drop_last=True))
     val_loader = FashionLoader(shards, dataclasses.replace(
