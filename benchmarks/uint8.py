@@ -1,0 +1,151 @@
+"""uint8 delivery against float delivery, side by side in one run (issue: "ship uint8, finish on the device").
+
+Every variant reads the same split with the same batch size and the full train augmentation; rounds are interleaved
+(round 1 of every variant, then round 2 ...), each after ``--warmup`` batches; the figures are medians over rounds.
+
+    python benchmarks/uint8.py SHARD_DIR [--source RAW_FOLDER] [--device cpu|cuda] [--backends dali-cpu,torch]
+        [--batch-size 64] [--image-size 224] [--rounds 5] [--batches 20] [--warmup 3] [--workers 2] [--json FILE]
+
+Variants, per backend: ``float`` (the loader finishes the images; the batch is moved to ``--device``) and ``uint8``
+(uint8 images and the colour matrices are moved, then finished on ``--device`` by ``Batch.finished``). For each:
+the loader's img/s (time in ``next()``), the move + finish cost per batch, the end-to-end img/s (both), and the
+bytes per batch moved host -> device. ``roofline`` (dali backends): the same uint8 graph with every colour jitter
+off, i.e. decode + warp only: the full augmentation's share of it is what the colour work costs. ``seed`` (with
+``--source``): the seed-style loader (PIL + torchvision over the raw folder), the baseline of the ratios. On the
+CPU "moving" is a no-op and the finish runs on the CPU: on a GPU machine it runs on the GPU.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from fastfashion.bench.baseline import make_baseline_loader  # noqa: E402
+from fastfashion.bench.throughput import endless, sync  # noqa: E402
+from fastfashion.loading.augment import AugmentConfig  # noqa: E402
+from fastfashion.loading.base import LoaderConfig  # noqa: E402
+from fastfashion.loading.loader import FashionLoader  # noqa: E402
+from fastfashion.shardset import ShardSet  # noqa: E402
+
+
+def nbytes(batch) -> int:
+    """Bytes a batch moves host -> device: images, labels and (uint8) the colour matrices."""
+    return sum(t.numel() * t.element_size() for t in (batch.images, batch.labels, batch.colour) if t is not None)
+
+
+def _round(loader, device: torch.device, args, r: int) -> tuple[float, float, int, int]:
+    """(loader seconds, move + finish seconds, images, bytes per batch) of one round."""
+    it = endless(loader, start_epoch=r)
+    for _ in range(args.warmup):
+        next(it)
+    t_load = t_finish = 0.0
+    images = size = 0
+    for _ in range(args.batches):
+        t0 = time.perf_counter()
+        batch = next(it)
+        t1 = time.perf_counter()
+        moved = batch._replace(images=batch.images.to(device, non_blocking=True),
+                               colour=None if batch.colour is None else batch.colour.to(device, non_blocking=True))
+        x = moved.finished()
+        sync(x)
+        t_load += t1 - t0
+        t_finish += time.perf_counter() - t1
+        images += x.shape[0]
+        size = nbytes(batch)
+    it.close()
+    return t_load, t_finish, images, size
+
+
+def _cell(row: dict, key: str, fmt: str) -> str:
+    return format(row[key], fmt) if key in row else "-"
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("shard_dir")
+    ap.add_argument("--source", help="the raw folder: adds the seed-style baseline")
+    ap.add_argument("--device", default="cpu", help="where batches are finished (cpu or cuda)")
+    ap.add_argument("--backends", default="dali-cpu,torch")
+    ap.add_argument("--split", default="train")
+    ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--image-size", type=int, default=224)
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--batches", type=int, default=20)
+    ap.add_argument("--warmup", type=int, default=3)
+    ap.add_argument("--workers", type=int, default=2, help="DataLoader workers of torch and seed")
+    ap.add_argument("--json", help="write the results here")
+    args = ap.parse_args()
+    device = torch.device(args.device)
+    shards = ShardSet.open(args.shard_dir)
+    full = AugmentConfig.train(image_size=args.image_size)
+    plain = dataclasses.replace(full, brightness=0.0, contrast=0.0, saturation=0.0, hue=0.0)
+    loaders = {}
+    if args.source:
+        loaders["seed"] = make_baseline_loader(args.source, shards.schema, args.split, batch_size=args.batch_size,
+                                               image_size=args.image_size, workers=args.workers)
+    for b in args.backends.split(","):
+        # dali-gpu decodes on the GPU: its batches are there already; the others deliver to the CPU
+        where = device if b == "dali-gpu" else torch.device("cpu")
+        common = dict(split=args.split, batch_size=args.batch_size, backend=b, device=where, workers=args.workers,
+                      image_size=args.image_size, seed=0, rank=0, world_size=1)
+        loaders[f"{b} float"] = FashionLoader(shards, LoaderConfig(augment=full, output="float", **common))
+        loaders[f"{b} uint8"] = FashionLoader(shards, LoaderConfig(augment=full, output="uint8", **common))
+        if b.startswith("dali"):
+            loaders[f"{b} roofline"] = FashionLoader(shards, LoaderConfig(augment=plain, output="uint8", **common))
+    rows: dict[str, dict] = {k: {"load": [], "finish": [], "images": [], "bytes": 0} for k in loaders}
+    for r in range(args.rounds):
+        for name, loader in loaders.items():
+            t_load, t_finish, n, size = _round(loader, device, args, r)
+            row = rows[name]
+            row["load"].append(t_load)
+            row["finish"].append(t_finish)
+            row["images"].append(n)
+            row["bytes"] = size
+            print(f"round {r + 1}/{args.rounds} {name}: {n / t_load:.0f} img/s loader, "
+                  f"{1000 * t_finish * args.batch_size / n:.1f} ms per batch move + finish", file=sys.stderr)
+    out = {"device": str(device), "batch_size": args.batch_size, "image_size": args.image_size,
+           "rounds": args.rounds, "batches": args.batches, "variants": {}}
+    for name, row in rows.items():
+        loader_ips = statistics.median(n / t for n, t in zip(row["images"], row["load"]))
+        e2e_ips = statistics.median(n / (t + f) for n, t, f in zip(row["images"], row["load"], row["finish"]))
+        out["variants"][name] = {
+            "loader_images_per_s": loader_ips, "end_to_end_images_per_s": e2e_ips,
+            "finish_ms_per_batch": statistics.median(1000 * f * args.batch_size / n
+                                                     for n, f in zip(row["images"], row["finish"])),
+            "bytes_per_batch": row["bytes"]}
+    seed = out["variants"].get("seed", {}).get("loader_images_per_s")
+    for name, v in out["variants"].items():
+        if seed:
+            v["x_seed_loader"] = v["loader_images_per_s"] / seed
+            v["x_seed_end_to_end"] = v["end_to_end_images_per_s"] / seed
+        backend, _, kind = name.partition(" ")
+        roof = out["variants"].get(f"{backend} roofline")
+        if roof and kind in ("float", "uint8"):
+            v["share_of_roofline"] = v["loader_images_per_s"] / roof["loader_images_per_s"]
+    print(f"| variant | loader img/s | x seed | move + finish ms/batch on {device} | end-to-end img/s | x seed "
+          "| share of decode + warp | MB per batch to the device |")
+    print("|---|---|---|---|---|---|---|---|")
+    for name, v in out["variants"].items():
+        print(f"| {name} | {v['loader_images_per_s']:,.0f} | {_cell(v, 'x_seed_loader', '.2f')} | "
+              f"{v['finish_ms_per_batch']:.1f} | {v['end_to_end_images_per_s']:,.0f} | "
+              f"{_cell(v, 'x_seed_end_to_end', '.2f')} | {_cell(v, 'share_of_roofline', '.0%')} | "
+              f"{v['bytes_per_batch'] / 1e6:.2f} |")
+    for loader in loaders.values():
+        if hasattr(loader, "close"):
+            loader.close()
+    shards.close()
+    if args.json:
+        Path(args.json).write_text(json.dumps(out, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
