@@ -10,6 +10,8 @@
 #   bench     `fastfashion bench`: seed, torch, dali-cpu, dali-gpu side by side, the hw_decoder_load sweep where the
 #             GPU has a hardware JPEG decoder, end-to-end ResNet-18 training fed by each
 #   dali      DALI really ran on the GPU (the bench's dali-gpu row is there and ok)
+#   uint8     uint8 vs float delivery (benchmarks/uint8.py): dali-gpu, dali-cpu and torch, each batch moved to the GPU
+#             and finished there (colour matrix + normalization): img/s, move + finish ms, bytes per batch
 #   cache     the decoder cache on vs off over full epochs (benchmarks/gpu_cache.py)
 #   train, resume, evaluate, predict   the trainer on CUDA with dali-gpu (AMP, channels_last, checkpoints)
 #   ddp       torchrun, 2 ranks on the one GPU over gloo (FASTFASHION_DIST_BACKEND=gloo), one epoch
@@ -105,6 +107,7 @@ if [ "$dry" -eq 1 ]; then
   bench_args=(--backends seed,torch,dali-cpu,dali-gpu --rounds 1 --batches 2 --warmup 1 --train-steps 1 --workers 1)
   train_args=(--max-steps 4); fast_args=(--epochs 1 --max-steps 2 --image-size 32 --batch-size 8)
   cache_args=(--epochs 2 --device cpu)
+  uint8_args=(--device cpu --backends dali-cpu --rounds 1 --batches 2 --warmup 1 --workers 1)
   tests='tests/test_gpu_path.py -m "not gpu and not long" -k "train_graph or label_members"'
 else
   mode="GPU"; dev=cuda; dali=dali-gpu
@@ -113,6 +116,7 @@ else
               --workers 8)
   train_args=(--max-steps 40); fast_args=(--image-size 112)
   cache_args=(--epochs 3)
+  uint8_args=(--device cuda --backends dali-gpu,dali-cpu,torch --rounds 3 --batches 20 --warmup 3 --workers 8)
   tests='tests -m gpu'
 fi
 tests=${GPU_CHECK_TESTS:-$tests}
@@ -128,6 +132,8 @@ step tests 100 bash -c "\"\$0\" -m pytest -q -p no:cacheprovider $tests" "$py"  
 step bench 90 "${ff[@]}" bench --shards "$shards" --source "$data" "${bench_args[@]}" --batch-size "$bs" \
   --image-size "$size" --json "$logs/bench.json" --png "$logs/bench.png"
 step dali 10 "$py" "$repo/benchmarks/gpu_summary.py" dali "$logs/bench.json" --backend "$dali"
+step uint8 40 "$py" "$repo/benchmarks/uint8.py" "$shards" --source "$data" "${uint8_args[@]}" --batch-size "$bs" \
+  --image-size "$size" --json "$logs/uint8.json"
 step cache 30 "$py" "$repo/benchmarks/gpu_cache.py" "$shards" "${cache_args[@]}" --batch-size "$bs" \
   --image-size "$size" --json "$logs/gpu_cache.json"
 run=(--shards "$shards" --image-size "$size" --batch-size "$bs" --device "$dev" --backend "$dali")

@@ -141,6 +141,14 @@ def summary(results: Path, mode: str, failed: str) -> int:
                 lines.append(_row([name, _num(r["images_per_s"], ".1f"),
                                    f"{100 * r.get('share_of_ceiling', 1.0):.1f} %",
                                    f"{100 * r.get('host_wait_share', 0.0):.1f} %"]))
+    u8 = _load(results / "uint8.json")
+    if u8:
+        lines += ["", f"uint8 vs float delivery (benchmarks/uint8.py; batches moved to {u8['device']} and finished "
+                  "there):", "", _row(["variant", "loader img/s", "x seed", "move + finish ms/batch",
+                                       "end-to-end img/s", "MB per batch to the device"]), _row(["---"] * 6)]
+        lines += [_row([name, _num(v["loader_images_per_s"]), _num(v.get("x_seed_loader"), ".2f"),
+                        _num(v["finish_ms_per_batch"], ".1f"), _num(v["end_to_end_images_per_s"]),
+                        _num(v["bytes_per_batch"] / 1e6, ".2f")]) for name, v in u8["variants"].items()]
     cache = _load(results / "gpu_cache.json")
     if cache:
         on, off = (cache[k]["images_per_s_after_first"] for k in ("cache on", "cache off"))

@@ -15,8 +15,8 @@ from helpers import needs_dali
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "benchmarks" / "gpu_check.sh"
-STEPS = ["env", "synth", "shard", "tests", "bench", "dali", "cache", "train", "resume", "evaluate", "predict", "ddp",
-         "fast"]
+STEPS = ["env", "synth", "shard", "tests", "bench", "dali", "uint8", "cache", "train", "resume", "evaluate", "predict",
+         "ddp", "fast"]
 pytestmark = needs_dali
 
 
@@ -77,5 +77,6 @@ def test_dry_run_every_step(tmp_path):
     assert steps_of(out) == {s: "ok" for s in STEPS}
     summary = (out / "summary.txt").read_text()
     for heading in ("Loaders (`fastfashion bench`", "End-to-end ResNet-18 training", "Decoder cache",
+                    "uint8 vs float delivery", "| dali-cpu uint8 |",
                     "| ddp (2 ranks, gloo) |", "| fast recipe |", "hw_decoder_load sweep skipped: no CUDA device"):
         assert heading in summary
