@@ -10,6 +10,10 @@ Train graph (operators picked by measurement on 2 CPU cores, see docs/loader.md)
 
 Eval graph: ``decoders.image ─ resize(shorter side) ─ crop_mirror_normalize(centre crop)``.
 
+uint8 output (``colour=``): the train graph ends at ``warp_affine`` and the eval graph at ``crop`` (HWC uint8); a
+third output carries each sample's ``[3, 4]`` colour matrix (saturation, hue, brightness, contrast and the
+normalization in one map: :mod:`fastfashion.loading.colour`), applied where the model runs.
+
 With ``augment=`` a callable, the graph is ``decoders.image ─ callable(images, labels)``: the user's operators,
 on the GPU for dali-gpu (``mixed`` decode), on the CPU for dali-cpu.
 """
