@@ -37,32 +37,71 @@ def machine_info() -> dict:
     return info
 
 
-def _train_plan(cfg: BenchConfig, clock: RunClock, shards, loaders: dict[str, dict], ok: list[str]):
-    """The training part's plan: a dict for the result, and ``steps(seconds the loader rounds still take)`` ->
-    timed steps per feeder and round (0: none). Measures one step of the model first unless ``--train-steps 0``."""
-    plan: dict = {"mode": "fixed" if cfg.train_steps is not None else "full" if cfg.full else "budget",
-                  "budget_s": cfg.budget_s, "steps": 0, "reason": None}
-    if cfg.train_steps == 0 or not ok:
-        plan["reason"] = "--train-steps 0" if cfg.train_steps == 0 else "no loader ran"
-        return plan, lambda _left: 0
-    from .training import CEILING, measure_step
-    clock.tick("measuring one training step")
-    plan["step_s"] = step_s = measure_step(cfg, shards)
-    starts = {CEILING: 0.0, **{n: loaders[n]["time_to_first_batch_s"] for n in ok}}  # a fresh iterator per run
-    plan.update(feeders=len(starts), rounds=cfg.rounds, warmup=cfg.warmup,
-                start_s=sum(starts.values()) / len(starts))
-    log.info("bench: one training step takes %.2f s here (batch %d, %s)", step_s, cfg.batch_size,
-             "CUDA" if _cuda() else "CPU")
+class _TrainPlan:
+    """The training part's plan (:mod:`fastfashion.bench.budget`): ``--train-steps N`` ("fixed"), ``--full``, or by
+    default as many steps as fit what the loader rounds leave of the budget ("budget"). ``info`` goes into the
+    result as ``train_plan``. In the budget mode the one-step measurement waits for the loader rounds and is skipped
+    when they used the whole budget; the other modes measure it first, for the ETA."""
 
-    def steps(loader_left: float) -> int:
-        if plan["mode"] != "budget":
-            return cfg.train_steps if cfg.train_steps is not None else FULL_TRAIN_STEPS
-        n, plan["reason"] = plan_train_steps(step_s=step_s, feeders=plan["feeders"], rounds=cfg.rounds,
-                                             warmup=cfg.warmup, start_s=plan["start_s"],
-                                             seconds_left=cfg.budget_s - clock.elapsed() - loader_left)
+    def __init__(self, cfg: BenchConfig, clock: RunClock, shards, starts: dict[str, float]):
+        self.cfg, self.clock, self.shards, self.starts = cfg, clock, shards, starts  # feeder -> iterator start s
+        self.mode = "fixed" if cfg.train_steps is not None else "full" if cfg.full else "budget"
+        self.info: dict = {"mode": self.mode, "budget_s": cfg.budget_s, "steps": 0, "reason": None}
+        self.off = cfg.train_steps == 0 or len(starts) < 2  # asked for none, or no loader ran
+        if self.off:
+            self.info["reason"] = "--train-steps 0" if cfg.train_steps == 0 else "no loader ran"
+        self.step_s: float | None = None
+
+    def measure(self) -> None:
+        from .training import measure_step
+        self.clock.tick("measuring one training step")
+        self.step_s = measure_step(self.cfg, self.shards)
+        self.info.update(step_s=self.step_s, feeders=len(self.starts), rounds=self.cfg.rounds, warmup=self.cfg.warmup,
+                         start_s=sum(self.starts.values()) / len(self.starts))
+        log.info("bench: one training step takes %.2f s here (batch %d, %s)", self.step_s, self.cfg.batch_size,
+                 "CUDA" if _cuda() else "CPU")
+
+    def _left(self, loader_left: float) -> float:
+        return self.cfg.budget_s - self.clock.elapsed() - loader_left
+
+    def steps(self, loader_left: float) -> int:
+        """Timed steps per feeder and round, the loader rounds still taking ``loader_left`` seconds."""
+        if self.off or self.step_s is None:
+            return 0
+        if self.mode != "budget":
+            return self.cfg.train_steps if self.cfg.train_steps is not None else FULL_TRAIN_STEPS
+        n, self.info["reason"] = plan_train_steps(step_s=self.step_s, feeders=len(self.starts),
+                                                  rounds=self.cfg.rounds, warmup=self.cfg.warmup,
+                                                  start_s=self.info["start_s"], seconds_left=self._left(loader_left))
         return n
-    plan["estimate"] = lambda name: (cfg.warmup + plan["steps"]) * step_s + starts[name]
-    return plan, steps
+
+    def seconds(self, loader_left: float) -> float:
+        """Seconds the training part is expected to take (for the ETA)."""
+        if self.off:
+            return 0.0
+        if self.step_s is None:  # the budget mode before its measurement: at most what the budget leaves
+            return max(0.0, self._left(loader_left))
+        n = self.steps(loader_left)
+        return train_cost_s(n, step_s=self.step_s, feeders=len(self.starts), rounds=self.cfg.rounds,
+                            warmup=self.cfg.warmup, start_s=self.info["start_s"]) if n else 0.0
+
+    def decide(self) -> int:
+        """After the loader rounds: the steps to run (measuring one step first where still needed)."""
+        if self.off:
+            return 0
+        if self.step_s is None:
+            if self._left(0.0) <= 0:
+                self.info["reason"] = (f"the loader rounds took {self.clock.elapsed():.0f} s of the "
+                                       f"{self.cfg.budget_s:.0f} s budget, none is left to train; --full runs "
+                                       f"{FULL_TRAIN_STEPS} steps, --train-steps N any number")
+                return 0
+            self.measure()
+        self.info["steps"] = self.steps(0.0)
+        return self.info["steps"]
+
+    def estimate(self, feeder: str) -> float:
+        """Seconds one run of ``feeder`` is expected to take."""
+        return (self.cfg.warmup + self.info["steps"]) * (self.step_s or 0.0) + self.starts[feeder]
 
 
 def _cuda() -> bool:
@@ -74,6 +113,7 @@ def run_bench(cfg: BenchConfig) -> dict:
     """Loader benchmark, plus the end-to-end training benchmark (on CUDA when present, else on the CPU) sized by
     ``cfg.train_steps``, ``cfg.full`` or, by default, what fits ``cfg.budget_s`` (:mod:`fastfashion.bench.budget`),
     with one progress bar and ETA over the whole run. Returns a JSON-able dict."""
+    from .training import CEILING
     clock = RunClock()
     try:
         with open_bench_set(cfg) as shards:  # opened once for every loader of the run
@@ -82,14 +122,11 @@ def run_bench(cfg: BenchConfig) -> dict:
             clock.tick("starting the loaders")
             loaders, running = open_loaders(cfg, shards)
             ok = [n for n in loaders if n in running]
-            plan, steps = _train_plan(cfg, clock, shards, loaders, ok)
-            feeders, warmup = plan.get("feeders", 0), cfg.warmup
-
-            def training_left(loader_left: float) -> float:
-                n = steps(loader_left)
-                return train_cost_s(n, step_s=plan["step_s"], feeders=feeders, rounds=cfg.rounds, warmup=warmup,
-                                    start_s=plan["start_s"]) if n else 0.0
-            time_loaders(cfg, loaders, running, clock, after=training_left)
+            plan = _TrainPlan(cfg, clock, shards,  # a feeder's run starts a fresh iterator: its first batch's time
+                              {CEILING: 0.0, **{n: loaders[n]["time_to_first_batch_s"] for n in ok}})
+            if not plan.off and plan.mode != "budget":
+                plan.measure()  # the training part runs whatever it costs: the ETA shows how long from the start
+            time_loaders(cfg, loaders, running, clock, after=plan.seconds)
             result["loaders"] = summarize_loaders(loaders)
             if shards.url and ok and ok[-1] != BASELINE:  # cold and warm cache beside a local copy
                 from .remote import run_remote_bench
@@ -99,15 +136,13 @@ def run_bench(cfg: BenchConfig) -> dict:
                 from .hwdecoder import run_hw_decoder_sweep
                 clock.tick("hw_decoder_load sweep")
                 result["hw_decoder"] = run_hw_decoder_sweep(cfg, shards)
-            plan["steps"] = steps(0.0)
-            estimate = plan.pop("estimate", None)
-            result["train_plan"] = plan
-            if plan["steps"] > 0:
+            steps = plan.decide()
+            result["train_plan"] = plan.info
+            if steps > 0:
                 from .training import run_train_bench
-                result["train"] = run_train_bench(cfg, ok, shards, steps=plan["steps"], clock=clock,
-                                                  estimate=estimate)
-            elif plan["reason"] and plan["mode"] == "budget":
-                log.info("bench: training part not run: %s", plan["reason"])
+                result["train"] = run_train_bench(cfg, ok, shards, steps=steps, clock=clock, estimate=plan.estimate)
+            elif plan.mode == "budget" and not plan.off:
+                log.info("bench: training part not run: %s", plan.info["reason"])
     finally:
         clock.close()
     result["warnings"] = [f"{part} {name}: {w}" for part in ("loaders", "train") for name, r in
