@@ -77,6 +77,7 @@ def plot_bench(result: dict, path: str | os.PathLike) -> Path:
             b.set_hatch("//")
         ax.annotate(bar_label(ok[n]), (b.get_x() + b.get_width() / 2, ok[n]["images_per_s_max"]), ha="center",
                     va="bottom", xytext=(0, 3), textcoords="offset points")  # above the error bar
+    ax.set_ylim(top=1.12 * max(ok[n]["images_per_s_max"] for n in names) if names else None)  # room for labels
     cfg = result["config"]
     ax.set(title=f"loader images/s (batch {cfg['batch_size']}, {cfg['image_size']} px)", ylabel="images/s")
     if panels == 2:
@@ -88,6 +89,8 @@ def plot_bench(result: dict, path: str | os.PathLike) -> Path:
                 b.set_hatch("//")
             ax2.annotate(bar_label(v, "share_of_ceiling"), (b.get_x() + b.get_width() / 2, v["images_per_s"]),
                          ha="center", va="bottom", xytext=(0, 3), textcoords="offset points")
+        if tr:
+            ax2.set_ylim(top=1.12 * max(v["images_per_s"] for v in tr.values()))
         ax2.set(title="ResNet-18 training images/s (share of the ceiling)", ylabel="images/s")
         ax2.tick_params(axis="x", rotation=30)
     m = result["machine"]
