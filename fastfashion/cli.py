@@ -184,10 +184,14 @@ def _add_bench(sub) -> None:
                        description=textwrap.fill(
                            "Measure images/s of every loader backend on the same split, batch size and augmentation, "
                            "rounds interleaved so a noisy machine slows all alike; report the median and spread, the "
-                           "ratio to the seed-style baseline measured in the same rounds, host CPU seconds per 1,000 "
-                           "images, peak memory and time to first batch. Then ResNet-18 training images/s fed by each "
-                           "backend against the same model fed an in-memory batch (the ceiling), on CUDA or the "
-                           "CPU.", 100))
+                           "ratio of the medians to the seed-style baseline's, host CPU seconds per 1,000 images, "
+                           "peak memory and time to first batch, and flag rows whose rounds are too noisy to report. "
+                           "Then ResNet-18 training images/s fed by each backend against the same model fed an "
+                           "in-memory batch (the ceiling), on CUDA or the CPU, with as many steps as fit --budget "
+                           "(about 3 minutes in all) after measuring one step: on a GPU the full 30, on a 2-core CPU "
+                           "at 224 px none (a step takes seconds; the report says what --full would cost). --full "
+                           "runs the long form, --train-steps N exactly N steps, --train-steps 0 no training. A "
+                           "progress bar shows the ETA of the whole run.", 100))
     add_options(p, BenchConfig)
     p.add_argument("--json", metavar="FILE", help="write the full result as JSON")
     p.add_argument("--png", metavar="FILE", help="write a bar chart (default: beside --json, else none)")

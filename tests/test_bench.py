@@ -47,11 +47,14 @@ def test_every_backend_measured_side_by_side(shards, tiny_dataset):
         # the summary figures are exact functions of the rounds
         assert r["images_per_s"] == statistics.median(r["rounds"])
         assert (r["images_per_s_min"], r["images_per_s_max"]) == (min(r["rounds"]), max(r["rounds"]))
-        # the ratio is per round against the baseline's same round, then the median
+        # the ratio is that of the reported medians (what a reader checks against the printed img/s); the median of
+        # the same-round ratios is kept beside it
+        assert r["ratio_to_baseline"] == r["images_per_s"] / loaders["seed"]["images_per_s"]
         assert r["ratio_to_baseline_rounds"] == pytest.approx([x / b for x, b in
                                                                zip(r["rounds"], loaders["seed"]["rounds"])])
-        assert r["ratio_to_baseline"] == statistics.median(r["ratio_to_baseline_rounds"])
-    assert loaders["seed"]["ratio_to_baseline"] == 1.0
+        assert r["ratio_to_baseline_paired"] == statistics.median(r["ratio_to_baseline_rounds"])
+        assert isinstance(r["warnings"], list)
+    assert loaders["seed"]["ratio_to_baseline"] == 1.0 and loaders["seed"]["ratio_to_baseline_paired"] == 1.0
     assert loaders["dali-cpu"]["backend"] == "dali-cpu"
     if torch.cuda.is_available():
         assert loaders["dali-gpu"]["status"] == "ok"
@@ -63,15 +66,77 @@ def test_every_backend_measured_side_by_side(shards, tiny_dataset):
     for name, r in train.items():
         assert r["status"] == "ok" and len(r["rounds"]) == 2 and all(x > 0 for x in r["rounds"]), (name, r)
         assert r["images_per_s"] == statistics.median(r["rounds"]) and 0 <= r["host_wait_share"] <= 1
-        assert r["share_of_ceiling"] == pytest.approx(statistics.median(
+        assert r["share_of_ceiling"] == r["images_per_s"] / train[CEILING]["images_per_s"]
+        assert r["share_of_ceiling_paired"] == pytest.approx(statistics.median(
             x / c for x, c in zip(r["rounds"], train[CEILING]["rounds"])))
         assert r["data_stall_share"] == pytest.approx(max(0.0, 1 - r["share_of_ceiling"]))
+        # a loader-fed run faster than the ceiling is flagged, never reported as a valid share
+        assert r["share_of_ceiling"] <= 1.0 or any("in-memory ceiling" in w for w in r["warnings"])
     assert train[CEILING]["share_of_ceiling"] == 1.0
+    # --train-steps 2: exactly that, no budget sizing; the one measured step is recorded
+    plan = result["train_plan"]
+    assert plan["mode"] == "fixed" and plan["steps"] == 2 and plan["reason"] is None and plan["step_s"] > 0
+    assert result["warnings"] == [f"{part} {name}: {w}" for part in ("loaders", "train")
+                                  for name, r in result[part].items() for w in r.get("warnings", ())]
     table = format_table(result)
     assert "end-to-end ResNet-18 training" in table and f"  {CEILING}" in table
+    _check_printed_ratios(table, result)
     assert "dali-gpu   skipped: no CUDA device" in table.splitlines() or torch.cuda.is_available()
     assert result["machine"]["cpu_count"] == os.cpu_count() and result["config"]["batch_size"] == 8
     assert result["config"] == dataclasses.asdict(cfg)
+
+
+def test_default_run_sizes_training_to_the_budget_and_shows_the_eta(shards, tiny_dataset, caplog):
+    import logging
+    small = {"backends": ("dali-cpu",), "rounds": 1, "train_steps": None, "image_size": 16}
+    # the loader rounds used the whole budget: no step is measured, no training runs, and the report says why
+    with caplog.at_level(logging.INFO, logger="fastfashion.bench"):
+        result = run_bench(_cfg(shards, tiny_dataset, **small, budget_s=0.01))
+    plan = result["train_plan"]
+    assert plan["mode"] == "budget" and plan["steps"] == 0 and "step_s" not in plan and "train" not in result
+    assert re.fullmatch(r"the loader rounds took \d+ s of the 0 s budget, none is left to train; --full runs 30 "
+                        r"steps, --train-steps N any number", plan["reason"]), plan["reason"]
+    assert format_table(result).splitlines()[-1] == f"end-to-end ResNet-18 training not run: {plan['reason']}"
+    # the ETA of the whole run is logged at each phase's end (a log file gets no bar)
+    assert any(re.fullmatch(r"bench: loader rounds done \(1 loaders x 1 rounds\); \d+ s so far, about 0 s left", m)
+               for m in caplog.messages), caplog.messages
+    # budget left after the loaders: one step measured, then as many steps as fit (here the most, 30)
+    roomy = run_bench(_cfg(shards, tiny_dataset, **small, budget_s=10_000))
+    assert roomy["train_plan"]["step_s"] > 0 and roomy["train_plan"]["steps"] == 30
+    assert roomy["train_plan"]["reason"] is None and set(roomy["train"]) == {CEILING, "dali-cpu"}
+    # the long form is one flag away: --full runs its 30 steps whatever the budget
+    full = run_bench(_cfg(shards, tiny_dataset, **small, budget_s=0.01, full=True))
+    assert full["train_plan"]["mode"] == "full" and full["train_plan"]["steps"] == 30
+    assert all(len(r["rounds"]) == 1 for r in full["train"].values())
+
+
+def _check_printed_ratios(table: str, result: dict) -> None:
+    """Each printed ratio is the ratio of the printed img/s beside it (up to their rounding), and the chart's label
+    shows the same figure."""
+    from fastfashion.bench.plots import bar_label
+    lines = table.splitlines()
+    rows = {ln.split()[0]: ln.split() for ln in lines if ln.split()[:1] in (["seed"], ["torch"], ["dali-cpu"])
+            and not ln.startswith(" ")}  # the loader table; the training rows are indented
+    assert set(rows) == {"seed", "torch", "dali-cpu"}
+    seed_ips = float(rows["seed"][1])
+    for name, cols in rows.items():
+        ips, ratio = float(cols[1]), float(cols[3])
+        # img/s printed to the unit, the ratio to 0.01: the printed ratio is the printed img/s ratio up to rounding
+        assert abs(ratio - ips / seed_ips) <= (0.5 + 0.5 * ips / seed_ips) / (seed_ips - 0.5) + 0.005 + 1e-9, cols
+        label = bar_label(result["loaders"][name])
+        assert abs(float(label.split("x")[0]) - ratio) <= 0.05 + 1e-9, (label, cols)
+        assert cols[-1] == "NOISY" if result["loaders"][name]["warnings"] else cols[-1] != "NOISY"
+    train = {ln.strip().split("  ")[0]: ln for ln in lines if "% of ceiling" in ln}
+    assert set(train) >= {CEILING, "seed", "torch", "dali-cpu"}
+
+    def img_s(ln: str) -> float:
+        return float(re.search(r" ([\d.]+) img/s", ln).group(1))
+    top = img_s(train[CEILING])
+    for name, ln in train.items():
+        share = float(re.search(r"([\d.]+)% of ceiling", ln).group(1))  # 0.1 %, of img/s printed to 0.1
+        assert abs(share - 100 * img_s(ln) / top) <= 100 * 0.05 * (1 + img_s(ln) / top) / (top - 0.05) + 0.05 + 1e-9
+        assert abs(float(bar_label(result["train"][name], "share_of_ceiling").split("%")[0]) - share) <= 0.5 + 1e-9
+        assert ln.endswith("NOISY") == bool(result["train"][name]["warnings"])
 
 
 def test_unknown_backend_is_an_error(shards, tiny_dataset):

@@ -44,10 +44,23 @@ def plot_class_histogram(class_counts: Mapping[str, Sequence[int]], schema: Sche
     return save_figure(plt, fig, path)
 
 
+def bar_label(row: dict, key: str = "ratio_to_baseline") -> str:
+    """The text above one bar of :func:`plot_bench`: the row's ratio (``x``) or share (``%``), the same figure as the
+    table's, marked when its rounds were too noisy (:mod:`fastfashion.bench.rounds`)."""
+    if key not in row:
+        label = ""
+    elif key == "share_of_ceiling":
+        label = f"{100 * row[key]:.0f}%"
+    else:
+        label = f"{row[key]:.1f}x"
+    return f"{label} noisy".strip() if row.get("warnings") else label
+
+
 def plot_bench(result: dict, path: str | os.PathLike) -> Path:
     """Bar chart of :func:`fastfashion.bench.report.run_bench`'s result: median images/s per backend with the
-    min-max spread
-    as error bars and the ratio to the baseline above each bar; with CUDA a second panel shows end-to-end training."""
+    min-max spread as error bars and the ratio to the baseline above each bar (the ratio of the medians, as in the
+    table); with a training part a second panel shows end-to-end training images/s and the share of the ceiling.
+    Rows too noisy to report are hatched and labelled ``noisy``."""
     plt = pyplot()
     path = Path(path)
     ok = {n: r for n, r in result["loaders"].items() if r["status"] == "ok"}
@@ -60,16 +73,25 @@ def plot_bench(result: dict, path: str | os.PathLike) -> Path:
            [ok[n]["images_per_s_max"] - m for n, m in zip(names, med)]]
     bars = ax.bar(names, med, yerr=err, capsize=4, color="tab:green")
     for b, n in zip(bars, names):
-        label = f"{ok[n]['ratio_to_baseline']:.1f}x" if "ratio_to_baseline" in ok[n] else ""
-        ax.annotate(label, (b.get_x() + b.get_width() / 2, ok[n]["images_per_s_max"]), ha="center", va="bottom",
-                    xytext=(0, 3), textcoords="offset points")  # above the error bar
+        if ok[n].get("warnings"):
+            b.set_hatch("//")
+        ax.annotate(bar_label(ok[n]), (b.get_x() + b.get_width() / 2, ok[n]["images_per_s_max"]), ha="center",
+                    va="bottom", xytext=(0, 3), textcoords="offset points")  # above the error bar
+    ax.set_ylim(top=1.12 * max(ok[n]["images_per_s_max"] for n in names) if names else None)  # room for labels
     cfg = result["config"]
     ax.set(title=f"loader images/s (batch {cfg['batch_size']}, {cfg['image_size']} px)", ylabel="images/s")
     if panels == 2:
         tr = {n: v for n, v in result["train"].items() if "images_per_s" in v}  # failed runs have no bar
         ax2 = axes[0][1]
-        ax2.bar(list(tr), [v["images_per_s"] for v in tr.values()], color="tab:purple")
-        ax2.set(title="ResNet-18 training images/s", ylabel="images/s")
+        bars = ax2.bar(list(tr), [v["images_per_s"] for v in tr.values()], color="tab:purple")
+        for b, v in zip(bars, tr.values()):
+            if v.get("warnings"):
+                b.set_hatch("//")
+            ax2.annotate(bar_label(v, "share_of_ceiling"), (b.get_x() + b.get_width() / 2, v["images_per_s"]),
+                         ha="center", va="bottom", xytext=(0, 3), textcoords="offset points")
+        if tr:
+            ax2.set_ylim(top=1.12 * max(v["images_per_s"] for v in tr.values()))
+        ax2.set(title="ResNet-18 training images/s (share of the ceiling)", ylabel="images/s")
         ax2.tick_params(axis="x", rotation=30)
     m = result["machine"]
     fig.suptitle(f"{result['date'][:10]} - {m.get('cpu')} x{m['cpu_count']} - GPU: {m.get('gpu') or 'none'}",

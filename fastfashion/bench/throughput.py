@@ -3,13 +3,14 @@
 Every backend (the seed-style folder baseline, torch, DALI on CPU, DALI on GPU when CUDA is present) reads
 the same split with the same batch size and augmentation. Rounds are interleaved (round 1 of every backend, then
 round 2 ...) so that a noisy, shared machine slows all of them alike; each round starts a fresh epoch iterator, drops
-``warmup`` batches, then times ``batches`` batches. Reported per backend: the median images/s and its spread over
-rounds, the ratio to the baseline *in the same round* (median over rounds), host CPU seconds per 1,000 images (the
-process and its worker processes), the peak resident memory of the process tree while that backend ran, and the time
-from constructing the loader to its first batch.
+``warmup`` batches, then times ``batches`` batches. Reported per backend (:mod:`fastfashion.bench.rounds`): the median
+images/s and its spread over rounds, the ratio of that median to the baseline's (and, beside it, the median of the
+same-round ratios), warnings when the rounds are too noisy to report, host CPU seconds per 1,000 images (the process
+and its worker processes), the peak resident memory of the process tree while that backend ran, and the time from
+constructing the loader to its first batch.
 
 :func:`fastfashion.bench.report.run_bench` runs this and the training benchmark
-(:mod:`fastfashion.bench.training`).
+(:mod:`fastfashion.bench.training`), sized to a time budget (:mod:`fastfashion.bench.budget`).
 
 Names: ``seed`` is the seed-style baseline (:mod:`fastfashion.bench.baseline`); every other name is a loader backend
 of :data:`fastfashion.loading.base.BACKENDS`, built with exactly that name.
@@ -21,7 +22,7 @@ import logging
 import statistics
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from ..errors import ConfigError, FastfashionError, fix_param, fixable
 from ..format.spec import TRAIN
@@ -31,8 +32,9 @@ from ..loading.backends.jpeg_engine import SWEEP
 from ..loading.base import BACKENDS
 from ..loading.order import DEFAULT_WINDOW
 from ..options import option
-from ..progress import progress
 from ..remote.store import RemoteConfig
+from .budget import DEFAULT_BUDGET_S, FULL_TRAIN_STEPS, MIN_TRAIN_STEPS
+from .rounds import noise_warnings, ratios, summarize
 
 log = logging.getLogger(__name__)
 
@@ -79,9 +81,17 @@ class BenchConfig:
     warmup: int = option(3, help="batches dropped per round (default: %(default)s)")  # pipeline fill
     workers: int = option(default_factory=available_cpus, help=(  # CPUs this process may use
         "DataLoader workers of the seed and torch backends (default: the CPUs available)"))
-    train_steps: int = option(30, help=(  # per feeder and round
+    train_steps: int | None = option(None, help=(  # per feeder and round; None: sized to the budget (budget.py)
         "then train ResNet-18 for N timed steps per feeder and round, fed by each backend and by an in-memory batch "
-        "(the ceiling), rounds interleaved; on CUDA when present, else on the CPU (0: skip; default: %(default)s)"))
+        "(the ceiling), rounds interleaved; on CUDA when present, else on the CPU (0: skip; default: as many as fit "
+        f"--budget, at most {FULL_TRAIN_STEPS}, measured from one step of the model here; none when fewer than "
+        f"{MIN_TRAIN_STEPS} fit, e.g. at 224 px on a 2-core CPU, where a step takes seconds)"))
+    full: bool = option(False, help=(  # the long form, one flag away
+        f"the long form: {FULL_TRAIN_STEPS} training steps per feeder and round whatever the budget (minutes on a "
+        "GPU, most of an hour on 2 CPU cores at 224 px; the ETA shows which)"))
+    budget_s: float = option(DEFAULT_BUDGET_S, flag="--budget", metavar="SECONDS", help=(
+        "wall time the default run aims at: the loader rounds always run, the training part gets what is left "
+        "(default: %(default)s)"))
     verify: bool = option(True, flag="--no-verify", help=(
         "skip checking the shard files against the manifest's sha256 before reading"))
     remote: RemoteConfig = RemoteConfig()     # shard_dir as a URL: storage options, cache folder and limit
@@ -103,10 +113,12 @@ class BenchConfig:
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
         for name in ("warmup", "train_steps", "workers"):
-            if getattr(self, name) < 0:
+            if (getattr(self, name) or 0) < 0:
                 raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
         # the seed-style baseline's DataLoader takes workers as they are: bounded here like the loader's (no storm)
         object.__setattr__(self, "workers", bound_to_cpus("workers", self.workers, "loader workers of the bench"))
+        if not self.budget_s > 0:
+            raise ConfigError(f"budget_s must be > 0 seconds, got {self.budget_s}")
         if self.precision not in PRECISIONS:
             raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         if any(not 0.0 <= v <= 1.0 for v in self.hw_decoder_loads):
@@ -247,12 +259,12 @@ def _time_round(loader, cfg: BenchConfig, round_index: int) -> tuple[float, floa
     return seconds, cpu, images
 
 
-def run_loader_bench(cfg: BenchConfig, shards=None) -> dict[str, dict]:
-    """Loader throughput of every backend in ``cfg.backends``, rounds interleaved (``shards``: the opened set,
-    else ``cfg.shard_dir`` is opened). See the module docstring."""
-    if shards is None:
-        with open_bench_set(cfg) as opened:
-            return run_loader_bench(cfg, opened)
+PRIOR_IMAGES_PER_S = 300  # a round's guess before its first measurement (the seed-style loader on 2 cores: ~370)
+
+
+def open_loaders(cfg: BenchConfig, shards) -> tuple[dict[str, dict], dict]:
+    """Build every loader of ``cfg.backends`` and time its first batch: (results so far, the loaders that run).
+    A loader that cannot run here is recorded as skipped, with the reason."""
     results: dict[str, dict] = {}
     loaders = {}
     for name in cfg.backends:
@@ -276,30 +288,71 @@ def run_loader_bench(cfg: BenchConfig, shards=None) -> dict[str, dict]:
                    time_to_first_batch_s=time.perf_counter() - t0,
                    peak_rss=mem.peak)
         loaders[name] = loader
-    bar = progress(total=cfg.rounds * len(loaders), desc="bench", unit="round")
+    return results, loaders
+
+
+def time_loaders(cfg: BenchConfig, results: dict[str, dict], loaders: dict, clock=None,
+                 after: Callable[[float], float] = lambda _left: 0.0) -> None:
+    """The timed rounds of ``loaders`` (from :func:`open_loaders`), interleaved, into ``results``; then the loaders
+    are closed. ``clock`` (:class:`~fastfashion.bench.budget.RunClock`) shows them, with ``after(seconds these
+    rounds still take)`` the seconds expected after them."""
+    took: dict[str, list[float]] = {name: [] for name in loaders}
+    images = (cfg.warmup + cfg.batches) * cfg.batch_size
+
+    def left(r: int, done: set) -> float:  # seconds the rounds still take: each loader's mean so far, else a guess
+        est = {n: (sum(t) / len(t) if t else results[n]["time_to_first_batch_s"] + images / PRIOR_IMAGES_PER_S)
+               for n, t in took.items()}
+        rest = sum(est.values()) * (cfg.rounds - r - 1) + sum(v for n, v in est.items() if n not in done)
+        return rest + after(rest)
+
     for r in range(cfg.rounds):
+        done: set = set()
         for name, loader in loaders.items():
-            bar.set_postfix_str(name)
+            if clock is not None:
+                clock.left = lambda r=r, done=done: left(r, done)
+                clock.tick(f"loaders round {r + 1}/{cfg.rounds}: {name}")
+            t0 = time.perf_counter()
             with _PeakRSS() as mem:
-                seconds, cpu, images = _time_round(loader, cfg, r)
+                seconds, cpu, n = _time_round(loader, cfg, r)
+            took[name].append(time.perf_counter() - t0)
+            done.add(name)
             res = results[name]
-            res["rounds"].append(images / seconds)
-            res["cpu_s"].append(1000 * cpu / images)
+            res["rounds"].append(n / seconds)
+            res["cpu_s"].append(1000 * cpu / n)
             res["peak_rss"] = max(res["peak_rss"], mem.peak)
-            bar.update()
-    bar.close()
     for loader in loaders.values():
         if hasattr(loader, "close"):
             loader.close()
+    if clock is not None:
+        clock.left = lambda: after(0.0)
+        clock.phase(f"loader rounds done ({len(loaders)} loaders x {cfg.rounds} rounds)")
+
+
+def summarize_loaders(results: dict[str, dict]) -> dict[str, dict]:
+    """Median, spread, ratio to the baseline and noise warnings of every loader that ran (see
+    :mod:`fastfashion.bench.rounds`), in place; returns ``results``."""
     base = results.get(BASELINE, {}).get("rounds") or None
     for res in results.values():
         if res["status"] != "ok":
             continue
         rounds = res["rounds"]
-        res.update(images_per_s=statistics.median(rounds), images_per_s_min=min(rounds),
-                   images_per_s_max=max(rounds), cpu_s_per_1000_images=statistics.median(res.pop("cpu_s")),
+        res.update(**summarize(rounds), cpu_s_per_1000_images=statistics.median(res.pop("cpu_s")),
                    peak_rss_mb=res.pop("peak_rss") / 2**20)
+        ratio = paired = None
         if base:
-            res["ratio_to_baseline"] = statistics.median(x / b for x, b in zip(rounds, base))
-            res["ratio_to_baseline_rounds"] = [x / b for x, b in zip(rounds, base)]
+            ratio, paired, same_round = ratios(rounds, base)
+            res.update(ratio_to_baseline=ratio, ratio_to_baseline_paired=paired,
+                       ratio_to_baseline_rounds=same_round)
+        res["warnings"] = noise_warnings(rounds, ratio=ratio, paired=paired)
     return results
+
+
+def run_loader_bench(cfg: BenchConfig, shards=None, *, clock=None) -> dict[str, dict]:
+    """Loader throughput of every backend in ``cfg.backends``, rounds interleaved (``shards``: the opened set,
+    else ``cfg.shard_dir`` is opened). See the module docstring."""
+    if shards is None:
+        with open_bench_set(cfg) as opened:
+            return run_loader_bench(cfg, opened, clock=clock)
+    results, loaders = open_loaders(cfg, shards)
+    time_loaders(cfg, results, loaders, clock)
+    return summarize_loaders(results)
