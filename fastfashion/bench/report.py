@@ -159,15 +159,21 @@ def _warning_lines(rows: dict[str, dict], indent: str, advice: str) -> list[str]
     return lines + [f"{indent}! noisy rows are not valid measurements: {advice}"] if lines else []
 
 
+def _mb(row: dict) -> str:
+    """MB per batch as delivered, and its kind (uint8 batches are finished on the training device)."""
+    return f"{row['mb_per_batch']:.1f} {row.get('output', 'float')[0]}" if "mb_per_batch" in row else "-"
+
+
 def format_table(result: dict) -> str:
     """A plain-text table of :func:`run_bench`'s result (what the CLI prints). Each ratio is the ratio of the
     medians printed beside it; a row whose rounds were too noisy ends in ``NOISY`` and its reasons follow the table."""
     m, cfg = result["machine"], result["config"]
     lines = [f"{result['date']}  {m.get('cpu')} x{m['cpu_count']}  GPU: {m.get('gpu') or 'none'}  "
              f"batch {cfg['batch_size']}, {cfg['image_size']} px, "
-             f"augment={'train' if cfg['augment'] else 'eval'}, split {cfg['split']}",
+             f"augment={'train' if cfg['augment'] else 'eval'}, split {cfg['split']}, "
+             f"output {cfg.get('output', 'float')} (MB/batch: u = uint8, finished on the model's device)",
              f"{'backend':<10} {'img/s':>8} {'min-max':>13} {'x seed':>7} {'CPU s/1k':>9} {'peak MB':>8} "
-             f"{'1st batch s':>11}"]
+             f"{'1st batch s':>11} {'MB/batch':>9}"]
     for name, r in result["loaders"].items():
         if r["status"] != "ok":
             lines.append(f"{name:<10} skipped: {r['reason']}")
@@ -175,7 +181,7 @@ def format_table(result: dict) -> str:
         ratio = f"{r['ratio_to_baseline']:.2f}" if "ratio_to_baseline" in r else "-"
         lines.append(f"{name:<10} {r['images_per_s']:>8.0f} {r['images_per_s_min']:>6.0f}-{r['images_per_s_max']:<6.0f}"
                      f" {ratio:>7} {r['cpu_s_per_1000_images']:>9.2f} {r['peak_rss_mb']:>8.0f}"
-                     f" {r['time_to_first_batch_s']:>11.2f}" + (NOISY if r.get("warnings") else ""))
+                     f" {r['time_to_first_batch_s']:>11.2f} {_mb(r):>9}" + (NOISY if r.get("warnings") else ""))
     lines += _warning_lines(result["loaders"], "", "more --rounds or --batches, or a quieter machine")
     if "hw_decoder" in result:
         from .hwdecoder import format_sweep

@@ -29,7 +29,7 @@ from ..format.spec import TRAIN
 from ..hardware import PRECISIONS, DeviceError, available_cpus, bound_to_cpus
 from ..loading.augment import check_image_size, parse_image_size
 from ..loading.backends.jpeg_engine import SWEEP
-from ..loading.base import BACKENDS
+from ..loading.base import BACKENDS, OUTPUTS
 from ..loading.order import DEFAULT_WINDOW
 from ..options import option
 from ..remote.store import RemoteConfig
@@ -76,6 +76,10 @@ class BenchConfig:
         "square side, or HEIGHTxWIDTH (e.g. 64x48), each 8..1024 (default: %(default)s)"))
     augment: bool = option(True, flag="--no-augment", dest="no_augment", help=(  # the seed's set on every backend
         "eval transform instead of the full train augmentation"))
+    output: str = option("uint8", flag="--loader-output", choices=OUTPUTS, help=(  # LoaderConfig.output
+        "what the fastfashion backends deliver: uint8 images + a colour matrix per sample, finished on the model's "
+        "device (the trainer's default), or float images finished by the loader; the seed-style baseline always "
+        "delivers float (default: %(default)s)"))
     rounds: int = option(5, help="timed rounds per backend (default: %(default)s)")  # the median is reported
     batches: int = option(20, help="timed batches per round (default: %(default)s)")
     warmup: int = option(3, help="batches dropped per round (default: %(default)s)")  # pipeline fill
@@ -218,7 +222,7 @@ def make_bench_loader(name: str, cfg: BenchConfig, shards, *, for_training: bool
         split=cfg.split, batch_size=cfg.batch_size, backend=name, device=device, augment=cfg.augment,
         image_size=cfg.image_size, seed=cfg.seed, rank=0, world_size=1,
         workers=cfg.workers, verify=cfg.verify, remote=cfg.remote, order=cfg.order,
-        window=cfg.window, dali_threads=cfg.dali_threads))  # the same worker count as the baseline
+        window=cfg.window, dali_threads=cfg.dali_threads, output=cfg.output))  # workers: the baseline's
 
 
 def endless(loader, start_epoch: int) -> Iterator:
@@ -243,20 +247,29 @@ def sync(images) -> None:
         torch.cuda.synchronize()
 
 
-def _time_round(loader, cfg: BenchConfig, round_index: int) -> tuple[float, float, int]:
-    """One round: fresh iterator, warm-up, then ``cfg.batches`` timed batches. Returns (seconds, cpu s, images)."""
+def batch_bytes(batch) -> int:
+    """Bytes of a batch as delivered (images, labels and, for uint8 output, the colour matrices): what a loader on
+    the host moves to the training device per batch."""
+    return sum(t.numel() * t.element_size() for t in (batch.images, batch.labels, getattr(batch, "colour", None))
+               if t is not None)
+
+
+def _time_round(loader, cfg: BenchConfig, round_index: int) -> tuple[float, float, int, int]:
+    """One round: fresh iterator, warm-up, then ``cfg.batches`` timed batches. Returns (seconds, cpu s, images,
+    bytes of a full batch)."""
     it = endless(loader, start_epoch=round_index)
     for _ in range(cfg.warmup):
         sync(next(it).images)
     images = 0
     cpu0, t0 = _cpu_seconds(), time.perf_counter()
     for _ in range(cfg.batches):
-        x = next(it).images
-        images += x.shape[0]
-    sync(x)
+        batch = next(it)
+        images += batch.images.shape[0]
+    sync(batch.images)
     seconds, cpu = time.perf_counter() - t0, _cpu_seconds() - cpu0
+    size = batch_bytes(batch)
     it.close()  # shuts DataLoader workers down before the next backend runs
-    return seconds, cpu, images
+    return seconds, cpu, images, size
 
 
 PRIOR_IMAGES_PER_S = 300  # a round's guess before its first measurement (the seed-style loader on 2 cores: ~370)
@@ -313,13 +326,15 @@ def time_loaders(cfg: BenchConfig, results: dict[str, dict], loaders: dict, cloc
                 clock.tick(f"loaders round {r + 1}/{cfg.rounds}: {name}")
             t0 = time.perf_counter()
             with _PeakRSS() as mem:
-                seconds, cpu, n = _time_round(loader, cfg, r)
+                seconds, cpu, n, size = _time_round(loader, cfg, r)
             took[name].append(time.perf_counter() - t0)
             done.add(name)
             res = results[name]
             res["rounds"].append(n / seconds)
             res["cpu_s"].append(1000 * cpu / n)
             res["peak_rss"] = max(res["peak_rss"], mem.peak)
+            res["mb_per_batch"] = size / 1e6
+            res["output"] = "float" if name == BASELINE else cfg.output
     for loader in loaders.values():
         if hasattr(loader, "close"):
             loader.close()
