@@ -154,3 +154,21 @@ def test_a_corrupt_jpeg_is_one_line_naming_shard_and_key(tmp_path, scenario):
         loader.close()
     assert batches == DECODED_BEFORE.get(scenario, 0)
     assert re.fullmatch(EXPECTED[scenario].replace("{d}", re.escape(str(d))), f"LoaderError: {e.value}")
+
+
+def test_other_images_go_through_pil_and_garbage_names_the_sample():
+    """A CMYK JPEG (4 components: not for decode_jpeg) and PNG bytes (no JPEG header: a sample changed after the
+    split was checked) are decoded by PIL, as on the float path; bytes no decoder reads raise the one line."""
+    from PIL import Image
+
+    from fastfashion.loading.backends.torch_uint8 import Uint8Sample
+    sample = Uint8Sample(AugmentConfig.eval(image_size=16), seed=0)
+    for mode, fmt in [("CMYK", "JPEG"), ("RGB", "PNG")]:
+        buf = io.BytesIO()
+        Image.new("RGB", (40, 30), (200, 40, 90)).convert(mode).save(buf, fmt, quality=95)
+        expected = np.asarray(Image.open(io.BytesIO(buf.getvalue())).convert("RGB"))[15, 20]
+        out = np.zeros((16, 16, 3), np.uint8)
+        sample(buf.getvalue(), "x.tar: sample 'k'", 0, 0, out)
+        assert (np.abs(out.astype(int) - expected.astype(int)) <= 1).all(), (mode, out[8, 8], expected)
+    with pytest.raises(LoaderError, match=r"^x\.tar: sample 'k': cannot identify image file"):
+        sample(b"\xff\xd8garbage" * 10, "x.tar: sample 'k'", 0, 0, np.zeros((16, 16, 3), np.uint8))

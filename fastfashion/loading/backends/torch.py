@@ -7,6 +7,11 @@
   the order of :mod:`fastfashion.loading.order` — the same as the DALI backend, sample for sample — with any number of
   workers; a streaming ``webdataset.WebDataset`` reads each shard front to back and cannot. The tars stay plain
   WebDataset shards that the webdataset library reads as well.
+* ``output="uint8"``: :class:`~fastfashion.loading.backends.torch_uint8.Uint8Sample` instead of the torchvision
+  transform (decode_jpeg or a DCT-scaled PIL decode, uint8 geometry, the same draws), each image written into one
+  ``[B, H, W, 3]`` uint8 buffer per batch (:class:`Uint8Batch`, in shared memory inside a worker: a quarter of the
+  float batch's bytes, and no copy to hand it over) with the batch's colour matrices; delivered as an NCHW view
+  (channels_last strides), as the DALI backends deliver uint8.
 * A custom transform (``make_loader(..., augment=callable)``) replaces the torchvision one: it gets the decoded RGB
   PIL image and returns a CHW tensor (torchvision v2 transforms take PIL images), seeded per sample like the built-in
   one; with DataLoader workers started by forkserver or spawn it must be picklable (no lambda).

@@ -121,20 +121,17 @@ class Uint8Sample:
         """Write sample ``index``'s image (``epoch``'s augmentation) into ``out`` (uint8 [H, W, 3]). Raises
         :class:`LoaderError` starting with ``where`` (shard and key) when the JPEG cannot be decoded."""
         header = jpeg_header(lambda offset, n: jpg[offset:offset + n], len(jpg))
-        if isinstance(header, str):  # refused when the split was opened, unless it changed since: PIL's words
-            image, scale = _pil_decode(jpg, where, None), 1
-            header_hw = image.shape[:2]
+        if isinstance(header, str):  # refused when the split was opened, unless it changed since: PIL decodes it
+            image, scale = _pil_decode(jpg, where, None)  # or says why not, in the float path's words
+            p = self.plan(index, epoch, *image.shape[:2])
         else:
-            header_hw = (header.height, header.width)
-        p = self.plan(index, epoch, *header_hw)
-        reduce = self.draft and p.height >= DRAFT_FACTOR * p.size[0] and p.width >= DRAFT_FACTOR * p.size[1]
-        if isinstance(header, str):
-            pass
-        elif reduce:  # the smallest DCT-scaled size at which the region still covers the output
-            image, scale = _pil_decode(jpg, where, (math.ceil(header.width * p.size[1] / p.width),
-                                                    math.ceil(header.height * p.size[0] / p.height)))
-        else:
-            image, scale = self._decode_full(jpg, where, header.components), 1
+            p = self.plan(index, epoch, header.height, header.width)
+            if self.draft and p.height >= DRAFT_FACTOR * p.size[0] and p.width >= DRAFT_FACTOR * p.size[1]:
+                # the smallest DCT-scaled size at which the region still covers the output
+                image, scale = _pil_decode(jpg, where, (math.ceil(header.width * p.size[1] / p.width),
+                                                        math.ceil(header.height * p.size[0] / p.height)))
+            else:
+                image, scale = self._decode_full(jpg, where, header.components), 1
         if scale != 1:  # the region in the reduced image, whole pixels
             top, left = round(p.top / scale), round(p.left / scale)
             bottom = min(round((p.top + p.height) / scale), image.shape[0])
