@@ -7,6 +7,11 @@
   the order of :mod:`fastfashion.loading.order` — the same as the DALI backend, sample for sample — with any number of
   workers; a streaming ``webdataset.WebDataset`` reads each shard front to back and cannot. The tars stay plain
   WebDataset shards that the webdataset library reads as well.
+* ``output="uint8"``: :class:`~fastfashion.loading.backends.torch_uint8.Uint8Sample` instead of the torchvision
+  transform (decode_jpeg or a DCT-scaled PIL decode, uint8 geometry, the same draws), each image written into one
+  ``[B, H, W, 3]`` uint8 buffer per batch (:class:`Uint8Batch`, in shared memory inside a worker: a quarter of the
+  float batch's bytes, and no copy to hand it over) with the batch's colour matrices; delivered as an NCHW view
+  (channels_last strides), as the DALI backends deliver uint8.
 * A custom transform (``make_loader(..., augment=callable)``) replaces the torchvision one: it gets the decoded RGB
   PIL image and returns a CHW tensor (torchvision v2 transforms take PIL images), seeded per sample like the built-in
   one; with DataLoader workers started by forkserver or spawn it must be picklable (no lambda).
@@ -25,6 +30,7 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Sequence
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -32,9 +38,10 @@ from torch.utils.data import DataLoader, Dataset
 
 from ...format.reader import SampleRef, ShardFiles
 from ...schema import Schema
-from ..augment import AugmentConfig, draw_params, sample_seed
+from ..augment import RAND_FIELDS, AugmentConfig, draw_params, sample_seed
 from ..base import BackendContext, LoaderError
 from ..colour import colour_matrices
+from .torch_uint8 import Uint8Sample
 
 log = logging.getLogger(__name__)
 
@@ -59,21 +66,6 @@ def torchvision_transform(cfg: AugmentConfig):
     return T.Compose(ops)
 
 
-def uint8_transform(cfg: AugmentConfig):
-    """torchvision (v2) geometry on a PIL image -> uint8 CHW tensor: the crop, flip and rotation of
-    :func:`torchvision_transform` (the same draws for the same seed), no colour and no normalization (the uint8
-    output's colour matrix does both where the model runs: :mod:`fastfashion.loading.colour`)."""
-    from torchvision.transforms import v2 as T
-    if cfg.is_train:
-        ops = [T.RandomResizedCrop(cfg.image_size, scale=cfg.scale, ratio=cfg.ratio, antialias=True),
-               T.RandomHorizontalFlip(cfg.flip)]
-        if cfg.rotation:
-            ops.append(T.RandomRotation(cfg.rotation))
-    else:
-        ops = [T.Resize(cfg.eval_resize, antialias=True), T.CenterCrop(cfg.image_size)]
-    return T.Compose([*ops, T.PILToTensor()])
-
-
 class ShardDataset(Dataset):
     """Samples of one split by global index (manifest order), read by offset from the tars."""
 
@@ -83,8 +75,9 @@ class ShardDataset(Dataset):
         # class ids decoded and range-checked once when the split was read (format/reader.py: SplitSamples.labels)
         self.labels = np.full((len(self.refs), len(schema)), -1, dtype=np.int64) if labels is None else labels
         self.custom = transform is not None  # the loader's augment= callable: RGB PIL image -> CHW tensor
-        self.transform = transform if transform is not None else \
-            uint8_transform(cfg) if uint8 else torchvision_transform(cfg)
+        # uint8: decode_jpeg (or a DCT-scaled PIL decode) + uint8 geometry, written straight into the batch
+        self.transform = transform if transform is not None or uint8 else torchvision_transform(cfg)
+        self.sample = Uint8Sample(cfg, seed) if uint8 else None
         self.files = ShardFiles()  # per worker process: descriptors opened lazily, in the worker
 
     def __len__(self) -> int:
@@ -98,6 +91,9 @@ class ShardDataset(Dataset):
         naming shard and key."""
         from PIL import Image
         i, epoch = item if isinstance(item, tuple) else (item, 0)
+        if self.uint8:
+            b = self.uint8_batch([(i, epoch)])
+            return b.images[0].permute(2, 0, 1), b.labels[0], b.keys[0], b.colour[0]
         r = self.refs[i]
         try:
             jpg = self.files.read(r.tar, r.jpg_offset, r.jpg_size)
@@ -113,19 +109,61 @@ class ShardDataset(Dataset):
             raise LoaderError(f"{r.tar}: sample {r.key!r}: the augment callable returned a "
                               f"{type(image).__name__}, not a tensor (end it with e.g. torchvision's v2.ToImage() "
                               "and v2.ToDtype(torch.float32, scale=True))")
-        labels = torch.from_numpy(self.labels[i].copy())
-        if not self.uint8:
-            return image, labels, r.key
-        params = draw_params(self.cfg, self.seed, epoch, [i]) if self.cfg.is_train else None
-        return image, labels, r.key, torch.from_numpy(colour_matrices(self.cfg, params, 1)[0])
+        return image, torch.from_numpy(self.labels[i].copy()), r.key
 
     def __getitems__(self, indices: Sequence[int]):
         """The DataLoader's batch fetch: a :class:`LoaderError` becomes a :class:`_Failed` batch (plain data), so
-        the main process raises it with its own one-line message."""
+        the main process raises it with its own one-line message. uint8 output: one :class:`Uint8Batch`."""
         try:
-            return [self[i] for i in indices]
+            return self.uint8_batch(indices) if self.uint8 else [self[i] for i in indices]
         except LoaderError as e:
             return [_Failed(str(e))]
+
+    def uint8_batch(self, items: Sequence[int | tuple[int, int]]) -> Uint8Batch:
+        """The uint8 batch of ``items`` (``i`` or ``(i, epoch)``): each image written by :class:`Uint8Sample` into
+        one [B, H, W, 3] buffer (in shared memory in a DataLoader worker: the main process maps it, no copy), the
+        colour matrices drawn for the whole batch at once. Raises :class:`LoaderError` naming shard and key."""
+        items = [item if isinstance(item, tuple) else (item, 0) for item in items]
+        idx = np.array([i for i, _ in items], dtype=np.int64)
+        images = _batch_buffer(len(items), *self.cfg.hw)
+        hwc = images.numpy()
+        for k, (i, epoch) in enumerate(items):
+            r = self.refs[i]
+            where = f"{r.tar}: sample {r.key!r}"
+            try:
+                jpg = self.files.read(r.tar, r.jpg_offset, r.jpg_size)
+            except OSError as e:
+                raise LoaderError(f"{where}: {e}") from e
+            self.sample(jpg, where, i, epoch, hwc[k])
+        params = None
+        if self.cfg.is_train:  # drawn per epoch (a batch of the sampler's has one; direct calls may mix them)
+            epochs = np.array([e for _, e in items], dtype=np.int64)
+            params = np.zeros((len(items), len(RAND_FIELDS)), dtype=np.float32)
+            for e in np.unique(epochs):
+                params[epochs == e] = draw_params(self.cfg, self.seed, int(e), idx[epochs == e])
+        colour = colour_matrices(self.cfg, params, len(items))
+        return Uint8Batch(images, torch.from_numpy(self.labels[idx]), [self.refs[i].key for i in idx],
+                          torch.from_numpy(colour))
+
+
+class Uint8Batch(NamedTuple):
+    """A uint8 batch as a worker hands it over: ``images`` uint8 [B, H, W, 3] (viewed as NCHW in the main process),
+    ``labels`` int64 [B, attributes], ``keys``, ``colour`` float32 [B, 3, 4]."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    keys: list[str]
+    colour: torch.Tensor
+
+
+def _batch_buffer(n: int, height: int, width: int) -> torch.Tensor:
+    """An uninitialised uint8 [n, height, width, 3]; in shared memory inside a DataLoader worker (as torch's
+    default_collate allocates), so handing it to the main process moves no pixels."""
+    shape = (n, height, width, 3)
+    if torch.utils.data.get_worker_info() is None:
+        return torch.empty(shape, dtype=torch.uint8)
+    storage = torch.UntypedStorage._new_shared(n * height * width * 3)
+    return torch.empty(0, dtype=torch.uint8).set_(storage).view(shape)
 
 
 class _Failed:
@@ -150,12 +188,14 @@ class _EpochBatches:
 
 
 def collate(samples) -> tuple | _Failed:
-    """``(images, labels, keys)`` stacked from ``(image, labels, key)`` samples (uint8 output: ``(images, labels,
-    keys, colour)`` from ``(image, labels, key, colour)``); a failed batch passes through."""
+    """``(images, labels, keys)`` stacked from ``(image, labels, key)`` samples; a :class:`Uint8Batch` (assembled
+    by the dataset) and a failed batch pass through."""
+    if isinstance(samples, Uint8Batch):
+        return samples
     if len(samples) == 1 and isinstance(samples[0], _Failed):
         return samples[0]
-    images, labels, keys, *colour = zip(*samples)
-    return (torch.stack(images), torch.stack(labels), list(keys), *(torch.stack(c) for c in colour))
+    images, labels, keys = zip(*samples)
+    return torch.stack(images), torch.stack(labels), list(keys)
 
 
 def worker_context():
@@ -257,7 +297,10 @@ class TorchBackend:
         for batch in self.loader:
             if isinstance(batch, _Failed):
                 raise LoaderError(batch.message)
-            yield (batch[0], batch[1], *batch[3:])  # images, labels[, colour]
+            if len(batch) == 4:  # uint8: the HWC buffer as NCHW (channels_last strides, as the DALI backends')
+                yield batch[0].permute(0, 3, 1, 2), batch[1], batch[3]
+            else:
+                yield batch[0], batch[1]
 
     def close(self) -> None:
         """End a live epoch (its DataLoader iterator, and with it the worker processes, now rather than when the
