@@ -5,6 +5,7 @@ Every variant reads the same split with the same batch size and the full train a
 
     python benchmarks/uint8.py SHARD_DIR [--source RAW_FOLDER] [--device cpu|cuda] [--backends dali-cpu,torch]
         [--batch-size 64] [--image-size 224] [--rounds 5] [--batches 20] [--warmup 3] [--workers 2] [--json FILE]
+        [--train-steps N [--precision auto|amp|fp32]]
 
 Variants, per backend: ``float`` (the loader finishes the images; the batch is moved to ``--device``) and ``uint8``
 (uint8 images and the colour matrices are moved, then finished on ``--device`` by ``Batch.finished``). For each:
@@ -13,6 +14,11 @@ bytes per batch moved host -> device. ``roofline`` (dali backends): the same uin
 off, i.e. decode + warp only: the full augmentation's share of it is what the colour work costs. ``seed`` (with
 ``--source``): the seed-style loader (PIL + torchvision over the raw folder), the baseline of the ratios. On the
 CPU "moving" is a no-op and the finish runs on the CPU: on a GPU machine it runs on the GPU.
+
+``--train-steps N``: then ResNet-18 training (the trainer's step, ``--precision``) on ``--device`` fed by an
+in-memory batch (the ceiling) and by each backend's float and uint8 loaders, ``N`` timed steps per feeder and round
+after ``--warmup`` steps, rounds interleaved: images/s and the share of the ceiling (the uint8 feeders' finish runs
+inside the step, at the model's input, as in ``fastfashion train``).
 """
 from __future__ import annotations
 
@@ -64,6 +70,37 @@ def _round(loader, device: torch.device, args, r: int) -> tuple[float, float, in
     return t_load, t_finish, images, size
 
 
+def train_rounds(args, shards, device: torch.device) -> dict:
+    """images/s of the training step fed by the ceiling and by each backend's float and uint8 loaders."""
+    from fastfashion.bench.throughput import BenchConfig
+    from fastfashion.bench.training import CEILING, _in_memory, _new_step, _time_training
+    from fastfashion.train.loss import loss_weights
+    cfg = BenchConfig(shard_dir=args.shard_dir, batch_size=args.batch_size, image_size=args.image_size,
+                      precision=args.precision, seed=0)
+    weights, _ = loss_weights(shards.manifest, device)
+    feeders = {CEILING: None}
+    for b in args.backends.split(","):
+        for output in ("float", "uint8"):
+            feeders[f"{b} {output}"] = FashionLoader(shards, LoaderConfig(
+                split=args.split, batch_size=args.batch_size, backend=b, device=device, workers=args.workers,
+                image_size=args.image_size, augment=True, output=output, seed=0, rank=0, world_size=1))
+    ips: dict[str, list[float]] = {k: [] for k in feeders}
+    for r in range(args.rounds):
+        for name, loader in feeders.items():
+            it = _in_memory(cfg, shards.schema, device) if loader is None else endless(loader, r)
+            ips[name].append(_time_training(it, _new_step(cfg, shards, device, weights), args.warmup,
+                                            args.train_steps)[0])
+            if hasattr(it, "close"):
+                it.close()
+            print(f"training round {r + 1}/{args.rounds} {name}: {ips[name][-1]:.1f} img/s", file=sys.stderr)
+    for loader in feeders.values():
+        if loader is not None:
+            loader.close()
+    ceiling = statistics.median(ips[CEILING])
+    return {name: {"images_per_s": statistics.median(v), "rounds": v,
+                   "share_of_ceiling": statistics.median(v) / ceiling} for name, v in ips.items()}
+
+
 def _cell(row: dict, key: str, fmt: str) -> str:
     return format(row[key], fmt) if key in row else "-"
 
@@ -82,6 +119,8 @@ def main() -> int:
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--workers", type=int, default=2, help="DataLoader workers of torch and seed")
     ap.add_argument("--json", help="write the results here")
+    ap.add_argument("--train-steps", type=int, default=0, help="then time training fed by each (0: skip)")
+    ap.add_argument("--precision", default="auto", help="the training step's, as train --precision")
     args = ap.parse_args()
     device = torch.device(args.device)
     shards = ShardSet.open(args.shard_dir)
@@ -141,6 +180,11 @@ def main() -> int:
     for loader in loaders.values():
         if hasattr(loader, "close"):
             loader.close()
+    if args.train_steps:
+        out["train"] = train_rounds(args, shards, device)
+        print(f"\n| training on {device} fed by | img/s | share of the in-memory ceiling |\n|---|---|---|")
+        for name, v in out["train"].items():
+            print(f"| {name} | {v['images_per_s']:.1f} | {v['share_of_ceiling']:.1%} |")
     shards.close()
     if args.json:
         Path(args.json).write_text(json.dumps(out, indent=1))
