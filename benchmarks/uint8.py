@@ -8,10 +8,12 @@ Every variant reads the same split with the same batch size and the full train a
         [--train-steps N [--precision auto|amp|fp32]]
 
 Variants, per backend: ``float`` (the loader finishes the images; the batch is moved to ``--device``) and ``uint8``
-(uint8 images and the colour matrices are moved, then finished on ``--device`` by ``Batch.finished``). For each:
-the loader's img/s (time in ``next()``), the move + finish cost per batch, the end-to-end img/s (both), and the
-bytes per batch moved host -> device. ``roofline`` (dali backends): the same uint8 graph with every colour jitter
-off, i.e. decode + warp only: the full augmentation's share of it is what the colour work costs. ``seed`` (with
+(uint8 images and the colour matrices are moved, then finished on ``--device`` by ``Batch.finished``). Each round of
+a variant is two passes: the loader's own rate (batches taken, nothing else) and end to end (each batch moved to
+``--device`` and finished there, in this process, as a trainer does). Reported: both img/s, the move + finish cost
+per batch, and the bytes per batch moved host -> device. ``roofline`` (dali backends): the same uint8 graph with
+every colour jitter off, i.e. decode + warp only: the full augmentation's share of it is what the colour work
+costs. ``seed`` (with
 ``--source``): the seed-style loader (PIL + torchvision over the raw folder), the baseline of the ratios. On the
 CPU "moving" is a no-op and the finish runs on the CPU: on a GPU machine it runs on the GPU.
 
@@ -47,27 +49,31 @@ def nbytes(batch) -> int:
     return sum(t.numel() * t.element_size() for t in (batch.images, batch.labels, batch.colour) if t is not None)
 
 
-def _round(loader, device: torch.device, args, r: int) -> tuple[float, float, int, int]:
-    """(loader seconds, move + finish seconds, images, bytes per batch) of one round."""
+def _round(loader, device: torch.device, args, r: int, finish: bool) -> tuple[float, float, int, int]:
+    """One round: ``(wall seconds, move + finish seconds, images, bytes per batch)``. Without ``finish`` the
+    batches are only taken (the loader's own rate: timing ``next()`` while finishing in between would credit the
+    loader with the pipeline's prefetching); with it each is moved to ``device`` and finished, as a trainer would."""
     it = endless(loader, start_epoch=r)
     for _ in range(args.warmup):
         next(it)
-    t_load = t_finish = 0.0
+    t_finish = 0.0
     images = size = 0
+    t_start = time.perf_counter()
     for _ in range(args.batches):
-        t0 = time.perf_counter()
         batch = next(it)
-        t1 = time.perf_counter()
-        moved = batch._replace(images=batch.images.to(device, non_blocking=True),
-                               colour=None if batch.colour is None else batch.colour.to(device, non_blocking=True))
-        x = moved.finished()
-        sync(x)
-        t_load += t1 - t0
-        t_finish += time.perf_counter() - t1
-        images += x.shape[0]
+        if finish:
+            t1 = time.perf_counter()
+            moved = batch._replace(images=batch.images.to(device, non_blocking=True),
+                                   colour=None if batch.colour is None else batch.colour.to(device,
+                                                                                            non_blocking=True))
+            sync(moved.finished())
+            t_finish += time.perf_counter() - t1
+        images += batch.images.shape[0]
         size = nbytes(batch)
+    sync(batch.images)
+    wall = time.perf_counter() - t_start
     it.close()
-    return t_load, t_finish, images, size
+    return wall, t_finish, images, size
 
 
 def train_rounds(args, shards, device: torch.device) -> dict:
@@ -139,27 +145,25 @@ def main() -> int:
         loaders[f"{b} uint8"] = FashionLoader(shards, LoaderConfig(augment=full, output="uint8", **common))
         if b.startswith("dali"):
             loaders[f"{b} roofline"] = FashionLoader(shards, LoaderConfig(augment=plain, output="uint8", **common))
-    rows: dict[str, dict] = {k: {"load": [], "finish": [], "images": [], "bytes": 0} for k in loaders}
+    rows: dict[str, dict] = {k: {"loader": [], "e2e": [], "finish": [], "bytes": 0} for k in loaders}
     for r in range(args.rounds):
         for name, loader in loaders.items():
-            t_load, t_finish, n, size = _round(loader, device, args, r)
             row = rows[name]
-            row["load"].append(t_load)
-            row["finish"].append(t_finish)
-            row["images"].append(n)
-            row["bytes"] = size
-            print(f"round {r + 1}/{args.rounds} {name}: {n / t_load:.0f} img/s loader, "
-                  f"{1000 * t_finish * args.batch_size / n:.1f} ms per batch move + finish", file=sys.stderr)
+            wall, _, n, row["bytes"] = _round(loader, device, args, 2 * r, finish=False)
+            row["loader"].append(n / wall)
+            wall, t_finish, n, _ = _round(loader, device, args, 2 * r + 1, finish=True)
+            row["e2e"].append(n / wall)
+            row["finish"].append(1000 * t_finish * args.batch_size / n)
+            print(f"round {r + 1}/{args.rounds} {name}: {row['loader'][-1]:.0f} img/s loader, {row['e2e'][-1]:.0f} "
+                  f"finished, {row['finish'][-1]:.1f} ms per batch move + finish", file=sys.stderr)
     out = {"device": str(device), "batch_size": args.batch_size, "image_size": args.image_size,
            "rounds": args.rounds, "batches": args.batches, "variants": {}}
     for name, row in rows.items():
-        loader_ips = statistics.median(n / t for n, t in zip(row["images"], row["load"]))
-        e2e_ips = statistics.median(n / (t + f) for n, t, f in zip(row["images"], row["load"], row["finish"]))
         out["variants"][name] = {
-            "loader_images_per_s": loader_ips, "end_to_end_images_per_s": e2e_ips,
-            "finish_ms_per_batch": statistics.median(1000 * f * args.batch_size / n
-                                                     for n, f in zip(row["images"], row["finish"])),
-            "bytes_per_batch": row["bytes"]}
+            "loader_images_per_s": statistics.median(row["loader"]),
+            "end_to_end_images_per_s": statistics.median(row["e2e"]),
+            "finish_ms_per_batch": statistics.median(row["finish"]), "bytes_per_batch": row["bytes"],
+            "rounds": {k: row[k] for k in ("loader", "e2e", "finish")}}
     seed = out["variants"].get("seed", {}).get("loader_images_per_s")
     for name, v in out["variants"].items():
         if seed:
@@ -169,6 +173,7 @@ def main() -> int:
         roof = out["variants"].get(f"{backend} roofline")
         if roof and kind in ("float", "uint8"):
             v["share_of_roofline"] = v["loader_images_per_s"] / roof["loader_images_per_s"]
+            v["share_of_roofline_end_to_end"] = v["end_to_end_images_per_s"] / roof["end_to_end_images_per_s"]
     print(f"| variant | loader img/s | x seed | move + finish ms/batch on {device} | end-to-end img/s | x seed "
           "| share of decode + warp | MB per batch to the device |")
     print("|---|---|---|---|---|---|---|---|")

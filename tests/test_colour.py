@@ -171,7 +171,7 @@ def test_apply_colour_refuses_shapes_that_do_not_match():
 def test_uint8_output_refuses_an_augment_callable():
     with pytest.raises(ConfigError, match="augment callable"):
         LoaderConfig(output="uint8", augment=lambda img: img)
-    with pytest.raises(ConfigError, match="output must be one of float, uint8"):
+    with pytest.raises(ConfigError, match="output must be one of auto, float, uint8"):
         LoaderConfig(output="fp32")
 
 
@@ -189,3 +189,14 @@ def test_fashionnet_takes_uint8_images_with_their_colour():
     assert torch.allclose(a, b, atol=1e-5)
     with pytest.raises(ConfigError, match="colour matrices"):
         model(images)
+
+
+def test_auto_output_is_uint8_except_dali_cpu_feeding_the_cpu(tiny_shards):
+    from fastfashion.loading.base import auto_output
+    assert auto_output("dali-cpu", "cpu") == "float"
+    assert auto_output("dali-cpu", "cuda") == "uint8" and auto_output("dali-gpu", "cuda") == "uint8"
+    assert auto_output("torch", "cpu") == "uint8" and auto_output("torch", "cpu", custom_transform=True) == "float"
+    with make_loader(tiny_shards, "val", 8, backend="torch", device="cpu", workers=0, output="auto",
+                     image_size=32) as loader:
+        batch = next(iter(loader))
+        assert loader.output == "uint8" and batch.images.dtype == torch.uint8 and batch.colour is not None

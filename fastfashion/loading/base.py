@@ -70,8 +70,20 @@ class Batch(NamedTuple):
 
 
 OUTPUTS = ("float", "uint8")
-"""What ``output`` accepts: ``float`` (finished, normalized images) or ``uint8`` (images as decoded and warped, plus
-each sample's colour matrix, applied where the model runs: :meth:`Batch.finished`)."""
+OUTPUT_CHOICES = ("auto", *OUTPUTS)
+"""What ``output`` accepts: ``float`` (finished, normalized images), ``uint8`` (images as decoded and warped, plus
+each sample's colour matrix, applied where the model runs: :meth:`Batch.finished`) or ``auto`` (:func:`auto_output`,
+what the trainer, evaluate and predict use)."""
+
+
+def auto_output(backend: str, device_type: str, custom_transform: bool = False) -> str:
+    """``output="auto"``: uint8 (finished at the model's input), except where measured slower: dali-cpu delivering
+    to the CPU, where the finish would run in the training process while DALI's float stages run in its own threads
+    (2 cores, 224 px: 964 img/s float against 756 uint8 end to end, README "Loaders"), and with an augment callable
+    (it finishes its own images)."""
+    if custom_transform or (backend == "dali-cpu" and device_type == "cpu"):
+        return "float"
+    return "uint8"
 
 AUGMENT_ACCEPTS = ("None, a bool, an AugmentConfig, or a callable: for the torch backend an RGB PIL image -> "
                    "CHW tensor (e.g. a torchvision v2 transform), for the DALI backends (images, labels) -> images "
@@ -106,7 +118,8 @@ class LoaderConfig:
     line naming shard and key before any decoder sees it. ``output``: ``float`` delivers finished float images;
     ``uint8`` delivers uint8 images and a per-sample colour matrix in ``Batch.colour`` (a quarter of the bytes to
     move to the device, and no float work in the loader; :meth:`Batch.finished` or ``FashionNet`` apply it), for
-    the built-in augmentation only. Raises ValueError for a bad value.
+    the built-in augmentation only; ``auto`` picks one per backend and device (:func:`auto_output`). Raises
+    ValueError for a bad value.
     """
 
     split: str = TRAIN
@@ -131,7 +144,7 @@ class LoaderConfig:
     window: int = DEFAULT_WINDOW       # shards per window of the windowed order
     remote: RemoteConfig = RemoteConfig()  # storage options, cache folder and limit, offline, retries
     max_image_pixels: int = MAX_IMAGE_PIXELS  # a JPEG header claiming more is refused before decoding (bombs)
-    output: str = "float"              # float | uint8 (see above)
+    output: str = "float"              # float | uint8 | auto (see above)
 
     def __post_init__(self) -> None:
         for name in ("batch_size", "block", "window", "max_image_pixels"):
@@ -144,8 +157,8 @@ class LoaderConfig:
         if self.augment is not None and not isinstance(self.augment, (bool, AugmentConfig)) \
                 and not callable(self.augment):
             raise TypeError(f"augment must be {AUGMENT_ACCEPTS}; got {type(self.augment).__name__}")
-        if self.output not in OUTPUTS:
-            raise ConfigError(f"output must be one of {', '.join(OUTPUTS)}, got {self.output!r}")
+        if self.output not in OUTPUT_CHOICES:
+            raise ConfigError(f"output must be one of {', '.join(OUTPUT_CHOICES)}, got {self.output!r}")
         if self.output == "uint8" and self.transform is not None:
             raise ConfigError("output='uint8' carries the built-in augmentation's colour matrix; an augment callable "
                               "delivers its own finished images: use output='float' with it")

@@ -34,7 +34,7 @@ from ..remote.store import RemoteConfig
 from ..shardset import ShardSet
 from .augment import AugmentConfig
 from .backends import choose_backend, create_backend
-from .base import Backend, BackendContext, Batch, LoaderConfig, LoaderError
+from .base import Backend, BackendContext, Batch, LoaderConfig, LoaderError, auto_output
 from .bounds import bound_batch_to_split, check_batch_memory
 from .order import DEFAULT_BLOCK, DEFAULT_WINDOW, epoch_indices, num_batches
 from .streaming import prepare_remote, stream_pass
@@ -292,8 +292,16 @@ class FashionLoader:
                              rank=self.rank, device=self.device, workers=workers, schema=self.schema,
                              order_of=order_of, gpu_cache=self.config.gpu_cache, world_size=self.world_size,
                              dali_threads=self.dali_threads, transform=self.config.transform,
-                             hw_decoder_load=self.config.hw_decoder_load, output=self.config.output)
+                             hw_decoder_load=self.config.hw_decoder_load, output=self.output)
         return dataclasses.replace(ctx, **overrides)
+
+    @property
+    def output(self) -> str:
+        """What the batches hold: ``float`` or ``uint8`` (``output="auto"`` resolved for this backend and device:
+        :func:`~fastfashion.loading.base.auto_output`)."""
+        if self.config.output != "auto":
+            return self.config.output
+        return auto_output(self.backend, self.device.type, self.config.transform is not None)
 
     @property
     def active_backend(self) -> Backend | None:

@@ -8,7 +8,7 @@ import re
 from ..errors import ConfigError, FastfashionError
 from ..hardware import DEVICES, PRECISIONS
 from ..loading.augment import AugmentConfig, check_image_size, parse_image_size
-from ..loading.base import BACKEND_CHOICES, OUTPUTS
+from ..loading.base import BACKEND_CHOICES, OUTPUT_CHOICES
 from ..options import option, parse_fraction_pair
 from ..remote.store import RemoteConfig
 from .schedule import SCHEDULES, image_size_at
@@ -88,10 +88,10 @@ class TrainConfig:
     backend: str = option("auto", choices=BACKEND_CHOICES, help=(  # see LoaderConfig
         "loader backend; auto: dali-gpu with CUDA, else dali-cpu, else torch; dali: DALI on --device (default: "
         "%(default)s)"))
-    loader_output: str = option("uint8", choices=OUTPUTS, help=(  # LoaderConfig.output; measured: README
+    loader_output: str = option("auto", choices=OUTPUT_CHOICES, help=(  # LoaderConfig.output; measured: README
         "what the loader delivers: uint8 images and a colour matrix per sample, finished (jitter + normalization in "
-        "one matrix product) on --device at the model's input, or float: images finished by the loader (default: "
-        "%(default)s)"))
+        "one matrix product) on --device at the model's input, or float: images finished by the loader; auto: "
+        "uint8, except dali-cpu feeding the CPU, where float measured faster (default: %(default)s)"))
     weights: str | None = option(None, metavar="PATH|imagenet", help=(  # None: random init
         "initial weights: 'imagenet' (torchvision, needs the network) or a local state dict; default: random init"))
     resume: bool = option(False, help=(

@@ -71,7 +71,7 @@ def _eval_setup(checkpoint, shards: ShardSet, split, device, need_labels):
 
 
 def _loader_config(ckpt: dict, split: str, batch_size: int, backend: str, device: torch.device,
-                   with_keys: bool = False, verify: bool = True, output: str = "uint8") -> LoaderConfig:
+                   with_keys: bool = False, verify: bool = True, output: str = "auto") -> LoaderConfig:
     """One pass over ``split`` in file order with the eval transform at the checkpoint's image size."""
     return LoaderConfig(split=split, batch_size=batch_size, backend=backend, device=device, augment=False,
                         shuffle=False, drop_last=False, image_size=ckpt["image_size"], rank=0, world_size=1,
@@ -91,10 +91,11 @@ def _opened(shards, remote: RemoteConfig, verify: bool):
 def evaluate_checkpoint(checkpoint: str | os.PathLike, shards: ShardSet | str | os.PathLike, *, split: str = VAL,
                         batch_size: int = 64, device: str = "auto", backend: str = "auto",
                         verify: bool = True, remote: RemoteConfig = RemoteConfig(), tta: str = "none",
-                        output: str = "uint8") -> dict:
+                        output: str = "auto") -> dict:
     """Metrics of a checkpoint on a labelled split (see :func:`fastfashion.train.metrics.summarize`; loss
     unweighted); ``tta="flip"`` averages the logits of each image and its mirror image. ``output``: what the
-    loader delivers (:class:`~fastfashion.loading.base.LoaderConfig`; uint8 is finished at the model's input).
+    loader delivers (:class:`~fastfashion.loading.base.LoaderConfig`; uint8 is finished at the model's input; auto:
+    :func:`~fastfashion.loading.base.auto_output`).
 
     JSON-ready: an undefined metric (e.g. the average class accuracy when every class is absent) is None, not NaN
     (see :func:`fastfashion.train.metrics.json_safe`). ``shards``: an opened
@@ -114,7 +115,7 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, shards: ShardSet | str | 
 def predict(checkpoint: str | os.PathLike, shards: ShardSet | str | os.PathLike, out: str | os.PathLike, *,
             split: str = TEST, zip_: bool = False, batch_size: int = 64, device: str = "auto",
             backend: str = "auto", verify: bool = True, remote: RemoteConfig = RemoteConfig(),
-            tta: str = "none", output: str = "uint8") -> Path:
+            tta: str = "none", output: str = "auto") -> Path:
     """Write ``out`` in the submission format: one line of class ids per sample (schema order) in split-file
     order, LF endings; ``tta="flip"`` averages the logits of each image and its mirror image; ``output`` as
     :func:`evaluate_checkpoint` takes it.
