@@ -322,7 +322,7 @@ def test_torchrun_two_processes_gloo(shards, tmp_path):
     assert any("joined the gloo process group" in line for line in info)  # an INFO line every rank logs
     history = json.loads((out / "metrics.json").read_text())
     assert len(history) == 1 and history[0]["step"] == 2  # 40 train / 2 ranks / batch 8 -> 2 steps per rank
-    single = evaluate_checkpoint(out / "last.pt", shards)
+    single = evaluate_checkpoint(out / "last.pt", shards, backend="torch")  # the backend (and output) of train
     assert history[0]["val"]["avg_class_accuracy"] == pytest.approx(single["avg_class_accuracy"], abs=1e-9)
     assert history[0]["val"]["per_attribute"] == pytest.approx(single["per_attribute"], abs=1e-9)
 
