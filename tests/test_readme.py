@@ -55,6 +55,8 @@ SUBSTITUTIONS = [
     ("--shards SHARD_DIR --source SRC_DIR", "--shards shards/FashionDataset --source ../shared/FashionDataset"),
     ("--rounds 3 --window", "--rounds 1 --batch-size 8 --image-size 16 --window"),  # remote_throttle.py
     ("--train-steps 12", "--train-steps 1"),  # the training benchmark: one timed step per feeder
+    ("--rounds 5 --batches 20 --workers 2",  # benchmarks/uint8.py: one tiny round of each variant
+     "--rounds 1 --batches 1 --warmup 0 --batch-size 8 --image-size 16 --workers 0"),
     ("convert.py ../shared/FashionDataset --rounds 3 --workers 2",  # the conversion benchmark: one cheap round
      "convert.py ../shared/FashionDataset --rounds 1 --workers 1 --engines serial,local"),
     ("--replicate 8 --rounds 3 --workers 2 --engines serial,local,ray-warm",
