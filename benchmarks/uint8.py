@@ -37,16 +37,11 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from fastfashion.bench.baseline import make_baseline_loader  # noqa: E402
-from fastfashion.bench.throughput import endless, sync  # noqa: E402
+from fastfashion.bench.throughput import batch_bytes, endless, sync  # noqa: E402
 from fastfashion.loading.augment import AugmentConfig  # noqa: E402
 from fastfashion.loading.base import LoaderConfig  # noqa: E402
 from fastfashion.loading.loader import FashionLoader  # noqa: E402
 from fastfashion.shardset import ShardSet  # noqa: E402
-
-
-def nbytes(batch) -> int:
-    """Bytes a batch moves host -> device: images, labels and (uint8) the colour matrices."""
-    return sum(t.numel() * t.element_size() for t in (batch.images, batch.labels, batch.colour) if t is not None)
 
 
 def _round(loader, device: torch.device, args, r: int, finish: bool) -> tuple[float, float, int, int]:
@@ -69,7 +64,7 @@ def _round(loader, device: torch.device, args, r: int, finish: bool) -> tuple[fl
             sync(moved.finished())
             t_finish += time.perf_counter() - t1
         images += batch.images.shape[0]
-        size = nbytes(batch)
+        size = batch_bytes(batch)
     sync(batch.images)
     wall = time.perf_counter() - t_start
     it.close()

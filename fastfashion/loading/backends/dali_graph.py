@@ -68,18 +68,14 @@ class RandomParams(_Planned):
         return self.draw(*self.where(info.iteration))
 
 
-class ColourParams(_Planned):
+class ColourParams(RandomParams):
     """The uint8 graph's colour output: iteration ``i`` -> ``[B, 3, 4]`` float32, each sample's colour matrix
     (:func:`~fastfashion.loading.colour.colour_matrices`: the jitter drawn from the same parameters as
     :class:`RandomParams`, and the normalization; for eval the normalization alone)."""
 
-    def __init__(self, cfg: AugmentConfig, *, seed: int, batch_size: int, plan: Sequence[tuple[int, np.ndarray]]):
-        super().__init__(batch_size=batch_size, plan=plan)
-        self.cfg, self.seed = cfg, seed
-
     def __call__(self, info) -> np.ndarray:
         epoch, indices = self.where(info.iteration)
-        params = draw_params(self.cfg, self.seed, epoch, indices) if self.cfg.is_train else None
+        params = self.draw(epoch, indices) if self.cfg.is_train else None
         return colour_matrices(self.cfg, params, len(indices))
 
 
